@@ -1,0 +1,533 @@
+//! Typed decoding of the located YAML tree into spec types, collecting *every* problem instead of
+//! stopping at the first: unknown keys (with did-you-mean), missing keys, wrong types.
+//!
+//! [`Decode`] is implemented for scalars, lists, ordered maps and [`Located`]; [`decode_struct!`]
+//! generates a struct and its `Decode` impl from a field list, so each spec type is declared once.
+
+use std::ops::Deref;
+use std::time::Duration;
+
+use crate::diagnostic::{Diagnostic, Pos, SourceFile, suggestion};
+use crate::yaml::{Key, Node, Value};
+
+/// A decoded value with the position it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    pub value: T,
+    pub pos: Pos,
+}
+
+impl<T> Located<T> {
+    pub fn new(value: T, pos: Pos) -> Self {
+        Self { value, pos }
+    }
+}
+
+impl<T> Deref for Located<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// Collects diagnostics while decoding.
+pub struct Decoder<'a> {
+    pub source: &'a SourceFile,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(source: &'a SourceFile) -> Self {
+        Self {
+            source,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic::error(pos, message));
+    }
+
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    /// Reports "expected X, found Y" at `node`.
+    pub fn expected(&mut self, node: &Node, expected: &str) {
+        self.error(
+            node.pos,
+            format!("expected {expected}, found {}", node.value.describe()),
+        );
+    }
+
+    /// Opens `node` as a mapping whose keys must be among `allowed`; every other key is reported.
+    pub fn map<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        allowed: &[&str],
+    ) -> Option<MapReader<'n>> {
+        let Value::Map(entries) = &node.value else {
+            self.expected(node, &format!("a mapping for {what}"));
+            return None;
+        };
+        for (key, _) in entries {
+            if !allowed.contains(&key.name.as_str()) {
+                self.unknown_key(key, what, allowed);
+            }
+        }
+        Some(MapReader {
+            node,
+            entries,
+            what: what.to_string(),
+        })
+    }
+
+    pub fn unknown_key(&mut self, key: &Key, what: &str, allowed: &[&str]) {
+        let hint = suggestion(&key.name, allowed.iter().copied())
+            .unwrap_or_else(|| format!("expected one of: {}", allowed.join(", ")));
+        let pos = Pos {
+            len: key.name.len(),
+            ..key.pos
+        };
+        self.push(
+            Diagnostic::error(pos, format!("unknown key `{}` in {what}", key.name)).with_hint(hint),
+        );
+    }
+
+    /// The source text a scalar node was written as, when it can be recovered exactly.
+    pub fn raw_text(&self, node: &Node) -> Option<&'a str> {
+        let offset = node.pos.offset?;
+        let text = self.source.text.get(offset..offset + node.pos.len)?;
+        (!text.is_empty()).then_some(text)
+    }
+}
+
+/// Reads fields of one mapping. Unknown keys were reported when it was opened.
+pub struct MapReader<'n> {
+    node: &'n Node,
+    entries: &'n [(Key, Node)],
+    what: String,
+}
+
+impl<'n> MapReader<'n> {
+    pub fn pos(&self) -> Pos {
+        self.node.pos
+    }
+
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    pub fn node(&self, name: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.name == name)
+            .map(|(_, v)| v)
+    }
+
+    pub fn key(&self, name: &str) -> Option<&'n Key> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.name == name)
+            .map(|(k, _)| k)
+    }
+
+    /// Decodes field `name`. A missing field is an error unless `T` has a missing value (`Option`).
+    pub fn field<T: Decode>(&self, cx: &mut Decoder, name: &str) -> Option<T> {
+        match self.node(name) {
+            Some(node) => T::decode(node, cx),
+            None => {
+                let missing = T::when_missing();
+                if missing.is_none() {
+                    let pos = Pos {
+                        len: 0,
+                        ..self.node.pos
+                    };
+                    cx.error(
+                        pos,
+                        format!("missing required key `{name}` in {}", self.what),
+                    );
+                }
+                missing
+            }
+        }
+    }
+}
+
+/// Decoding from a located YAML node. Problems are pushed to the decoder; `None` means "could not
+/// decode" and a diagnostic has been recorded.
+pub trait Decode: Sized {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self>;
+
+    /// The value of an absent field, or `None` if the field is required.
+    fn when_missing() -> Option<Self> {
+        None
+    }
+}
+
+impl<T: Decode> Decode for Option<T> {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        if node.value == Value::Null {
+            return Some(None);
+        }
+        T::decode(node, cx).map(Some)
+    }
+    fn when_missing() -> Option<Self> {
+        Some(None)
+    }
+}
+
+impl<T: Decode> Decode for Located<T> {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        T::decode(node, cx).map(|value| Located {
+            value,
+            pos: node.pos,
+        })
+    }
+}
+
+impl Decode for String {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => match cx.raw_text(node) {
+                Some(raw) => Some(raw.to_string()),
+                None => Some(scalar_text(&node.value)),
+            },
+            _ => {
+                cx.expected(node, "text");
+                None
+            }
+        }
+    }
+}
+
+fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Str(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+impl Decode for bool {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            Value::Str(s) if s == "true" || s == "false" => Some(s == "true"),
+            _ => {
+                cx.expected(node, "true or false");
+                None
+            }
+        }
+    }
+}
+
+macro_rules! decode_integer {
+    ($($t:ty),*) => {$(
+        impl Decode for $t {
+            fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+                let parsed = match &node.value {
+                    Value::Int(i) => <$t>::try_from(*i).ok(),
+                    Value::Str(s) => s.trim().parse::<$t>().ok(),
+                    _ => None,
+                };
+                if parsed.is_none() {
+                    let what = if <$t>::MIN == 0 { "a non-negative whole number" } else { "a whole number" };
+                    match &node.value {
+                        Value::Int(i) => cx.error(node.pos, format!("{i} is out of range: expected {what} up to {}", <$t>::MAX)),
+                        _ => cx.expected(node, what),
+                    }
+                }
+                parsed
+            }
+        }
+    )*};
+}
+decode_integer!(u32, u64, i64, usize);
+
+impl Decode for f64 {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        let parsed = match &node.value {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Str(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(f) if f.is_finite() => Some(f),
+            _ => {
+                cx.expected(node, "a number");
+                None
+            }
+        }
+    }
+}
+
+impl<T: Decode> Decode for Vec<T> {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        let Value::Seq(items) = &node.value else {
+            cx.expected(node, "a list");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            match T::decode(item, cx) {
+                Some(v) => out.push(v),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+/// One name or a list of names: `not_null: user_id` and `not_null: [user_id, ts]` both decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<T: Decode> Decode for OneOrMany<T> {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::Seq(_) => Vec::<T>::decode(node, cx).map(OneOrMany),
+            _ => T::decode(node, cx).map(|v| OneOrMany(vec![v])),
+        }
+    }
+}
+
+/// A mapping with free-form keys, kept in file order (column order in a schema matters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entries<T>(pub Vec<(Key, T)>);
+
+impl<T: Decode> Decode for Entries<T> {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        let Value::Map(entries) = &node.value else {
+            cx.expected(node, "a mapping");
+            return None;
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        let mut ok = true;
+        for (key, value) in entries {
+            match T::decode(value, cx) {
+                Some(v) => out.push((key.clone(), v)),
+                None => ok = false,
+            }
+        }
+        ok.then_some(Entries(out))
+    }
+}
+
+/// A duration written as `250ms`, `30s`, `5m`, `1h30m`, `2d`, or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl Decode for DurationValue {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        let parsed = match &node.value {
+            Value::Int(secs) if *secs >= 0 => Ok(Duration::from_secs(*secs as u64)),
+            Value::Float(secs) if *secs >= 0.0 && secs.is_finite() => {
+                Ok(Duration::from_secs_f64(*secs))
+            }
+            Value::Str(s) => parse_duration(s),
+            _ => Err(format!(
+                "expected a duration such as 30s, 5m or 1h30m, found {}",
+                node.value.describe()
+            )),
+        };
+        match parsed {
+            Ok(d) => Some(DurationValue(d)),
+            Err(message) => {
+                cx.error(
+                    Pos {
+                        len: node.pos.len,
+                        ..node.pos
+                    },
+                    message,
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h30m`, `2d`, `1.5h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    let invalid =
+        || format!("invalid duration `{text}`: expected e.g. 250ms, 30s, 5m, 1h30m or 2d");
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return if secs >= 0.0 && secs.is_finite() {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err(invalid())
+        };
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(invalid());
+        }
+        let number: f64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match rest[..unit_len].trim() {
+            "ms" => 0.001,
+            "s" | "sec" | "secs" => 1.0,
+            "m" | "min" | "mins" => 60.0,
+            "h" | "hr" | "hrs" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_len..];
+        total += number * factor;
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Formats a duration the way pipeline files write them: `1h30m`, `45s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms % 1000 != 0 && ms < 60_000 {
+        return if ms < 1000 {
+            format!("{ms}ms")
+        } else {
+            format!("{:.1}s", d.as_secs_f64())
+        };
+    }
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
+/// Declares a spec struct whose fields are decoded from a mapping with exactly these keys.
+///
+/// ```ignore
+/// decode_struct! {
+///     /// Retry settings as written.
+///     pub struct RetrySpec as "retry settings" {
+///         max_attempts: Option<Located<u32>>,
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! decode_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident as $what:literal {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+            /// Where this mapping starts in the file.
+            pub pos: $crate::diagnostic::Pos,
+        }
+
+        impl $name {
+            /// The keys this mapping accepts.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+
+        impl $crate::decode::Decode for $name {
+            fn decode(node: &$crate::yaml::Node, cx: &mut $crate::decode::Decoder) -> Option<Self> {
+                let map = cx.map(node, $what, Self::KEYS)?;
+                $( let $field = map.field::<$ty>(cx, stringify!($field)); )*
+                Some(Self { $( $field: $field?, )* pos: node.pos })
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml;
+
+    decode_struct! {
+        /// A test struct.
+        pub struct Sample as "sample" {
+            name: String,
+            count: Option<u32>,
+            tags: Option<Vec<Located<String>>>,
+        }
+    }
+
+    fn decode<T: Decode>(text: &str) -> (Option<T>, Vec<Diagnostic>) {
+        let source = SourceFile::new("t.yaml", text);
+        let node = yaml::parse(&source).unwrap();
+        let mut cx = Decoder::new(&source);
+        let value = T::decode(&node, &mut cx);
+        (value, cx.diagnostics)
+    }
+
+    #[test]
+    fn reports_every_unknown_key_and_missing_field_at_once() {
+        let (value, diags) = decode::<Sample>("nme: x\ncount: -1\ntagz: [a]\n");
+        assert!(value.is_none());
+        let messages: Vec<_> = diags
+            .iter()
+            .map(|d| (d.pos.line, d.message.as_str()))
+            .collect();
+        assert_eq!(
+            messages,
+            vec![
+                (1, "unknown key `nme` in sample"),
+                (3, "unknown key `tagz` in sample"),
+                (1, "missing required key `name` in sample"),
+                (
+                    2,
+                    "-1 is out of range: expected a non-negative whole number up to 4294967295"
+                ),
+            ]
+        );
+        assert_eq!(diags[0].hint.as_deref(), Some("did you mean `name`?"));
+        assert_eq!(diags[1].hint.as_deref(), Some("did you mean `tags`?"));
+    }
+
+    #[test]
+    fn numbers_are_accepted_as_text_with_their_spelling() {
+        let (value, diags) = decode::<Sample>("name: 6.10\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(value.unwrap().name, "6.10");
+    }
+
+    #[test]
+    fn durations_parse_in_all_forms() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert!(
+            parse_duration("5x")
+                .unwrap_err()
+                .contains("invalid duration `5x`")
+        );
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("m").is_err());
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+    }
+}

@@ -1,0 +1,294 @@
+//! Located configuration problems: a message, a position in the pipeline file, the source line with a
+//! caret under the offending text, and an optional hint ("did you mean `load_songs`?").
+//!
+//! Every config error dagrun reports goes through [`Diagnostic`]; [`Diagnostics`] renders a batch of
+//! them the way `validate` prints them. Nothing here knows about pipelines: it only knows text.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A pipeline file's name (as the user spelled it) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub name: String,
+    pub text: String,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            text: text.into(),
+        })
+    }
+
+    /// The text of 1-based line `line`, without its line break.
+    pub fn line(&self, line: u32) -> Option<&str> {
+        if line == 0 {
+            return None;
+        }
+        self.text.lines().nth(line as usize - 1)
+    }
+
+    /// The position of a byte offset, as 1-based line and character column.
+    pub fn pos_of_offset(&self, offset: usize, len: usize) -> Pos {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() as u32 + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = before[line_start..].chars().count() as u32 + 1;
+        Pos {
+            line,
+            col,
+            offset: Some(offset),
+            len,
+        }
+    }
+}
+
+/// A place in a source file. `line` and `col` are 1-based (0 means unknown); `col` counts characters.
+/// `offset` is the byte offset when known, `len` the length in bytes of the text to underline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+    pub offset: Option<usize>,
+    pub len: usize,
+}
+
+impl Pos {
+    pub const UNKNOWN: Pos = Pos {
+        line: 0,
+        col: 0,
+        offset: None,
+        len: 0,
+    };
+
+    pub fn is_known(&self) -> bool {
+        self.line > 0
+    }
+}
+
+/// How serious a diagnostic is: errors stop the run (exit code 2), warnings are only printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One located problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub pos: Pos,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(pos: Pos, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Error,
+            pos,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn warning(pos: Pos, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Warning,
+            pos,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_hint_opt(mut self, hint: Option<String>) -> Self {
+        self.hint = hint;
+        self
+    }
+}
+
+/// A batch of diagnostics about one source file, sorted by position when rendered.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    pub source: Arc<SourceFile>,
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn new(source: Arc<SourceFile>, mut items: Vec<Diagnostic>) -> Self {
+        items.sort_by(|a, b| {
+            (a.pos.line, a.pos.col, a.severity).cmp(&(b.pos.line, b.pos.col, b.severity))
+        });
+        items.dedup();
+        Self { source, items }
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter().filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+
+    /// Renders one diagnostic: `file:line:col: error: message`, the source line, a caret, a hint.
+    pub fn render_one(&self, d: &Diagnostic, out: &mut String) {
+        use std::fmt::Write;
+        let level = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        if d.pos.is_known() {
+            let _ = writeln!(
+                out,
+                "{}:{}:{}: {level}: {}",
+                self.source.name, d.pos.line, d.pos.col, d.message
+            );
+            if let Some(text) = self.source.line(d.pos.line) {
+                let number = d.pos.line.to_string();
+                let gutter = " ".repeat(number.len());
+                let _ = writeln!(out, " {number} | {text}");
+                let col = d.pos.col.max(1) as usize;
+                let lead: String = text
+                    .chars()
+                    .take(col - 1)
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                let width = caret_width(text, col, d.pos.len);
+                let _ = writeln!(out, " {gutter} | {lead}{}", "^".repeat(width));
+            }
+        } else {
+            let _ = writeln!(out, "{}: {level}: {}", self.source.name, d.message);
+        }
+        if let Some(hint) = &d.hint {
+            let _ = writeln!(out, "  = hint: {hint}");
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for d in &self.items {
+            self.render_one(d, &mut out);
+        }
+        let errors = self.errors().count();
+        let warnings = self.warnings().count();
+        if errors > 0 {
+            use std::fmt::Write;
+            let plural = if errors == 1 { "" } else { "s" };
+            let _ = write!(out, "{errors} error{plural}");
+            if warnings > 0 {
+                let plural = if warnings == 1 { "" } else { "s" };
+                let _ = write!(out, " and {warnings} warning{plural}");
+            }
+            let _ = writeln!(out, " in {}", self.source.name);
+        }
+        out
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+/// How many carets to draw: the underlined text's width in characters, clipped to the line, at least 1.
+fn caret_width(line: &str, col: usize, len_bytes: usize) -> usize {
+    if len_bytes == 0 {
+        return 1;
+    }
+    let start = line
+        .char_indices()
+        .nth(col - 1)
+        .map_or(line.len(), |(i, _)| i);
+    let end = (start + len_bytes).min(line.len());
+    let end = (end..=line.len())
+        .find(|&i| line.is_char_boundary(i))
+        .unwrap_or(line.len());
+    line[start..end].chars().count().max(1)
+}
+
+/// The closest candidate to `word` by edit distance, if it is close enough to be a plausible typo.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    // Fewest edits first; Jaro-Winkler similarity breaks ties and admits longer near-misses.
+    let mut best: Option<((usize, i64), &str)> = None;
+    for candidate in candidates {
+        let distance = strsim::levenshtein(word, candidate);
+        let score = strsim::jaro_winkler(word, candidate);
+        let close = distance <= (word.len().max(3) / 3).max(2);
+        let key = (distance, -(score * 1000.0) as i64);
+        if (score >= 0.85 || close) && best.is_none_or(|(k, _)| key < k) {
+            best = Some((key, candidate));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// `did you mean `x`?` when a close candidate exists.
+pub fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    did_you_mean(word, candidates).map(|c| format!("did you mean `{c}`?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_file_line_col_source_and_caret() {
+        let src = SourceFile::new("p.yaml", "tasks:\n  - id: a\n    depends_on: [lod_songs]\n");
+        let pos = Pos {
+            line: 3,
+            col: 18,
+            offset: None,
+            len: 9,
+        };
+        let diags = Diagnostics::new(
+            src,
+            vec![
+                Diagnostic::error(pos, "unknown dependency `lod_songs`")
+                    .with_hint("did you mean `load_songs`?"),
+            ],
+        );
+        assert_eq!(
+            diags.render(),
+            "p.yaml:3:18: error: unknown dependency `lod_songs`\n \
+             3 |     depends_on: [lod_songs]\n   \
+             |                  ^^^^^^^^^\n  \
+             = hint: did you mean `load_songs`?\n\
+             1 error in p.yaml\n"
+        );
+    }
+
+    #[test]
+    fn suggests_close_names_only() {
+        let names = ["load_songs", "load_users", "songs"];
+        assert_eq!(did_you_mean("lod_songs", names), Some("load_songs"));
+        assert_eq!(did_you_mean("sngs", names), Some("songs"));
+        assert_eq!(did_you_mean("completely_different", names), None);
+    }
+
+    #[test]
+    fn offset_maps_to_line_and_character_column() {
+        let src = SourceFile::new("p.yaml", "a: 1\nb: é${x}\n");
+        let offset = src.text.find("${x}").unwrap();
+        let pos = src.pos_of_offset(offset, 4);
+        assert_eq!((pos.line, pos.col), (2, 5));
+    }
+}

@@ -1,0 +1,185 @@
+//! Where a task runs: the [`Engine`] trait (local Polars, EMR), the context an attempt gets, and
+//! what it reports back. Engines own their resources; the executor calls [`Engine::release`] when
+//! no remaining task needs an engine and [`Engine::shutdown`] on every exit path (success, failure,
+//! Ctrl-C, SIGTERM), so an engine holding a cluster can always give it back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::{Plan, PlannedTask};
+
+/// Why an attempt failed, and whether trying again could help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    /// One line for the summary; details may follow on later lines.
+    pub message: String,
+    /// A transient failure (throttling, a reset connection, a timeout) worth another attempt.
+    pub retryable: bool,
+}
+
+impl TaskError {
+    /// A failure that another attempt cannot fix (bad data, a failed check, a missing file).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// A transient failure: the retry policy applies.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// The first line, for one-line summaries.
+    pub fn summary(&self) -> &str {
+        self.message.lines().next().unwrap_or("")
+    }
+}
+
+/// Progress of one running task, drawn by the CLI (a bar or spinner) or ignored.
+pub trait TaskProgress: Send + Sync {
+    /// Sets the total amount of work in `unit` (files, rows, objects); `None` for a spinner.
+    fn set_length(&self, total: Option<u64>, unit: &str);
+    /// Adds done work.
+    fn inc(&self, delta: u64);
+    /// A short status such as "parsing 71 files".
+    fn set_message(&self, message: &str);
+}
+
+/// Progress that goes nowhere (tests, `--quiet`).
+pub struct NoProgress;
+
+impl TaskProgress for NoProgress {
+    fn set_length(&self, _: Option<u64>, _: &str) {}
+    fn inc(&self, _: u64) {}
+    fn set_message(&self, _: &str) {}
+}
+
+/// What one attempt of a task can see.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub plan: Arc<Plan>,
+    pub run_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Cancelled on Ctrl-C, SIGTERM, `--fail-fast` or when the attempt times out. Long-running
+    /// engines should watch it and clean up; the executor stops waiting after a grace period.
+    pub cancel: CancellationToken,
+    pub progress: Arc<dyn TaskProgress>,
+}
+
+/// The result of one quality check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    /// `error` or `warn`.
+    pub severity: String,
+    pub passed: bool,
+    /// How many rows (or groups) failed.
+    pub failing: u64,
+    /// A few failing rows, already formatted.
+    pub sample: Vec<String>,
+    /// Why it failed, in one line, when it did.
+    pub detail: Option<String>,
+}
+
+/// What a successful attempt reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TaskOutput {
+    /// Rows read (an extract's parsed records, a transform's input rows, a load's table rows).
+    pub rows_in: Option<u64>,
+    /// Rows produced (a table's row count; a load's rows written).
+    pub rows_out: Option<u64>,
+    /// Records set aside as unreadable, with where they were written.
+    pub quarantined: u64,
+    pub quarantine_path: Option<String>,
+    /// Files read or written.
+    pub files: Option<u64>,
+    /// Paths (or tables) this attempt published.
+    pub outputs: Vec<String>,
+    pub checks: Vec<CheckResult>,
+    /// Engine-specific facts for the run record (cluster id, step id, ...).
+    pub details: BTreeMap<String, String>,
+}
+
+/// An error from engine setup or teardown.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EngineError(pub String);
+
+/// Where tasks run.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// The name used in `engine:` (`local`, `emr`).
+    fn name(&self) -> &'static str;
+
+    /// Runs one attempt of `task`. Errors say whether they are worth retrying.
+    async fn run(&self, task: &PlannedTask, cx: TaskContext) -> Result<TaskOutput, TaskError>;
+
+    /// Called once no remaining task of the run needs this engine (e.g. terminate a cluster early).
+    async fn release(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Called exactly once when the run ends, however it ends. Must be idempotent with `release`.
+    async fn shutdown(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// A task's upstream output that will not be read again (free memory, delete temp files).
+    fn forget(&self, _task: &PlannedTask) {}
+
+    /// Extra lines for `--dry-run` (e.g. the exact requests a remote engine would send).
+    fn describe(&self, _task: &PlannedTask) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The engines available to a run, by name.
+#[derive(Clone, Default)]
+pub struct Engines {
+    engines: BTreeMap<&'static str, Arc<dyn Engine>>,
+}
+
+impl Engines {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, engine: Arc<dyn Engine>) -> Self {
+        self.engines.insert(engine.name(), engine);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Engine>> {
+        self.engines.get(name)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.engines.keys().copied().collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Engine>> {
+        self.engines.values()
+    }
+}
+
+impl fmt::Debug for Engines {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.engines.keys()).finish()
+    }
+}
+
+/// How long the executor waits for a cancelled task before giving up on it.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(30);

@@ -1,0 +1,630 @@
+//! The executor: runs a [`Plan`] on tokio. A task starts as soon as all its dependencies
+//! succeeded, up to `jobs` at a time; each attempt is bounded by the task's timeout and retried per
+//! its [`RetryPolicy`](crate::retry::RetryPolicy) when the error is retryable. A task that fails for
+//! good skips its downstream tasks while independent branches finish (`fail_fast` stops
+//! everything). Cancelling the token (Ctrl-C, SIGTERM) cancels running attempts, gives engines a
+//! grace period to clean up, and marks the run interrupted. Engines are released as soon as no
+//! remaining task needs them and shut down on every exit path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::decode::format_duration;
+use crate::engine::{
+    CANCEL_GRACE, Engine, Engines, TaskContext, TaskError, TaskOutput, TaskProgress,
+};
+use crate::plan::{Action, Plan, PlannedTask};
+
+/// How a run is carried out.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Tasks running at the same time, at most.
+    pub jobs: usize,
+    /// Stop everything at the first task that fails for good.
+    pub fail_fast: bool,
+    pub run_id: String,
+    /// Seed for retry jitter; `None` draws one (tests fix it).
+    pub jitter_seed: Option<u64>,
+    /// How long a cancelled attempt may take to clean up before it is abandoned.
+    pub cancel_grace: Duration,
+}
+
+impl ExecutorOptions {
+    pub fn new(run_id: impl Into<String>) -> Self {
+        Self {
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            fail_fast: false,
+            run_id: run_id.into(),
+            jitter_seed: None,
+            cancel_grace: CANCEL_GRACE,
+        }
+    }
+}
+
+/// Hears about a run as it happens (progress bars, records). Logs go through `tracing`.
+pub trait Observer: Send + Sync {
+    /// An attempt starts; returns where its progress goes.
+    fn attempt_started(&self, task: &PlannedTask, attempt: u32) -> Arc<dyn TaskProgress>;
+    /// An attempt failed; `retry_in` is the wait before the next one, if any.
+    fn attempt_failed(
+        &self,
+        task: &PlannedTask,
+        attempt: u32,
+        error: &TaskError,
+        retry_in: Option<Duration>,
+    );
+    /// A task reached its final state.
+    fn task_finished(&self, task: &PlannedTask, record: &TaskRecord);
+}
+
+/// Final state of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Succeeded,
+    Failed,
+    /// Never started: an upstream task failed, `--fail-fast` stopped the run, or it was interrupted.
+    Skipped,
+    /// Was running when the run was cancelled.
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Skipped => "skipped",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub number: u32,
+    #[serde(with = "system_time", rename = "started_at_ms")]
+    pub started_at: SystemTime,
+    #[serde(with = "duration_secs", rename = "duration_s")]
+    pub duration: Duration,
+    /// `None` when the attempt succeeded.
+    pub error: Option<String>,
+    pub retryable: bool,
+    pub timed_out: bool,
+}
+
+/// What happened to one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub kind: String,
+    pub engine: String,
+    pub state: TaskState,
+    pub attempts: Vec<AttemptRecord>,
+    #[serde(with = "duration_secs", rename = "duration_s")]
+    pub duration: Duration,
+    /// One line: why it failed, was skipped or cancelled.
+    pub reason: Option<String>,
+    pub output: Option<TaskOutput>,
+}
+
+/// The whole run, in plan order.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub pipeline: String,
+    #[serde(with = "system_time", rename = "started_at_ms")]
+    pub started_at: SystemTime,
+    #[serde(with = "duration_secs", rename = "duration_s")]
+    pub duration: Duration,
+    pub tasks: Vec<TaskRecord>,
+    /// Ctrl-C or SIGTERM arrived.
+    pub interrupted: bool,
+    /// Engines that could not clean up (e.g. a cluster that did not terminate).
+    pub shutdown_errors: Vec<String>,
+}
+
+impl RunReport {
+    pub fn succeeded(&self) -> bool {
+        !self.interrupted
+            && self.shutdown_errors.is_empty()
+            && self.tasks.iter().all(|t| t.state == TaskState::Succeeded)
+    }
+
+    /// The documented exit code: 0 all succeeded, 1 a task failed, 130 interrupted.
+    pub fn exit_code(&self) -> i32 {
+        if self.interrupted {
+            130
+        } else if self.succeeded() {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// Runs `plan` to completion (or cancellation) and reports what happened.
+pub async fn execute(
+    plan: Arc<Plan>,
+    engines: &Engines,
+    options: &ExecutorOptions,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+) -> RunReport {
+    let started_at = SystemTime::now();
+    let clock = Instant::now();
+    let n = plan.tasks.len();
+    let jobs = options.jobs.max(1);
+    let mut records: Vec<Option<TaskRecord>> = vec![None; n];
+    let mut waiting: Vec<usize> = plan.tasks.iter().map(|t| t.deps.len()).collect();
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut running: JoinSet<(usize, TaskRecord)> = JoinSet::new();
+    let mut in_flight = 0usize;
+    // Stops new work (fail-fast or interruption) and cancels running attempts.
+    let stop = cancel.child_token();
+    let mut interrupted = false;
+    let mut fail_fast_cause: Option<String> = None;
+    let mut seed_rng = match options.jitter_seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => rand::make_rng(),
+    };
+
+    // Engines still needed by unfinished tasks; released when this drops to zero.
+    let mut engine_users: BTreeMap<String, usize> = BTreeMap::new();
+    for task in &plan.tasks {
+        *engine_users.entry(task.engine.clone()).or_default() += 1;
+    }
+    let mut readers_left: Vec<usize> = readers(&plan).iter().map(BTreeSet::len).collect();
+    let readers_of = readers(&plan);
+
+    loop {
+        // Start what can start.
+        while in_flight < jobs && !stop.is_cancelled() {
+            let Some(i) = ready.pop_first() else { break };
+            let task = plan.tasks[i].clone();
+            let Some(engine) = engines.get(&task.engine).cloned() else {
+                // Validation checks engines against the same list, so this is a programming error.
+                let record = finished(
+                    &task,
+                    TaskState::Failed,
+                    Vec::new(),
+                    Duration::ZERO,
+                    Some(format!(
+                        "engine `{}` is not available in this build",
+                        task.engine
+                    )),
+                    None,
+                );
+                running.spawn(async move { (i, record) });
+                in_flight += 1;
+                continue;
+            };
+            let runner = AttemptRunner {
+                plan: plan.clone(),
+                engine,
+                observer: observer.clone(),
+                cancel: stop.child_token(),
+                run_id: options.run_id.clone(),
+                grace: options.cancel_grace,
+                rng: StdRng::seed_from_u64(rand::RngExt::random(&mut seed_rng)),
+            };
+            running.spawn(async move { (i, runner.run(task).await) });
+            in_flight += 1;
+        }
+        if cancel.is_cancelled() && !interrupted {
+            interrupted = true;
+            warn!("interrupted: cancelling running tasks");
+        }
+        if in_flight == 0 {
+            break;
+        }
+
+        let joined = tokio::select! {
+            joined = running.join_next() => joined,
+            _ = cancel.cancelled(), if !interrupted => {
+                // `stop` is a child token: running attempts are already being cancelled.
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
+        in_flight -= 1;
+        let (i, record) = match joined {
+            Ok(done) => done,
+            Err(join_error) => {
+                // Attempts catch their own panics; this is a panic in the executor's own code.
+                error!(error = %join_error, "a task runner stopped unexpectedly");
+                continue;
+            }
+        };
+        let state = record.state;
+        observer.task_finished(&plan.tasks[i], &record);
+        records[i] = Some(record);
+        let mut done_now = vec![i];
+
+        match state {
+            TaskState::Succeeded => {
+                for d in plan.dependents(i) {
+                    waiting[d] -= 1;
+                    if waiting[d] == 0 && records[d].is_none() {
+                        ready.insert(d);
+                    }
+                }
+            }
+            TaskState::Failed => {
+                let failed = &plan.tasks[i].id;
+                for d in plan.descendants(i) {
+                    if records[d].is_none() {
+                        let record = finished(
+                            &plan.tasks[d],
+                            TaskState::Skipped,
+                            Vec::new(),
+                            Duration::ZERO,
+                            Some(format!("upstream task `{failed}` failed")),
+                            None,
+                        );
+                        observer.task_finished(&plan.tasks[d], &record);
+                        records[d] = Some(record);
+                        ready.remove(&d);
+                        done_now.push(d);
+                    }
+                }
+                if options.fail_fast && fail_fast_cause.is_none() {
+                    warn!(task = %failed, "--fail-fast: stopping the run");
+                    fail_fast_cause = Some(failed.clone());
+                    stop.cancel();
+                }
+            }
+            TaskState::Skipped | TaskState::Cancelled => {}
+        }
+
+        for &d in &done_now {
+            release_engine_if_unused(&plan.tasks[d], engines, &mut engine_users).await;
+            for &producer in &plan.tasks[d]
+                .deps
+                .iter()
+                .chain(reads_of(&plan, d).iter())
+                .copied()
+                .collect::<BTreeSet<_>>()
+            {
+                if readers_of[producer].contains(&d) {
+                    readers_left[producer] -= 1;
+                    if readers_left[producer] == 0
+                        && let Some(engine) = engines.get(&plan.tasks[producer].engine)
+                    {
+                        engine.forget(&plan.tasks[producer]);
+                    }
+                }
+            }
+        }
+    }
+
+    // Whatever never started.
+    for (i, slot) in records.iter_mut().enumerate() {
+        if slot.is_none() {
+            let reason = match (&fail_fast_cause, interrupted) {
+                (_, true) => "not started: the run was interrupted".to_string(),
+                (Some(cause), _) => format!("not started: --fail-fast after `{cause}` failed"),
+                (None, false) => "not started".to_string(),
+            };
+            let record = finished(
+                &plan.tasks[i],
+                TaskState::Skipped,
+                Vec::new(),
+                Duration::ZERO,
+                Some(reason),
+                None,
+            );
+            observer.task_finished(&plan.tasks[i], &record);
+            *slot = Some(record);
+        }
+    }
+
+    let mut shutdown_errors = Vec::new();
+    for engine in engines.iter() {
+        if !plan.tasks.iter().any(|t| t.engine == engine.name()) {
+            continue;
+        }
+        match tokio::time::timeout(
+            options.cancel_grace.max(Duration::from_secs(1)) * 4,
+            engine.shutdown(),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => shutdown_errors.push(format!("engine {}: {e}", engine.name())),
+            Err(_) => shutdown_errors.push(format!("engine {}: shutdown timed out", engine.name())),
+        }
+    }
+    for e in &shutdown_errors {
+        error!("{e}");
+    }
+
+    RunReport {
+        run_id: options.run_id.clone(),
+        pipeline: plan.name.clone(),
+        started_at,
+        duration: clock.elapsed(),
+        tasks: records
+            .into_iter()
+            .map(|r| r.expect("every task has a record"))
+            .collect(),
+        interrupted,
+        shutdown_errors,
+    }
+}
+
+/// For each task, the tasks that read its output: direct dependents plus tasks naming its table.
+fn readers(plan: &Plan) -> Vec<BTreeSet<usize>> {
+    let mut out: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); plan.tasks.len()];
+    for task in &plan.tasks {
+        for &d in &task.deps {
+            out[d].insert(task.index);
+        }
+        for producer in reads_of(plan, task.index) {
+            out[producer].insert(task.index);
+        }
+    }
+    out
+}
+
+/// The producers of the tables task `index` reads.
+fn reads_of(plan: &Plan, index: usize) -> Vec<usize> {
+    let names: Vec<&str> = match &plan.tasks[index].action {
+        Action::Transform(t) => t.tables.iter().map(String::as_str).collect(),
+        Action::QualityCheck(q) => q.tables.iter().map(String::as_str).collect(),
+        Action::Load(l) => vec![l.table.as_str()],
+        Action::Extract(_) => Vec::new(),
+    };
+    plan.tasks
+        .iter()
+        .filter(|t| t.table().is_some_and(|name| names.contains(&name)))
+        .map(|t| t.index)
+        .collect()
+}
+
+async fn release_engine_if_unused(
+    task: &PlannedTask,
+    engines: &Engines,
+    users: &mut BTreeMap<String, usize>,
+) {
+    let Some(count) = users.get_mut(&task.engine) else {
+        return;
+    };
+    *count = count.saturating_sub(1);
+    if *count == 0
+        && let Some(engine) = engines.get(&task.engine)
+    {
+        if let Err(e) = engine.release().await {
+            warn!(engine = %task.engine, error = %e, "engine release failed; it will be retried at shutdown");
+        }
+    }
+}
+
+fn finished(
+    task: &PlannedTask,
+    state: TaskState,
+    attempts: Vec<AttemptRecord>,
+    duration: Duration,
+    reason: Option<String>,
+    output: Option<TaskOutput>,
+) -> TaskRecord {
+    TaskRecord {
+        id: task.id.clone(),
+        kind: task.kind.to_string(),
+        engine: task.engine.clone(),
+        state,
+        attempts,
+        duration,
+        reason,
+        output,
+    }
+}
+
+/// Runs one task's attempts: timeout, retries with backoff, cancellation, panics.
+struct AttemptRunner {
+    plan: Arc<Plan>,
+    engine: Arc<dyn Engine>,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+    run_id: String,
+    grace: Duration,
+    rng: StdRng,
+}
+
+enum Outcome {
+    Done(Result<TaskOutput, TaskError>),
+    TimedOut,
+    Cancelled,
+}
+
+impl AttemptRunner {
+    async fn run(mut self, task: PlannedTask) -> TaskRecord {
+        let clock = Instant::now();
+        let mut attempts = Vec::new();
+        let policy = task.retry;
+        let mut attempt = 1;
+        loop {
+            let span = info_span!("task", task = %task.id, kind = %task.kind, engine = %task.engine, attempt);
+            let progress = self.observer.attempt_started(&task, attempt);
+            let attempt_cancel = self.cancel.child_token();
+            let cx = TaskContext {
+                plan: self.plan.clone(),
+                run_id: self.run_id.clone(),
+                attempt,
+                cancel: attempt_cancel.clone(),
+                progress,
+            };
+            let started_at = SystemTime::now();
+            let started = Instant::now();
+            async { info!("started") }.instrument(span.clone()).await;
+            let outcome = self
+                .attempt(&task, cx, &attempt_cancel)
+                .instrument(span.clone())
+                .await;
+            let duration = started.elapsed();
+            let mut record = AttemptRecord {
+                number: attempt,
+                started_at,
+                duration,
+                error: None,
+                retryable: false,
+                timed_out: false,
+            };
+            let error = match outcome {
+                Outcome::Done(Ok(output)) => {
+                    attempts.push(record);
+                    span.in_scope(|| info!(elapsed = %format_duration(duration), "succeeded"));
+                    return finished(
+                        &task,
+                        TaskState::Succeeded,
+                        attempts,
+                        clock.elapsed(),
+                        None,
+                        Some(output),
+                    );
+                }
+                Outcome::Cancelled => {
+                    record.error = Some("cancelled".into());
+                    attempts.push(record);
+                    span.in_scope(|| warn!("cancelled"));
+                    return finished(
+                        &task,
+                        TaskState::Cancelled,
+                        attempts,
+                        clock.elapsed(),
+                        Some("cancelled while running".into()),
+                        None,
+                    );
+                }
+                Outcome::TimedOut => {
+                    record.timed_out = true;
+                    TaskError::retryable(format!(
+                        "attempt timed out after {}",
+                        format_duration(task.timeout)
+                    ))
+                }
+                Outcome::Done(Err(error)) => error,
+            };
+            record.error = Some(error.message.clone());
+            record.retryable = error.retryable;
+            attempts.push(record);
+
+            let retry_in = (error.retryable && attempt < policy.max_attempts)
+                .then(|| policy.delay(attempt + 1, &mut self.rng));
+            self.observer
+                .attempt_failed(&task, attempt, &error, retry_in);
+            match retry_in {
+                Some(delay) => {
+                    span.in_scope(|| warn!(error = %error.summary(), retry_in = %format_duration(delay), "attempt failed; retrying"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.cancel.cancelled() => {
+                            return finished(&task, TaskState::Cancelled, attempts, clock.elapsed(),
+                                Some(format!("cancelled while waiting to retry after: {}", error.summary())), None);
+                        }
+                    }
+                    attempt += 1;
+                }
+                None => {
+                    let why = if !error.retryable {
+                        ""
+                    } else {
+                        " (no attempts left)"
+                    };
+                    span.in_scope(|| error!(error = %error.message, "failed{why}"));
+                    let reason = if attempts.len() > 1 {
+                        format!("{} (after {} attempts)", error.summary(), attempts.len())
+                    } else {
+                        error.summary().to_string()
+                    };
+                    return finished(
+                        &task,
+                        TaskState::Failed,
+                        attempts,
+                        clock.elapsed(),
+                        Some(reason),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    /// One attempt, bounded by the timeout and the run's cancellation. On either, the engine is
+    /// told through its token and given a grace period to clean up before it is abandoned.
+    async fn attempt(
+        &self,
+        task: &PlannedTask,
+        cx: TaskContext,
+        attempt_cancel: &CancellationToken,
+    ) -> Outcome {
+        let work = AssertUnwindSafe(self.engine.run(task, cx)).catch_unwind();
+        tokio::pin!(work);
+        let first = tokio::select! {
+            result = &mut work => {
+                let result = flatten_panic(result);
+                // An engine that stops with an error because it saw the run being cancelled was cancelled.
+                if result.is_err() && self.cancel.is_cancelled() {
+                    return Outcome::Cancelled;
+                }
+                return Outcome::Done(result);
+            }
+            _ = tokio::time::sleep(task.timeout) => Outcome::TimedOut,
+            _ = self.cancel.cancelled() => Outcome::Cancelled,
+        };
+        attempt_cancel.cancel();
+        if tokio::time::timeout(self.grace, &mut work).await.is_err() {
+            warn!(grace = %format_duration(self.grace), "task did not stop within the grace period; abandoning it");
+        }
+        first
+    }
+}
+
+fn flatten_panic(
+    result: Result<Result<TaskOutput, TaskError>, Box<dyn std::any::Any + Send>>,
+) -> Result<TaskOutput, TaskError> {
+    result.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(TaskError::permanent(format!(
+            "internal error (panic): {message}"
+        )))
+    })
+}
+
+mod system_time {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        s.serialize_u64(ms)
+    }
+}
+
+mod duration_secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

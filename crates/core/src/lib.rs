@@ -1,0 +1,39 @@
+//! dagrun-core: the pipeline spec and its validation into a plan, the concurrent executor, graph
+//! rendering, and the `Engine` / `Storage` traits that engines and storages implement.
+//!
+//! This crate never depends on polars or the AWS SDKs, so its tests build in seconds.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`yaml`] | the located YAML tree (serde-saphyr) |
+//! | [`decode`] | typed decoding that collects every problem |
+//! | [`spec`] | raw spec types mirroring the file |
+//! | [`vars`] | `${var}`, `${env:NAME}`, `--set` |
+//! | [`plan`] | validation: spec -> plan |
+//! | [`sql`] | static SQL reading (syntax errors, referenced tables) |
+//! | [`retry`] | the retry policy |
+//! | [`executor`] | running a plan: concurrency, retries, timeouts, cancellation |
+//! | [`engine`] | where tasks run (`Engine`) |
+//! | [`storage`] | where bytes live (`Storage`), local disk, atomic publish |
+//! | [`graph`] | ascii / DOT / Mermaid |
+//! | [`diagnostic`] | located errors with source line and caret |
+
+pub mod decode;
+pub mod diagnostic;
+pub mod engine;
+pub mod executor;
+pub mod graph;
+pub mod plan;
+pub mod retry;
+pub mod spec;
+pub mod sql;
+pub mod storage;
+pub mod vars;
+pub mod yaml;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile};
+pub use engine::{Engine, Engines, TaskContext, TaskError, TaskOutput};
+pub use executor::{ExecutorOptions, RunReport, TaskRecord, TaskState, execute};
+pub use plan::{Plan, PlanError, PlanOptions};
+pub use storage::{Storage, Storages};
+pub use vars::VarInputs;

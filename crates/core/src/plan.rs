@@ -1,0 +1,1266 @@
+//! The validated plan: tasks with resolved variables, dependencies as graph edges, defaults filled
+//! in and retry policies computed. [`Plan::load`] is the only way from a pipeline file to a plan; it
+//! reports every problem at once, each with its position. `validate`, `graph`, `--dry-run` and a
+//! real run all start here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::decode::{Decode, Decoder, DurationValue, Entries, Located};
+use crate::diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile, suggestion};
+use crate::retry::RetryPolicy;
+use crate::spec::{
+    CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, JsonFormat, RetrySpec,
+    TaskKind, TaskParams, TaskSpec,
+};
+use crate::sql;
+use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
+use crate::yaml::{self, Node, Value};
+
+/// Built-in default timeout of one attempt.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Built-in default engine.
+pub const DEFAULT_ENGINE: &str = "local";
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub description: Option<String>,
+    pub source: Arc<SourceFile>,
+    pub vars: Vars,
+    /// Tasks in file order; a task's `index` is its place here.
+    pub tasks: Vec<PlannedTask>,
+    /// Edges point from a dependency to its dependent.
+    pub graph: DiGraph<usize, ()>,
+    /// Problems worth knowing that do not stop a run.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// One validated task.
+#[derive(Debug, Clone)]
+pub struct PlannedTask {
+    pub index: usize,
+    pub id: String,
+    pub description: Option<String>,
+    pub kind: TaskKind,
+    pub action: Action,
+    /// Direct dependencies, as indices into [`Plan::tasks`].
+    pub deps: Vec<usize>,
+    pub engine: String,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    /// Where the task is declared.
+    pub pos: Pos,
+}
+
+/// What a task does, with everything resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Extract(Extract),
+    Transform(Transform),
+    QualityCheck(QualityCheck),
+    Load(Load),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extract {
+    /// A local folder or an `s3://bucket/prefix` URI.
+    pub path: String,
+    /// Glob relative to `path` (`**` for every file).
+    pub glob: String,
+    pub format: JsonFormat,
+    pub schema: Vec<Column>,
+    pub max_bad_records: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+    /// The JSON field this column is read from.
+    pub from: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transform {
+    pub sql: String,
+    /// Upstream tables the query reads.
+    pub tables: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityCheck {
+    pub table: String,
+    pub checks: Vec<Check>,
+    /// Every table the checks read (`table`, relationship targets, tables in SQL checks).
+    pub tables: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub severity: CheckSeverity,
+    pub kind: CheckKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    NotNull {
+        column: String,
+    },
+    Unique {
+        columns: Vec<String>,
+    },
+    RowCount {
+        min: Option<u64>,
+        max: Option<u64>,
+    },
+    AcceptedValues {
+        column: String,
+        values: Vec<String>,
+    },
+    Relationships {
+        column: String,
+        to: String,
+        field: String,
+    },
+    Sql {
+        sql: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    pub table: String,
+    /// A local folder or an `s3://bucket/prefix` URI; the table's files live under it.
+    pub path: String,
+    pub partition_by: Vec<String>,
+    pub compression: Compression,
+}
+
+impl PlannedTask {
+    /// The name of the table this task produces, if any (extracts and transforms).
+    pub fn table(&self) -> Option<&str> {
+        match self.action {
+            Action::Extract(_) | Action::Transform(_) => Some(&self.id),
+            _ => None,
+        }
+    }
+
+    /// What the task reads, for plans and dry runs.
+    pub fn inputs(&self) -> Vec<String> {
+        match &self.action {
+            Action::Extract(e) => vec![join_path(&e.path, &e.glob)],
+            Action::Transform(t) => t.tables.iter().map(|t| format!("table {t}")).collect(),
+            Action::QualityCheck(q) => q.tables.iter().map(|t| format!("table {t}")).collect(),
+            Action::Load(l) => vec![format!("table {}", l.table)],
+        }
+    }
+
+    /// What the task writes, for plans and dry runs.
+    pub fn outputs(&self) -> Vec<String> {
+        match &self.action {
+            Action::Extract(_) | Action::Transform(_) => vec![format!("table {}", self.id)],
+            Action::QualityCheck(q) => vec![format!("{} checks on {}", q.checks.len(), q.table)],
+            Action::Load(l) => {
+                let parts = if l.partition_by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" partitioned by {}", l.partition_by.join(", "))
+                };
+                vec![format!("{} (parquet, {}){parts}", l.path, l.compression)]
+            }
+        }
+    }
+}
+
+/// Joins a root and a relative part with exactly one `/`.
+pub fn join_path(root: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        return root.to_string();
+    }
+    format!(
+        "{}/{}",
+        root.trim_end_matches('/'),
+        rest.trim_start_matches('/')
+    )
+}
+
+/// What the caller knows that the file does not: engines available in this build.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub engines: Vec<String>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            engines: vec![DEFAULT_ENGINE.to_string()],
+        }
+    }
+}
+
+/// A pipeline that could not be planned: located diagnostics, or `--set` misuse.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The file has problems; each diagnostic has a position.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    /// `--set` named variables the pipeline does not declare.
+    #[error("{}", .0.join("\n"))]
+    UnknownOverrides(Vec<String>),
+}
+
+impl Plan {
+    /// Reads and validates the pipeline at `path`.
+    pub fn load_file(
+        path: &Path,
+        inputs: &VarInputs,
+        options: &PlanOptions,
+    ) -> Result<Plan, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        })?;
+        let mut inputs = inputs.clone();
+        if !inputs.builtins.contains_key("pipeline_dir") {
+            let dir = path.parent().map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            });
+            inputs.builtins.insert(
+                "pipeline_dir".into(),
+                dir.unwrap_or(Path::new(".")).display().to_string(),
+            );
+        }
+        Plan::load(
+            SourceFile::new(path.display().to_string(), text),
+            &inputs,
+            options,
+        )
+        .map_err(LoadError::Plan)
+    }
+
+    /// Validates a pipeline's text. Every problem found is reported, sorted by position.
+    pub fn load(
+        source: Arc<SourceFile>,
+        inputs: &VarInputs,
+        options: &PlanOptions,
+    ) -> Result<Plan, PlanError> {
+        let mut diags = Vec::new();
+        let root = match yaml::parse(&source) {
+            Ok(root) => root,
+            Err(d) => return Err(PlanError::Invalid(Diagnostics::new(source, vec![d]))),
+        };
+        if !matches!(root.value, Value::Map(_)) {
+            let d = Diagnostic::error(
+                root.pos,
+                format!(
+                    "expected a mapping with `name` and `tasks`, found {}",
+                    root.value.describe()
+                ),
+            );
+            return Err(PlanError::Invalid(Diagnostics::new(source, vec![d])));
+        }
+
+        // Variables first: they are resolved before anything else is read.
+        let declared = declared_vars(&root, &source, &mut diags);
+        let (vars, unknown_overrides) = vars::resolve(&declared, inputs, &source, &mut diags);
+        if !unknown_overrides.is_empty() {
+            return Err(PlanError::UnknownOverrides(unknown_overrides));
+        }
+        let mut tree = root.clone();
+        if let Value::Map(entries) = &mut tree.value {
+            for (key, value) in entries.iter_mut() {
+                if key.name != "vars" {
+                    vars::interpolate_tree(value, &vars, &declared, inputs, &source, &mut diags);
+                }
+            }
+        }
+
+        let mut cx = Decoder::new(&source);
+        let top = TopLevel::decode(&tree, &mut cx);
+        diags.append(&mut cx.diagnostics);
+
+        let mut builder = Builder {
+            source: &source,
+            options,
+            diags,
+            warnings: Vec::new(),
+        };
+        let plan = top.and_then(|top| builder.build(top, vars));
+        let Builder {
+            diags, warnings, ..
+        } = builder;
+        if diags
+            .iter()
+            .any(|d| d.severity == crate::diagnostic::Severity::Error)
+            || plan.is_none()
+        {
+            let mut all = diags;
+            all.extend(warnings);
+            return Err(PlanError::Invalid(Diagnostics::new(source, all)));
+        }
+        let mut plan = plan.expect("checked above");
+        plan.warnings = warnings;
+        Ok(plan)
+    }
+
+    pub fn task(&self, id: &str) -> Option<&PlannedTask> {
+        self.tasks.iter().find(|t| t.id == id)
+    }
+
+    /// Indices of tasks that depend directly on `index`.
+    pub fn dependents(&self, index: usize) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .graph
+            .neighbors(NodeIndex::new(index))
+            .map(|n| self.graph[n])
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Every task `index` depends on, directly or not.
+    pub fn ancestors(&self, index: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut stack = self.tasks[index].deps.clone();
+        while let Some(i) = stack.pop() {
+            if seen.insert(i) {
+                stack.extend(self.tasks[i].deps.iter().copied());
+            }
+        }
+        seen
+    }
+
+    /// Every task that depends on `index`, directly or not.
+    pub fn descendants(&self, index: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut stack = self.dependents(index);
+        while let Some(i) = stack.pop() {
+            if seen.insert(i) {
+                stack.extend(self.dependents(i));
+            }
+        }
+        seen
+    }
+
+    /// Tasks grouped into waves: wave n holds tasks whose longest dependency chain has n links.
+    /// Tasks of one wave can run at the same time.
+    pub fn waves(&self) -> Vec<Vec<usize>> {
+        let mut level = vec![0usize; self.tasks.len()];
+        for i in self.topological_order() {
+            level[i] = self.tasks[i]
+                .deps
+                .iter()
+                .map(|&d| level[d] + 1)
+                .max()
+                .unwrap_or(0);
+        }
+        let depth = level.iter().copied().max().map_or(0, |m| m + 1);
+        let mut waves = vec![Vec::new(); depth];
+        for (i, l) in level.into_iter().enumerate() {
+            waves[l].push(i);
+        }
+        waves
+    }
+
+    /// Task indices with every task after its dependencies; ties keep file order.
+    pub fn topological_order(&self) -> Vec<usize> {
+        let mut remaining: Vec<usize> = self.tasks.iter().map(|t| t.deps.len()).collect();
+        let mut ready: BTreeSet<usize> = (0..self.tasks.len())
+            .filter(|&i| remaining[i] == 0)
+            .collect();
+        let mut order = Vec::with_capacity(self.tasks.len());
+        while let Some(i) = ready.pop_first() {
+            order.push(i);
+            for d in self.dependents(i) {
+                remaining[d] -= 1;
+                if remaining[d] == 0 {
+                    ready.insert(d);
+                }
+            }
+        }
+        order
+    }
+
+    /// The plan restricted to `ids` and everything they depend on (`--only`).
+    pub fn select(&self, ids: &[String]) -> Result<Plan, String> {
+        let mut keep = BTreeSet::new();
+        for id in ids {
+            let Some(task) = self.task(id) else {
+                let hint = suggestion(id, self.tasks.iter().map(|t| t.id.as_str()))
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "--only {id}: no task `{id}` in {}{hint}",
+                    self.name
+                ));
+            };
+            keep.insert(task.index);
+            keep.extend(self.ancestors(task.index));
+        }
+        let new_index: HashMap<usize, usize> = keep
+            .iter()
+            .enumerate()
+            .map(|(new, &old)| (old, new))
+            .collect();
+        let tasks: Vec<PlannedTask> = keep
+            .iter()
+            .map(|&old| {
+                let mut t = self.tasks[old].clone();
+                t.index = new_index[&old];
+                t.deps = t.deps.iter().map(|d| new_index[d]).collect();
+                t
+            })
+            .collect();
+        let graph = build_graph(&tasks);
+        Ok(Plan {
+            tasks,
+            graph,
+            ..self.clone()
+        })
+    }
+}
+
+/// Reading the file failed, or its content is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The pipeline file could not be read.
+    #[error("cannot read pipeline {path}: {error}")]
+    Read { path: String, error: String },
+    /// The pipeline is invalid.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+fn build_graph(tasks: &[PlannedTask]) -> DiGraph<usize, ()> {
+    let mut graph = DiGraph::with_capacity(tasks.len(), tasks.len() * 2);
+    for t in tasks {
+        graph.add_node(t.index);
+    }
+    for t in tasks {
+        for &d in &t.deps {
+            graph.add_edge(NodeIndex::new(d), NodeIndex::new(t.index), ());
+        }
+    }
+    graph
+}
+
+/// The top-level keys, decoded one by one so one bad task does not hide problems in the others.
+struct TopLevel {
+    name: Option<Located<String>>,
+    description: Option<Located<String>>,
+    defaults: Option<DefaultsSpec>,
+    /// Decoded tasks; `None` where a task had errors (its id is still known when readable).
+    tasks: Vec<(Option<TaskSpec>, Option<Located<String>>)>,
+    tasks_pos: Pos,
+    has_tasks_key: bool,
+}
+
+const TOP_KEYS: &[&str] = &["name", "description", "vars", "defaults", "tasks"];
+
+impl Decode for TopLevel {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        let map = cx.map(node, "the pipeline", TOP_KEYS)?;
+        let name = map.field::<Located<String>>(cx, "name");
+        let description = map
+            .field::<Option<Located<String>>>(cx, "description")
+            .flatten();
+        let defaults = map.field::<Option<DefaultsSpec>>(cx, "defaults").flatten();
+        let mut tasks = Vec::new();
+        let tasks_pos = map.node("tasks").map_or(node.pos, |n| n.pos);
+        match map.node("tasks").map(|n| (n, &n.value)) {
+            Some((_, Value::Seq(items))) => {
+                for item in items {
+                    let id = item.get("id").and_then(|n| match &n.value {
+                        Value::Str(s) => Some(Located::new(s.clone(), n.pos)),
+                        _ => None,
+                    });
+                    tasks.push((TaskSpec::decode(item, cx), id));
+                }
+            }
+            Some((n, _)) => cx.expected(n, "a list of tasks"),
+            None => cx.error(node.pos, "missing required key `tasks` in the pipeline"),
+        }
+        let has_tasks_key = map.node("tasks").is_some();
+        Some(TopLevel {
+            name,
+            description,
+            defaults,
+            tasks,
+            tasks_pos,
+            has_tasks_key,
+        })
+    }
+}
+
+fn declared_vars(
+    root: &Node,
+    source: &SourceFile,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<DeclaredVar> {
+    let Some(vars_node) = root.get("vars") else {
+        return Vec::new();
+    };
+    if vars_node.value == Value::Null {
+        return Vec::new();
+    }
+    let mut cx = Decoder::new(source);
+    let entries = Entries::<Located<Option<String>>>::decode(vars_node, &mut cx);
+    diags.append(&mut cx.diagnostics);
+    let Some(entries) = entries else {
+        return Vec::new();
+    };
+    let Value::Map(nodes) = &vars_node.value else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ((key, value), (_, node)) in entries.0.into_iter().zip(nodes) {
+        let pos = Pos {
+            len: key.name.len(),
+            ..key.pos
+        };
+        if !vars::is_identifier(&key.name) {
+            diags.push(Diagnostic::error(
+                pos,
+                format!(
+                    "invalid variable name `{}`: use letters, digits and _",
+                    key.name
+                ),
+            ));
+            continue;
+        }
+        if BUILTIN_VARS.contains(&key.name.as_str()) {
+            diags.push(Diagnostic::error(
+                pos,
+                format!(
+                    "`{}` is a built-in variable and cannot be declared",
+                    key.name
+                ),
+            ));
+            continue;
+        }
+        out.push(DeclaredVar {
+            name: key.name,
+            name_pos: key.pos,
+            raw: value.value,
+            value_node: Some(node.clone()),
+        });
+    }
+    out
+}
+
+struct Builder<'a> {
+    source: &'a SourceFile,
+    options: &'a PlanOptions,
+    diags: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Builder<'_> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::error(pos, message));
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    fn build(&mut self, top: TopLevel, vars: Vars) -> Option<Plan> {
+        let name = top.name.map(|n| {
+            if n.trim().is_empty() {
+                self.error(n.pos, "the pipeline name is empty");
+            }
+            n.value
+        });
+
+        let defaults = top.defaults.unwrap_or(DefaultsSpec {
+            engine: None,
+            timeout: None,
+            retry: None,
+            pos: Pos::UNKNOWN,
+        });
+        let default_engine = defaults.engine.clone().map(|e| {
+            self.check_engine(&e);
+            e.value
+        });
+        let default_timeout = defaults
+            .timeout
+            .map(|t| self.check_timeout(t))
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let default_retry = match &defaults.retry {
+            Some(r) => self.retry_policy(&RetryPolicy::default(), r),
+            None => RetryPolicy::default(),
+        };
+
+        if top.tasks.is_empty() && top.has_tasks_key {
+            self.error(top.tasks_pos, "the pipeline has no tasks");
+        }
+
+        // Ids: every readable id counts as known, even for tasks with other errors, so their
+        // dependents do not get a second, misleading "unknown dependency" error.
+        let mut known: BTreeMap<String, Pos> = BTreeMap::new();
+        for (_, id) in &top.tasks {
+            let Some(id) = id else { continue };
+            let pos = Pos {
+                len: id.len(),
+                ..id.pos
+            };
+            if !is_task_id(id) {
+                self.error(pos, format!("invalid task id `{}`", id.value))
+                    .hint = Some(
+                    "ids are table names in SQL: start with a letter or _, then letters, digits, _"
+                        .into(),
+                );
+            }
+            if let Some(first) = known.get(id.as_str()) {
+                let line = first.line;
+                self.error(pos, format!("duplicate task id `{}`", id.value))
+                    .hint = Some(format!("first declared on line {line}"));
+            } else {
+                known.insert(id.value.clone(), id.pos);
+            }
+        }
+        let all_decoded = top.tasks.iter().all(|(t, _)| t.is_some());
+        let specs: Vec<TaskSpec> = top.tasks.into_iter().filter_map(|(t, _)| t).collect();
+        let mut index_of: HashMap<String, usize> = HashMap::new();
+        for (i, spec) in specs.iter().enumerate() {
+            index_of.entry(spec.id.value.clone()).or_insert(i);
+        }
+
+        // Dependencies.
+        let mut deps: Vec<Vec<usize>> = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let mut mine: Vec<usize> = Vec::new();
+            for dep in &spec.depends_on {
+                let pos = Pos {
+                    len: dep.len(),
+                    ..dep.pos
+                };
+                if dep.value == spec.id.value {
+                    self.error(pos, format!("task `{}` depends on itself", spec.id.value));
+                    continue;
+                }
+                match index_of.get(dep.as_str()) {
+                    Some(&i) if mine.contains(&i) => {
+                        self.error(
+                            pos,
+                            format!("`{}` is listed twice in depends_on", dep.value),
+                        );
+                    }
+                    Some(&i) => mine.push(i),
+                    None if known.contains_key(dep.as_str()) => {}
+                    None => {
+                        let hint = suggestion(dep, known.keys().map(String::as_str));
+                        self.error(
+                            pos,
+                            format!(
+                                "unknown dependency `{}` of task `{}`",
+                                dep.value, spec.id.value
+                            ),
+                        )
+                        .hint = hint;
+                    }
+                }
+            }
+            deps.push(mine);
+        }
+
+        let has_cycle = self.check_cycles(&specs, &deps);
+
+        // Per-task settings and actions.
+        let mut tasks = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let engine = match &spec.engine {
+                Some(e) => {
+                    self.check_engine(e);
+                    e.value.clone()
+                }
+                None => default_engine
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_ENGINE.to_string()),
+            };
+            let retry = match &spec.retry {
+                Some(r) => self.retry_policy(&default_retry, r),
+                None => default_retry,
+            };
+            let timeout = spec
+                .timeout
+                .clone()
+                .map(|t| self.check_timeout(t))
+                .unwrap_or(default_timeout);
+            let Some(action) = self.action(spec) else {
+                continue;
+            };
+            tasks.push(PlannedTask {
+                index: i,
+                id: spec.id.value.clone(),
+                description: spec.description.as_ref().map(|d| d.value.clone()),
+                kind: spec.kind.value,
+                action,
+                deps: deps[i].clone(),
+                engine,
+                retry,
+                timeout,
+                pos: spec.pos,
+            });
+        }
+        if !all_decoded || tasks.len() != specs.len() || has_cycle {
+            return None;
+        }
+
+        let graph = build_graph(&tasks);
+        let plan = Plan {
+            name: name?,
+            description: top.description.map(|d| d.value),
+            source: Arc::new(self.source.clone()),
+            vars,
+            tasks,
+            graph,
+            warnings: Vec::new(),
+        };
+        self.check_tables(&plan, &specs);
+        self.check_outputs(&plan, &specs);
+        Some(plan)
+    }
+
+    fn check_engine(&mut self, engine: &Located<String>) {
+        if !self.options.engines.iter().any(|e| e == engine.as_str()) {
+            let hint = suggestion(engine, self.options.engines.iter().map(String::as_str))
+                .unwrap_or_else(|| {
+                    format!("available engines: {}", self.options.engines.join(", "))
+                });
+            let pos = Pos {
+                len: engine.len(),
+                ..engine.pos
+            };
+            self.error(pos, format!("unknown engine `{}`", engine.value))
+                .hint = Some(hint);
+        }
+    }
+
+    fn check_timeout(&mut self, t: Located<DurationValue>) -> Duration {
+        if t.value.0.is_zero() {
+            self.error(t.pos, "timeout must be longer than zero");
+        }
+        t.value.0
+    }
+
+    fn retry_policy(&mut self, base: &RetryPolicy, spec: &RetrySpec) -> RetryPolicy {
+        let mut policy = *base;
+        if let Some(n) = &spec.max_attempts {
+            if n.value == 0 {
+                self.error(
+                    n.pos,
+                    "max_attempts must be at least 1 (1 means no retries)",
+                );
+            }
+            policy.max_attempts = n.value.max(1);
+        }
+        if let Some(d) = &spec.initial_delay {
+            policy.initial_delay = d.value.0;
+        }
+        if let Some(m) = &spec.multiplier {
+            if m.value < 1.0 {
+                self.error(
+                    m.pos,
+                    format!("multiplier must be at least 1, found {}", m.value),
+                );
+            }
+            policy.multiplier = m.value;
+        }
+        if let Some(d) = &spec.max_delay {
+            policy.max_delay = d.value.0;
+        }
+        if let Some(j) = &spec.jitter {
+            policy.jitter = j.value;
+        }
+        if policy.max_delay < policy.initial_delay {
+            let pos = spec
+                .max_delay
+                .as_ref()
+                .map(|d| d.pos)
+                .or(spec.initial_delay.as_ref().map(|d| d.pos))
+                .unwrap_or(spec.pos);
+            self.error(
+                pos,
+                format!(
+                    "max_delay ({}) is shorter than initial_delay ({})",
+                    crate::decode::format_duration(policy.max_delay),
+                    crate::decode::format_duration(policy.initial_delay)
+                ),
+            );
+        }
+        policy
+    }
+
+    /// Reports every dependency cycle, naming its whole chain. Returns whether there was one.
+    fn check_cycles(&mut self, specs: &[TaskSpec], deps: &[Vec<usize>]) -> bool {
+        let mut graph: DiGraph<usize, ()> = DiGraph::new();
+        for i in 0..specs.len() {
+            graph.add_node(i);
+        }
+        for (i, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                graph.add_edge(NodeIndex::new(i), NodeIndex::new(d), ());
+            }
+        }
+        let mut found = false;
+        let mut sccs = tarjan_scc(&graph);
+        sccs.sort_by_key(|c| c.iter().map(|n| n.index()).min());
+        for scc in sccs {
+            if scc.len() < 2 {
+                continue;
+            }
+            found = true;
+            let members: BTreeSet<usize> = scc.iter().map(|n| n.index()).collect();
+            let start = *members.first().expect("non-empty");
+            let mut chain = cycle_through(start, &members, deps);
+            // Point at the dependency entry that closes the loop.
+            let last = chain[chain.len() - 2];
+            let closing = specs[last]
+                .depends_on
+                .iter()
+                .find(|d| d.value == specs[start].id.value);
+            let pos = closing.map_or(specs[last].id.pos, |d| Pos {
+                len: d.len(),
+                ..d.pos
+            });
+            // Name the chain in data-flow order, like the graph: `a -> b` means b depends on a.
+            chain.reverse();
+            let names: Vec<&str> = chain.iter().map(|&i| specs[i].id.as_str()).collect();
+            self.error(pos, format!("dependency cycle: {}", names.join(" -> ")))
+                .hint = Some("a task cannot depend, directly or not, on its own result".into());
+        }
+        found
+    }
+
+    fn action(&mut self, spec: &TaskSpec) -> Option<Action> {
+        match &spec.params {
+            TaskParams::Extract(e) => {
+                let glob = e
+                    .glob
+                    .as_ref()
+                    .map_or("**".to_string(), |g| g.value.clone());
+                if let Some(g) = &e.glob
+                    && let Err(err) = globset::Glob::new(g)
+                {
+                    self.error(g.pos, format!("invalid glob `{}`: {}", g.value, err.kind()));
+                }
+                self.check_path(&e.path, "path");
+                if e.schema.0.is_empty() {
+                    self.error(
+                        spec.pos,
+                        format!("task `{}` declares an empty schema", spec.id.value),
+                    );
+                }
+                let schema = e
+                    .schema
+                    .0
+                    .iter()
+                    .map(|(key, col)| Column {
+                        name: key.name.clone(),
+                        ty: col.ty.value,
+                        from: col
+                            .from
+                            .as_ref()
+                            .map_or(key.name.clone(), |f| f.value.clone()),
+                    })
+                    .collect();
+                Some(Action::Extract(Extract {
+                    path: e.path.value.clone(),
+                    glob,
+                    format: e.format.value,
+                    schema,
+                    max_bad_records: e.max_bad_records.as_ref().map_or(0, |m| m.value),
+                }))
+            }
+            TaskParams::Transform(t) => {
+                let tables = match sql::referenced_tables(&t.sql) {
+                    Ok(tables) => tables,
+                    Err(err) => {
+                        let pos = sql::locate(self.source, &t.sql, err.line, err.column);
+                        self.error(
+                            pos,
+                            format!(
+                                "SQL of task `{}` does not parse: {}",
+                                spec.id.value, err.message
+                            ),
+                        );
+                        Vec::new()
+                    }
+                };
+                Some(Action::Transform(Transform {
+                    sql: t.sql.value.clone(),
+                    tables,
+                }))
+            }
+            TaskParams::QualityCheck(q) => {
+                let mut checks = Vec::new();
+                let mut tables = vec![q.table.value.clone()];
+                if q.checks.is_empty() {
+                    self.error(spec.pos, format!("task `{}` has no checks", spec.id.value));
+                }
+                for c in &q.checks {
+                    let severity = c
+                        .severity
+                        .as_ref()
+                        .map_or(CheckSeverity::Error, |s| s.value);
+                    let kinds: Vec<(String, CheckKind)> = match &c.check {
+                        CheckKindSpec::NotNull(cols) => cols
+                            .iter()
+                            .map(|col| {
+                                (
+                                    format!("not_null({})", col.value),
+                                    CheckKind::NotNull {
+                                        column: col.value.clone(),
+                                    },
+                                )
+                            })
+                            .collect(),
+                        CheckKindSpec::Unique(cols) => {
+                            let columns: Vec<String> =
+                                cols.iter().map(|c| c.value.clone()).collect();
+                            vec![(
+                                format!("unique({})", columns.join(", ")),
+                                CheckKind::Unique { columns },
+                            )]
+                        }
+                        CheckKindSpec::RowCount { min, max } => {
+                            if let (Some(lo), Some(hi)) = (min, max)
+                                && lo.value > hi.value
+                            {
+                                self.error(
+                                    hi.pos,
+                                    format!(
+                                        "row_count max ({}) is below min ({})",
+                                        hi.value, lo.value
+                                    ),
+                                );
+                            }
+                            let name = match (min, max) {
+                                (Some(lo), Some(hi)) => {
+                                    format!("row_count({}..{})", lo.value, hi.value)
+                                }
+                                (Some(lo), None) => format!("row_count(>= {})", lo.value),
+                                (None, Some(hi)) => format!("row_count(<= {})", hi.value),
+                                (None, None) => {
+                                    self.error(c.pos, "row_count needs `min`, `max` or both");
+                                    "row_count".into()
+                                }
+                            };
+                            vec![(
+                                name,
+                                CheckKind::RowCount {
+                                    min: min.as_ref().map(|m| m.value),
+                                    max: max.as_ref().map(|m| m.value),
+                                },
+                            )]
+                        }
+                        CheckKindSpec::AcceptedValues { column, values } => vec![(
+                            format!("accepted_values({})", column.value),
+                            CheckKind::AcceptedValues {
+                                column: column.value.clone(),
+                                values: values.iter().map(|v| v.value.clone()).collect(),
+                            },
+                        )],
+                        CheckKindSpec::Relationships { column, to, field } => {
+                            tables.push(to.value.clone());
+                            vec![(
+                                format!(
+                                    "relationships({} -> {}.{})",
+                                    column.value, to.value, field.value
+                                ),
+                                CheckKind::Relationships {
+                                    column: column.value.clone(),
+                                    to: to.value.clone(),
+                                    field: field.value.clone(),
+                                },
+                            )]
+                        }
+                        CheckKindSpec::Sql(query) => {
+                            match sql::referenced_tables(query) {
+                                Ok(t) => tables.extend(t),
+                                Err(err) => {
+                                    let pos = sql::locate(self.source, query, err.line, err.column);
+                                    self.error(
+                                        pos,
+                                        format!("SQL check does not parse: {}", err.message),
+                                    );
+                                }
+                            }
+                            vec![(
+                                "sql".into(),
+                                CheckKind::Sql {
+                                    sql: query.value.clone(),
+                                },
+                            )]
+                        }
+                    };
+                    for (default_name, kind) in kinds {
+                        let name = c.name.as_ref().map_or(default_name, |n| n.value.clone());
+                        checks.push(Check {
+                            name,
+                            severity,
+                            kind,
+                        });
+                    }
+                }
+                let mut seen = BTreeSet::new();
+                tables.retain(|t| seen.insert(t.clone()));
+                Some(Action::QualityCheck(QualityCheck {
+                    table: q.table.value.clone(),
+                    checks,
+                    tables,
+                }))
+            }
+            TaskParams::Load(l) => {
+                self.check_path(&l.path, "path");
+                let partition_by: Vec<String> = l
+                    .partition_by
+                    .as_ref()
+                    .map(|p| p.0.iter().map(|c| c.value.clone()).collect())
+                    .unwrap_or_default();
+                if let Some(p) = &l.partition_by {
+                    let mut seen = BTreeSet::new();
+                    for col in &p.0 {
+                        if col.trim().is_empty() {
+                            self.error(col.pos, "empty partition column name");
+                        } else if !seen.insert(col.value.clone()) {
+                            self.error(
+                                col.pos,
+                                format!("partition column `{}` is listed twice", col.value),
+                            );
+                        }
+                    }
+                }
+                Some(Action::Load(Load {
+                    table: l.table.value.clone(),
+                    path: l.path.value.clone(),
+                    partition_by,
+                    compression: l
+                        .compression
+                        .as_ref()
+                        .map_or(Compression::Zstd, |c| c.value),
+                }))
+            }
+        }
+    }
+
+    fn check_path(&mut self, path: &Located<String>, key: &str) {
+        if path.trim().is_empty() {
+            self.error(path.pos, format!("`{key}` is empty"));
+        } else if let Some(rest) = path.strip_prefix("s3://")
+            && rest.split('/').next().is_none_or(str::is_empty)
+        {
+            self.error(
+                path.pos,
+                format!(
+                    "`{}` names no bucket: expected s3://bucket/prefix",
+                    path.value
+                ),
+            );
+        } else if path.contains("://") && !path.starts_with("s3://") {
+            let scheme = path.split("://").next().unwrap_or("");
+            self.error(
+                path.pos,
+                format!("unsupported scheme `{scheme}://` in `{}`", path.value),
+            )
+            .hint = Some("use a local path or s3://bucket/prefix".into());
+        }
+    }
+
+    /// Every table a task reads must be produced by a task it depends on (directly or not).
+    fn check_tables(&mut self, plan: &Plan, specs: &[TaskSpec]) {
+        let producers: BTreeMap<&str, usize> = plan
+            .tasks
+            .iter()
+            .filter_map(|t| t.table().map(|name| (name, t.index)))
+            .collect();
+        for task in &plan.tasks {
+            let spec = &specs[task.index];
+            let ancestors = plan.ancestors(task.index);
+            let reads: Vec<(String, Pos)> = match (&task.action, &spec.params) {
+                (Action::Transform(t), TaskParams::Transform(s)) => t
+                    .tables
+                    .iter()
+                    .map(|name| (name.clone(), sql::locate_word(self.source, &s.sql, name)))
+                    .collect(),
+                (Action::QualityCheck(_), TaskParams::QualityCheck(s)) => {
+                    let mut reads = vec![(s.table.value.clone(), s.table.pos)];
+                    for c in &s.checks {
+                        match &c.check {
+                            CheckKindSpec::Relationships { to, .. } => {
+                                reads.push((to.value.clone(), to.pos))
+                            }
+                            CheckKindSpec::Sql(query) => {
+                                for name in sql::referenced_tables(query).unwrap_or_default() {
+                                    let pos = sql::locate_word(self.source, query, &name);
+                                    reads.push((name, pos));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    reads
+                }
+                (Action::Load(l), TaskParams::Load(s)) => vec![(l.table.clone(), s.table.pos)],
+                _ => Vec::new(),
+            };
+            for (name, pos) in reads {
+                let pos = Pos {
+                    len: if pos.len == 0 { name.len() } else { pos.len },
+                    ..pos
+                };
+                match producers.get(name.as_str()) {
+                    None => {
+                        let hint = suggestion(&name, producers.keys().copied()).unwrap_or_else(|| {
+                            "tables are named after the extract and transform tasks that produce them".into()
+                        });
+                        self.error(
+                            pos,
+                            format!("task `{}` reads unknown table `{name}`", task.id),
+                        )
+                        .hint = Some(hint);
+                    }
+                    Some(&producer) if producer == task.index => {
+                        self.error(
+                            pos,
+                            format!("task `{}` reads its own table `{name}`", task.id),
+                        );
+                    }
+                    Some(&producer) if !ancestors.contains(&producer) => {
+                        self.error(pos, format!("task `{}` reads table `{name}` but does not depend on task `{name}`", task.id))
+                            .hint = Some(format!("add `{name}` to its depends_on"));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Two loads may not write the same place, and a table should not be published unchecked.
+    fn check_outputs(&mut self, plan: &Plan, specs: &[TaskSpec]) {
+        let loads: Vec<(&PlannedTask, &Load)> = plan
+            .tasks
+            .iter()
+            .filter_map(|t| match &t.action {
+                Action::Load(l) => Some((t, l)),
+                _ => None,
+            })
+            .collect();
+        for (i, (task, load)) in loads.iter().enumerate() {
+            for (other_task, other) in &loads[..i] {
+                let a = normalize_path(&load.path);
+                let b = normalize_path(&other.path);
+                let problem = if a == b {
+                    Some(format!(
+                        "tasks `{}` and `{}` both write {}",
+                        other_task.id, task.id, load.path
+                    ))
+                } else if is_inside(&a, &b) || is_inside(&b, &a) {
+                    Some(format!(
+                        "task `{}` writes {} and task `{}` writes {}: one folder is inside the other",
+                        other_task.id, other.path, task.id, load.path
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = problem {
+                    let TaskParams::Load(spec) = &specs[task.index].params else {
+                        continue;
+                    };
+                    let line = specs[other_task.index].pos.line;
+                    self.error(spec.path.pos, message).hint = Some(format!(
+                        "each load needs its own folder (the other is declared on line {line})"
+                    ));
+                }
+            }
+            // A load that does not wait for the checks of its table could publish bad data.
+            for check in plan.tasks.iter() {
+                let Action::QualityCheck(q) = &check.action else {
+                    continue;
+                };
+                if q.table == load.table && !plan.ancestors(task.index).contains(&check.index) {
+                    self.warnings.push(
+                        Diagnostic::warning(
+                            specs[task.index].id.pos,
+                            format!(
+                                "task `{}` publishes `{}` without waiting for its checks in `{}`",
+                                task.id, load.table, check.id
+                            ),
+                        )
+                        .with_hint(format!("add `{}` to its depends_on", check.id)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A cycle through `start` inside one strongly connected component, as a closed chain of indices.
+fn cycle_through(start: usize, members: &BTreeSet<usize>, deps: &[Vec<usize>]) -> Vec<usize> {
+    // Depth-first search from `start` along dependency edges until we come back to it.
+    let mut stack = vec![(start, 0usize)];
+    let mut path = vec![start];
+    let mut visited = BTreeSet::from([start]);
+    while let Some((node, next)) = stack.pop() {
+        let edges: Vec<usize> = deps[node]
+            .iter()
+            .copied()
+            .filter(|d| members.contains(d))
+            .collect();
+        if next < edges.len() {
+            stack.push((node, next + 1));
+            let d = edges[next];
+            if d == start {
+                path.push(start);
+                return path;
+            }
+            if visited.insert(d) {
+                path.push(d);
+                stack.push((d, 0));
+            }
+        } else {
+            path.pop();
+        }
+    }
+    vec![start, start]
+}
+
+fn is_task_id(id: &str) -> bool {
+    vars::is_identifier(id)
+}
+
+fn normalize_path(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    let mut parts: Vec<&str> = Vec::new();
+    let (prefix, rest) = match trimmed.strip_prefix("s3://") {
+        Some(rest) => ("s3://", rest),
+        None => ("", trimmed),
+    };
+    for part in rest.split('/') {
+        match part {
+            "" | "." if !parts.is_empty() => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    format!("{prefix}{}", parts.join("/"))
+}
+
+fn is_inside(inner: &str, outer: &str) -> bool {
+    inner.len() > outer.len() && inner.starts_with(outer) && inner.as_bytes()[outer.len()] == b'/'
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,666 @@
+//! The raw pipeline spec: types that mirror the YAML file key for key, with positions, before any
+//! cross-checking. [`crate::plan`] turns a spec into a validated plan; nothing else should read specs.
+//!
+//! The YAML reference in the README documents these types; keep the two in step.
+
+use crate::decode::{Decode, Decoder, DurationValue, Entries, Located, MapReader, OneOrMany};
+use crate::decode_struct;
+use crate::diagnostic::{Diagnostic, Pos, suggestion};
+use crate::yaml::{Node, Value};
+
+/// Declares a closed set of names decoded from text, with aliases and did-you-mean on a typo.
+macro_rules! decode_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident as $what:literal { $( $(#[$vmeta:meta])* $variant:ident = $text:literal $(| $alias:literal)* ),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $( $(#[$vmeta])* $variant ),* }
+
+        impl $name {
+            /// The names accepted in a pipeline file (canonical names first).
+            pub const NAMES: &'static [&'static str] = &[$($text),*];
+
+            /// The canonical name.
+            pub fn as_str(&self) -> &'static str {
+                match self { $( $name::$variant => $text ),* }
+            }
+
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { $( $text $(| $alias)* => Some($name::$variant), )* _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Decode for $name {
+            fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+                let Value::Str(text) = &node.value else {
+                    cx.expected(node, concat!($what, " (one of: ", $($text, " "),* , ")"));
+                    return None;
+                };
+                let parsed = Self::from_name(text.as_str());
+                if parsed.is_none() {
+                    let hint = suggestion(text, Self::NAMES.iter().copied())
+                        .unwrap_or_else(|| format!("expected one of: {}", Self::NAMES.join(", ")));
+                    let pos = Pos { len: text.len(), ..node.pos };
+                    cx.push(Diagnostic::error(pos, format!("unknown {} `{text}`", $what)).with_hint(hint));
+                }
+                parsed
+            }
+        }
+    };
+}
+
+decode_enum! {
+    /// What a task does. Closed: adding a kind means adding a variant and handling it everywhere.
+    pub enum TaskKind as "task kind" {
+        /// Read JSON / JSON-lines files into a table with a declared schema.
+        Extract = "extract",
+        /// SQL over upstream tables.
+        Transform = "transform",
+        /// Declarative data tests on an upstream table.
+        QualityCheck = "quality_check",
+        /// Publish a table as partitioned Parquet.
+        Load = "load",
+    }
+}
+
+decode_enum! {
+    /// How a source file holds its records.
+    pub enum JsonFormat as "format" {
+        /// One JSON document per file (an object, or an array of objects).
+        Json = "json",
+        /// One JSON object per line (NDJSON).
+        JsonLines = "jsonl" | "json_lines" | "ndjson",
+    }
+}
+
+decode_enum! {
+    /// A column type in an extract schema.
+    pub enum ColumnType as "column type" {
+        String = "string" | "str" | "text" | "varchar",
+        Int = "int" | "bigint" | "long" | "int64" | "integer",
+        Float = "float" | "double" | "float64",
+        Bool = "bool" | "boolean",
+        /// Epoch milliseconds, read as a UTC timestamp.
+        TimestampMs = "timestamp_ms",
+    }
+}
+
+decode_enum! {
+    /// Parquet compression codec.
+    pub enum Compression as "compression" {
+        Zstd = "zstd",
+        Snappy = "snappy",
+        Uncompressed = "none" | "uncompressed",
+    }
+}
+
+decode_enum! {
+    /// How retry delays are randomised.
+    pub enum Jitter as "jitter" {
+        /// A uniform delay between zero and the backoff (AWS's "full jitter").
+        Full = "full",
+        /// Half the backoff plus a uniform share of the other half.
+        Equal = "equal",
+        /// Exactly the backoff.
+        None = "none",
+    }
+}
+
+decode_enum! {
+    /// What a failing check does.
+    pub enum CheckSeverity as "severity" {
+        /// Fails the task, so nothing downstream is published.
+        Error = "error",
+        /// Reported, but the task succeeds.
+        Warn = "warn" | "warning",
+    }
+}
+
+decode_struct! {
+    /// A whole pipeline file.
+    pub struct PipelineSpec as "the pipeline" {
+        name: Located<String>,
+        description: Option<Located<String>>,
+        vars: Option<Entries<Located<Option<String>>>>,
+        defaults: Option<DefaultsSpec>,
+        tasks: Vec<TaskSpec>,
+    }
+}
+
+decode_struct! {
+    /// Settings every task inherits unless it sets its own.
+    pub struct DefaultsSpec as "defaults" {
+        engine: Option<Located<String>>,
+        timeout: Option<Located<DurationValue>>,
+        retry: Option<RetrySpec>,
+    }
+}
+
+decode_struct! {
+    /// Retry settings as written; missing fields come from `defaults.retry`, then built-in defaults.
+    pub struct RetrySpec as "retry settings" {
+        max_attempts: Option<Located<u32>>,
+        initial_delay: Option<Located<DurationValue>>,
+        multiplier: Option<Located<f64>>,
+        max_delay: Option<Located<DurationValue>>,
+        jitter: Option<Located<Jitter>>,
+    }
+}
+
+/// One task as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    pub pos: Pos,
+    pub id: Located<String>,
+    pub kind: Located<TaskKind>,
+    pub description: Option<Located<String>>,
+    pub depends_on: Vec<Located<String>>,
+    pub engine: Option<Located<String>>,
+    pub retry: Option<RetrySpec>,
+    pub timeout: Option<Located<DurationValue>>,
+    pub params: TaskParams,
+}
+
+/// The parameters of each task kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskParams {
+    Extract(ExtractSpec),
+    Transform(TransformSpec),
+    QualityCheck(QualityCheckSpec),
+    Load(LoadSpec),
+}
+
+/// Keys every task accepts, whatever its kind.
+pub const TASK_COMMON_KEYS: &[&str] = &[
+    "id",
+    "kind",
+    "description",
+    "depends_on",
+    "engine",
+    "retry",
+    "timeout",
+];
+
+impl TaskKind {
+    /// The kind-specific keys of a task of this kind.
+    pub fn param_keys(&self) -> &'static [&'static str] {
+        match self {
+            TaskKind::Extract => ExtractSpec::KEYS,
+            TaskKind::Transform => TransformSpec::KEYS,
+            TaskKind::QualityCheck => QualityCheckSpec::KEYS,
+            TaskKind::Load => LoadSpec::KEYS,
+        }
+    }
+
+    pub const ALL: [TaskKind; 4] = [
+        TaskKind::Extract,
+        TaskKind::Transform,
+        TaskKind::QualityCheck,
+        TaskKind::Load,
+    ];
+}
+
+impl Decode for TaskSpec {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        let Value::Map(entries) = &node.value else {
+            cx.expected(node, "a mapping for a task");
+            return None;
+        };
+        let id_text = match node.get("id").map(|n| &n.value) {
+            Some(Value::Str(id)) => format!("task `{id}`"),
+            _ => "a task".to_string(),
+        };
+        let kind = match node.get("kind") {
+            Some(kind_node) => Located::<TaskKind>::decode(kind_node, cx),
+            None => {
+                cx.push(
+                    Diagnostic::error(
+                        node.pos,
+                        format!("missing required key `kind` in {id_text}"),
+                    )
+                    .with_hint(format!("one of: {}", TaskKind::NAMES.join(", "))),
+                );
+                None
+            }
+        };
+        // Unknown keys: judged against the kind's keys when the kind is known.
+        if let Some(kind) = &kind {
+            let allowed: Vec<&str> = TASK_COMMON_KEYS
+                .iter()
+                .chain(kind.param_keys())
+                .copied()
+                .collect();
+            for (key, _) in entries {
+                if allowed.contains(&key.name.as_str()) {
+                    continue;
+                }
+                let owner = TaskKind::ALL
+                    .iter()
+                    .find(|k| k.param_keys().contains(&key.name.as_str()));
+                match owner {
+                    Some(other) => {
+                        let pos = Pos {
+                            len: key.name.len(),
+                            ..key.pos
+                        };
+                        cx.push(
+                            Diagnostic::error(
+                                pos,
+                                format!("`{}` is not a key of {} tasks", key.name, kind.value),
+                            )
+                            .with_hint(format!("`{}` belongs to {} tasks", key.name, other)),
+                        );
+                    }
+                    None => cx.unknown_key(key, &id_text, &allowed),
+                }
+            }
+        } else {
+            let all: Vec<&str> = TASK_COMMON_KEYS
+                .iter()
+                .chain(TaskKind::ALL.iter().flat_map(|k| k.param_keys()))
+                .copied()
+                .collect();
+            for (key, _) in entries {
+                if !all.contains(&key.name.as_str()) {
+                    cx.unknown_key(key, &id_text, &all);
+                }
+            }
+        }
+        // Read fields from a reader that accepts everything: unknown keys were reported above.
+        let all_keys: Vec<&str> = entries.iter().map(|(k, _)| k.name.as_str()).collect();
+        let map = cx.map(node, &id_text, &all_keys)?;
+        let id = map.field::<Located<String>>(cx, "id");
+        let description = map.field::<Option<Located<String>>>(cx, "description");
+        let depends_on = map.field::<Option<OneOrMany<Located<String>>>>(cx, "depends_on");
+        let engine = map.field::<Option<Located<String>>>(cx, "engine");
+        let retry = map.field::<Option<RetrySpec>>(cx, "retry");
+        let timeout = map.field::<Option<Located<DurationValue>>>(cx, "timeout");
+        let params = match kind.as_ref().map(|k| k.value) {
+            Some(TaskKind::Extract) => ExtractSpec::decode_from(&map, cx).map(TaskParams::Extract),
+            Some(TaskKind::Transform) => {
+                TransformSpec::decode_from(&map, cx).map(TaskParams::Transform)
+            }
+            Some(TaskKind::QualityCheck) => {
+                QualityCheckSpec::decode_from(&map, cx).map(TaskParams::QualityCheck)
+            }
+            Some(TaskKind::Load) => LoadSpec::decode_from(&map, cx).map(TaskParams::Load),
+            None => None,
+        };
+        // Optional settings that failed to decode were reported; reading on without them lets
+        // validation report the task's other problems too (the plan fails either way).
+        Some(TaskSpec {
+            pos: node.pos,
+            id: id?,
+            kind: kind?,
+            description: description.flatten(),
+            depends_on: depends_on.flatten().map(|d| d.0).unwrap_or_default(),
+            engine: engine.flatten(),
+            retry: retry.flatten(),
+            timeout: timeout.flatten(),
+            params: params?,
+        })
+    }
+}
+
+/// Declares a task kind's parameter struct, decoded from the task's own mapping.
+macro_rules! task_params {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident as $what:literal {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// The kind-specific keys.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            fn decode_from(map: &MapReader<'_>, cx: &mut Decoder) -> Option<Self> {
+                $( let $field = map.field::<$ty>(cx, stringify!($field)); )*
+                Some(Self { $( $field: $field?, )* })
+            }
+        }
+    };
+}
+
+task_params! {
+    /// `kind: extract`: files under `path` matching `glob`, parsed with a declared schema.
+    pub struct ExtractSpec as "extract task" {
+        /// The folder (or `s3://bucket/prefix`) to read.
+        path: Located<String>,
+        /// Which files under `path`, e.g. `*/*/*/*.json`; default: every file.
+        glob: Option<Located<String>>,
+        format: Located<JsonFormat>,
+        /// Column name -> type, or -> `{type, from}` to read a differently named field.
+        schema: Entries<ColumnSpec>,
+        /// How many records may be quarantined before the task fails (default 0).
+        max_bad_records: Option<Located<u64>>,
+    }
+}
+
+task_params! {
+    /// `kind: transform`: one SQL query over upstream tables; its result is a table named after the task.
+    pub struct TransformSpec as "transform task" {
+        sql: Located<String>,
+    }
+}
+
+task_params! {
+    /// `kind: quality_check`: declarative checks on an upstream table.
+    pub struct QualityCheckSpec as "quality_check task" {
+        table: Located<String>,
+        checks: Vec<CheckSpec>,
+    }
+}
+
+task_params! {
+    /// `kind: load`: publishes an upstream table as hive-partitioned Parquet at `path`, atomically.
+    pub struct LoadSpec as "load task" {
+        table: Located<String>,
+        path: Located<String>,
+        partition_by: Option<OneOrMany<Located<String>>>,
+        compression: Option<Located<Compression>>,
+    }
+}
+
+/// A schema column: a type, or a type read from a differently named source field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSpec {
+    pub pos: Pos,
+    pub ty: Located<ColumnType>,
+    /// The JSON field to read; `None` means the column's own name.
+    pub from: Option<Located<String>>,
+}
+
+impl Decode for ColumnSpec {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::Str(_) => {
+                let ty = Located::<ColumnType>::decode(node, cx)?;
+                Some(ColumnSpec {
+                    pos: node.pos,
+                    ty,
+                    from: None,
+                })
+            }
+            Value::Map(_) => {
+                let map = cx.map(node, "a schema column", &["type", "from"])?;
+                let ty = map.field::<Located<ColumnType>>(cx, "type");
+                let from = map.field::<Option<Located<String>>>(cx, "from");
+                Some(ColumnSpec {
+                    pos: node.pos,
+                    ty: ty?,
+                    from: from?,
+                })
+            }
+            _ => {
+                cx.expected(
+                    node,
+                    "a column type such as `string`, or `{type: ..., from: ...}`",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// One check in a `quality_check` task: exactly one check key, plus optional `name` and `severity`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckSpec {
+    pub pos: Pos,
+    pub name: Option<Located<String>>,
+    pub severity: Option<Located<CheckSeverity>>,
+    pub check: CheckKindSpec,
+}
+
+/// The check itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKindSpec {
+    /// Each listed column has no nulls.
+    NotNull(Vec<Located<String>>),
+    /// The listed columns, taken together, identify one row.
+    Unique(Vec<Located<String>>),
+    /// The table has between `min` and `max` rows.
+    RowCount {
+        min: Option<Located<u64>>,
+        max: Option<Located<u64>>,
+    },
+    /// Every non-null value of `column` is one of `values`.
+    AcceptedValues {
+        column: Located<String>,
+        values: Vec<Located<String>>,
+    },
+    /// Every non-null value of `column` exists in `to`.`field`.
+    Relationships {
+        column: Located<String>,
+        to: Located<String>,
+        field: Located<String>,
+    },
+    /// A query whose returned rows are failures.
+    Sql(Located<String>),
+}
+
+/// The check keys, one of which each check must have.
+pub const CHECK_KEYS: &[&str] = &[
+    "not_null",
+    "unique",
+    "row_count",
+    "accepted_values",
+    "relationships",
+    "sql",
+];
+
+impl CheckKindSpec {
+    pub fn key(&self) -> &'static str {
+        match self {
+            CheckKindSpec::NotNull(_) => "not_null",
+            CheckKindSpec::Unique(_) => "unique",
+            CheckKindSpec::RowCount { .. } => "row_count",
+            CheckKindSpec::AcceptedValues { .. } => "accepted_values",
+            CheckKindSpec::Relationships { .. } => "relationships",
+            CheckKindSpec::Sql(_) => "sql",
+        }
+    }
+}
+
+impl Decode for CheckSpec {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        let allowed: Vec<&str> = CHECK_KEYS
+            .iter()
+            .copied()
+            .chain(["name", "severity"])
+            .collect();
+        let map = cx.map(node, "a check", &allowed)?;
+        let name = map.field::<Option<Located<String>>>(cx, "name");
+        let severity = map.field::<Option<Located<CheckSeverity>>>(cx, "severity");
+        let present: Vec<&str> = CHECK_KEYS
+            .iter()
+            .copied()
+            .filter(|k| map.node(k).is_some())
+            .collect();
+        let check = match present.as_slice() {
+            [] => {
+                cx.push(
+                    Diagnostic::error(node.pos, "a check needs one of the check keys")
+                        .with_hint(format!("one of: {}", CHECK_KEYS.join(", "))),
+                );
+                None
+            }
+            [one] => decode_check_kind(one, &map, cx),
+            [_, second, ..] => {
+                let key = map.key(second).expect("present");
+                let pos = Pos {
+                    len: key.name.len(),
+                    ..key.pos
+                };
+                cx.push(
+                    Diagnostic::error(
+                        pos,
+                        format!(
+                            "a check has one check key, this one has {}",
+                            present.join(" and ")
+                        ),
+                    )
+                    .with_hint("write each check as its own list item"),
+                );
+                None
+            }
+        };
+        Some(CheckSpec {
+            pos: node.pos,
+            name: name?,
+            severity: severity?,
+            check: check?,
+        })
+    }
+}
+
+fn decode_check_kind(key: &str, map: &MapReader<'_>, cx: &mut Decoder) -> Option<CheckKindSpec> {
+    let node = map.node(key)?;
+    match key {
+        "not_null" => {
+            OneOrMany::<Located<String>>::decode(node, cx).map(|c| CheckKindSpec::NotNull(c.0))
+        }
+        "unique" => {
+            OneOrMany::<Located<String>>::decode(node, cx).map(|c| CheckKindSpec::Unique(c.0))
+        }
+        "row_count" => {
+            let m = cx.map(node, "row_count", &["min", "max"])?;
+            let min = m.field::<Option<Located<u64>>>(cx, "min");
+            let max = m.field::<Option<Located<u64>>>(cx, "max");
+            Some(CheckKindSpec::RowCount {
+                min: min?,
+                max: max?,
+            })
+        }
+        "accepted_values" => {
+            let m = cx.map(node, "accepted_values", &["column", "values"])?;
+            let column = m.field::<Located<String>>(cx, "column");
+            let values = m.field::<Vec<Located<String>>>(cx, "values");
+            Some(CheckKindSpec::AcceptedValues {
+                column: column?,
+                values: values?,
+            })
+        }
+        "relationships" => {
+            let m = cx.map(node, "relationships", &["column", "to", "field"])?;
+            let column = m.field::<Located<String>>(cx, "column");
+            let to = m.field::<Located<String>>(cx, "to");
+            let field = m.field::<Located<String>>(cx, "field");
+            Some(CheckKindSpec::Relationships {
+                column: column?,
+                to: to?,
+                field: field?,
+            })
+        }
+        "sql" => Located::<String>::decode(node, cx).map(CheckKindSpec::Sql),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostic::SourceFile;
+    use crate::yaml;
+
+    fn decode_task(text: &str) -> (Option<TaskSpec>, Vec<String>) {
+        let source = SourceFile::new("t.yaml", text);
+        let node = yaml::parse(&source).unwrap();
+        let mut cx = Decoder::new(&source);
+        let task = TaskSpec::decode(&node, &mut cx);
+        let messages = cx
+            .diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{} {}{}",
+                    d.pos.line,
+                    d.pos.col,
+                    d.message,
+                    d.hint
+                        .as_ref()
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        (task, messages)
+    }
+
+    #[test]
+    fn a_key_of_another_kind_names_its_owner() {
+        let (_, messages) =
+            decode_task("id: t\nkind: transform\nsql: SELECT 1\npartition_by: [a]\n");
+        assert_eq!(
+            messages,
+            vec![
+                "4:1 `partition_by` is not a key of transform tasks (`partition_by` belongs to load tasks)"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_kind_gets_a_suggestion() {
+        let (_, messages) = decode_task("id: t\nkind: transfrom\nsql: SELECT 1\n");
+        assert_eq!(
+            messages,
+            vec!["2:7 unknown task kind `transfrom` (did you mean `transform`?)"]
+        );
+    }
+
+    #[test]
+    fn missing_parameters_are_all_reported() {
+        let (_, messages) = decode_task("id: t\nkind: extract\n");
+        assert_eq!(
+            messages,
+            vec![
+                "1:1 missing required key `path` in task `t`",
+                "1:1 missing required key `format` in task `t`",
+                "1:1 missing required key `schema` in task `t`",
+            ]
+        );
+    }
+
+    #[test]
+    fn checks_decode_each_form() {
+        let text = "id: c\nkind: quality_check\ntable: songs\nchecks:\n  - not_null: song_id\n  - unique: [a, b]\n    severity: warn\n  - row_count: {min: 1}\n  - relationships: {column: song_id, to: songs, field: song_id}\n";
+        let (task, messages) = decode_task(text);
+        assert!(messages.is_empty(), "{messages:?}");
+        let TaskParams::QualityCheck(q) = task.unwrap().params else {
+            panic!("a quality check")
+        };
+        assert_eq!(q.checks.len(), 4);
+        assert!(matches!(&q.checks[1].check, CheckKindSpec::Unique(c) if c.len() == 2));
+        assert_eq!(
+            q.checks[1].severity.as_ref().unwrap().value,
+            CheckSeverity::Warn
+        );
+    }
+
+    #[test]
+    fn a_check_with_two_check_keys_is_rejected() {
+        let text =
+            "id: c\nkind: quality_check\ntable: songs\nchecks:\n  - not_null: a\n    unique: a\n";
+        let (_, messages) = decode_task(text);
+        assert_eq!(
+            messages,
+            vec![
+                "6:5 a check has one check key, this one has not_null and unique (write each check as its own list item)"
+            ]
+        );
+    }
+}
