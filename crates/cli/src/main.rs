@@ -1,1 +1,48 @@
-fn main() {}
+//! The `dagrun` binary: parse flags, set up logging, run the command, map the result to a
+//! documented exit code (0 ok, 1 a task failed, 2 usage or config error, 130 interrupted).
+
+mod cli;
+mod commands;
+mod generate;
+mod render;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::commands::Exit;
+
+pub const EXIT_CONFIG: u8 = 2;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let terminal = ui::Terminal::new(&cli.log);
+    terminal.init_logging(&cli.log);
+
+    let result = match &cli.command {
+        Some(Command::Validate(args)) => commands::validate(args).map(|()| 0),
+        Some(Command::Graph(args)) => commands::graph(args).map(|()| 0),
+        Some(Command::Generate(args)) => generate::run(args).map(|()| 0),
+        Some(Command::Run(args)) => block_on(commands::run(args, &terminal)),
+        None => block_on(commands::run(&cli.run, &terminal)),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Exit { code, message }) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn block_on<T>(future: impl Future<Output = Result<T, Exit>>) -> Result<T, Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dagrun")
+        .build()
+        .map_err(|e| Exit { code: 1, message: format!("error: cannot start the async runtime: {e}") })?;
+    runtime.block_on(future)
+}

@@ -38,10 +38,7 @@ pub struct Decoder<'a> {
 
 impl<'a> Decoder<'a> {
     pub fn new(source: &'a SourceFile) -> Self {
-        Self {
-            source,
-            diagnostics: Vec::new(),
-        }
+        Self { source, diagnostics: Vec::new() }
     }
 
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
@@ -54,19 +51,11 @@ impl<'a> Decoder<'a> {
 
     /// Reports "expected X, found Y" at `node`.
     pub fn expected(&mut self, node: &Node, expected: &str) {
-        self.error(
-            node.pos,
-            format!("expected {expected}, found {}", node.value.describe()),
-        );
+        self.error(node.pos, format!("expected {expected}, found {}", node.value.describe()));
     }
 
     /// Opens `node` as a mapping whose keys must be among `allowed`; every other key is reported.
-    pub fn map<'n>(
-        &mut self,
-        node: &'n Node,
-        what: &str,
-        allowed: &[&str],
-    ) -> Option<MapReader<'n>> {
+    pub fn map<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<MapReader<'n>> {
         let Value::Map(entries) = &node.value else {
             self.expected(node, &format!("a mapping for {what}"));
             return None;
@@ -76,23 +65,14 @@ impl<'a> Decoder<'a> {
                 self.unknown_key(key, what, allowed);
             }
         }
-        Some(MapReader {
-            node,
-            entries,
-            what: what.to_string(),
-        })
+        Some(MapReader { node, entries, what: what.to_string() })
     }
 
     pub fn unknown_key(&mut self, key: &Key, what: &str, allowed: &[&str]) {
         let hint = suggestion(&key.name, allowed.iter().copied())
             .unwrap_or_else(|| format!("expected one of: {}", allowed.join(", ")));
-        let pos = Pos {
-            len: key.name.len(),
-            ..key.pos
-        };
-        self.push(
-            Diagnostic::error(pos, format!("unknown key `{}` in {what}", key.name)).with_hint(hint),
-        );
+        let pos = Pos { len: key.name.len(), ..key.pos };
+        self.push(Diagnostic::error(pos, format!("unknown key `{}` in {what}", key.name)).with_hint(hint));
     }
 
     /// The source text a scalar node was written as, when it can be recovered exactly.
@@ -120,17 +100,11 @@ impl<'n> MapReader<'n> {
     }
 
     pub fn node(&self, name: &str) -> Option<&'n Node> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.name == name)
-            .map(|(_, v)| v)
+        self.entries.iter().find(|(k, _)| k.name == name).map(|(_, v)| v)
     }
 
     pub fn key(&self, name: &str) -> Option<&'n Key> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.name == name)
-            .map(|(k, _)| k)
+        self.entries.iter().find(|(k, _)| k.name == name).map(|(k, _)| k)
     }
 
     /// Decodes field `name`. A missing field is an error unless `T` has a missing value (`Option`).
@@ -140,14 +114,8 @@ impl<'n> MapReader<'n> {
             None => {
                 let missing = T::when_missing();
                 if missing.is_none() {
-                    let pos = Pos {
-                        len: 0,
-                        ..self.node.pos
-                    };
-                    cx.error(
-                        pos,
-                        format!("missing required key `{name}` in {}", self.what),
-                    );
+                    let pos = Pos { len: 0, ..self.node.pos };
+                    cx.error(pos, format!("missing required key `{name}` in {}", self.what));
                 }
                 missing
             }
@@ -180,10 +148,7 @@ impl<T: Decode> Decode for Option<T> {
 
 impl<T: Decode> Decode for Located<T> {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
-        T::decode(node, cx).map(|value| Located {
-            value,
-            pos: node.pos,
-        })
+        T::decode(node, cx).map(|value| Located { value, pos: node.pos })
     }
 }
 
@@ -328,25 +293,14 @@ impl Decode for DurationValue {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
         let parsed = match &node.value {
             Value::Int(secs) if *secs >= 0 => Ok(Duration::from_secs(*secs as u64)),
-            Value::Float(secs) if *secs >= 0.0 && secs.is_finite() => {
-                Ok(Duration::from_secs_f64(*secs))
-            }
+            Value::Float(secs) if *secs >= 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(*secs)),
             Value::Str(s) => parse_duration(s),
-            _ => Err(format!(
-                "expected a duration such as 30s, 5m or 1h30m, found {}",
-                node.value.describe()
-            )),
+            _ => Err(format!("expected a duration such as 30s, 5m or 1h30m, found {}", node.value.describe())),
         };
         match parsed {
             Ok(d) => Some(DurationValue(d)),
             Err(message) => {
-                cx.error(
-                    Pos {
-                        len: node.pos.len,
-                        ..node.pos
-                    },
-                    message,
-                );
+                cx.error(Pos { len: node.pos.len, ..node.pos }, message);
                 None
             }
         }
@@ -356,32 +310,23 @@ impl Decode for DurationValue {
 /// Parses `250ms`, `30s`, `5m`, `1h30m`, `2d`, `1.5h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
-    let invalid =
-        || format!("invalid duration `{text}`: expected e.g. 250ms, 30s, 5m, 1h30m or 2d");
+    let invalid = || format!("invalid duration `{text}`: expected e.g. 250ms, 30s, 5m, 1h30m or 2d");
     if s.is_empty() {
         return Err(invalid());
     }
     if let Ok(secs) = s.parse::<f64>() {
-        return if secs >= 0.0 && secs.is_finite() {
-            Ok(Duration::from_secs_f64(secs))
-        } else {
-            Err(invalid())
-        };
+        return if secs >= 0.0 && secs.is_finite() { Ok(Duration::from_secs_f64(secs)) } else { Err(invalid()) };
     }
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if digits == 0 {
             return Err(invalid());
         }
         let number: f64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let factor = match rest[..unit_len].trim() {
             "ms" => 0.001,
             "s" | "sec" | "secs" => 1.0,
@@ -403,11 +348,7 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".into();
     }
     if ms % 1000 != 0 && ms < 60_000 {
-        return if ms < 1000 {
-            format!("{ms}ms")
-        } else {
-            format!("{:.1}s", d.as_secs_f64())
-        };
+        return if ms < 1000 { format!("{ms}ms") } else { format!("{:.1}s", d.as_secs_f64()) };
     }
     let mut secs = d.as_secs();
     let mut out = String::new();
@@ -487,20 +428,14 @@ mod tests {
     fn reports_every_unknown_key_and_missing_field_at_once() {
         let (value, diags) = decode::<Sample>("nme: x\ncount: -1\ntagz: [a]\n");
         assert!(value.is_none());
-        let messages: Vec<_> = diags
-            .iter()
-            .map(|d| (d.pos.line, d.message.as_str()))
-            .collect();
+        let messages: Vec<_> = diags.iter().map(|d| (d.pos.line, d.message.as_str())).collect();
         assert_eq!(
             messages,
             vec![
                 (1, "unknown key `nme` in sample"),
                 (3, "unknown key `tagz` in sample"),
                 (1, "missing required key `name` in sample"),
-                (
-                    2,
-                    "-1 is out of range: expected a non-negative whole number up to 4294967295"
-                ),
+                (2, "-1 is out of range: expected a non-negative whole number up to 4294967295"),
             ]
         );
         assert_eq!(diags[0].hint.as_deref(), Some("did you mean `name`?"));
@@ -520,11 +455,7 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert!(
-            parse_duration("5x")
-                .unwrap_err()
-                .contains("invalid duration `5x`")
-        );
+        assert!(parse_duration("5x").unwrap_err().contains("invalid duration `5x`"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("m").is_err());
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");

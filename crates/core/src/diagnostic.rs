@@ -16,10 +16,7 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Arc<Self> {
-        Arc::new(Self {
-            name: name.into(),
-            text: text.into(),
-        })
+        Arc::new(Self { name: name.into(), text: text.into() })
     }
 
     /// The text of 1-based line `line`, without its line break.
@@ -37,12 +34,7 @@ impl SourceFile {
         let line = before.matches('\n').count() as u32 + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let col = before[line_start..].chars().count() as u32 + 1;
-        Pos {
-            line,
-            col,
-            offset: Some(offset),
-            len,
-        }
+        Pos { line, col, offset: Some(offset), len }
     }
 }
 
@@ -57,12 +49,7 @@ pub struct Pos {
 }
 
 impl Pos {
-    pub const UNKNOWN: Pos = Pos {
-        line: 0,
-        col: 0,
-        offset: None,
-        len: 0,
-    };
+    pub const UNKNOWN: Pos = Pos { line: 0, col: 0, offset: None, len: 0 };
 
     pub fn is_known(&self) -> bool {
         self.line > 0
@@ -87,21 +74,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(pos: Pos, message: impl Into<String>) -> Self {
-        Self {
-            severity: Severity::Error,
-            pos,
-            message: message.into(),
-            hint: None,
-        }
+        Self { severity: Severity::Error, pos, message: message.into(), hint: None }
     }
 
     pub fn warning(pos: Pos, message: impl Into<String>) -> Self {
-        Self {
-            severity: Severity::Warning,
-            pos,
-            message: message.into(),
-            hint: None,
-        }
+        Self { severity: Severity::Warning, pos, message: message.into(), hint: None }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -124,9 +101,7 @@ pub struct Diagnostics {
 
 impl Diagnostics {
     pub fn new(source: Arc<SourceFile>, mut items: Vec<Diagnostic>) -> Self {
-        items.sort_by(|a, b| {
-            (a.pos.line, a.pos.col, a.severity).cmp(&(b.pos.line, b.pos.col, b.severity))
-        });
+        items.sort_by(|a, b| (a.pos.line, a.pos.col, a.severity).cmp(&(b.pos.line, b.pos.col, b.severity)));
         items.dedup();
         Self { source, items }
     }
@@ -136,9 +111,7 @@ impl Diagnostics {
     }
 
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.items
-            .iter()
-            .filter(|d| d.severity == Severity::Warning)
+        self.items.iter().filter(|d| d.severity == Severity::Warning)
     }
 
     pub fn has_errors(&self) -> bool {
@@ -153,21 +126,13 @@ impl Diagnostics {
             Severity::Warning => "warning",
         };
         if d.pos.is_known() {
-            let _ = writeln!(
-                out,
-                "{}:{}:{}: {level}: {}",
-                self.source.name, d.pos.line, d.pos.col, d.message
-            );
+            let _ = writeln!(out, "{}:{}:{}: {level}: {}", self.source.name, d.pos.line, d.pos.col, d.message);
             if let Some(text) = self.source.line(d.pos.line) {
                 let number = d.pos.line.to_string();
                 let gutter = " ".repeat(number.len());
                 let _ = writeln!(out, " {number} | {text}");
                 let col = d.pos.col.max(1) as usize;
-                let lead: String = text
-                    .chars()
-                    .take(col - 1)
-                    .map(|c| if c == '\t' { '\t' } else { ' ' })
-                    .collect();
+                let lead: String = text.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
                 let width = caret_width(text, col, d.pos.len);
                 let _ = writeln!(out, " {gutter} | {lead}{}", "^".repeat(width));
             }
@@ -211,22 +176,14 @@ fn caret_width(line: &str, col: usize, len_bytes: usize) -> usize {
     if len_bytes == 0 {
         return 1;
     }
-    let start = line
-        .char_indices()
-        .nth(col - 1)
-        .map_or(line.len(), |(i, _)| i);
+    let start = line.char_indices().nth(col - 1).map_or(line.len(), |(i, _)| i);
     let end = (start + len_bytes).min(line.len());
-    let end = (end..=line.len())
-        .find(|&i| line.is_char_boundary(i))
-        .unwrap_or(line.len());
+    let end = (end..=line.len()).find(|&i| line.is_char_boundary(i)).unwrap_or(line.len());
     line[start..end].chars().count().max(1)
 }
 
 /// The closest candidate to `word` by edit distance, if it is close enough to be a plausible typo.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     // Fewest edits first; Jaro-Winkler similarity breaks ties and admits longer near-misses.
     let mut best: Option<((usize, i64), &str)> = None;
     for candidate in candidates {
@@ -253,18 +210,10 @@ mod tests {
     #[test]
     fn renders_file_line_col_source_and_caret() {
         let src = SourceFile::new("p.yaml", "tasks:\n  - id: a\n    depends_on: [lod_songs]\n");
-        let pos = Pos {
-            line: 3,
-            col: 18,
-            offset: None,
-            len: 9,
-        };
+        let pos = Pos { line: 3, col: 18, offset: None, len: 9 };
         let diags = Diagnostics::new(
             src,
-            vec![
-                Diagnostic::error(pos, "unknown dependency `lod_songs`")
-                    .with_hint("did you mean `load_songs`?"),
-            ],
+            vec![Diagnostic::error(pos, "unknown dependency `lod_songs`").with_hint("did you mean `load_songs`?")],
         );
         assert_eq!(
             diags.render(),

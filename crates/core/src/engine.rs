@@ -15,31 +15,34 @@ use tokio_util::sync::CancellationToken;
 use crate::plan::{Plan, PlannedTask};
 
 /// Why an attempt failed, and whether trying again could help.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct TaskError {
     /// One line for the summary; details may follow on later lines.
     pub message: String,
     /// A transient failure (throttling, a reset connection, a timeout) worth another attempt.
     pub retryable: bool,
+    /// What the attempt found before failing (failed checks, quarantine counts), for the record.
+    pub partial: Option<Box<TaskOutput>>,
 }
 
 impl TaskError {
     /// A failure that another attempt cannot fix (bad data, a failed check, a missing file).
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
+        Self { message: message.into(), retryable: false, partial: None }
     }
 
     /// A transient failure: the retry policy applies.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
+        Self { message: message.into(), retryable: true, partial: None }
     }
+
+    /// Attaches what the attempt found before failing.
+    pub fn with_partial(mut self, output: TaskOutput) -> Self {
+        self.partial = Some(Box::new(output));
+        self
+    }
+
 
     /// The first line, for one-line summaries.
     pub fn summary(&self) -> &str {

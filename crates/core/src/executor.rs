@@ -21,9 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::decode::format_duration;
-use crate::engine::{
-    CANCEL_GRACE, Engine, Engines, TaskContext, TaskError, TaskOutput, TaskProgress,
-};
+use crate::engine::{CANCEL_GRACE, Engine, Engines, TaskContext, TaskError, TaskOutput, TaskProgress};
 use crate::plan::{Action, Plan, PlannedTask};
 
 /// How a run is carried out.
@@ -57,13 +55,7 @@ pub trait Observer: Send + Sync {
     /// An attempt starts; returns where its progress goes.
     fn attempt_started(&self, task: &PlannedTask, attempt: u32) -> Arc<dyn TaskProgress>;
     /// An attempt failed; `retry_in` is the wait before the next one, if any.
-    fn attempt_failed(
-        &self,
-        task: &PlannedTask,
-        attempt: u32,
-        error: &TaskError,
-        retry_in: Option<Duration>,
-    );
+    fn attempt_failed(&self, task: &PlannedTask, attempt: u32, error: &TaskError, retry_in: Option<Duration>);
     /// A task reached its final state.
     fn task_finished(&self, task: &PlannedTask, record: &TaskRecord);
 }
@@ -201,10 +193,7 @@ pub async fn execute(
                     TaskState::Failed,
                     Vec::new(),
                     Duration::ZERO,
-                    Some(format!(
-                        "engine `{}` is not available in this build",
-                        task.engine
-                    )),
+                    Some(format!("engine `{}` is not available in this build", task.engine)),
                     None,
                 );
                 running.spawn(async move { (i, record) });
@@ -291,12 +280,8 @@ pub async fn execute(
 
         for &d in &done_now {
             release_engine_if_unused(&plan.tasks[d], engines, &mut engine_users).await;
-            for &producer in &plan.tasks[d]
-                .deps
-                .iter()
-                .chain(reads_of(&plan, d).iter())
-                .copied()
-                .collect::<BTreeSet<_>>()
+            for &producer in
+                &plan.tasks[d].deps.iter().chain(reads_of(&plan, d).iter()).copied().collect::<BTreeSet<_>>()
             {
                 if readers_of[producer].contains(&d) {
                     readers_left[producer] -= 1;
@@ -318,14 +303,7 @@ pub async fn execute(
                 (Some(cause), _) => format!("not started: --fail-fast after `{cause}` failed"),
                 (None, false) => "not started".to_string(),
             };
-            let record = finished(
-                &plan.tasks[i],
-                TaskState::Skipped,
-                Vec::new(),
-                Duration::ZERO,
-                Some(reason),
-                None,
-            );
+            let record = finished(&plan.tasks[i], TaskState::Skipped, Vec::new(), Duration::ZERO, Some(reason), None);
             observer.task_finished(&plan.tasks[i], &record);
             *slot = Some(record);
         }
@@ -336,12 +314,7 @@ pub async fn execute(
         if !plan.tasks.iter().any(|t| t.engine == engine.name()) {
             continue;
         }
-        match tokio::time::timeout(
-            options.cancel_grace.max(Duration::from_secs(1)) * 4,
-            engine.shutdown(),
-        )
-        .await
-        {
+        match tokio::time::timeout(options.cancel_grace.max(Duration::from_secs(1)) * 4, engine.shutdown()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => shutdown_errors.push(format!("engine {}: {e}", engine.name())),
             Err(_) => shutdown_errors.push(format!("engine {}: shutdown timed out", engine.name())),
@@ -356,10 +329,7 @@ pub async fn execute(
         pipeline: plan.name.clone(),
         started_at,
         duration: clock.elapsed(),
-        tasks: records
-            .into_iter()
-            .map(|r| r.expect("every task has a record"))
-            .collect(),
+        tasks: records.into_iter().map(|r| r.expect("every task has a record")).collect(),
         interrupted,
         shutdown_errors,
     }
@@ -387,18 +357,10 @@ fn reads_of(plan: &Plan, index: usize) -> Vec<usize> {
         Action::Load(l) => vec![l.table.as_str()],
         Action::Extract(_) => Vec::new(),
     };
-    plan.tasks
-        .iter()
-        .filter(|t| t.table().is_some_and(|name| names.contains(&name)))
-        .map(|t| t.index)
-        .collect()
+    plan.tasks.iter().filter(|t| t.table().is_some_and(|name| names.contains(&name))).map(|t| t.index).collect()
 }
 
-async fn release_engine_if_unused(
-    task: &PlannedTask,
-    engines: &Engines,
-    users: &mut BTreeMap<String, usize>,
-) {
+async fn release_engine_if_unused(task: &PlannedTask, engines: &Engines, users: &mut BTreeMap<String, usize>) {
     let Some(count) = users.get_mut(&task.engine) else {
         return;
     };
@@ -469,10 +431,7 @@ impl AttemptRunner {
             let started_at = SystemTime::now();
             let started = Instant::now();
             async { info!("started") }.instrument(span.clone()).await;
-            let outcome = self
-                .attempt(&task, cx, &attempt_cancel)
-                .instrument(span.clone())
-                .await;
+            let outcome = self.attempt(&task, cx, &attempt_cancel).instrument(span.clone()).await;
             let duration = started.elapsed();
             let mut record = AttemptRecord {
                 number: attempt,
@@ -486,14 +445,7 @@ impl AttemptRunner {
                 Outcome::Done(Ok(output)) => {
                     attempts.push(record);
                     span.in_scope(|| info!(elapsed = %format_duration(duration), "succeeded"));
-                    return finished(
-                        &task,
-                        TaskState::Succeeded,
-                        attempts,
-                        clock.elapsed(),
-                        None,
-                        Some(output),
-                    );
+                    return finished(&task, TaskState::Succeeded, attempts, clock.elapsed(), None, Some(output));
                 }
                 Outcome::Cancelled => {
                     record.error = Some("cancelled".into());
@@ -510,10 +462,7 @@ impl AttemptRunner {
                 }
                 Outcome::TimedOut => {
                     record.timed_out = true;
-                    TaskError::retryable(format!(
-                        "attempt timed out after {}",
-                        format_duration(task.timeout)
-                    ))
+                    TaskError::retryable(format!("attempt timed out after {}", format_duration(task.timeout)))
                 }
                 Outcome::Done(Err(error)) => error,
             };
@@ -521,10 +470,9 @@ impl AttemptRunner {
             record.retryable = error.retryable;
             attempts.push(record);
 
-            let retry_in = (error.retryable && attempt < policy.max_attempts)
-                .then(|| policy.delay(attempt + 1, &mut self.rng));
-            self.observer
-                .attempt_failed(&task, attempt, &error, retry_in);
+            let retry_in =
+                (error.retryable && attempt < policy.max_attempts).then(|| policy.delay(attempt + 1, &mut self.rng));
+            self.observer.attempt_failed(&task, attempt, &error, retry_in);
             match retry_in {
                 Some(delay) => {
                     span.in_scope(|| warn!(error = %error.summary(), retry_in = %format_duration(delay), "attempt failed; retrying"));
@@ -538,25 +486,16 @@ impl AttemptRunner {
                     attempt += 1;
                 }
                 None => {
-                    let why = if !error.retryable {
-                        ""
-                    } else {
-                        " (no attempts left)"
-                    };
+                    let why = if !error.retryable { "" } else { " (no attempts left)" };
                     span.in_scope(|| error!(error = %error.message, "failed{why}"));
                     let reason = if attempts.len() > 1 {
                         format!("{} (after {} attempts)", error.summary(), attempts.len())
                     } else {
                         error.summary().to_string()
                     };
-                    return finished(
-                        &task,
-                        TaskState::Failed,
-                        attempts,
-                        clock.elapsed(),
-                        Some(reason),
-                        None,
-                    );
+                    let partial = error.partial.map(|p| *p);
+                    return finished(&task, TaskState::Failed, attempts, clock.elapsed(), Some(reason), partial);
+
                 }
             }
         }
@@ -564,12 +503,7 @@ impl AttemptRunner {
 
     /// One attempt, bounded by the timeout and the run's cancellation. On either, the engine is
     /// told through its token and given a grace period to clean up before it is abandoned.
-    async fn attempt(
-        &self,
-        task: &PlannedTask,
-        cx: TaskContext,
-        attempt_cancel: &CancellationToken,
-    ) -> Outcome {
+    async fn attempt(&self, task: &PlannedTask, cx: TaskContext, attempt_cancel: &CancellationToken) -> Outcome {
         let work = AssertUnwindSafe(self.engine.run(task, cx)).catch_unwind();
         tokio::pin!(work);
         let first = tokio::select! {
@@ -601,9 +535,7 @@ fn flatten_panic(
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        Err(TaskError::permanent(format!(
-            "internal error (panic): {message}"
-        )))
+        Err(TaskError::permanent(format!("internal error (panic): {message}")))
     })
 }
 
@@ -611,9 +543,7 @@ mod system_time {
     use std::time::SystemTime;
 
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let ms = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         s.serialize_u64(ms)
     }
 }

@@ -48,24 +48,11 @@ pub fn ascii(plan: &Plan, width: usize) -> String {
         plan.tasks.len(),
         waves.len()
     );
-    let id_width = plan
-        .tasks
-        .iter()
-        .map(|t| t.id.chars().count())
-        .max()
-        .unwrap_or(4)
-        .min(28);
+    let id_width = plan.tasks.iter().map(|t| t.id.chars().count()).max().unwrap_or(4).min(28);
     let kind_width = plan
         .tasks
         .iter()
-        .map(|t| {
-            t.kind.as_str().len()
-                + if t.engine == "local" {
-                    0
-                } else {
-                    t.engine.len() + 3
-                }
-        })
+        .map(|t| t.kind.as_str().len() + if t.engine == "local" { 0 } else { t.engine.len() + 3 })
         .max()
         .unwrap_or(7);
     let label_width = format!("wave {}", waves.len()).len();
@@ -73,11 +60,8 @@ pub fn ascii(plan: &Plan, width: usize) -> String {
         out.push('\n');
         for (j, &i) in wave.iter().enumerate() {
             let task = &plan.tasks[i];
-            let head = if j == 0 {
-                format!("{:<label_width$}", format!("wave {}", w + 1))
-            } else {
-                " ".repeat(label_width)
-            };
+            let head =
+                if j == 0 { format!("{:<label_width$}", format!("wave {}", w + 1)) } else { " ".repeat(label_width) };
             let branch = match (wave.len(), j) {
                 (1, _) => "─",
                 (_, 0) => "┬",
@@ -89,27 +73,15 @@ pub fn ascii(plan: &Plan, width: usize) -> String {
             } else {
                 format!("{} @{}", task.kind.as_str(), task.engine)
             };
-            let mut line = format!(
-                "{head} {branch} {} {:<id_width$}  {:<kind_width$}",
-                kind_glyph(task.kind),
-                task.id,
-                kind
-            );
-            let deps: Vec<&str> = task
-                .deps
-                .iter()
-                .map(|&d| plan.tasks[d].id.as_str())
-                .collect();
+            let mut line =
+                format!("{head} {branch} {} {:<id_width$}  {:<kind_width$}", kind_glyph(task.kind), task.id, kind);
+            let deps: Vec<&str> = task.deps.iter().map(|&d| plan.tasks[d].id.as_str()).collect();
             if !deps.is_empty() {
                 line.push_str("  ◀── ");
                 let indent = line.chars().count();
                 let mut col = indent;
                 for (k, dep) in deps.iter().enumerate() {
-                    let piece = if k + 1 < deps.len() {
-                        format!("{dep}, ")
-                    } else {
-                        dep.to_string()
-                    };
+                    let piece = if k + 1 < deps.len() { format!("{dep}, ") } else { dep.to_string() };
                     if col + piece.chars().count() > width && col > indent {
                         let continuation = if j + 1 < wave.len() { "│" } else { " " };
                         line = line.trim_end().to_string();
@@ -147,16 +119,9 @@ pub fn dot(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{", dot_escape(&plan.name));
     let _ = writeln!(out, "  rankdir=LR;");
-    let _ = writeln!(
-        out,
-        "  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];"
-    );
+    let _ = writeln!(out, "  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];");
     for task in &plan.tasks {
-        let engine = if task.engine == "local" {
-            String::new()
-        } else {
-            format!(" @{}", task.engine)
-        };
+        let engine = if task.engine == "local" { String::new() } else { format!(" @{}", task.engine) };
         let _ = writeln!(
             out,
             "  \"{}\" [label=\"{}\\n{}{}\", fillcolor=\"{}\"];",
@@ -169,12 +134,7 @@ pub fn dot(plan: &Plan) -> String {
     }
     for task in &plan.tasks {
         for &d in &task.deps {
-            let _ = writeln!(
-                out,
-                "  \"{}\" -> \"{}\";",
-                dot_escape(&plan.tasks[d].id),
-                dot_escape(&task.id)
-            );
+            let _ = writeln!(out, "  \"{}\" -> \"{}\";", dot_escape(&plan.tasks[d].id), dot_escape(&task.id));
         }
     }
     out.push_str("}\n");
@@ -196,55 +156,25 @@ fn mermaid_id(id: &str) -> String {
         "default",
         "direction",
     ];
-    if RESERVED.contains(&id.to_ascii_lowercase().as_str()) {
-        format!("{id}_")
-    } else {
-        id.to_string()
-    }
+    if RESERVED.contains(&id.to_ascii_lowercase().as_str()) { format!("{id}_") } else { id.to_string() }
 }
 
 /// A Mermaid flowchart, left to right, one class per task kind.
 pub fn mermaid(plan: &Plan) -> String {
     let mut out = String::from("flowchart LR\n");
     for task in &plan.tasks {
-        let engine = if task.engine == "local" {
-            String::new()
-        } else {
-            format!(" @{}", task.engine)
-        };
-        let _ = writeln!(
-            out,
-            "  {}[\"{}<br/><small>{}{}</small>\"]",
-            mermaid_id(&task.id),
-            task.id,
-            task.kind,
-            engine
-        );
+        let engine = if task.engine == "local" { String::new() } else { format!(" @{}", task.engine) };
+        let _ = writeln!(out, "  {}[\"{}<br/><small>{}{}</small>\"]", mermaid_id(&task.id), task.id, task.kind, engine);
     }
     for task in &plan.tasks {
         for &d in &task.deps {
-            let _ = writeln!(
-                out,
-                "  {} --> {}",
-                mermaid_id(&plan.tasks[d].id),
-                mermaid_id(&task.id)
-            );
+            let _ = writeln!(out, "  {} --> {}", mermaid_id(&plan.tasks[d].id), mermaid_id(&task.id));
         }
     }
     for kind in TaskKind::ALL {
-        let members: Vec<String> = plan
-            .tasks
-            .iter()
-            .filter(|t| t.kind == kind)
-            .map(|t| mermaid_id(&t.id))
-            .collect();
+        let members: Vec<String> = plan.tasks.iter().filter(|t| t.kind == kind).map(|t| mermaid_id(&t.id)).collect();
         if !members.is_empty() {
-            let _ = writeln!(
-                out,
-                "  classDef {} fill:{},stroke:#555",
-                kind.as_str(),
-                fill(kind)
-            );
+            let _ = writeln!(out, "  classDef {} fill:{},stroke:#555", kind.as_str(), fill(kind));
             let _ = writeln!(out, "  class {} {}", members.join(","), kind.as_str());
         }
     }

@@ -15,8 +15,8 @@ use crate::decode::{Decode, Decoder, DurationValue, Entries, Located};
 use crate::diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile, suggestion};
 use crate::retry::RetryPolicy;
 use crate::spec::{
-    CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, JsonFormat, RetrySpec,
-    TaskKind, TaskParams, TaskSpec,
+    CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, JsonFormat, RetrySpec, TaskKind, TaskParams,
+    TaskSpec,
 };
 use crate::sql;
 use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
@@ -38,6 +38,8 @@ pub struct Plan {
     pub tasks: Vec<PlannedTask>,
     /// Edges point from a dependency to its dependent.
     pub graph: DiGraph<usize, ()>,
+    /// Where run records and quarantined records go (`runs:`; default `${output}/_dagrun`).
+    pub runs_dir: String,
     /// Problems worth knowing that do not stop a run.
     pub warnings: Vec<Diagnostic>,
 }
@@ -111,28 +113,12 @@ pub struct Check {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckKind {
-    NotNull {
-        column: String,
-    },
-    Unique {
-        columns: Vec<String>,
-    },
-    RowCount {
-        min: Option<u64>,
-        max: Option<u64>,
-    },
-    AcceptedValues {
-        column: String,
-        values: Vec<String>,
-    },
-    Relationships {
-        column: String,
-        to: String,
-        field: String,
-    },
-    Sql {
-        sql: String,
-    },
+    NotNull { column: String },
+    Unique { columns: Vec<String> },
+    RowCount { min: Option<u64>, max: Option<u64> },
+    AcceptedValues { column: String, values: Vec<String> },
+    Relationships { column: String, to: String, field: String },
+    Sql { sql: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -185,11 +171,7 @@ pub fn join_path(root: &str, rest: &str) -> String {
     if rest.is_empty() {
         return root.to_string();
     }
-    format!(
-        "{}/{}",
-        root.trim_end_matches('/'),
-        rest.trim_start_matches('/')
-    )
+    format!("{}/{}", root.trim_end_matches('/'), rest.trim_start_matches('/'))
 }
 
 /// What the caller knows that the file does not: engines available in this build.
@@ -200,9 +182,7 @@ pub struct PlanOptions {
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        Self {
-            engines: vec![DEFAULT_ENGINE.to_string()],
-        }
+        Self { engines: vec![DEFAULT_ENGINE.to_string()] }
     }
 }
 
@@ -219,43 +199,19 @@ pub enum PlanError {
 
 impl Plan {
     /// Reads and validates the pipeline at `path`.
-    pub fn load_file(
-        path: &Path,
-        inputs: &VarInputs,
-        options: &PlanOptions,
-    ) -> Result<Plan, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read {
-            path: path.display().to_string(),
-            error: e.to_string(),
-        })?;
+    pub fn load_file(path: &Path, inputs: &VarInputs, options: &PlanOptions) -> Result<Plan, LoadError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| LoadError::Read { path: path.display().to_string(), error: e.to_string() })?;
         let mut inputs = inputs.clone();
         if !inputs.builtins.contains_key("pipeline_dir") {
-            let dir = path.parent().map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            });
-            inputs.builtins.insert(
-                "pipeline_dir".into(),
-                dir.unwrap_or(Path::new(".")).display().to_string(),
-            );
+            let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+            inputs.builtins.insert("pipeline_dir".into(), dir.unwrap_or(Path::new(".")).display().to_string());
         }
-        Plan::load(
-            SourceFile::new(path.display().to_string(), text),
-            &inputs,
-            options,
-        )
-        .map_err(LoadError::Plan)
+        Plan::load(SourceFile::new(path.display().to_string(), text), &inputs, options).map_err(LoadError::Plan)
     }
 
     /// Validates a pipeline's text. Every problem found is reported, sorted by position.
-    pub fn load(
-        source: Arc<SourceFile>,
-        inputs: &VarInputs,
-        options: &PlanOptions,
-    ) -> Result<Plan, PlanError> {
+    pub fn load(source: Arc<SourceFile>, inputs: &VarInputs, options: &PlanOptions) -> Result<Plan, PlanError> {
         let mut diags = Vec::new();
         let root = match yaml::parse(&source) {
             Ok(root) => root,
@@ -264,10 +220,7 @@ impl Plan {
         if !matches!(root.value, Value::Map(_)) {
             let d = Diagnostic::error(
                 root.pos,
-                format!(
-                    "expected a mapping with `name` and `tasks`, found {}",
-                    root.value.describe()
-                ),
+                format!("expected a mapping with `name` and `tasks`, found {}", root.value.describe()),
             );
             return Err(PlanError::Invalid(Diagnostics::new(source, vec![d])));
         }
@@ -291,21 +244,10 @@ impl Plan {
         let top = TopLevel::decode(&tree, &mut cx);
         diags.append(&mut cx.diagnostics);
 
-        let mut builder = Builder {
-            source: &source,
-            options,
-            diags,
-            warnings: Vec::new(),
-        };
+        let mut builder = Builder { source: &source, options, diags, warnings: Vec::new() };
         let plan = top.and_then(|top| builder.build(top, vars));
-        let Builder {
-            diags, warnings, ..
-        } = builder;
-        if diags
-            .iter()
-            .any(|d| d.severity == crate::diagnostic::Severity::Error)
-            || plan.is_none()
-        {
+        let Builder { diags, warnings, .. } = builder;
+        if diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error) || plan.is_none() {
             let mut all = diags;
             all.extend(warnings);
             return Err(PlanError::Invalid(Diagnostics::new(source, all)));
@@ -321,11 +263,7 @@ impl Plan {
 
     /// Indices of tasks that depend directly on `index`.
     pub fn dependents(&self, index: usize) -> Vec<usize> {
-        let mut out: Vec<usize> = self
-            .graph
-            .neighbors(NodeIndex::new(index))
-            .map(|n| self.graph[n])
-            .collect();
+        let mut out: Vec<usize> = self.graph.neighbors(NodeIndex::new(index)).map(|n| self.graph[n]).collect();
         out.sort_unstable();
         out
     }
@@ -359,12 +297,7 @@ impl Plan {
     pub fn waves(&self) -> Vec<Vec<usize>> {
         let mut level = vec![0usize; self.tasks.len()];
         for i in self.topological_order() {
-            level[i] = self.tasks[i]
-                .deps
-                .iter()
-                .map(|&d| level[d] + 1)
-                .max()
-                .unwrap_or(0);
+            level[i] = self.tasks[i].deps.iter().map(|&d| level[d] + 1).max().unwrap_or(0);
         }
         let depth = level.iter().copied().max().map_or(0, |m| m + 1);
         let mut waves = vec![Vec::new(); depth];
@@ -377,9 +310,7 @@ impl Plan {
     /// Task indices with every task after its dependencies; ties keep file order.
     pub fn topological_order(&self) -> Vec<usize> {
         let mut remaining: Vec<usize> = self.tasks.iter().map(|t| t.deps.len()).collect();
-        let mut ready: BTreeSet<usize> = (0..self.tasks.len())
-            .filter(|&i| remaining[i] == 0)
-            .collect();
+        let mut ready: BTreeSet<usize> = (0..self.tasks.len()).filter(|&i| remaining[i] == 0).collect();
         let mut order = Vec::with_capacity(self.tasks.len());
         while let Some(i) = ready.pop_first() {
             order.push(i);
@@ -401,19 +332,12 @@ impl Plan {
                 let hint = suggestion(id, self.tasks.iter().map(|t| t.id.as_str()))
                     .map(|h| format!("; {h}"))
                     .unwrap_or_default();
-                return Err(format!(
-                    "--only {id}: no task `{id}` in {}{hint}",
-                    self.name
-                ));
+                return Err(format!("--only {id}: no task `{id}` in {}{hint}", self.name));
             };
             keep.insert(task.index);
             keep.extend(self.ancestors(task.index));
         }
-        let new_index: HashMap<usize, usize> = keep
-            .iter()
-            .enumerate()
-            .map(|(new, &old)| (old, new))
-            .collect();
+        let new_index: HashMap<usize, usize> = keep.iter().enumerate().map(|(new, &old)| (old, new)).collect();
         let tasks: Vec<PlannedTask> = keep
             .iter()
             .map(|&old| {
@@ -424,11 +348,7 @@ impl Plan {
             })
             .collect();
         let graph = build_graph(&tasks);
-        Ok(Plan {
-            tasks,
-            graph,
-            ..self.clone()
-        })
+        Ok(Plan { tasks, graph, ..self.clone() })
     }
 }
 
@@ -460,6 +380,7 @@ fn build_graph(tasks: &[PlannedTask]) -> DiGraph<usize, ()> {
 struct TopLevel {
     name: Option<Located<String>>,
     description: Option<Located<String>>,
+    runs: Option<Located<String>>,
     defaults: Option<DefaultsSpec>,
     /// Decoded tasks; `None` where a task had errors (its id is still known when readable).
     tasks: Vec<(Option<TaskSpec>, Option<Located<String>>)>,
@@ -467,15 +388,14 @@ struct TopLevel {
     has_tasks_key: bool,
 }
 
-const TOP_KEYS: &[&str] = &["name", "description", "vars", "defaults", "tasks"];
+const TOP_KEYS: &[&str] = &["name", "description", "vars", "runs", "defaults", "tasks"];
 
 impl Decode for TopLevel {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
         let map = cx.map(node, "the pipeline", TOP_KEYS)?;
         let name = map.field::<Located<String>>(cx, "name");
-        let description = map
-            .field::<Option<Located<String>>>(cx, "description")
-            .flatten();
+        let description = map.field::<Option<Located<String>>>(cx, "description").flatten();
+        let runs = map.field::<Option<Located<String>>>(cx, "runs").flatten();
         let defaults = map.field::<Option<DefaultsSpec>>(cx, "defaults").flatten();
         let mut tasks = Vec::new();
         let tasks_pos = map.node("tasks").map_or(node.pos, |n| n.pos);
@@ -493,22 +413,11 @@ impl Decode for TopLevel {
             None => cx.error(node.pos, "missing required key `tasks` in the pipeline"),
         }
         let has_tasks_key = map.node("tasks").is_some();
-        Some(TopLevel {
-            name,
-            description,
-            defaults,
-            tasks,
-            tasks_pos,
-            has_tasks_key,
-        })
+        Some(TopLevel { name, description, runs, defaults, tasks, tasks_pos, has_tasks_key })
     }
 }
 
-fn declared_vars(
-    root: &Node,
-    source: &SourceFile,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<DeclaredVar> {
+fn declared_vars(root: &Node, source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Vec<DeclaredVar> {
     let Some(vars_node) = root.get("vars") else {
         return Vec::new();
     };
@@ -526,36 +435,19 @@ fn declared_vars(
     };
     let mut out = Vec::new();
     for ((key, value), (_, node)) in entries.0.into_iter().zip(nodes) {
-        let pos = Pos {
-            len: key.name.len(),
-            ..key.pos
-        };
+        let pos = Pos { len: key.name.len(), ..key.pos };
         if !vars::is_identifier(&key.name) {
             diags.push(Diagnostic::error(
                 pos,
-                format!(
-                    "invalid variable name `{}`: use letters, digits and _",
-                    key.name
-                ),
+                format!("invalid variable name `{}`: use letters, digits and _", key.name),
             ));
             continue;
         }
         if BUILTIN_VARS.contains(&key.name.as_str()) {
-            diags.push(Diagnostic::error(
-                pos,
-                format!(
-                    "`{}` is a built-in variable and cannot be declared",
-                    key.name
-                ),
-            ));
+            diags.push(Diagnostic::error(pos, format!("`{}` is a built-in variable and cannot be declared", key.name)));
             continue;
         }
-        out.push(DeclaredVar {
-            name: key.name,
-            name_pos: key.pos,
-            raw: value.value,
-            value_node: Some(node.clone()),
-        });
+        out.push(DeclaredVar { name: key.name, name_pos: key.pos, raw: value.value, value_node: Some(node.clone()) });
     }
     out
 }
@@ -581,20 +473,13 @@ impl Builder<'_> {
             n.value
         });
 
-        let defaults = top.defaults.unwrap_or(DefaultsSpec {
-            engine: None,
-            timeout: None,
-            retry: None,
-            pos: Pos::UNKNOWN,
-        });
+        let defaults =
+            top.defaults.unwrap_or(DefaultsSpec { engine: None, timeout: None, retry: None, pos: Pos::UNKNOWN });
         let default_engine = defaults.engine.clone().map(|e| {
             self.check_engine(&e);
             e.value
         });
-        let default_timeout = defaults
-            .timeout
-            .map(|t| self.check_timeout(t))
-            .unwrap_or(DEFAULT_TIMEOUT);
+        let default_timeout = defaults.timeout.map(|t| self.check_timeout(t)).unwrap_or(DEFAULT_TIMEOUT);
         let default_retry = match &defaults.retry {
             Some(r) => self.retry_policy(&RetryPolicy::default(), r),
             None => RetryPolicy::default(),
@@ -609,21 +494,15 @@ impl Builder<'_> {
         let mut known: BTreeMap<String, Pos> = BTreeMap::new();
         for (_, id) in &top.tasks {
             let Some(id) = id else { continue };
-            let pos = Pos {
-                len: id.len(),
-                ..id.pos
-            };
+            let pos = Pos { len: id.len(), ..id.pos };
             if !is_task_id(id) {
-                self.error(pos, format!("invalid task id `{}`", id.value))
-                    .hint = Some(
-                    "ids are table names in SQL: start with a letter or _, then letters, digits, _"
-                        .into(),
-                );
+                self.error(pos, format!("invalid task id `{}`", id.value)).hint =
+                    Some("ids are table names in SQL: start with a letter or _, then letters, digits, _".into());
             }
             if let Some(first) = known.get(id.as_str()) {
                 let line = first.line;
-                self.error(pos, format!("duplicate task id `{}`", id.value))
-                    .hint = Some(format!("first declared on line {line}"));
+                self.error(pos, format!("duplicate task id `{}`", id.value)).hint =
+                    Some(format!("first declared on line {line}"));
             } else {
                 known.insert(id.value.clone(), id.pos);
             }
@@ -640,33 +519,21 @@ impl Builder<'_> {
         for spec in &specs {
             let mut mine: Vec<usize> = Vec::new();
             for dep in &spec.depends_on {
-                let pos = Pos {
-                    len: dep.len(),
-                    ..dep.pos
-                };
+                let pos = Pos { len: dep.len(), ..dep.pos };
                 if dep.value == spec.id.value {
                     self.error(pos, format!("task `{}` depends on itself", spec.id.value));
                     continue;
                 }
                 match index_of.get(dep.as_str()) {
                     Some(&i) if mine.contains(&i) => {
-                        self.error(
-                            pos,
-                            format!("`{}` is listed twice in depends_on", dep.value),
-                        );
+                        self.error(pos, format!("`{}` is listed twice in depends_on", dep.value));
                     }
                     Some(&i) => mine.push(i),
                     None if known.contains_key(dep.as_str()) => {}
                     None => {
                         let hint = suggestion(dep, known.keys().map(String::as_str));
-                        self.error(
-                            pos,
-                            format!(
-                                "unknown dependency `{}` of task `{}`",
-                                dep.value, spec.id.value
-                            ),
-                        )
-                        .hint = hint;
+                        self.error(pos, format!("unknown dependency `{}` of task `{}`", dep.value, spec.id.value))
+                            .hint = hint;
                     }
                 }
             }
@@ -683,19 +550,13 @@ impl Builder<'_> {
                     self.check_engine(e);
                     e.value.clone()
                 }
-                None => default_engine
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_ENGINE.to_string()),
+                None => default_engine.clone().unwrap_or_else(|| DEFAULT_ENGINE.to_string()),
             };
             let retry = match &spec.retry {
                 Some(r) => self.retry_policy(&default_retry, r),
                 None => default_retry,
             };
-            let timeout = spec
-                .timeout
-                .clone()
-                .map(|t| self.check_timeout(t))
-                .unwrap_or(default_timeout);
+            let timeout = spec.timeout.clone().map(|t| self.check_timeout(t)).unwrap_or(default_timeout);
             let Some(action) = self.action(spec) else {
                 continue;
             };
@@ -716,10 +577,21 @@ impl Builder<'_> {
             return None;
         }
 
+        let runs_dir = match &top.runs {
+            Some(runs) => {
+                self.check_path(runs, "runs");
+                runs.value.clone()
+            }
+            None => match vars.get("output") {
+                Some(output) => join_path(output, "_dagrun"),
+                None => "_dagrun".to_string(),
+            },
+        };
         let graph = build_graph(&tasks);
         let plan = Plan {
             name: name?,
             description: top.description.map(|d| d.value),
+            runs_dir,
             source: Arc::new(self.source.clone()),
             vars,
             tasks,
@@ -734,15 +606,9 @@ impl Builder<'_> {
     fn check_engine(&mut self, engine: &Located<String>) {
         if !self.options.engines.iter().any(|e| e == engine.as_str()) {
             let hint = suggestion(engine, self.options.engines.iter().map(String::as_str))
-                .unwrap_or_else(|| {
-                    format!("available engines: {}", self.options.engines.join(", "))
-                });
-            let pos = Pos {
-                len: engine.len(),
-                ..engine.pos
-            };
-            self.error(pos, format!("unknown engine `{}`", engine.value))
-                .hint = Some(hint);
+                .unwrap_or_else(|| format!("available engines: {}", self.options.engines.join(", ")));
+            let pos = Pos { len: engine.len(), ..engine.pos };
+            self.error(pos, format!("unknown engine `{}`", engine.value)).hint = Some(hint);
         }
     }
 
@@ -757,10 +623,7 @@ impl Builder<'_> {
         let mut policy = *base;
         if let Some(n) = &spec.max_attempts {
             if n.value == 0 {
-                self.error(
-                    n.pos,
-                    "max_attempts must be at least 1 (1 means no retries)",
-                );
+                self.error(n.pos, "max_attempts must be at least 1 (1 means no retries)");
             }
             policy.max_attempts = n.value.max(1);
         }
@@ -769,10 +632,7 @@ impl Builder<'_> {
         }
         if let Some(m) = &spec.multiplier {
             if m.value < 1.0 {
-                self.error(
-                    m.pos,
-                    format!("multiplier must be at least 1, found {}", m.value),
-                );
+                self.error(m.pos, format!("multiplier must be at least 1, found {}", m.value));
             }
             policy.multiplier = m.value;
         }
@@ -825,19 +685,13 @@ impl Builder<'_> {
             let mut chain = cycle_through(start, &members, deps);
             // Point at the dependency entry that closes the loop.
             let last = chain[chain.len() - 2];
-            let closing = specs[last]
-                .depends_on
-                .iter()
-                .find(|d| d.value == specs[start].id.value);
-            let pos = closing.map_or(specs[last].id.pos, |d| Pos {
-                len: d.len(),
-                ..d.pos
-            });
+            let closing = specs[last].depends_on.iter().find(|d| d.value == specs[start].id.value);
+            let pos = closing.map_or(specs[last].id.pos, |d| Pos { len: d.len(), ..d.pos });
             // Name the chain in data-flow order, like the graph: `a -> b` means b depends on a.
             chain.reverse();
             let names: Vec<&str> = chain.iter().map(|&i| specs[i].id.as_str()).collect();
-            self.error(pos, format!("dependency cycle: {}", names.join(" -> ")))
-                .hint = Some("a task cannot depend, directly or not, on its own result".into());
+            self.error(pos, format!("dependency cycle: {}", names.join(" -> "))).hint =
+                Some("a task cannot depend, directly or not, on its own result".into());
         }
         found
     }
@@ -845,10 +699,7 @@ impl Builder<'_> {
     fn action(&mut self, spec: &TaskSpec) -> Option<Action> {
         match &spec.params {
             TaskParams::Extract(e) => {
-                let glob = e
-                    .glob
-                    .as_ref()
-                    .map_or("**".to_string(), |g| g.value.clone());
+                let glob = e.glob.as_ref().map_or("**".to_string(), |g| g.value.clone());
                 if let Some(g) = &e.glob
                     && let Err(err) = globset::Glob::new(g)
                 {
@@ -856,10 +707,7 @@ impl Builder<'_> {
                 }
                 self.check_path(&e.path, "path");
                 if e.schema.0.is_empty() {
-                    self.error(
-                        spec.pos,
-                        format!("task `{}` declares an empty schema", spec.id.value),
-                    );
+                    self.error(spec.pos, format!("task `{}` declares an empty schema", spec.id.value));
                 }
                 let schema = e
                     .schema
@@ -868,10 +716,7 @@ impl Builder<'_> {
                     .map(|(key, col)| Column {
                         name: key.name.clone(),
                         ty: col.ty.value,
-                        from: col
-                            .from
-                            .as_ref()
-                            .map_or(key.name.clone(), |f| f.value.clone()),
+                        from: col.from.as_ref().map_or(key.name.clone(), |f| f.value.clone()),
                     })
                     .collect();
                 Some(Action::Extract(Extract {
@@ -887,20 +732,11 @@ impl Builder<'_> {
                     Ok(tables) => tables,
                     Err(err) => {
                         let pos = sql::locate(self.source, &t.sql, err.line, err.column);
-                        self.error(
-                            pos,
-                            format!(
-                                "SQL of task `{}` does not parse: {}",
-                                spec.id.value, err.message
-                            ),
-                        );
+                        self.error(pos, format!("SQL of task `{}` does not parse: {}", spec.id.value, err.message));
                         Vec::new()
                     }
                 };
-                Some(Action::Transform(Transform {
-                    sql: t.sql.value.clone(),
-                    tables,
-                }))
+                Some(Action::Transform(Transform { sql: t.sql.value.clone(), tables }))
             }
             TaskParams::QualityCheck(q) => {
                 let mut checks = Vec::new();
@@ -909,41 +745,23 @@ impl Builder<'_> {
                     self.error(spec.pos, format!("task `{}` has no checks", spec.id.value));
                 }
                 for c in &q.checks {
-                    let severity = c
-                        .severity
-                        .as_ref()
-                        .map_or(CheckSeverity::Error, |s| s.value);
+                    let severity = c.severity.as_ref().map_or(CheckSeverity::Error, |s| s.value);
                     let kinds: Vec<(String, CheckKind)> = match &c.check {
                         CheckKindSpec::NotNull(cols) => cols
                             .iter()
                             .map(|col| {
-                                (
-                                    format!("not_null({})", col.value),
-                                    CheckKind::NotNull {
-                                        column: col.value.clone(),
-                                    },
-                                )
+                                (format!("not_null({})", col.value), CheckKind::NotNull { column: col.value.clone() })
                             })
                             .collect(),
                         CheckKindSpec::Unique(cols) => {
-                            let columns: Vec<String> =
-                                cols.iter().map(|c| c.value.clone()).collect();
-                            vec![(
-                                format!("unique({})", columns.join(", ")),
-                                CheckKind::Unique { columns },
-                            )]
+                            let columns: Vec<String> = cols.iter().map(|c| c.value.clone()).collect();
+                            vec![(format!("unique({})", columns.join(", ")), CheckKind::Unique { columns })]
                         }
                         CheckKindSpec::RowCount { min, max } => {
                             if let (Some(lo), Some(hi)) = (min, max)
                                 && lo.value > hi.value
                             {
-                                self.error(
-                                    hi.pos,
-                                    format!(
-                                        "row_count max ({}) is below min ({})",
-                                        hi.value, lo.value
-                                    ),
-                                );
+                                self.error(hi.pos, format!("row_count max ({}) is below min ({})", hi.value, lo.value));
                             }
                             let name = match (min, max) {
                                 (Some(lo), Some(hi)) => {
@@ -974,10 +792,7 @@ impl Builder<'_> {
                         CheckKindSpec::Relationships { column, to, field } => {
                             tables.push(to.value.clone());
                             vec![(
-                                format!(
-                                    "relationships({} -> {}.{})",
-                                    column.value, to.value, field.value
-                                ),
+                                format!("relationships({} -> {}.{})", column.value, to.value, field.value),
                                 CheckKind::Relationships {
                                     column: column.value.clone(),
                                     to: to.value.clone(),
@@ -990,54 +805,32 @@ impl Builder<'_> {
                                 Ok(t) => tables.extend(t),
                                 Err(err) => {
                                     let pos = sql::locate(self.source, query, err.line, err.column);
-                                    self.error(
-                                        pos,
-                                        format!("SQL check does not parse: {}", err.message),
-                                    );
+                                    self.error(pos, format!("SQL check does not parse: {}", err.message));
                                 }
                             }
-                            vec![(
-                                "sql".into(),
-                                CheckKind::Sql {
-                                    sql: query.value.clone(),
-                                },
-                            )]
+                            vec![("sql".into(), CheckKind::Sql { sql: query.value.clone() })]
                         }
                     };
                     for (default_name, kind) in kinds {
                         let name = c.name.as_ref().map_or(default_name, |n| n.value.clone());
-                        checks.push(Check {
-                            name,
-                            severity,
-                            kind,
-                        });
+                        checks.push(Check { name, severity, kind });
                     }
                 }
                 let mut seen = BTreeSet::new();
                 tables.retain(|t| seen.insert(t.clone()));
-                Some(Action::QualityCheck(QualityCheck {
-                    table: q.table.value.clone(),
-                    checks,
-                    tables,
-                }))
+                Some(Action::QualityCheck(QualityCheck { table: q.table.value.clone(), checks, tables }))
             }
             TaskParams::Load(l) => {
                 self.check_path(&l.path, "path");
-                let partition_by: Vec<String> = l
-                    .partition_by
-                    .as_ref()
-                    .map(|p| p.0.iter().map(|c| c.value.clone()).collect())
-                    .unwrap_or_default();
+                let partition_by: Vec<String> =
+                    l.partition_by.as_ref().map(|p| p.0.iter().map(|c| c.value.clone()).collect()).unwrap_or_default();
                 if let Some(p) = &l.partition_by {
                     let mut seen = BTreeSet::new();
                     for col in &p.0 {
                         if col.trim().is_empty() {
                             self.error(col.pos, "empty partition column name");
                         } else if !seen.insert(col.value.clone()) {
-                            self.error(
-                                col.pos,
-                                format!("partition column `{}` is listed twice", col.value),
-                            );
+                            self.error(col.pos, format!("partition column `{}` is listed twice", col.value));
                         }
                     }
                 }
@@ -1045,10 +838,7 @@ impl Builder<'_> {
                     table: l.table.value.clone(),
                     path: l.path.value.clone(),
                     partition_by,
-                    compression: l
-                        .compression
-                        .as_ref()
-                        .map_or(Compression::Zstd, |c| c.value),
+                    compression: l.compression.as_ref().map_or(Compression::Zstd, |c| c.value),
                 }))
             }
         }
@@ -1060,46 +850,30 @@ impl Builder<'_> {
         } else if let Some(rest) = path.strip_prefix("s3://")
             && rest.split('/').next().is_none_or(str::is_empty)
         {
-            self.error(
-                path.pos,
-                format!(
-                    "`{}` names no bucket: expected s3://bucket/prefix",
-                    path.value
-                ),
-            );
+            self.error(path.pos, format!("`{}` names no bucket: expected s3://bucket/prefix", path.value));
         } else if path.contains("://") && !path.starts_with("s3://") {
             let scheme = path.split("://").next().unwrap_or("");
-            self.error(
-                path.pos,
-                format!("unsupported scheme `{scheme}://` in `{}`", path.value),
-            )
-            .hint = Some("use a local path or s3://bucket/prefix".into());
+            self.error(path.pos, format!("unsupported scheme `{scheme}://` in `{}`", path.value)).hint =
+                Some("use a local path or s3://bucket/prefix".into());
         }
     }
 
     /// Every table a task reads must be produced by a task it depends on (directly or not).
     fn check_tables(&mut self, plan: &Plan, specs: &[TaskSpec]) {
-        let producers: BTreeMap<&str, usize> = plan
-            .tasks
-            .iter()
-            .filter_map(|t| t.table().map(|name| (name, t.index)))
-            .collect();
+        let producers: BTreeMap<&str, usize> =
+            plan.tasks.iter().filter_map(|t| t.table().map(|name| (name, t.index))).collect();
         for task in &plan.tasks {
             let spec = &specs[task.index];
             let ancestors = plan.ancestors(task.index);
             let reads: Vec<(String, Pos)> = match (&task.action, &spec.params) {
-                (Action::Transform(t), TaskParams::Transform(s)) => t
-                    .tables
-                    .iter()
-                    .map(|name| (name.clone(), sql::locate_word(self.source, &s.sql, name)))
-                    .collect(),
+                (Action::Transform(t), TaskParams::Transform(s)) => {
+                    t.tables.iter().map(|name| (name.clone(), sql::locate_word(self.source, &s.sql, name))).collect()
+                }
                 (Action::QualityCheck(_), TaskParams::QualityCheck(s)) => {
                     let mut reads = vec![(s.table.value.clone(), s.table.pos)];
                     for c in &s.checks {
                         match &c.check {
-                            CheckKindSpec::Relationships { to, .. } => {
-                                reads.push((to.value.clone(), to.pos))
-                            }
+                            CheckKindSpec::Relationships { to, .. } => reads.push((to.value.clone(), to.pos)),
                             CheckKindSpec::Sql(query) => {
                                 for name in sql::referenced_tables(query).unwrap_or_default() {
                                     let pos = sql::locate_word(self.source, query, &name);
@@ -1115,30 +889,23 @@ impl Builder<'_> {
                 _ => Vec::new(),
             };
             for (name, pos) in reads {
-                let pos = Pos {
-                    len: if pos.len == 0 { name.len() } else { pos.len },
-                    ..pos
-                };
+                let pos = Pos { len: if pos.len == 0 { name.len() } else { pos.len }, ..pos };
                 match producers.get(name.as_str()) {
                     None => {
                         let hint = suggestion(&name, producers.keys().copied()).unwrap_or_else(|| {
                             "tables are named after the extract and transform tasks that produce them".into()
                         });
-                        self.error(
-                            pos,
-                            format!("task `{}` reads unknown table `{name}`", task.id),
-                        )
-                        .hint = Some(hint);
+                        self.error(pos, format!("task `{}` reads unknown table `{name}`", task.id)).hint = Some(hint);
                     }
                     Some(&producer) if producer == task.index => {
-                        self.error(
-                            pos,
-                            format!("task `{}` reads its own table `{name}`", task.id),
-                        );
+                        self.error(pos, format!("task `{}` reads its own table `{name}`", task.id));
                     }
                     Some(&producer) if !ancestors.contains(&producer) => {
-                        self.error(pos, format!("task `{}` reads table `{name}` but does not depend on task `{name}`", task.id))
-                            .hint = Some(format!("add `{name}` to its depends_on"));
+                        self.error(
+                            pos,
+                            format!("task `{}` reads table `{name}` but does not depend on task `{name}`", task.id),
+                        )
+                        .hint = Some(format!("add `{name}` to its depends_on"));
                     }
                     Some(_) => {}
                 }
@@ -1161,10 +928,7 @@ impl Builder<'_> {
                 let a = normalize_path(&load.path);
                 let b = normalize_path(&other.path);
                 let problem = if a == b {
-                    Some(format!(
-                        "tasks `{}` and `{}` both write {}",
-                        other_task.id, task.id, load.path
-                    ))
+                    Some(format!("tasks `{}` and `{}` both write {}", other_task.id, task.id, load.path))
                 } else if is_inside(&a, &b) || is_inside(&b, &a) {
                     Some(format!(
                         "task `{}` writes {} and task `{}` writes {}: one folder is inside the other",
@@ -1178,9 +942,8 @@ impl Builder<'_> {
                         continue;
                     };
                     let line = specs[other_task.index].pos.line;
-                    self.error(spec.path.pos, message).hint = Some(format!(
-                        "each load needs its own folder (the other is declared on line {line})"
-                    ));
+                    self.error(spec.path.pos, message).hint =
+                        Some(format!("each load needs its own folder (the other is declared on line {line})"));
                 }
             }
             // A load that does not wait for the checks of its table could publish bad data.
@@ -1212,11 +975,7 @@ fn cycle_through(start: usize, members: &BTreeSet<usize>, deps: &[Vec<usize>]) -
     let mut path = vec![start];
     let mut visited = BTreeSet::from([start]);
     while let Some((node, next)) = stack.pop() {
-        let edges: Vec<usize> = deps[node]
-            .iter()
-            .copied()
-            .filter(|d| members.contains(d))
-            .collect();
+        let edges: Vec<usize> = deps[node].iter().copied().filter(|d| members.contains(d)).collect();
         if next < edges.len() {
             stack.push((node, next + 1));
             let d = edges[next];

@@ -73,11 +73,7 @@ impl fmt::Display for RetryPolicy {
 }
 
 fn trim_float(x: f64) -> String {
-    if x.fract() == 0.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x}")
-    }
+    if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x}") }
 }
 
 #[cfg(test)]
@@ -100,10 +96,7 @@ mod tests {
 
     #[test]
     fn full_jitter_stays_between_zero_and_the_backoff() {
-        let policy = RetryPolicy {
-            jitter: Jitter::Full,
-            ..RetryPolicy::default()
-        };
+        let policy = RetryPolicy { jitter: Jitter::Full, ..RetryPolicy::default() };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut seen_below_half = false;
         for _ in 0..200 {
@@ -111,18 +104,12 @@ mod tests {
             assert!(d <= Duration::from_secs(2));
             seen_below_half |= d < Duration::from_secs(1);
         }
-        assert!(
-            seen_below_half,
-            "full jitter should sometimes wait less than half"
-        );
+        assert!(seen_below_half, "full jitter should sometimes wait less than half");
     }
 
     #[test]
     fn equal_jitter_waits_at_least_half() {
-        let policy = RetryPolicy {
-            jitter: Jitter::Equal,
-            ..RetryPolicy::default()
-        };
+        let policy = RetryPolicy { jitter: Jitter::Equal, ..RetryPolicy::default() };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for _ in 0..200 {
             let d = policy.delay(2, &mut rng);
@@ -132,9 +119,6 @@ mod tests {
 
     #[test]
     fn displays_as_one_line() {
-        assert_eq!(
-            RetryPolicy::default().to_string(),
-            "3 attempts, backoff 1s x2 up to 1m, full jitter"
-        );
+        assert_eq!(RetryPolicy::default().to_string(), "3 attempts, backoff 1s x2 up to 1m, full jitter");
     }
 }

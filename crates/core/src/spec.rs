@@ -179,15 +179,7 @@ pub enum TaskParams {
 }
 
 /// Keys every task accepts, whatever its kind.
-pub const TASK_COMMON_KEYS: &[&str] = &[
-    "id",
-    "kind",
-    "description",
-    "depends_on",
-    "engine",
-    "retry",
-    "timeout",
-];
+pub const TASK_COMMON_KEYS: &[&str] = &["id", "kind", "description", "depends_on", "engine", "retry", "timeout"];
 
 impl TaskKind {
     /// The kind-specific keys of a task of this kind.
@@ -200,12 +192,7 @@ impl TaskKind {
         }
     }
 
-    pub const ALL: [TaskKind; 4] = [
-        TaskKind::Extract,
-        TaskKind::Transform,
-        TaskKind::QualityCheck,
-        TaskKind::Load,
-    ];
+    pub const ALL: [TaskKind; 4] = [TaskKind::Extract, TaskKind::Transform, TaskKind::QualityCheck, TaskKind::Load];
 }
 
 impl Decode for TaskSpec {
@@ -222,52 +209,34 @@ impl Decode for TaskSpec {
             Some(kind_node) => Located::<TaskKind>::decode(kind_node, cx),
             None => {
                 cx.push(
-                    Diagnostic::error(
-                        node.pos,
-                        format!("missing required key `kind` in {id_text}"),
-                    )
-                    .with_hint(format!("one of: {}", TaskKind::NAMES.join(", "))),
+                    Diagnostic::error(node.pos, format!("missing required key `kind` in {id_text}"))
+                        .with_hint(format!("one of: {}", TaskKind::NAMES.join(", "))),
                 );
                 None
             }
         };
         // Unknown keys: judged against the kind's keys when the kind is known.
         if let Some(kind) = &kind {
-            let allowed: Vec<&str> = TASK_COMMON_KEYS
-                .iter()
-                .chain(kind.param_keys())
-                .copied()
-                .collect();
+            let allowed: Vec<&str> = TASK_COMMON_KEYS.iter().chain(kind.param_keys()).copied().collect();
             for (key, _) in entries {
                 if allowed.contains(&key.name.as_str()) {
                     continue;
                 }
-                let owner = TaskKind::ALL
-                    .iter()
-                    .find(|k| k.param_keys().contains(&key.name.as_str()));
+                let owner = TaskKind::ALL.iter().find(|k| k.param_keys().contains(&key.name.as_str()));
                 match owner {
                     Some(other) => {
-                        let pos = Pos {
-                            len: key.name.len(),
-                            ..key.pos
-                        };
+                        let pos = Pos { len: key.name.len(), ..key.pos };
                         cx.push(
-                            Diagnostic::error(
-                                pos,
-                                format!("`{}` is not a key of {} tasks", key.name, kind.value),
-                            )
-                            .with_hint(format!("`{}` belongs to {} tasks", key.name, other)),
+                            Diagnostic::error(pos, format!("`{}` is not a key of {} tasks", key.name, kind.value))
+                                .with_hint(format!("`{}` belongs to {} tasks", key.name, other)),
                         );
                     }
                     None => cx.unknown_key(key, &id_text, &allowed),
                 }
             }
         } else {
-            let all: Vec<&str> = TASK_COMMON_KEYS
-                .iter()
-                .chain(TaskKind::ALL.iter().flat_map(|k| k.param_keys()))
-                .copied()
-                .collect();
+            let all: Vec<&str> =
+                TASK_COMMON_KEYS.iter().chain(TaskKind::ALL.iter().flat_map(|k| k.param_keys())).copied().collect();
             for (key, _) in entries {
                 if !all.contains(&key.name.as_str()) {
                     cx.unknown_key(key, &id_text, &all);
@@ -285,12 +254,8 @@ impl Decode for TaskSpec {
         let timeout = map.field::<Option<Located<DurationValue>>>(cx, "timeout");
         let params = match kind.as_ref().map(|k| k.value) {
             Some(TaskKind::Extract) => ExtractSpec::decode_from(&map, cx).map(TaskParams::Extract),
-            Some(TaskKind::Transform) => {
-                TransformSpec::decode_from(&map, cx).map(TaskParams::Transform)
-            }
-            Some(TaskKind::QualityCheck) => {
-                QualityCheckSpec::decode_from(&map, cx).map(TaskParams::QualityCheck)
-            }
+            Some(TaskKind::Transform) => TransformSpec::decode_from(&map, cx).map(TaskParams::Transform),
+            Some(TaskKind::QualityCheck) => QualityCheckSpec::decode_from(&map, cx).map(TaskParams::QualityCheck),
             Some(TaskKind::Load) => LoadSpec::decode_from(&map, cx).map(TaskParams::Load),
             None => None,
         };
@@ -390,27 +355,16 @@ impl Decode for ColumnSpec {
         match &node.value {
             Value::Str(_) => {
                 let ty = Located::<ColumnType>::decode(node, cx)?;
-                Some(ColumnSpec {
-                    pos: node.pos,
-                    ty,
-                    from: None,
-                })
+                Some(ColumnSpec { pos: node.pos, ty, from: None })
             }
             Value::Map(_) => {
                 let map = cx.map(node, "a schema column", &["type", "from"])?;
                 let ty = map.field::<Located<ColumnType>>(cx, "type");
                 let from = map.field::<Option<Located<String>>>(cx, "from");
-                Some(ColumnSpec {
-                    pos: node.pos,
-                    ty: ty?,
-                    from: from?,
-                })
+                Some(ColumnSpec { pos: node.pos, ty: ty?, from: from? })
             }
             _ => {
-                cx.expected(
-                    node,
-                    "a column type such as `string`, or `{type: ..., from: ...}`",
-                );
+                cx.expected(node, "a column type such as `string`, or `{type: ..., from: ...}`");
                 None
             }
         }
@@ -434,34 +388,17 @@ pub enum CheckKindSpec {
     /// The listed columns, taken together, identify one row.
     Unique(Vec<Located<String>>),
     /// The table has between `min` and `max` rows.
-    RowCount {
-        min: Option<Located<u64>>,
-        max: Option<Located<u64>>,
-    },
+    RowCount { min: Option<Located<u64>>, max: Option<Located<u64>> },
     /// Every non-null value of `column` is one of `values`.
-    AcceptedValues {
-        column: Located<String>,
-        values: Vec<Located<String>>,
-    },
+    AcceptedValues { column: Located<String>, values: Vec<Located<String>> },
     /// Every non-null value of `column` exists in `to`.`field`.
-    Relationships {
-        column: Located<String>,
-        to: Located<String>,
-        field: Located<String>,
-    },
+    Relationships { column: Located<String>, to: Located<String>, field: Located<String> },
     /// A query whose returned rows are failures.
     Sql(Located<String>),
 }
 
 /// The check keys, one of which each check must have.
-pub const CHECK_KEYS: &[&str] = &[
-    "not_null",
-    "unique",
-    "row_count",
-    "accepted_values",
-    "relationships",
-    "sql",
-];
+pub const CHECK_KEYS: &[&str] = &["not_null", "unique", "row_count", "accepted_values", "relationships", "sql"];
 
 impl CheckKindSpec {
     pub fn key(&self) -> &'static str {
@@ -478,19 +415,11 @@ impl CheckKindSpec {
 
 impl Decode for CheckSpec {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
-        let allowed: Vec<&str> = CHECK_KEYS
-            .iter()
-            .copied()
-            .chain(["name", "severity"])
-            .collect();
+        let allowed: Vec<&str> = CHECK_KEYS.iter().copied().chain(["name", "severity"]).collect();
         let map = cx.map(node, "a check", &allowed)?;
         let name = map.field::<Option<Located<String>>>(cx, "name");
         let severity = map.field::<Option<Located<CheckSeverity>>>(cx, "severity");
-        let present: Vec<&str> = CHECK_KEYS
-            .iter()
-            .copied()
-            .filter(|k| map.node(k).is_some())
-            .collect();
+        let present: Vec<&str> = CHECK_KEYS.iter().copied().filter(|k| map.node(k).is_some()).collect();
         let check = match present.as_slice() {
             [] => {
                 cx.push(
@@ -502,69 +431,44 @@ impl Decode for CheckSpec {
             [one] => decode_check_kind(one, &map, cx),
             [_, second, ..] => {
                 let key = map.key(second).expect("present");
-                let pos = Pos {
-                    len: key.name.len(),
-                    ..key.pos
-                };
+                let pos = Pos { len: key.name.len(), ..key.pos };
                 cx.push(
                     Diagnostic::error(
                         pos,
-                        format!(
-                            "a check has one check key, this one has {}",
-                            present.join(" and ")
-                        ),
+                        format!("a check has one check key, this one has {}", present.join(" and ")),
                     )
                     .with_hint("write each check as its own list item"),
                 );
                 None
             }
         };
-        Some(CheckSpec {
-            pos: node.pos,
-            name: name?,
-            severity: severity?,
-            check: check?,
-        })
+        Some(CheckSpec { pos: node.pos, name: name?, severity: severity?, check: check? })
     }
 }
 
 fn decode_check_kind(key: &str, map: &MapReader<'_>, cx: &mut Decoder) -> Option<CheckKindSpec> {
     let node = map.node(key)?;
     match key {
-        "not_null" => {
-            OneOrMany::<Located<String>>::decode(node, cx).map(|c| CheckKindSpec::NotNull(c.0))
-        }
-        "unique" => {
-            OneOrMany::<Located<String>>::decode(node, cx).map(|c| CheckKindSpec::Unique(c.0))
-        }
+        "not_null" => OneOrMany::<Located<String>>::decode(node, cx).map(|c| CheckKindSpec::NotNull(c.0)),
+        "unique" => OneOrMany::<Located<String>>::decode(node, cx).map(|c| CheckKindSpec::Unique(c.0)),
         "row_count" => {
             let m = cx.map(node, "row_count", &["min", "max"])?;
             let min = m.field::<Option<Located<u64>>>(cx, "min");
             let max = m.field::<Option<Located<u64>>>(cx, "max");
-            Some(CheckKindSpec::RowCount {
-                min: min?,
-                max: max?,
-            })
+            Some(CheckKindSpec::RowCount { min: min?, max: max? })
         }
         "accepted_values" => {
             let m = cx.map(node, "accepted_values", &["column", "values"])?;
             let column = m.field::<Located<String>>(cx, "column");
             let values = m.field::<Vec<Located<String>>>(cx, "values");
-            Some(CheckKindSpec::AcceptedValues {
-                column: column?,
-                values: values?,
-            })
+            Some(CheckKindSpec::AcceptedValues { column: column?, values: values? })
         }
         "relationships" => {
             let m = cx.map(node, "relationships", &["column", "to", "field"])?;
             let column = m.field::<Located<String>>(cx, "column");
             let to = m.field::<Located<String>>(cx, "to");
             let field = m.field::<Located<String>>(cx, "field");
-            Some(CheckKindSpec::Relationships {
-                column: column?,
-                to: to?,
-                field: field?,
-            })
+            Some(CheckKindSpec::Relationships { column: column?, to: to?, field: field? })
         }
         "sql" => Located::<String>::decode(node, cx).map(CheckKindSpec::Sql),
         _ => None,
@@ -591,10 +495,7 @@ mod tests {
                     d.pos.line,
                     d.pos.col,
                     d.message,
-                    d.hint
-                        .as_ref()
-                        .map(|h| format!(" ({h})"))
-                        .unwrap_or_default()
+                    d.hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
                 )
             })
             .collect();
@@ -603,23 +504,17 @@ mod tests {
 
     #[test]
     fn a_key_of_another_kind_names_its_owner() {
-        let (_, messages) =
-            decode_task("id: t\nkind: transform\nsql: SELECT 1\npartition_by: [a]\n");
+        let (_, messages) = decode_task("id: t\nkind: transform\nsql: SELECT 1\npartition_by: [a]\n");
         assert_eq!(
             messages,
-            vec![
-                "4:1 `partition_by` is not a key of transform tasks (`partition_by` belongs to load tasks)"
-            ]
+            vec!["4:1 `partition_by` is not a key of transform tasks (`partition_by` belongs to load tasks)"]
         );
     }
 
     #[test]
     fn unknown_kind_gets_a_suggestion() {
         let (_, messages) = decode_task("id: t\nkind: transfrom\nsql: SELECT 1\n");
-        assert_eq!(
-            messages,
-            vec!["2:7 unknown task kind `transfrom` (did you mean `transform`?)"]
-        );
+        assert_eq!(messages, vec!["2:7 unknown task kind `transfrom` (did you mean `transform`?)"]);
     }
 
     #[test]
@@ -640,21 +535,15 @@ mod tests {
         let text = "id: c\nkind: quality_check\ntable: songs\nchecks:\n  - not_null: song_id\n  - unique: [a, b]\n    severity: warn\n  - row_count: {min: 1}\n  - relationships: {column: song_id, to: songs, field: song_id}\n";
         let (task, messages) = decode_task(text);
         assert!(messages.is_empty(), "{messages:?}");
-        let TaskParams::QualityCheck(q) = task.unwrap().params else {
-            panic!("a quality check")
-        };
+        let TaskParams::QualityCheck(q) = task.unwrap().params else { panic!("a quality check") };
         assert_eq!(q.checks.len(), 4);
         assert!(matches!(&q.checks[1].check, CheckKindSpec::Unique(c) if c.len() == 2));
-        assert_eq!(
-            q.checks[1].severity.as_ref().unwrap().value,
-            CheckSeverity::Warn
-        );
+        assert_eq!(q.checks[1].severity.as_ref().unwrap().value, CheckSeverity::Warn);
     }
 
     #[test]
     fn a_check_with_two_check_keys_is_rejected() {
-        let text =
-            "id: c\nkind: quality_check\ntable: songs\nchecks:\n  - not_null: a\n    unique: a\n";
+        let text = "id: c\nkind: quality_check\ntable: songs\nchecks:\n  - not_null: a\n    unique: a\n";
         let (_, messages) = decode_task(text);
         assert_eq!(
             messages,

@@ -22,22 +22,15 @@ pub struct SqlError {
 
 /// The tables a single SELECT query reads, in first-use order, excluding its own CTE names.
 pub fn referenced_tables(sql: &str) -> Result<Vec<String>, SqlError> {
-    let statements =
-        Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| parse_error(&e.to_string()))?;
+    let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| parse_error(&e.to_string()))?;
     let query = match statements.as_slice() {
         [Statement::Query(query)] => query,
         [] => {
-            return Err(SqlError {
-                message: "the query is empty".into(),
-                line: 0,
-                column: 0,
-            });
+            return Err(SqlError { message: "the query is empty".into(), line: 0, column: 0 });
         }
         [_] => {
             return Err(SqlError {
-                message:
-                    "expected a single SELECT query (a transform's result is the query's rows)"
-                        .into(),
+                message: "expected a single SELECT query (a transform's result is the query's rows)".into(),
                 line: 1,
                 column: 1,
             });
@@ -52,11 +45,7 @@ pub fn referenced_tables(sql: &str) -> Result<Vec<String>, SqlError> {
     };
     let mut collector = Tables::default();
     let _ = query.visit(&mut collector);
-    Ok(collector
-        .tables
-        .into_iter()
-        .filter(|t| !collector.ctes.contains(t))
-        .collect())
+    Ok(collector.tables.into_iter().filter(|t| !collector.ctes.contains(t)).collect())
 }
 
 #[derive(Default)]
@@ -93,25 +82,11 @@ fn parse_error(text: &str) -> SqlError {
     if let Some(i) = text.rfind(" at Line: ") {
         let tail = &text[i + " at Line: ".len()..];
         let mut parts = tail.split(", Column: ");
-        let line = parts
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or(0);
-        let column = parts
-            .next()
-            .and_then(|c| c.trim().parse().ok())
-            .unwrap_or(0);
-        return SqlError {
-            message: text[..i].to_string(),
-            line,
-            column,
-        };
+        let line = parts.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        let column = parts.next().and_then(|c| c.trim().parse().ok()).unwrap_or(0);
+        return SqlError { message: text[..i].to_string(), line, column };
     }
-    SqlError {
-        message: text.to_string(),
-        line: 0,
-        column: 0,
-    }
+    SqlError { message: text.to_string(), line: 0, column: 0 }
 }
 
 /// Maps a (line, column) inside a SQL string to its place in the pipeline file. The SQL lines are
@@ -139,11 +114,7 @@ pub fn locate(source: &SourceFile, sql: &Located<String>, line: u32, column: u32
     let Some((line_start, text)) = found else {
         return sql.pos;
     };
-    let col_bytes: usize = text
-        .chars()
-        .take(column.saturating_sub(1) as usize)
-        .map(char::len_utf8)
-        .sum();
+    let col_bytes: usize = text.chars().take(column.saturating_sub(1) as usize).map(char::len_utf8).sum();
     let token_len = text[col_bytes.min(text.len())..]
         .find(|c: char| c.is_whitespace() || c == ',' || c == ')')
         .unwrap_or(text.len() - col_bytes.min(text.len()));
@@ -162,10 +133,7 @@ pub fn locate_word(source: &SourceFile, sql: &Located<String>, word: &str) -> Po
             if boundary(before) && boundary(after) {
                 let column = line[..at].chars().count() as u32 + 1;
                 let pos = locate(source, sql, n as u32 + 1, column);
-                return Pos {
-                    len: word.len(),
-                    ..pos
-                };
+                return Pos { len: word.len(), ..pos };
             }
             from = at + word.len();
         }
@@ -181,10 +149,7 @@ mod tests {
     fn finds_tables_but_not_ctes() {
         let sql = "WITH m AS (SELECT * FROM events e JOIN songs s ON e.song = s.title)\n\
                    SELECT * FROM m LEFT JOIN artists a ON m.artist_id = a.artist_id";
-        assert_eq!(
-            referenced_tables(sql).unwrap(),
-            vec!["events", "songs", "artists"]
-        );
+        assert_eq!(referenced_tables(sql).unwrap(), vec!["events", "songs", "artists"]);
     }
 
     #[test]
@@ -210,15 +175,7 @@ mod tests {
     fn positions_map_into_a_block_scalar() {
         let text = "sql: |\n  SELECT a\n  FROM tabel\n";
         let source = SourceFile::new("t.yaml", text);
-        let sql = Located::new(
-            "SELECT a\nFROM tabel\n".to_string(),
-            Pos {
-                line: 1,
-                col: 6,
-                offset: Some(5),
-                len: 1,
-            },
-        );
+        let sql = Located::new("SELECT a\nFROM tabel\n".to_string(), Pos { line: 1, col: 6, offset: Some(5), len: 1 });
         let pos = locate_word(&source, &sql, "tabel");
         assert_eq!((pos.line, pos.col, pos.len), (3, 8, 5));
     }

@@ -60,12 +60,7 @@ impl StorageError {
         path: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        Self {
-            kind,
-            action,
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { kind, action, path: path.into(), message: message.into() }
     }
 
     pub fn from_io(action: &'static str, path: &Path, error: &io::Error) -> Self {
@@ -88,10 +83,8 @@ impl StorageError {
 
 impl From<StorageError> for TaskError {
     fn from(e: StorageError) -> Self {
-        TaskError {
-            retryable: e.kind == StorageErrorKind::Transient,
-            message: e.to_string(),
-        }
+        TaskError { retryable: e.kind == StorageErrorKind::Transient, message: e.to_string(), partial: None }
+
     }
 }
 
@@ -101,44 +94,27 @@ pub trait Storage: Send + Sync {
     /// Files under `root` whose relative path matches `glob`, sorted by path. Names starting with
     /// `.` or `_` (hidden files, `_SUCCESS`, staging folders) are skipped, as Hadoop and Spark do.
     /// A missing root is an error; an empty one is not.
-    async fn list(
-        &self,
-        root: &str,
-        glob: &globset::GlobMatcher,
-    ) -> Result<Vec<ObjectMeta>, StorageError>;
+    async fn list(&self, root: &str, glob: &globset::GlobMatcher) -> Result<Vec<ObjectMeta>, StorageError>;
 
     async fn read(&self, path: &str) -> Result<Vec<u8>, StorageError>;
 
     /// Reads many files with at most `concurrency` in flight; results in input order.
-    async fn read_many(
-        &self,
-        paths: &[String],
-        concurrency: usize,
-    ) -> Vec<Result<Vec<u8>, StorageError>> {
+    async fn read_many(&self, paths: &[String], concurrency: usize) -> Vec<Result<Vec<u8>, StorageError>> {
         let reads: Vec<_> = paths.iter().map(|p| self.read(p)).collect();
-        stream::iter(reads)
-            .buffered(concurrency.max(1))
-            .collect()
-            .await
+        stream::iter(reads).buffered(concurrency.max(1)).collect().await
     }
 
     /// Writes a whole file, creating parent folders.
     async fn write(&self, path: &str, data: Vec<u8>) -> Result<(), StorageError>;
 
     /// Writes many files with at most `concurrency` in flight.
-    async fn write_many(
-        &self,
-        files: Vec<(String, Vec<u8>)>,
-        concurrency: usize,
-    ) -> Result<(), StorageError> {
+    async fn write_many(&self, files: Vec<(String, Vec<u8>)>, concurrency: usize) -> Result<(), StorageError> {
         let mut writes = Vec::with_capacity(files.len());
         for (path, data) in files {
             writes.push(async move { self.write(&path, data).await });
         }
-        let results: Vec<Result<(), StorageError>> = stream::iter(writes)
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let results: Vec<Result<(), StorageError>> =
+            stream::iter(writes).buffer_unordered(concurrency.max(1)).collect().await;
         results.into_iter().collect()
     }
 
@@ -160,10 +136,7 @@ pub struct Storages {
 
 impl Default for Storages {
     fn default() -> Self {
-        Self {
-            local: Arc::new(LocalStorage),
-            s3: None,
-        }
+        Self { local: Arc::new(LocalStorage), s3: None }
     }
 }
 
@@ -171,12 +144,7 @@ impl Storages {
     pub fn for_path(&self, path: &str) -> Result<&Arc<dyn Storage>, StorageError> {
         if path.starts_with("s3://") {
             self.s3.as_ref().ok_or_else(|| {
-                StorageError::new(
-                    StorageErrorKind::Other,
-                    "opening",
-                    path,
-                    "S3 support is not available in this build",
-                )
+                StorageError::new(StorageErrorKind::Other, "opening", path, "S3 support is not available in this build")
             })
         } else {
             Ok(&self.local)
@@ -214,38 +182,22 @@ fn skipped_name(name: &str) -> bool {
 fn list_local(root: &Path, glob: &globset::GlobMatcher) -> Result<Vec<ObjectMeta>, StorageError> {
     let meta = std::fs::metadata(root).map_err(|e| StorageError::from_io("listing", root, &e))?;
     if !meta.is_dir() {
-        return Err(StorageError::new(
-            StorageErrorKind::Other,
-            "listing",
-            root.display().to_string(),
-            "not a folder",
-        ));
+        return Err(StorageError::new(StorageErrorKind::Other, "listing", root.display().to_string(), "not a folder"));
     }
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| StorageError::from_io("listing", &dir, &e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| StorageError::from_io("listing", &dir, &e))?;
         for entry in entries {
             let entry = entry.map_err(|e| StorageError::from_io("listing", &dir, &e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if skipped_name(&name) {
                 continue;
             }
-            let relative = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
+            let relative = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
             let path = entry.path();
-            let file_type = entry
-                .file_type()
-                .map_err(|e| StorageError::from_io("listing", &path, &e))?;
-            let meta = if file_type.is_symlink() {
-                std::fs::metadata(&path).ok()
-            } else {
-                entry.metadata().ok()
-            };
+            let file_type = entry.file_type().map_err(|e| StorageError::from_io("listing", &path, &e))?;
+            let meta = if file_type.is_symlink() { std::fs::metadata(&path).ok() } else { entry.metadata().ok() };
             let Some(meta) = meta else { continue };
             if meta.is_dir() {
                 stack.push((path, relative));
@@ -272,20 +224,8 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     let a = CString::new(a.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let b = CString::new(b.as_os_str().as_bytes()).map_err(io::Error::other)?;
     // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -304,8 +244,7 @@ fn publish_local(staging: &Path, target: &Path) -> Result<(), StorageError> {
     }
     match std::fs::symlink_metadata(target) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return std::fs::rename(staging, target)
-                .map_err(|e| StorageError::from_io("publishing to", target, &e));
+            return std::fs::rename(staging, target).map_err(|e| StorageError::from_io("publishing to", target, &e));
         }
         Err(e) => return Err(StorageError::from_io("publishing to", target, &e)),
         Ok(meta) if !meta.is_dir() => {
@@ -326,8 +265,7 @@ fn publish_local(staging: &Path, target: &Path) -> Result<(), StorageError> {
             // No atomic exchange here: move the old table aside, then the new one in. Readers may
             // briefly find no table, but never a mix.
             let aside = PathBuf::from(format!("{}.old", staging.display()));
-            std::fs::rename(target, &aside)
-                .map_err(|e| StorageError::from_io("moving aside", target, &e))?;
+            std::fs::rename(target, &aside).map_err(|e| StorageError::from_io("moving aside", target, &e))?;
             if let Err(e) = std::fs::rename(staging, target) {
                 let _ = std::fs::rename(&aside, target);
                 return Err(StorageError::from_io("publishing to", target, &e));
@@ -340,11 +278,7 @@ fn publish_local(staging: &Path, target: &Path) -> Result<(), StorageError> {
 
 #[async_trait]
 impl Storage for LocalStorage {
-    async fn list(
-        &self,
-        root: &str,
-        glob: &globset::GlobMatcher,
-    ) -> Result<Vec<ObjectMeta>, StorageError> {
+    async fn list(&self, root: &str, glob: &globset::GlobMatcher) -> Result<Vec<ObjectMeta>, StorageError> {
         let root = PathBuf::from(root);
         let glob = glob.clone();
         blocking(move || list_local(&root, &glob)).await
@@ -352,17 +286,10 @@ impl Storage for LocalStorage {
 
     async fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
         let path = PathBuf::from(path);
-        blocking(move || {
-            std::fs::read(&path).map_err(|e| StorageError::from_io("reading", &path, &e))
-        })
-        .await
+        blocking(move || std::fs::read(&path).map_err(|e| StorageError::from_io("reading", &path, &e))).await
     }
 
-    async fn read_many(
-        &self,
-        paths: &[String],
-        concurrency: usize,
-    ) -> Vec<Result<Vec<u8>, StorageError>> {
+    async fn read_many(&self, paths: &[String], concurrency: usize) -> Vec<Result<Vec<u8>, StorageError>> {
         // Small local files: a few threads each reading a contiguous share beats one task per file.
         let paths: Arc<Vec<String>> = Arc::new(paths.to_vec());
         let workers = concurrency.clamp(1, 16).min(paths.len().max(1));
@@ -375,10 +302,7 @@ impl Storage for LocalStorage {
                 let end = ((w + 1) * chunk).min(paths.len());
                 paths[start..end]
                     .iter()
-                    .map(|p| {
-                        std::fs::read(p)
-                            .map_err(|e| StorageError::from_io("reading", Path::new(p), &e))
-                    })
+                    .map(|p| std::fs::read(p).map_err(|e| StorageError::from_io("reading", Path::new(p), &e)))
                     .collect::<Vec<_>>()
             }));
         }
@@ -396,8 +320,7 @@ impl Storage for LocalStorage {
         let path = PathBuf::from(path);
         blocking(move || {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StorageError::from_io("creating", parent, &e))?;
+                std::fs::create_dir_all(parent).map_err(|e| StorageError::from_io("creating", parent, &e))?;
             }
             std::fs::write(&path, data).map_err(|e| StorageError::from_io("writing", &path, &e))
         })
@@ -413,9 +336,7 @@ impl Storage for LocalStorage {
     async fn remove_all(&self, path: &str) -> Result<(), StorageError> {
         let path = PathBuf::from(path);
         blocking(move || match std::fs::remove_dir_all(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(StorageError::from_io("removing", &path, &e))
-            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StorageError::from_io("removing", &path, &e)),
             _ => Ok(()),
         })
         .await
@@ -429,10 +350,7 @@ impl Storage for LocalStorage {
 
 /// Compiles a glob the way listings match it: `*` stays within one folder, `**` crosses folders.
 pub fn compile_glob(glob: &str) -> Result<globset::GlobMatcher, globset::Error> {
-    Ok(globset::GlobBuilder::new(glob)
-        .literal_separator(true)
-        .build()?
-        .compile_matcher())
+    Ok(globset::GlobBuilder::new(glob).literal_separator(true).build()?.compile_matcher())
 }
 
 #[cfg(test)]
@@ -451,25 +369,12 @@ mod tests {
 
     #[tokio::test]
     async fn lists_matching_files_sorted_and_skips_hidden_ones() {
-        let dir = tree(&[
-            "b/x.json",
-            "a/y.json",
-            "a/.DS_Store",
-            "_SUCCESS",
-            "a/z.txt",
-            "a/deep/w.json",
-        ]);
+        let dir = tree(&["b/x.json", "a/y.json", "a/.DS_Store", "_SUCCESS", "a/z.txt", "a/deep/w.json"]);
         let root = dir.path().display().to_string();
-        let found = LocalStorage
-            .list(&root, &compile_glob("*/*.json").unwrap())
-            .await
-            .unwrap();
+        let found = LocalStorage.list(&root, &compile_glob("*/*.json").unwrap()).await.unwrap();
         let rel: Vec<_> = found.iter().map(|o| o.relative.as_str()).collect();
         assert_eq!(rel, vec!["a/y.json", "b/x.json"]);
-        let all = LocalStorage
-            .list(&root, &compile_glob("**").unwrap())
-            .await
-            .unwrap();
+        let all = LocalStorage.list(&root, &compile_glob("**").unwrap()).await.unwrap();
         assert_eq!(all.len(), 4);
     }
 
@@ -477,37 +382,18 @@ mod tests {
     async fn missing_root_is_not_found_but_empty_root_is_fine() {
         let dir = tempfile::tempdir().unwrap();
         let glob = compile_glob("**").unwrap();
-        assert!(
-            LocalStorage
-                .list(&dir.path().display().to_string(), &glob)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let err = LocalStorage
-            .list(&dir.path().join("nope").display().to_string(), &glob)
-            .await
-            .unwrap_err();
+        assert!(LocalStorage.list(&dir.path().display().to_string(), &glob).await.unwrap().is_empty());
+        let err = LocalStorage.list(&dir.path().join("nope").display().to_string(), &glob).await.unwrap_err();
         assert_eq!(err.kind, StorageErrorKind::NotFound);
         assert!(err.to_string().starts_with("listing "), "{err}");
     }
 
     #[tokio::test]
     async fn publish_swaps_in_the_new_table_and_drops_the_old() {
-        let dir = tree(&[
-            "t/old.parquet",
-            ".t.staging-r1/new.parquet",
-            ".t.staging-r1/_SUCCESS",
-        ]);
+        let dir = tree(&["t/old.parquet", ".t.staging-r1/new.parquet", ".t.staging-r1/_SUCCESS"]);
         let target = dir.path().join("t").display().to_string();
-        LocalStorage
-            .publish(&staging_path(&target, "r1"), &target)
-            .await
-            .unwrap();
-        let names: Vec<_> = std::fs::read_dir(&target)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        LocalStorage.publish(&staging_path(&target, "r1"), &target).await.unwrap();
+        let names: Vec<_> = std::fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 2);
         assert!(dir.path().join("t/new.parquet").exists());
         assert!(!dir.path().join(".t.staging-r1").exists());
@@ -517,10 +403,7 @@ mod tests {
     async fn publish_refuses_an_incomplete_staging_folder() {
         let dir = tree(&["t/old.parquet", ".t.staging-r1/new.parquet"]);
         let target = dir.path().join("t").display().to_string();
-        let err = LocalStorage
-            .publish(&staging_path(&target, "r1"), &target)
-            .await
-            .unwrap_err();
+        let err = LocalStorage.publish(&staging_path(&target, "r1"), &target).await.unwrap_err();
         assert!(err.message.contains("incomplete"));
         assert!(dir.path().join("t/old.parquet").exists());
     }
@@ -528,9 +411,6 @@ mod tests {
     #[test]
     fn staging_is_a_hidden_sibling() {
         assert_eq!(staging_path("out/songs/", "r1"), "out/.songs.staging-r1");
-        assert_eq!(
-            staging_path("s3://b/lake/songs", "r1"),
-            "s3://b/lake/.songs.staging-r1"
-        );
+        assert_eq!(staging_path("s3://b/lake/songs", "r1"), "s3://b/lake/.songs.staging-r1");
     }
 }

@@ -38,10 +38,7 @@ impl VarInputs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reference {
     Var(String),
-    Env {
-        name: String,
-        default: Option<String>,
-    },
+    Env { name: String, default: Option<String> },
 }
 
 /// A problem found while expanding one string.
@@ -94,29 +91,15 @@ pub fn expand(
         match parse_reference(inner) {
             Ok(reference) => match lookup(&reference) {
                 Ok(value) => out.push_str(&value),
-                Err((message, hint)) => errors.push(ExpandError {
-                    offset,
-                    len: end + 1,
-                    message,
-                    hint,
-                }),
+                Err((message, hint)) => errors.push(ExpandError { offset, len: end + 1, message, hint }),
             },
-            Err(message) => errors.push(ExpandError {
-                offset,
-                len: end + 1,
-                message,
-                hint: None,
-            }),
+            Err(message) => errors.push(ExpandError { offset, len: end + 1, message, hint: None }),
         }
         rest = &after[end + 1..];
         consumed = offset + end + 1;
     }
     out.push_str(rest);
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
 fn parse_reference(inner: &str) -> Result<Reference, String> {
@@ -126,19 +109,12 @@ fn parse_reference(inner: &str) -> Result<Reference, String> {
             None => (env, None),
         };
         if !is_identifier(name) {
-            return Err(format!(
-                "invalid environment variable name `{name}` in `${{{inner}}}`"
-            ));
+            return Err(format!("invalid environment variable name `{name}` in `${{{inner}}}`"));
         }
-        return Ok(Reference::Env {
-            name: name.to_string(),
-            default,
-        });
+        return Ok(Reference::Env { name: name.to_string(), default });
     }
     if !is_identifier(inner) {
-        return Err(format!(
-            "invalid variable reference `${{{inner}}}`: expected `${{name}}` or `${{env:NAME}}`"
-        ));
+        return Err(format!("invalid variable reference `${{{inner}}}`: expected `${{name}}` or `${{env:NAME}}`"));
     }
     Ok(Reference::Var(inner.to_string()))
 }
@@ -192,11 +168,7 @@ pub fn resolve(
                 Some(h) => format!("--set {name}: the pipeline declares no variable `{name}`; {h}"),
                 None => format!(
                     "--set {name}: the pipeline declares no variable `{name}` (declared: {})",
-                    if declared_names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        declared_names.join(", ")
-                    }
+                    if declared_names.is_empty() { "none".to_string() } else { declared_names.join(", ") }
                 ),
             });
         }
@@ -217,14 +189,7 @@ pub fn resolve(
     let values = resolver.done.clone();
     let failed = resolver.failed.clone();
     let overridden = inputs.overrides.iter().map(|(k, _)| k.clone()).collect();
-    (
-        Vars {
-            values,
-            overridden,
-            failed,
-        },
-        unknown_overrides,
-    )
+    (Vars { values, overridden, failed }, unknown_overrides)
 }
 
 struct Resolver<'a> {
@@ -257,14 +222,8 @@ impl Resolver<'_> {
             let mut chain: Vec<&str> = self.stack[start..].iter().map(String::as_str).collect();
             chain.push(name);
             self.diagnostics.push(Diagnostic::error(
-                Pos {
-                    len: var.name.len(),
-                    ..var.name_pos
-                },
-                format!(
-                    "variables refer to each other in a loop: {}",
-                    chain.join(" -> ")
-                ),
+                Pos { len: var.name.len(), ..var.name_pos },
+                format!("variables refer to each other in a loop: {}", chain.join(" -> ")),
             ));
             return Err(());
         }
@@ -291,24 +250,19 @@ impl Resolver<'_> {
     fn expand_at(&mut self, raw: &str, node: Option<&Node>) -> Result<String, ()> {
         let mut failed_silently = false;
         let result = expand(raw, |reference| match reference {
-            Reference::Env { name, default } => self
-                .inputs
-                .env_var(name)
-                .or_else(|| default.clone())
-                .ok_or_else(|| {
+            Reference::Env { name, default } => {
+                self.inputs.env_var(name).or_else(|| default.clone()).ok_or_else(|| {
                     (
                         format!("environment variable `{name}` is not set"),
-                        Some(format!(
-                            "set it, or give a default: `${{env:{name}:-value}}`"
-                        )),
+                        Some(format!("set it, or give a default: `${{env:{name}:-value}}`")),
                     )
-                }),
+                })
+            }
             Reference::Var(name) => match self.resolve_var(name) {
                 Ok(Some(value)) => Ok(value),
-                Ok(None) if self.declared.iter().any(|v| &v.name == name) => Err((
-                    format!("variable `{name}` has no value"),
-                    Some(format!("pass `--set {name}=...`")),
-                )),
+                Ok(None) if self.declared.iter().any(|v| &v.name == name) => {
+                    Err((format!("variable `{name}` has no value"), Some(format!("pass `--set {name}=...`"))))
+                }
                 Ok(None) => Err(unknown_var_error(name, self.declared)),
                 Err(()) => {
                     failed_silently = true;
@@ -322,8 +276,7 @@ impl Resolver<'_> {
             Err(errors) => {
                 for e in errors {
                     let pos = locate_in_scalar(self.source, node, raw, e.offset, e.len);
-                    self.diagnostics
-                        .push(Diagnostic::error(pos, e.message).with_hint_opt(e.hint));
+                    self.diagnostics.push(Diagnostic::error(pos, e.message).with_hint_opt(e.hint));
                 }
                 Err(())
             }
@@ -332,19 +285,11 @@ impl Resolver<'_> {
 }
 
 fn unknown_var_error(name: &str, declared: &[DeclaredVar]) -> (String, Option<String>) {
-    let candidates = declared
-        .iter()
-        .map(|v| v.name.as_str())
-        .chain(BUILTIN_VARS.iter().copied());
+    let candidates = declared.iter().map(|v| v.name.as_str()).chain(BUILTIN_VARS.iter().copied());
     let hint = suggestion(name, candidates).or_else(|| {
         Some(format!(
             "declare it under `vars:`; known: {}",
-            declared
-                .iter()
-                .map(|v| v.name.as_str())
-                .chain(BUILTIN_VARS.iter().copied())
-                .collect::<Vec<_>>()
-                .join(", ")
+            declared.iter().map(|v| v.name.as_str()).chain(BUILTIN_VARS.iter().copied()).collect::<Vec<_>>().join(", ")
         ))
     });
     (format!("unknown variable `{name}`"), hint)
@@ -352,13 +297,7 @@ fn unknown_var_error(name: &str, declared: &[DeclaredVar]) -> (String, Option<St
 
 /// The position of a reference that sits `offset` bytes into a scalar's value. When the source
 /// text of the scalar contains the reference verbatim, that exact place is returned.
-fn locate_in_scalar(
-    source: &SourceFile,
-    node: Option<&Node>,
-    value: &str,
-    offset: usize,
-    len: usize,
-) -> Pos {
+fn locate_in_scalar(source: &SourceFile, node: Option<&Node>, value: &str, offset: usize, len: usize) -> Pos {
     let Some(node) = node else {
         return Pos::UNKNOWN;
     };
@@ -389,24 +328,18 @@ pub fn interpolate_tree(
         Value::Str(text) if text.contains('$') => {
             let original = text.clone();
             let result = expand(&original, |reference| match reference {
-                Reference::Env { name, default } => inputs
-                    .env_var(name)
-                    .or_else(|| default.clone())
-                    .ok_or_else(|| {
-                        (
-                            format!("environment variable `{name}` is not set"),
-                            Some(format!(
-                                "set it, or give a default: `${{env:{name}:-value}}`"
-                            )),
-                        )
-                    }),
+                Reference::Env { name, default } => inputs.env_var(name).or_else(|| default.clone()).ok_or_else(|| {
+                    (
+                        format!("environment variable `{name}` is not set"),
+                        Some(format!("set it, or give a default: `${{env:{name}:-value}}`")),
+                    )
+                }),
                 Reference::Var(name) if vars.failed.contains(name) => Ok(String::new()),
                 Reference::Var(name) => match vars.values.get(name.as_str()) {
                     Some(Some(value)) => Ok(value.clone()),
-                    Some(None) => Err((
-                        format!("variable `{name}` has no value"),
-                        Some(format!("pass `--set {name}=...`")),
-                    )),
+                    Some(None) => {
+                        Err((format!("variable `{name}` has no value"), Some(format!("pass `--set {name}=...`"))))
+                    }
                     None => match inputs.builtins.get(name.as_str()) {
                         Some(value) => Ok(value.clone()),
                         None => Err(unknown_var_error(name, declared)),
@@ -416,13 +349,9 @@ pub fn interpolate_tree(
             match result {
                 Ok(expanded) => *text = expanded,
                 Err(errors) => {
-                    let snapshot = Node {
-                        pos: node.pos,
-                        value: Value::Str(original.clone()),
-                    };
+                    let snapshot = Node { pos: node.pos, value: Value::Str(original.clone()) };
                     for e in errors {
-                        let pos =
-                            locate_in_scalar(source, Some(&snapshot), &original, e.offset, e.len);
+                        let pos = locate_in_scalar(source, Some(&snapshot), &original, e.offset, e.len);
                         diagnostics.push(Diagnostic::error(pos, e.message).with_hint_opt(e.hint));
                     }
                 }
@@ -449,23 +378,15 @@ mod tests {
     fn lookup(reference: &Reference) -> Result<String, (String, Option<String>)> {
         match reference {
             Reference::Var(n) if n == "input" => Ok("data".into()),
-            Reference::Env {
-                default: Some(d), ..
-            } => Ok(d.clone()),
+            Reference::Env { default: Some(d), .. } => Ok(d.clone()),
             other => Err((format!("no {other:?}"), None)),
         }
     }
 
     #[test]
     fn expands_vars_env_defaults_and_escapes() {
-        assert_eq!(
-            expand("${input}/song_data", lookup).unwrap(),
-            "data/song_data"
-        );
-        assert_eq!(
-            expand("${env:NOPE:-x}-$${input}-$5", lookup).unwrap(),
-            "x-${input}-$5"
-        );
+        assert_eq!(expand("${input}/song_data", lookup).unwrap(), "data/song_data");
+        assert_eq!(expand("${env:NOPE:-x}-$${input}-$5", lookup).unwrap(), "x-${input}-$5");
     }
 
     #[test]
@@ -480,12 +401,7 @@ mod tests {
     fn declared(name: &str, raw: &str) -> DeclaredVar {
         DeclaredVar {
             name: name.into(),
-            name_pos: Pos {
-                line: 1,
-                col: 1,
-                offset: None,
-                len: 0,
-            },
+            name_pos: Pos { line: 1, col: 1, offset: None, len: 0 },
             raw: Some(raw.into()),
             value_node: None,
         }
@@ -494,11 +410,8 @@ mod tests {
     #[test]
     fn variables_refer_to_each_other_and_overrides_win() {
         let source = SourceFile::new("t.yaml", "");
-        let vars = vec![
-            declared("root", "/lake"),
-            declared("output", "${root}/out"),
-            declared("input", "${env:IN:-in}"),
-        ];
+        let vars =
+            vec![declared("root", "/lake"), declared("output", "${root}/out"), declared("input", "${env:IN:-in}")];
         let inputs = VarInputs {
             overrides: vec![("root".into(), "/tmp/x".into())],
             env: Some(BTreeMap::new()),
@@ -514,26 +427,11 @@ mod tests {
     #[test]
     fn a_reference_loop_names_the_chain() {
         let source = SourceFile::new("t.yaml", "");
-        let vars = vec![
-            declared("a", "${b}"),
-            declared("b", "${c}"),
-            declared("c", "${a}"),
-        ];
+        let vars = vec![declared("a", "${b}"), declared("b", "${c}"), declared("c", "${a}")];
         let mut diags = Vec::new();
-        resolve(
-            &vars,
-            &VarInputs {
-                env: Some(BTreeMap::new()),
-                ..Default::default()
-            },
-            &source,
-            &mut diags,
-        );
+        resolve(&vars, &VarInputs { env: Some(BTreeMap::new()), ..Default::default() }, &source, &mut diags);
         assert_eq!(diags.len(), 1);
-        assert_eq!(
-            diags[0].message,
-            "variables refer to each other in a loop: a -> b -> c -> a"
-        );
+        assert_eq!(diags[0].message, "variables refer to each other in a loop: a -> b -> c -> a");
     }
 
     #[test]
@@ -544,17 +442,7 @@ mod tests {
             env: Some(BTreeMap::new()),
             ..Default::default()
         };
-        let (_, unknown) = resolve(
-            &[declared("output", "o")],
-            &inputs,
-            &source,
-            &mut Vec::new(),
-        );
-        assert_eq!(
-            unknown,
-            vec![
-                "--set ouptut: the pipeline declares no variable `ouptut`; did you mean `output`?"
-            ]
-        );
+        let (_, unknown) = resolve(&[declared("output", "o")], &inputs, &source, &mut Vec::new());
+        assert_eq!(unknown, vec!["--set ouptut: the pipeline declares no variable `ouptut`; did you mean `output`?"]);
     }
 }

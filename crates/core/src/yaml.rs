@@ -75,22 +75,12 @@ impl Node {
 /// Parses a whole pipeline file. A syntax error comes back as one located diagnostic.
 pub fn parse(source: &SourceFile) -> Result<Node, Diagnostic> {
     if source.text.trim().is_empty() {
-        return Ok(Node {
-            pos: Pos {
-                line: 1,
-                col: 1,
-                offset: Some(0),
-                len: 0,
-            },
-            value: Value::Null,
-        });
+        return Ok(Node { pos: Pos { line: 1, col: 1, offset: Some(0), len: 0 }, value: Value::Null });
     }
     match serde_saphyr::from_str::<Spanned<RawValue>>(&source.text) {
         Ok(spanned) => Ok(into_node(spanned, source)),
         Err(err) => {
-            let pos = err
-                .location()
-                .map_or(Pos::UNKNOWN, |loc| location_pos(&loc, source));
+            let pos = err.location().map_or(Pos::UNKNOWN, |loc| location_pos(&loc, source));
             let message = plain_message(&err);
             Err(Diagnostic::error(pos, format!("invalid YAML: {message}")))
         }
@@ -113,12 +103,7 @@ fn location_pos(loc: &serde_saphyr::Location, source: &SourceFile) -> Pos {
             let len = span.byte_len().unwrap_or(0) as usize;
             source.pos_of_offset(offset as usize, len)
         }
-        None => Pos {
-            line: loc.line() as u32,
-            col: loc.column() as u32,
-            offset: None,
-            len: 0,
-        },
+        None => Pos { line: loc.line() as u32, col: loc.column() as u32, offset: None, len: 0 },
     }
 }
 
@@ -130,17 +115,12 @@ fn into_node(spanned: Spanned<RawValue>, source: &SourceFile) -> Node {
         RawValue::Int(i) => Value::Int(i),
         RawValue::Float(f) => Value::Float(f),
         RawValue::Str(s) => Value::Str(s),
-        RawValue::Seq(items) => {
-            Value::Seq(items.into_iter().map(|n| into_node(n, source)).collect())
-        }
+        RawValue::Seq(items) => Value::Seq(items.into_iter().map(|n| into_node(n, source)).collect()),
         RawValue::Map(entries) => Value::Map(
             entries
                 .into_iter()
                 .map(|(k, v)| {
-                    let key = Key {
-                        name: k.value.0,
-                        pos: location_pos(&k.referenced, source),
-                    };
+                    let key = Key { name: k.value.0, pos: location_pos(&k.referenced, source) };
                     (key, into_node(v, source))
                 })
                 .collect(),
@@ -270,13 +250,9 @@ mod tests {
     fn keys_and_values_carry_line_and_column() {
         let node = parse_text("name: demo\ntasks:\n  - id: a\n    depends_on: [b, c]\n");
         let tasks = node.get("tasks").unwrap();
-        let Value::Seq(items) = &tasks.value else {
-            panic!("tasks is a list")
-        };
+        let Value::Seq(items) = &tasks.value else { panic!("tasks is a list") };
         let deps = items[0].get("depends_on").unwrap();
-        let Value::Seq(deps) = &deps.value else {
-            panic!("deps is a list")
-        };
+        let Value::Seq(deps) = &deps.value else { panic!("deps is a list") };
         assert_eq!((deps[1].pos.line, deps[1].pos.col), (4, 21));
         let key = items[0].key("depends_on").unwrap();
         assert_eq!((key.pos.line, key.pos.col), (4, 5));

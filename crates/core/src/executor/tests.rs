@@ -49,45 +49,25 @@ impl Engine for TestEngine {
             let mut attempts = script.attempts.lock().unwrap();
             let n = attempts.entry(task.id.clone()).or_default();
             *n += 1;
-            let steps = script
-                .steps
-                .get(&task.id)
-                .cloned()
-                .unwrap_or_else(|| vec![Step::Ok(1)]);
-            steps
-                .get(*n as usize - 1)
-                .cloned()
-                .unwrap_or_else(|| steps.last().cloned().unwrap())
+            let steps = script.steps.get(&task.id).cloned().unwrap_or_else(|| vec![Step::Ok(1)]);
+            steps.get(*n as usize - 1).cloned().unwrap_or_else(|| steps.last().cloned().unwrap())
         };
         let now = script.running.fetch_add(1, Ordering::SeqCst) + 1;
         script.max_running.fetch_max(now, Ordering::SeqCst);
-        script
-            .log
-            .lock()
-            .unwrap()
-            .push(format!("start {} #{}", task.id, cx.attempt));
+        script.log.lock().unwrap().push(format!("start {} #{}", task.id, cx.attempt));
         let result = match step {
             Step::Ok(secs) => {
                 tokio::time::sleep(Duration::from_secs(secs)).await;
-                Ok(TaskOutput {
-                    rows_out: Some(1),
-                    ..Default::default()
-                })
+                Ok(TaskOutput { rows_out: Some(1), ..Default::default() })
             }
             Step::Fail(secs, retryable) => {
                 tokio::time::sleep(Duration::from_secs(secs)).await;
-                Err(TaskError {
-                    message: format!("{} broke", task.id),
-                    retryable,
-                })
+                Err(TaskError { message: format!("{} broke", task.id), retryable, partial: None })
+
             }
             Step::Hang => {
                 cx.cancel.cancelled().await;
-                script
-                    .log
-                    .lock()
-                    .unwrap()
-                    .push(format!("cleanup {}", task.id));
+                script.log.lock().unwrap().push(format!("cleanup {}", task.id));
                 Err(TaskError::permanent("stopped"))
             }
             Step::HangDeaf => std::future::pending().await,
@@ -108,11 +88,7 @@ impl Engine for TestEngine {
     }
 
     fn forget(&self, task: &PlannedTask) {
-        self.0
-            .log
-            .lock()
-            .unwrap()
-            .push(format!("forget {}", task.id));
+        self.0.log.lock().unwrap().push(format!("forget {}", task.id));
     }
 }
 
@@ -128,30 +104,19 @@ impl Observer for Quiet {
 
 /// A plan of transforms: `tasks` is `(id, deps)`; every task runs on the test engine.
 fn plan(tasks: &[(&str, &[&str])], retry: &str, timeout: &str) -> Arc<Plan> {
-    let mut text = format!(
-        "name: t\ndefaults:\n  engine: test\n  timeout: {timeout}\n  retry: {retry}\ntasks:\n"
-    );
+    let mut text = format!("name: t\ndefaults:\n  engine: test\n  timeout: {timeout}\n  retry: {retry}\ntasks:\n");
     for (id, deps) in tasks {
         text.push_str(&format!(
             "  - id: {id}\n    kind: transform\n    depends_on: [{}]\n    sql: SELECT 1\n",
             deps.join(", ")
         ));
     }
-    let options = PlanOptions {
-        engines: vec!["test".into()],
-    };
-    let inputs = VarInputs {
-        env: Some(BTreeMap::new()),
-        ..Default::default()
-    };
-    Arc::new(
-        Plan::load(SourceFile::new("t.yaml", text), &inputs, &options)
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
+    let options = PlanOptions { engines: vec!["test".into()] };
+    let inputs = VarInputs { env: Some(BTreeMap::new()), ..Default::default() };
+    Arc::new(Plan::load(SourceFile::new("t.yaml", text), &inputs, &options).unwrap_or_else(|e| panic!("{e}")))
 }
 
-const NO_JITTER: &str =
-    "{max_attempts: 3, initial_delay: 2s, multiplier: 3, max_delay: 1m, jitter: none}";
+const NO_JITTER: &str = "{max_attempts: 3, initial_delay: 2s, multiplier: 3, max_delay: 1m, jitter: none}";
 
 async fn run(
     plan: Arc<Plan>,
@@ -172,38 +137,18 @@ async fn run(
 }
 
 fn script(steps: &[(&str, Vec<Step>)]) -> Arc<Script> {
-    Arc::new(Script {
-        steps: steps
-            .iter()
-            .map(|(id, s)| (id.to_string(), s.clone()))
-            .collect(),
-        ..Default::default()
-    })
+    Arc::new(Script { steps: steps.iter().map(|(id, s)| (id.to_string(), s.clone())).collect(), ..Default::default() })
 }
 
 fn states(report: &RunReport) -> Vec<(&str, TaskState, usize)> {
-    report
-        .tasks
-        .iter()
-        .map(|t| (t.id.as_str(), t.state, t.attempts.len()))
-        .collect()
+    report.tasks.iter().map(|t| (t.id.as_str(), t.state, t.attempts.len())).collect()
 }
 
 #[tokio::test(start_paused = true)]
 async fn retryable_errors_are_retried_with_exponential_backoff() {
-    let s = script(&[(
-        "a",
-        vec![Step::Fail(1, true), Step::Fail(1, true), Step::Ok(1)],
-    )]);
+    let s = script(&[("a", vec![Step::Fail(1, true), Step::Fail(1, true), Step::Ok(1)])]);
     let start = Instant::now();
-    let report = run(
-        plan(&[("a", &[])], NO_JITTER, "1h"),
-        s,
-        4,
-        false,
-        CancellationToken::new(),
-    )
-    .await;
+    let report = run(plan(&[("a", &[])], NO_JITTER, "1h"), s, 4, false, CancellationToken::new()).await;
     assert_eq!(states(&report), vec![("a", TaskState::Succeeded, 3)]);
     // Three 1s attempts plus waits of 2s and 6s.
     assert_eq!(start.elapsed(), Duration::from_secs(3 + 2 + 6));
@@ -212,46 +157,19 @@ async fn retryable_errors_are_retried_with_exponential_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn full_jitter_keeps_each_wait_within_the_backoff() {
-    let s = script(&[(
-        "a",
-        vec![
-            Step::Fail(0, true),
-            Step::Fail(0, true),
-            Step::Fail(0, true),
-            Step::Ok(0),
-        ],
-    )]);
-    let retry =
-        "{max_attempts: 4, initial_delay: 10s, multiplier: 2, max_delay: 15s, jitter: full}";
-    let report = run(
-        plan(&[("a", &[])], retry, "1h"),
-        s,
-        4,
-        false,
-        CancellationToken::new(),
-    )
-    .await;
+    let s = script(&[("a", vec![Step::Fail(0, true), Step::Fail(0, true), Step::Fail(0, true), Step::Ok(0)])]);
+    let retry = "{max_attempts: 4, initial_delay: 10s, multiplier: 2, max_delay: 15s, jitter: full}";
+    let report = run(plan(&[("a", &[])], retry, "1h"), s, 4, false, CancellationToken::new()).await;
     let attempts = &report.tasks[0].attempts;
     assert_eq!(attempts.len(), 4);
     // Waits are at most 10s, 15s (capped), 15s: the whole run is at most 40s of virtual time.
-    assert!(
-        report.duration <= Duration::from_secs(40),
-        "{:?}",
-        report.duration
-    );
+    assert!(report.duration <= Duration::from_secs(40), "{:?}", report.duration);
 }
 
 #[tokio::test(start_paused = true)]
 async fn permanent_errors_are_not_retried() {
     let s = script(&[("a", vec![Step::Fail(1, false), Step::Ok(1)])]);
-    let report = run(
-        plan(&[("a", &[])], NO_JITTER, "1h"),
-        s,
-        4,
-        false,
-        CancellationToken::new(),
-    )
-    .await;
+    let report = run(plan(&[("a", &[])], NO_JITTER, "1h"), s, 4, false, CancellationToken::new()).await;
     assert_eq!(states(&report), vec![("a", TaskState::Failed, 1)]);
     assert_eq!(report.tasks[0].reason.as_deref(), Some("a broke"));
     assert_eq!(report.exit_code(), 1);
@@ -260,39 +178,19 @@ async fn permanent_errors_are_not_retried() {
 #[tokio::test(start_paused = true)]
 async fn retries_stop_when_attempts_run_out() {
     let s = script(&[("a", vec![Step::Fail(1, true)])]);
-    let report = run(
-        plan(&[("a", &[])], NO_JITTER, "1h"),
-        s,
-        4,
-        false,
-        CancellationToken::new(),
-    )
-    .await;
+    let report = run(plan(&[("a", &[])], NO_JITTER, "1h"), s, 4, false, CancellationToken::new()).await;
     assert_eq!(states(&report), vec![("a", TaskState::Failed, 3)]);
-    assert_eq!(
-        report.tasks[0].reason.as_deref(),
-        Some("a broke (after 3 attempts)")
-    );
+    assert_eq!(report.tasks[0].reason.as_deref(), Some("a broke (after 3 attempts)"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn each_attempt_is_bounded_by_the_timeout() {
     let s = script(&[("a", vec![Step::Hang, Step::Ok(1)])]);
     let start = Instant::now();
-    let report = run(
-        plan(&[("a", &[])], NO_JITTER, "30s"),
-        s.clone(),
-        4,
-        false,
-        CancellationToken::new(),
-    )
-    .await;
+    let report = run(plan(&[("a", &[])], NO_JITTER, "30s"), s.clone(), 4, false, CancellationToken::new()).await;
     assert_eq!(states(&report), vec![("a", TaskState::Succeeded, 2)]);
     assert!(report.tasks[0].attempts[0].timed_out);
-    assert_eq!(
-        report.tasks[0].attempts[0].error.as_deref(),
-        Some("attempt timed out after 30s")
-    );
+    assert_eq!(report.tasks[0].attempts[0].error.as_deref(), Some("attempt timed out after 30s"));
     // The hung attempt was told to stop and cleaned up.
     assert!(s.log.lock().unwrap().contains(&"cleanup a".to_string()));
     assert_eq!(start.elapsed(), Duration::from_secs(30 + 2 + 1));
@@ -300,18 +198,10 @@ async fn each_attempt_is_bounded_by_the_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn the_concurrency_limit_holds() {
-    let tasks: Vec<(&str, &[&str])> =
-        vec![("a", &[]), ("b", &[]), ("c", &[]), ("d", &[]), ("e", &[])];
+    let tasks: Vec<(&str, &[&str])> = vec![("a", &[]), ("b", &[]), ("c", &[]), ("d", &[]), ("e", &[])];
     let s = script(&[]);
     let start = Instant::now();
-    let report = run(
-        plan(&tasks, NO_JITTER, "1h"),
-        s.clone(),
-        2,
-        false,
-        CancellationToken::new(),
-    )
-    .await;
+    let report = run(plan(&tasks, NO_JITTER, "1h"), s.clone(), 2, false, CancellationToken::new()).await;
     assert!(report.succeeded());
     assert_eq!(s.max_running.load(Ordering::SeqCst), 2);
     assert_eq!(start.elapsed(), Duration::from_secs(3));
@@ -322,36 +212,16 @@ async fn independent_tasks_run_concurrently() {
     let tasks: Vec<(&str, &[&str])> = vec![("a", &[]), ("b", &[]), ("c", &["a", "b"])];
     let s = script(&[("a", vec![Step::Ok(5)]), ("b", vec![Step::Ok(5)])]);
     let start = Instant::now();
-    let report = run(
-        plan(&tasks, NO_JITTER, "1h"),
-        s.clone(),
-        4,
-        false,
-        CancellationToken::new(),
-    )
-    .await;
+    let report = run(plan(&tasks, NO_JITTER, "1h"), s.clone(), 4, false, CancellationToken::new()).await;
     assert!(report.succeeded());
     assert_eq!(start.elapsed(), Duration::from_secs(6));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failure_skips_downstream_and_lets_independent_branches_finish() {
-    let tasks: Vec<(&str, &[&str])> = vec![
-        ("a", &[]),
-        ("b", &["a"]),
-        ("c", &["b"]),
-        ("x", &[]),
-        ("y", &["x"]),
-    ];
+    let tasks: Vec<(&str, &[&str])> = vec![("a", &[]), ("b", &["a"]), ("c", &["b"]), ("x", &[]), ("y", &["x"])];
     let s = script(&[("a", vec![Step::Fail(1, false)]), ("x", vec![Step::Ok(3)])]);
-    let report = run(
-        plan(&tasks, NO_JITTER, "1h"),
-        s,
-        4,
-        false,
-        CancellationToken::new(),
-    )
-    .await;
+    let report = run(plan(&tasks, NO_JITTER, "1h"), s, 4, false, CancellationToken::new()).await;
     assert_eq!(
         states(&report),
         vec![
@@ -362,40 +232,20 @@ async fn a_failure_skips_downstream_and_lets_independent_branches_finish() {
             ("y", TaskState::Succeeded, 1),
         ]
     );
-    assert_eq!(
-        report.tasks[2].reason.as_deref(),
-        Some("upstream task `a` failed")
-    );
+    assert_eq!(report.tasks[2].reason.as_deref(), Some("upstream task `a` failed"));
     assert_eq!(report.exit_code(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn fail_fast_cancels_running_tasks_and_skips_the_rest() {
     let tasks: Vec<(&str, &[&str])> = vec![("a", &[]), ("slow", &[]), ("later", &["slow"])];
-    let s = script(&[
-        ("a", vec![Step::Fail(1, false)]),
-        ("slow", vec![Step::Hang]),
-    ]);
-    let report = run(
-        plan(&tasks, NO_JITTER, "1h"),
-        s.clone(),
-        4,
-        true,
-        CancellationToken::new(),
-    )
-    .await;
+    let s = script(&[("a", vec![Step::Fail(1, false)]), ("slow", vec![Step::Hang])]);
+    let report = run(plan(&tasks, NO_JITTER, "1h"), s.clone(), 4, true, CancellationToken::new()).await;
     assert_eq!(
         states(&report),
-        vec![
-            ("a", TaskState::Failed, 1),
-            ("slow", TaskState::Cancelled, 1),
-            ("later", TaskState::Skipped, 0)
-        ]
+        vec![("a", TaskState::Failed, 1), ("slow", TaskState::Cancelled, 1), ("later", TaskState::Skipped, 0)]
     );
-    assert_eq!(
-        report.tasks[2].reason.as_deref(),
-        Some("not started: --fail-fast after `a` failed")
-    );
+    assert_eq!(report.tasks[2].reason.as_deref(), Some("not started: --fail-fast after `a` failed"));
     assert!(s.log.lock().unwrap().contains(&"cleanup slow".to_string()));
     assert_eq!(report.exit_code(), 1);
 }
@@ -413,10 +263,7 @@ async fn cancellation_stops_tasks_lets_them_clean_up_and_shuts_engines_down() {
     let report = run(plan(&tasks, NO_JITTER, "1h"), s.clone(), 4, false, cancel).await;
     assert!(report.interrupted);
     assert_eq!(report.exit_code(), 130);
-    assert_eq!(
-        states(&report),
-        vec![("a", TaskState::Cancelled, 1), ("b", TaskState::Skipped, 0)]
-    );
+    assert_eq!(states(&report), vec![("a", TaskState::Cancelled, 1), ("b", TaskState::Skipped, 0)]);
     let log = s.log.lock().unwrap().clone();
     assert!(log.contains(&"cleanup a".to_string()), "{log:?}");
     assert_eq!(log.last().map(String::as_str), Some("shutdown"));
@@ -441,43 +288,19 @@ async fn a_task_deaf_to_cancellation_is_abandoned_after_the_grace_period() {
 async fn a_panicking_task_fails_without_taking_the_run_down() {
     let tasks: Vec<(&str, &[&str])> = vec![("a", &[]), ("b", &[])];
     let s = script(&[("a", vec![Step::Panic])]);
-    let report = run(
-        plan(&tasks, NO_JITTER, "1h"),
-        s,
-        4,
-        false,
-        CancellationToken::new(),
-    )
-    .await;
-    assert_eq!(
-        states(&report),
-        vec![("a", TaskState::Failed, 1), ("b", TaskState::Succeeded, 1)]
-    );
-    assert_eq!(
-        report.tasks[0].reason.as_deref(),
-        Some("internal error (panic): boom in a")
-    );
+    let report = run(plan(&tasks, NO_JITTER, "1h"), s, 4, false, CancellationToken::new()).await;
+    assert_eq!(states(&report), vec![("a", TaskState::Failed, 1), ("b", TaskState::Succeeded, 1)]);
+    assert_eq!(report.tasks[0].reason.as_deref(), Some("internal error (panic): boom in a"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn engines_are_released_once_unused_and_outputs_forgotten_after_their_readers() {
     let tasks: Vec<(&str, &[&str])> = vec![("a", &[]), ("b", &["a"]), ("c", &["a"])];
     let s = script(&[("b", vec![Step::Ok(1)]), ("c", vec![Step::Ok(3)])]);
-    let report = run(
-        plan(&tasks, NO_JITTER, "1h"),
-        s.clone(),
-        4,
-        false,
-        CancellationToken::new(),
-    )
-    .await;
+    let report = run(plan(&tasks, NO_JITTER, "1h"), s.clone(), 4, false, CancellationToken::new()).await;
     assert!(report.succeeded());
     let log = s.log.lock().unwrap().clone();
-    let pos = |needle: &str| {
-        log.iter()
-            .position(|l| l == needle)
-            .unwrap_or_else(|| panic!("{needle} in {log:?}"))
-    };
+    let pos = |needle: &str| log.iter().position(|l| l == needle).unwrap_or_else(|| panic!("{needle} in {log:?}"));
     // `a` is forgotten only after both readers finished; release comes before shutdown.
     assert!(pos("forget a") > pos("start c #1"));
     assert!(pos("release") < pos("shutdown"));

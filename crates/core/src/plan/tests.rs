@@ -40,18 +40,11 @@ tasks:
 "#;
 
 fn inputs() -> VarInputs {
-    VarInputs {
-        env: Some(BTreeMap::new()),
-        ..Default::default()
-    }
+    VarInputs { env: Some(BTreeMap::new()), ..Default::default() }
 }
 
 fn load(text: &str) -> Result<Plan, PlanError> {
-    Plan::load(
-        SourceFile::new("p.yaml", text),
-        &inputs(),
-        &PlanOptions::default(),
-    )
+    Plan::load(SourceFile::new("p.yaml", text), &inputs(), &PlanOptions::default())
 }
 
 /// `line:col message (hint)` for each diagnostic, in report order.
@@ -62,11 +55,7 @@ fn problems(text: &str) -> Vec<String> {
             .items
             .iter()
             .map(|d| {
-                let hint = d
-                    .hint
-                    .as_ref()
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default();
+                let hint = d.hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default();
                 format!("{}:{} {}{hint}", d.pos.line, d.pos.col, d.message)
             })
             .collect(),
@@ -83,14 +72,10 @@ fn a_valid_pipeline_becomes_a_plan_with_defaults_and_overrides_applied() {
     assert_eq!(load_users.retry.initial_delay, Duration::from_secs(1));
     assert_eq!(load_users.timeout, Duration::from_secs(600));
     assert_eq!(load_users.engine, "local");
-    let Action::Extract(e) = &plan.task("events").unwrap().action else {
-        panic!("extract")
-    };
+    let Action::Extract(e) = &plan.task("events").unwrap().action else { panic!("extract") };
     assert_eq!(e.path, "data/log_data");
     assert_eq!(e.schema[1].from, "userId");
-    let Action::Transform(t) = &plan.task("users").unwrap().action else {
-        panic!("transform")
-    };
+    let Action::Transform(t) = &plan.task("users").unwrap().action else { panic!("transform") };
     assert_eq!(t.tables, vec!["events"]);
     assert_eq!(plan.waves(), vec![vec![0], vec![1], vec![2], vec![3]]);
     assert!(plan.warnings.is_empty());
@@ -98,19 +83,9 @@ fn a_valid_pipeline_becomes_a_plan_with_defaults_and_overrides_applied() {
 
 #[test]
 fn set_overrides_reach_every_path() {
-    let inputs = VarInputs {
-        overrides: vec![("output".into(), "/lake".into())],
-        ..inputs()
-    };
-    let plan = Plan::load(
-        SourceFile::new("p.yaml", GOOD),
-        &inputs,
-        &PlanOptions::default(),
-    )
-    .unwrap();
-    let Action::Load(l) = &plan.task("load_users").unwrap().action else {
-        panic!("load")
-    };
+    let inputs = VarInputs { overrides: vec![("output".into(), "/lake".into())], ..inputs() };
+    let plan = Plan::load(SourceFile::new("p.yaml", GOOD), &inputs, &PlanOptions::default()).unwrap();
+    let Action::Load(l) = &plan.task("load_users").unwrap().action else { panic!("load") };
     assert_eq!(l.path, "/lake/users");
 }
 
@@ -119,10 +94,7 @@ fn every_problem_is_reported_at_once_with_its_position() {
     let text = GOOD
         .replace("depends_on: [events]", "depends_on: [event]")
         .replace("kind: quality_check", "kind: quality_chek")
-        .replace(
-            "    retry: {max_attempts: 5}",
-            "    retry: {max_attempts: 0}\n    timeout: 5x",
-        )
+        .replace("    retry: {max_attempts: 5}", "    retry: {max_attempts: 0}\n    timeout: 5x")
         .replace("  output: out", "  output: out\n  unused: ${nope}")
         .replace("      ts: int", "      ts: integr");
     assert_eq!(
@@ -141,15 +113,9 @@ fn every_problem_is_reported_at_once_with_its_position() {
 #[test]
 fn unknown_keys_anywhere_get_did_you_mean() {
     let text = GOOD
-        .replace(
-            "description: A small pipeline.",
-            "descripton: A small pipeline.",
-        )
+        .replace("description: A small pipeline.", "descripton: A small pipeline.")
         .replace("  timeout: 10m", "  timout: 10m")
-        .replace(
-            "{max_attempts: 2, initial_delay: 1s}",
-            "{max_attempts: 2, inital_delay: 1s}",
-        )
+        .replace("{max_attempts: 2, initial_delay: 1s}", "{max_attempts: 2, inital_delay: 1s}")
         .replace("    depends_on: [users]", "    depend_on: [users]");
     assert_eq!(
         problems(&text),
@@ -197,29 +163,20 @@ fn nested_output_folders_are_rejected() {
     );
     let found = problems(&text);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].starts_with("40:11 task `load_users` writes out/users and task `load_all` writes out: one folder is inside the other"));
+    assert!(found[0].starts_with(
+        "40:11 task `load_users` writes out/users and task `load_all` writes out: one folder is inside the other"
+    ));
 }
 
 #[test]
 fn sql_problems_are_located_inside_the_block() {
-    let text = GOOD.replace(
-        "SELECT DISTINCT user FROM events",
-        "SELECT DISTINCT user FROM evnts",
-    );
-    assert_eq!(
-        problems(&text),
-        vec!["22:33 task `users` reads unknown table `evnts` (did you mean `events`?)"]
-    );
-    let text = GOOD.replace(
-        "SELECT DISTINCT user FROM events",
-        "SELECT DISTINCT user FORM events",
-    );
+    let text = GOOD.replace("SELECT DISTINCT user FROM events", "SELECT DISTINCT user FROM evnts");
+    assert_eq!(problems(&text), vec!["22:33 task `users` reads unknown table `evnts` (did you mean `events`?)"]);
+    let text = GOOD.replace("SELECT DISTINCT user FROM events", "SELECT DISTINCT user FORM events");
     let found = problems(&text);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        found[0].starts_with(
-            "22:33 SQL of task `users` does not parse: Expected: end of statement, found: events"
-        ),
+        found[0].starts_with("22:33 SQL of task `users` does not parse: Expected: end of statement, found: events"),
         "{found:?}"
     );
 }
@@ -257,24 +214,10 @@ fn publishing_without_waiting_for_checks_is_a_warning() {
 #[test]
 fn unknown_engine_and_unknown_set_are_reported() {
     let text = GOOD.replace("  timeout: 10m", "  timeout: 10m\n  engine: locl");
-    assert_eq!(
-        problems(&text),
-        vec!["8:11 unknown engine `locl` (did you mean `local`?)"]
-    );
-    let inputs = VarInputs {
-        overrides: vec![("ouput".into(), "x".into())],
-        ..inputs()
-    };
-    let err = Plan::load(
-        SourceFile::new("p.yaml", GOOD),
-        &inputs,
-        &PlanOptions::default(),
-    )
-    .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "--set ouput: the pipeline declares no variable `ouput`; did you mean `output`?"
-    );
+    assert_eq!(problems(&text), vec!["8:11 unknown engine `locl` (did you mean `local`?)"]);
+    let inputs = VarInputs { overrides: vec![("ouput".into(), "x".into())], ..inputs() };
+    let err = Plan::load(SourceFile::new("p.yaml", GOOD), &inputs, &PlanOptions::default()).unwrap_err();
+    assert_eq!(err.to_string(), "--set ouput: the pipeline declares no variable `ouput`; did you mean `output`?");
 }
 
 #[test]
@@ -287,9 +230,7 @@ fn env_variables_need_a_value_or_a_default() {
         ]
     );
     let text = GOOD.replace("  input: data", "  input: ${env:SPARKIFY_IN:-fallback}");
-    let Action::Extract(e) = &load(&text).unwrap().task("events").unwrap().action.clone() else {
-        panic!()
-    };
+    let Action::Extract(e) = &load(&text).unwrap().task("events").unwrap().action.clone() else { panic!() };
     assert_eq!(e.path, "fallback/log_data");
 }
 
@@ -303,18 +244,9 @@ fn invalid_yaml_is_one_located_error() {
 
 #[test]
 fn empty_files_and_missing_tasks_are_explained() {
-    assert_eq!(
-        problems(""),
-        vec!["1:1 expected a mapping with `name` and `tasks`, found nothing (null)"]
-    );
-    assert_eq!(
-        problems("name: x\n"),
-        vec!["1:1 missing required key `tasks` in the pipeline"]
-    );
-    assert_eq!(
-        problems("name: x\ntasks: []\n"),
-        vec!["2:8 the pipeline has no tasks"]
-    );
+    assert_eq!(problems(""), vec!["1:1 expected a mapping with `name` and `tasks`, found nothing (null)"]);
+    assert_eq!(problems("name: x\n"), vec!["1:1 missing required key `tasks` in the pipeline"]);
+    assert_eq!(problems("name: x\ntasks: []\n"), vec!["2:8 the pipeline has no tasks"]);
 }
 
 #[test]

@@ -1,0 +1,162 @@
+//! Command-line flags (clap). `dagrun PIPELINE.yaml` is short for `dagrun run PIPELINE.yaml`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    every task succeeded
+  1    a task failed (its downstream tasks were skipped)
+  2    usage or configuration error (nothing ran)
+  130  interrupted by Ctrl-C or SIGTERM (running tasks were cancelled and cleaned up)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dagrun",
+    version,
+    about = "Run data-lake pipelines: YAML DAGs of extract, transform, quality-check and load tasks.",
+    long_about = None,
+    after_help = EXIT_CODES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline (the default command).
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Check a pipeline and report every problem with its line and column; runs nothing.
+    #[command(after_help = "Exit codes:\n  0    the pipeline is valid (warnings may be printed)\n  2    it is not")]
+    Validate(PipelineArgs),
+    /// Draw the pipeline's DAG: a terminal picture, Graphviz DOT or Mermaid.
+    Graph(GraphArgs),
+    /// Write Sparkify-shaped sample data (song_data/ and log_data/), deterministic for a seed.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// The pipeline file.
+    #[arg(value_name = "PIPELINE.yaml")]
+    pub pipeline: PathBuf,
+
+    /// Override a variable declared under `vars:` (repeatable), e.g. --set output=/lake.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The pipeline file.
+    #[arg(value_name = "PIPELINE.yaml", required = true)]
+    pub pipeline: Option<PathBuf>,
+
+    /// Override a variable declared under `vars:` (repeatable), e.g. --set output=/lake.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+
+    /// Show the plan (waves, engines, retries, timeouts, inputs and outputs); read and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Tasks running at the same time, at most [default: number of cores].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+
+    /// Run only this task and what it depends on (repeatable).
+    #[arg(long, value_name = "TASK")]
+    pub only: Vec<String>,
+
+    /// Stop everything as soon as a task fails for good.
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Worker threads of the local engine [default: number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GraphFormatArg::Ascii)]
+    pub format: GraphFormatArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormatArg {
+    /// A picture for the terminal.
+    Ascii,
+    /// Graphviz DOT.
+    Dot,
+    /// A Mermaid flowchart (renders on GitHub).
+    Mermaid,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Folder to write song_data/ and log_data/ into (replaced if it holds generated data).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Number of songs (one JSON file each).
+    #[arg(long, default_value_t = 200)]
+    pub songs: u64,
+
+    /// Number of log events (JSON lines, spread over `--days` daily files).
+    #[arg(long, default_value_t = 3000)]
+    pub events: u64,
+
+    /// Number of days of logs, from 2018-11-01.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+
+    /// Random seed: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only warnings, errors and the summary; no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Short human-readable lines.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, found `{text}`")),
+    }
+}

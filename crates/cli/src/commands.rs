@@ -1,0 +1,166 @@
+//! What each subcommand does. Every command starts from the same [`Plan::load_file`], so
+//! `validate`, `graph`, `--dry-run` and a real run agree on what the pipeline is.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use dagrun_core::engine::Engines;
+use dagrun_core::executor::{self, ExecutorOptions};
+use dagrun_core::graph::{self, GraphFormat};
+use dagrun_core::plan::{LoadError, Plan, PlanError, PlanOptions};
+use dagrun_core::storage::Storages;
+use dagrun_core::vars::VarInputs;
+use dagrun_core::Diagnostics;
+use dagrun_polars::{LocalEngine, LocalOptions};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::{GraphArgs, GraphFormatArg, PipelineArgs, RunArgs};
+use crate::render;
+use crate::ui::{ProgressObserver, Terminal};
+use crate::{EXIT_CONFIG, EXIT_INTERRUPTED};
+
+/// A failure that ends the command with a documented exit code and a message.
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Exit {
+    pub fn config(message: impl Into<String>) -> Self {
+        Self { code: EXIT_CONFIG, message: message.into() }
+    }
+}
+
+/// The engines this build can run.
+fn engines(threads: Option<u32>) -> Result<Engines, Exit> {
+    let mut options = LocalOptions::default();
+    if let Some(t) = threads {
+        options.threads = t as usize;
+    }
+    let local = LocalEngine::new(Storages::default(), options).map_err(|e| Exit { code: 1, message: e.to_string() })?;
+    Ok(Engines::new().with(Arc::new(local)))
+}
+
+fn plan_options(engines: &Engines) -> PlanOptions {
+    PlanOptions { engines: engines.names().into_iter().map(String::from).collect() }
+}
+
+/// Loads and validates a pipeline; problems become a located report and exit code 2.
+pub fn load_plan(path: &Path, set: &[(String, String)], options: &PlanOptions) -> Result<Plan, Exit> {
+    let inputs = VarInputs { overrides: set.to_vec(), ..Default::default() };
+    match Plan::load_file(path, &inputs, options) {
+        Ok(plan) => {
+            if !plan.warnings.is_empty() {
+                let report = Diagnostics::new(plan.source.clone(), plan.warnings.clone());
+                eprint!("{}", report.render());
+            }
+            Ok(plan)
+        }
+        Err(LoadError::Read { path, error }) => Err(Exit::config(format!("error: cannot read pipeline {path}: {error}"))),
+        Err(LoadError::Plan(PlanError::Invalid(diags))) => Err(Exit::config(diags.render().trim_end().to_string())),
+        Err(LoadError::Plan(e @ PlanError::UnknownOverrides(_))) => Err(Exit::config(format!("error: {e}"))),
+    }
+}
+
+pub fn validate(args: &PipelineArgs) -> Result<(), Exit> {
+    let engines = engines(Some(1))?;
+    let plan = load_plan(&args.pipeline, &args.set, &plan_options(&engines))?;
+    let waves = plan.waves().len();
+    println!("{} is valid: pipeline {}, {} tasks in {waves} waves", args.pipeline.display(), plan.name, plan.tasks.len());
+    Ok(())
+}
+
+pub fn graph(args: &GraphArgs) -> Result<(), Exit> {
+    let engines = engines(Some(1))?;
+    let plan = load_plan(&args.pipeline.pipeline, &args.pipeline.set, &plan_options(&engines))?;
+    let format = match args.format {
+        GraphFormatArg::Ascii => GraphFormat::Ascii,
+        GraphFormatArg::Dot => GraphFormat::Dot,
+        GraphFormatArg::Mermaid => GraphFormat::Mermaid,
+    };
+    print_stdout(&graph::render(&plan, format, 100));
+    Ok(())
+}
+
+/// Prints to stdout; a closed pipe (`dagrun graph | head`) is not an error.
+pub fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+fn run_id() -> String {
+    let now = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let suffix: u16 = rand::random();
+    format!("{now}-{suffix:04x}")
+}
+
+pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
+    let Some(path) = &args.pipeline else {
+        return Err(Exit::config("error: no pipeline given; try `dagrun --help`"));
+    };
+    let engines = engines(args.threads)?;
+    let mut plan = load_plan(path, &args.set, &plan_options(&engines))?;
+    if !args.only.is_empty() {
+        plan = plan.select(&args.only).map_err(|e| Exit::config(format!("error: {e}")))?;
+    }
+    let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |j| j as usize);
+    if args.dry_run {
+        print_stdout(&render::dry_run(&plan, &engines, jobs));
+        return Ok(0);
+    }
+
+    let plan = Arc::new(plan);
+    let mut options = ExecutorOptions::new(run_id());
+    options.jobs = jobs;
+    options.fail_fast = args.fail_fast;
+    info!(pipeline = %plan.name, run = %options.run_id, tasks = plan.tasks.len(), jobs, "run started");
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(watch_signals(cancel.clone()));
+    let id_width = plan.tasks.iter().map(|t| t.id.len() + 2).max().unwrap_or(8);
+    let observer = Arc::new(ProgressObserver::new(terminal.clone(), id_width));
+    let report = executor::execute(plan.clone(), &engines, &options, observer, cancel).await;
+    terminal.multi.clear().ok();
+    print_stdout(&render::summary(&report));
+    Ok(report.exit_code() as u8)
+}
+
+/// First Ctrl-C or SIGTERM: cancel the run (tasks clean up). A second one: exit at once.
+async fn watch_signals(cancel: CancellationToken) {
+    let mut signals = 0;
+    loop {
+        let name = next_signal().await;
+        signals += 1;
+        if signals == 1 {
+            warn!("{name} received: cancelling the run (again to exit at once)");
+            cancel.cancel();
+        } else {
+            eprintln!("{name} received again: exiting now");
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn next_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_signal() -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
+}

@@ -1,0 +1,196 @@
+//! Text the CLI prints on stdout: the dry-run plan and the end-of-run summary table.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use dagrun_core::decode::format_duration;
+use dagrun_core::engine::Engines;
+use dagrun_core::executor::{RunReport, TaskState};
+use dagrun_core::plan::Plan;
+
+/// `1234567` -> `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A short duration for tables: `0.21s`, `4.2s`, `1m05s`, `1h02m`.
+pub fn short_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 10.0 {
+        format!("{secs:.2}s")
+    } else if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else if secs < 3600.0 {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    } else {
+        format!("{}h{:02}m", d.as_secs() / 3600, (d.as_secs() % 3600) / 60)
+    }
+}
+
+/// The dry run: what a run would do, in the order it would do it. Reads and writes nothing.
+pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize) -> String {
+    let mut out = String::new();
+    let waves = plan.waves();
+    let _ = writeln!(
+        out,
+        "dry run of {}: {} tasks in {} waves, up to {jobs} at a time; nothing is read or written",
+        plan.name,
+        plan.tasks.len(),
+        waves.len()
+    );
+    if let Some(d) = &plan.description {
+        let _ = writeln!(out, "{}", d.trim());
+    }
+    let vars: Vec<String> = plan
+        .vars
+        .values
+        .iter()
+        .map(|(k, v)| {
+            let mark = if plan.vars.overridden.contains(k) { " (--set)" } else { "" };
+            format!("{k}={}{mark}", v.as_deref().unwrap_or("<unset>"))
+        })
+        .collect();
+    if !vars.is_empty() {
+        let _ = writeln!(out, "vars: {}", vars.join("  "));
+    }
+    let _ = writeln!(out, "run records: {}/<run-id>/", plan.runs_dir);
+    for (w, wave) in waves.iter().enumerate() {
+        let _ = writeln!(out, "\nwave {}", w + 1);
+        for &i in wave {
+            let task = &plan.tasks[i];
+            let deps: Vec<&str> = task.deps.iter().map(|&d| plan.tasks[d].id.as_str()).collect();
+            let after = if deps.is_empty() { String::new() } else { format!("  after {}", deps.join(", ")) };
+            let _ = writeln!(out, "  {} ({} on {}){after}", task.id, task.kind, task.engine);
+            let _ = writeln!(out, "      timeout {}; retry: {}", format_duration(task.timeout), task.retry);
+            for input in task.inputs() {
+                let _ = writeln!(out, "      reads   {input}");
+            }
+            for output in task.outputs() {
+                let _ = writeln!(out, "      writes  {output}");
+            }
+            if let Some(engine) = engines.get(&task.engine) {
+                for line in engine.describe(task) {
+                    let _ = writeln!(out, "      {line}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The end-of-run table: state, attempts, duration, rows and a one-line reason per task.
+pub fn summary(report: &RunReport) -> String {
+    let mut rows: Vec<[String; 8]> = vec![[
+        "TASK".into(),
+        "KIND".into(),
+        "STATE".into(),
+        "ATTEMPTS".into(),
+        "TIME".into(),
+        "ROWS IN".into(),
+        "ROWS OUT".into(),
+        "QUARANTINED".into(),
+    ]];
+    for t in &report.tasks {
+        let out = t.output.as_ref();
+        let num = |v: Option<u64>| v.map(thousands).unwrap_or_default();
+        rows.push([
+            t.id.clone(),
+            t.kind.clone(),
+            t.state.as_str().to_string(),
+            if t.attempts.is_empty() { String::new() } else { t.attempts.len().to_string() },
+            if t.attempts.is_empty() { String::new() } else { short_duration(t.duration) },
+            num(out.and_then(|o| o.rows_in)),
+            num(out.and_then(|o| o.rows_out)),
+            out.map(|o| if o.quarantined > 0 { thousands(o.quarantined) } else { String::new() }).unwrap_or_default(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let numeric = [false, false, false, true, true, true, true, true];
+    let mut out = String::new();
+    let _ = writeln!(out, "\nrun {} of {} took {}", report.run_id, report.pipeline, short_duration(report.duration));
+    for row in &rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let pad = widths[c] - cell.chars().count();
+            if numeric[c] {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            }
+            line.push_str("  ");
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    let notes: Vec<String> = report
+        .tasks
+        .iter()
+        .filter(|t| t.state != TaskState::Succeeded || t.output.as_ref().is_some_and(|o| o.quarantined > 0 || o.checks.iter().any(|c| !c.passed)))
+        .filter_map(|t| {
+            let mut note = t.reason.clone().unwrap_or_default();
+            if let Some(o) = &t.output {
+                if t.state == TaskState::Succeeded && o.quarantined > 0 {
+                    note = format!("{} records quarantined in {}", thousands(o.quarantined), o.quarantine_path.as_deref().unwrap_or("?"));
+                }
+                let warned: Vec<&str> = o.checks.iter().filter(|c| !c.passed && c.severity == "warn").map(|c| c.name.as_str()).collect();
+                if t.state == TaskState::Succeeded && !warned.is_empty() {
+                    note = format!("warnings: {}", warned.join(", "));
+                }
+            }
+            (!note.is_empty()).then(|| format!("  {:<w$}  {note}", t.id, w = widths[0]))
+        })
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\nnotes:");
+        for n in notes {
+            let _ = writeln!(out, "{n}");
+        }
+    }
+    for e in &report.shutdown_errors {
+        let _ = writeln!(out, "engine cleanup failed: {e}");
+    }
+    let count = |s: TaskState| report.tasks.iter().filter(|t| t.state == s).count();
+    let total = report.tasks.len();
+    let verdict = if report.interrupted {
+        format!("interrupted: {} succeeded, {} cancelled, {} not started", count(TaskState::Succeeded), count(TaskState::Cancelled), count(TaskState::Skipped))
+    } else if report.succeeded() {
+        format!("all {total} tasks succeeded")
+    } else {
+        format!(
+            "{} failed, {} skipped, {} succeeded of {total} tasks",
+            count(TaskState::Failed),
+            count(TaskState::Skipped) + count(TaskState::Cancelled),
+            count(TaskState::Succeeded)
+        )
+    };
+    let _ = writeln!(out, "\n{verdict}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_get_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(6820), "6,820");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn durations_stay_short() {
+        assert_eq!(short_duration(Duration::from_millis(210)), "0.21s");
+        assert_eq!(short_duration(Duration::from_secs(65)), "1m05s");
+        assert_eq!(short_duration(Duration::from_secs(3720)), "1h02m");
+    }
+}

@@ -1,0 +1,55 @@
+//! The local engine's one error type. Each variant says whether another attempt could help; the
+//! conversion to [`TaskError`] carries that through to the retry loop.
+
+use dagrun_core::engine::TaskError;
+use dagrun_core::storage::{StorageError, StorageErrorKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing files failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Polars refused an operation (bad SQL, a type mismatch, ...).
+    #[error("{context}: {source}")]
+    Polars {
+        context: String,
+        #[source]
+        source: polars::prelude::PolarsError,
+    },
+    /// A task read a table that is not in memory (its producer did not run in this process).
+    #[error("table `{0}` is not available: its task did not run in this run")]
+    MissingTable(String),
+    /// A column named in the pipeline is not in the table.
+    #[error("table `{table}` has no column `{column}` (columns: {available})")]
+    MissingColumn { table: String, column: String, available: String },
+    /// A partition value or path cannot be written safely.
+    #[error("{0}")]
+    InvalidOutput(String),
+    /// Too many records were quarantined.
+    #[error("{0}")]
+    TooManyBadRecords(String),
+    /// The run was cancelled while this task ran.
+    #[error("cancelled")]
+    Cancelled,
+    /// A worker thread failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn polars(context: impl Into<String>, source: polars::prelude::PolarsError) -> Self {
+        Error::Polars { context: context.into(), source }
+    }
+
+    pub fn retryable(&self) -> bool {
+        matches!(self, Error::Storage(e) if e.kind == StorageErrorKind::Transient)
+    }
+}
+
+impl From<Error> for TaskError {
+    fn from(e: Error) -> Self {
+        TaskError { retryable: e.retryable(), message: e.to_string(), partial: None }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

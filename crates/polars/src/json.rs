@@ -1,0 +1,497 @@
+//! Schema-driven JSON record parsing: raw bytes of JSON documents or JSON lines in, Polars columns
+//! and quarantined records out. Only declared columns are kept; numbers where strings are declared
+//! become their exact source text; missing fields become null; a record with a value that cannot
+//! be cast is quarantined whole (never half-loaded) with its file, line and reason.
+//!
+//! String values are kept byte-exact as JSON decodes them (double-encoded UTF-8 stays as it is).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use dagrun_core::plan::Column as ColumnDecl;
+use dagrun_core::spec::ColumnType;
+use polars::prelude::*;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// A record set aside because it could not be parsed or cast.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BadRecord {
+    pub file: String,
+    /// 1-based line where the record starts.
+    pub line: u64,
+    pub reason: String,
+    /// The record's text, cut to [`MAX_RECORD_TEXT`] bytes.
+    pub record: String,
+}
+
+/// How much of a bad record's text is kept.
+pub const MAX_RECORD_TEXT: usize = 4096;
+
+/// The declared schema, prepared for fast field lookup.
+#[derive(Debug, Clone)]
+pub struct RecordSchema {
+    pub columns: Vec<ColumnDecl>,
+    /// Source field -> the columns read from it (a field may feed several columns).
+    fields: Vec<(String, Vec<usize>)>,
+}
+
+impl RecordSchema {
+    pub fn new(columns: Vec<ColumnDecl>) -> Self {
+        let mut fields: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, c) in columns.iter().enumerate() {
+            match fields.iter_mut().find(|(f, _)| *f == c.from) {
+                Some((_, cols)) => cols.push(i),
+                None => fields.push((c.from.clone(), vec![i])),
+            }
+        }
+        Self { columns, fields }
+    }
+
+    fn lookup(&self, key: &str) -> Option<&[usize]> {
+        self.fields.iter().find(|(f, _)| f == key).map(|(_, c)| c.as_slice())
+    }
+
+    /// The Polars schema of the columns this produces.
+    pub fn polars_schema(&self) -> Schema {
+        self.columns.iter().map(|c| Field::new(c.name.as_str().into(), dtype(c.ty))).collect()
+    }
+}
+
+pub fn dtype(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::String => DataType::String,
+        ColumnType::Int => DataType::Int64,
+        ColumnType::Float => DataType::Float64,
+        ColumnType::Bool => DataType::Boolean,
+        ColumnType::TimestampMs => DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)),
+    }
+}
+
+/// A typed value of one cell before it is appended.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+enum Builder {
+    Str(StringChunkedBuilder),
+    Int(PrimitiveChunkedBuilder<Int64Type>),
+    Float(PrimitiveChunkedBuilder<Float64Type>),
+    Bool(BooleanChunkedBuilder),
+}
+
+/// Parses records into columns. One per worker; results are concatenated in input order.
+pub struct Batch<'s> {
+    schema: &'s RecordSchema,
+    builders: Vec<Builder>,
+    rows: usize,
+    pub bad: Vec<BadRecord>,
+    /// Records seen (good and bad).
+    pub seen: u64,
+}
+
+impl<'s> Batch<'s> {
+    pub fn new(schema: &'s RecordSchema, capacity: usize) -> Self {
+        let builders = schema
+            .columns
+            .iter()
+            .map(|c| {
+                let name: PlSmallStr = c.name.as_str().into();
+                match c.ty {
+                    ColumnType::String => Builder::Str(StringChunkedBuilder::new(name, capacity)),
+                    ColumnType::Int | ColumnType::TimestampMs => {
+                        Builder::Int(PrimitiveChunkedBuilder::new(name, capacity))
+                    }
+                    ColumnType::Float => Builder::Float(PrimitiveChunkedBuilder::new(name, capacity)),
+                    ColumnType::Bool => Builder::Bool(BooleanChunkedBuilder::new(name, capacity)),
+                }
+            })
+            .collect();
+        Self { schema, builders, rows: 0, bad: Vec::new(), seen: 0 }
+    }
+
+    /// Parses every non-blank line of `text` as one record; `first_line` is the line number of
+    /// the first line of `text` in its file.
+    pub fn push_lines(&mut self, file: &str, text: &[u8], first_line: u64) {
+        let mut line_no = first_line;
+        for line in text.split(|&b| b == b'\n') {
+            let line_trimmed = trim_ascii(line);
+            if !line_trimmed.is_empty() {
+                self.push_record(file, line_no, line_trimmed);
+            }
+            line_no += 1;
+        }
+    }
+
+    /// Parses a whole file holding JSON documents: one object, several concatenated objects, or
+    /// arrays of objects. An unparseable tail is quarantined as one record.
+    pub fn push_documents(&mut self, file: &str, text: &[u8]) {
+        let mut stream = serde_json::Deserializer::from_slice(text).into_iter::<&RawValue>();
+        loop {
+            let start = skip_ws(text, stream.byte_offset());
+            match stream.next() {
+                None => break,
+                Some(Ok(value)) => {
+                    let raw = value.get().as_bytes();
+                    if raw.first() == Some(&b'[') {
+                        match serde_json::from_slice::<Vec<&RawValue>>(raw) {
+                            Ok(items) => {
+                                for item in items {
+                                    let offset = item.get().as_ptr() as usize - text.as_ptr() as usize;
+                                    self.push_record(file, line_of(text, offset), item.get().as_bytes());
+                                }
+                            }
+                            Err(e) => self.quarantine(file, line_of(text, start), raw, format!("invalid JSON: {e}")),
+                        }
+                    } else {
+                        self.push_record(file, line_of(text, start), raw);
+                    }
+                }
+                Some(Err(e)) => {
+                    let rest = &text[start.min(text.len())..];
+                    let reason =
+                        format!("invalid JSON at line {} column {}: {}", e.line(), e.column(), describe_json_error(&e));
+                    self.quarantine(file, line_of(text, start), rest, reason);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn quarantine(&mut self, file: &str, line: u64, raw: &[u8], reason: String) {
+        self.seen += 1;
+        let cut = raw.len().min(MAX_RECORD_TEXT);
+        let mut record = String::from_utf8_lossy(&raw[..cut]).into_owned();
+        if cut < raw.len() {
+            record.push_str("...");
+        }
+        self.bad.push(BadRecord { file: file.to_string(), line, reason, record });
+    }
+
+    /// Parses one record. It is appended only if every declared column converts.
+    pub fn push_record(&mut self, file: &str, line: u64, raw: &[u8]) {
+        let n = self.schema.columns.len();
+        let mut slots: Vec<Option<&RawValue>> = vec![None; n];
+        let parsed = {
+            let mut de = serde_json::Deserializer::from_slice(raw);
+            let seed = RecordSeed { schema: self.schema, slots: &mut slots };
+            seed.deserialize(&mut de).and_then(|()| de.end())
+        };
+        if let Err(e) = parsed {
+            let reason = if e.classify() == serde_json::error::Category::Data {
+                e.to_string().split(" at line ").next().unwrap_or("").to_string()
+            } else {
+                format!("invalid JSON: {}", describe_json_error(&e))
+            };
+            self.quarantine(file, line, raw, reason);
+            return;
+        }
+        let mut cells: Vec<Cell> = Vec::with_capacity(n);
+        for (column, slot) in self.schema.columns.iter().zip(&slots) {
+            match convert(column.ty, *slot) {
+                Ok(cell) => cells.push(cell),
+                Err(why) => {
+                    let shown = slot.map_or("nothing".to_string(), |r| shorten(r.get()));
+                    let field =
+                        if column.from == column.name { String::new() } else { format!(" (field `{}`)", column.from) };
+                    self.quarantine(file, line, raw, format!("column `{}`{field}: {why}, found {shown}", column.name));
+                    return;
+                }
+            }
+        }
+        for (builder, cell) in self.builders.iter_mut().zip(cells) {
+            append(builder, cell);
+        }
+        self.rows += 1;
+        self.seen += 1;
+    }
+
+    /// The parsed rows as a DataFrame with the declared column types.
+    pub fn finish(self) -> PolarsResult<DataFrame> {
+        let columns: Vec<Column> = self
+            .builders
+            .into_iter()
+            .zip(&self.schema.columns)
+            .map(|(b, decl)| {
+                let series = match b {
+                    Builder::Str(b) => b.finish().into_series(),
+                    Builder::Int(b) => {
+                        let ca = b.finish();
+                        if decl.ty == ColumnType::TimestampMs {
+                            ca.into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)).into_series()
+                        } else {
+                            ca.into_series()
+                        }
+                    }
+                    Builder::Float(b) => b.finish().into_series(),
+                    Builder::Bool(b) => b.finish().into_series(),
+                };
+                series.into_column()
+            })
+            .collect();
+        DataFrame::new(self.rows, columns)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+fn append(builder: &mut Builder, cell: Cell) {
+    match (builder, cell) {
+        (Builder::Str(b), Cell::Str(s)) => b.append_value(s.as_ref()),
+        (Builder::Str(b), _) => b.append_null(),
+        (Builder::Int(b), Cell::Int(i)) => b.append_value(i),
+        (Builder::Int(b), _) => b.append_null(),
+        (Builder::Float(b), Cell::Float(f)) => b.append_value(f),
+        (Builder::Float(b), _) => b.append_null(),
+        (Builder::Bool(b), Cell::Bool(v)) => b.append_value(v),
+        (Builder::Bool(b), _) => b.append_null(),
+    }
+}
+
+/// Converts one raw JSON value to the declared type, or says why not.
+fn convert(ty: ColumnType, raw: Option<&RawValue>) -> Result<Cell<'_>, &'static str> {
+    let Some(raw) = raw else { return Ok(Cell::Null) };
+    let text = raw.get();
+    let first = text.as_bytes().first().copied().unwrap_or(b'n');
+    if first == b'n' {
+        return Ok(Cell::Null);
+    }
+    match ty {
+        ColumnType::String => match first {
+            b'"' => Ok(Cell::Str(json_str(text).ok_or("expected text")?)),
+            b't' | b'f' | b'-' | b'0'..=b'9' => Ok(Cell::Str(Cow::Borrowed(text))),
+            _ => Err("expected text"),
+        },
+        ColumnType::Int | ColumnType::TimestampMs => {
+            let what = if ty == ColumnType::Int { "expected a whole number" } else { "expected epoch milliseconds" };
+            let number: Cow<str> = match first {
+                b'"' => {
+                    let s = json_str(text).ok_or(what)?;
+                    if s.trim().is_empty() {
+                        return Ok(Cell::Null);
+                    }
+                    Cow::Owned(s.trim().to_string())
+                }
+                b'-' | b'0'..=b'9' => Cow::Borrowed(text),
+                _ => return Err(what),
+            };
+            parse_whole(&number).map(Cell::Int).ok_or(what)
+        }
+        ColumnType::Float => {
+            let what = "expected a number";
+            match first {
+                b'"' => {
+                    let s = json_str(text).ok_or(what)?;
+                    if s.trim().is_empty() {
+                        return Ok(Cell::Null);
+                    }
+                    s.trim().parse::<f64>().map(Cell::Float).map_err(|_| what)
+                }
+                b'-' | b'0'..=b'9' => text.parse::<f64>().map(Cell::Float).map_err(|_| what),
+                _ => Err(what),
+            }
+        }
+        ColumnType::Bool => match text {
+            "true" | "\"true\"" => Ok(Cell::Bool(true)),
+            "false" | "\"false\"" => Ok(Cell::Bool(false)),
+            "\"\"" => Ok(Cell::Null),
+            _ => Err("expected true or false"),
+        },
+    }
+}
+
+/// An integer, or a float with no fractional part (`1540919166796.0`), within i64.
+fn parse_whole(text: &str) -> Option<i64> {
+    if let Ok(i) = text.parse::<i64>() {
+        return Some(i);
+    }
+    let f: f64 = text.parse().ok()?;
+    (f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i64)
+}
+
+/// The value of a JSON string literal; borrowed when it has no escapes.
+fn json_str(text: &str) -> Option<Cow<'_, str>> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
+fn shorten(text: &str) -> String {
+    if text.len() <= 60 {
+        return text.to_string();
+    }
+    let mut end = 57;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+fn describe_json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    text.split(" at line ").next().unwrap_or(&text).to_string()
+}
+
+fn trim_ascii(line: &[u8]) -> &[u8] {
+    let start = line.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(line.len());
+    let end = line.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    &line[start..end]
+}
+
+fn skip_ws(text: &[u8], mut offset: usize) -> usize {
+    while offset < text.len() && text[offset].is_ascii_whitespace() {
+        offset += 1;
+    }
+    offset
+}
+
+fn line_of(text: &[u8], offset: usize) -> u64 {
+    text[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() as u64 + 1
+}
+
+/// Reads one JSON object, keeping raw values of wanted fields only.
+struct RecordSeed<'a, 'de> {
+    schema: &'a RecordSchema,
+    slots: &'a mut Vec<Option<&'de RawValue>>,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.schema.lookup(&key) {
+                Some(cols) => {
+                    let value: &'de RawValue = map.next_value()?;
+                    for &c in cols {
+                        self.slots[c] = Some(value);
+                    }
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(cols: &[(&str, ColumnType, &str)]) -> RecordSchema {
+        RecordSchema::new(
+            cols.iter().map(|(n, t, f)| ColumnDecl { name: n.to_string(), ty: *t, from: f.to_string() }).collect(),
+        )
+    }
+
+    fn song_schema() -> RecordSchema {
+        schema(&[
+            ("artist_name", ColumnType::String, "artist_name"),
+            ("year", ColumnType::Int, "year"),
+            ("artist_latitude", ColumnType::Float, "artist_latitude"),
+        ])
+    }
+
+    #[test]
+    fn numbers_become_text_where_text_is_declared_and_missing_fields_null() {
+        let s = song_schema();
+        let mut b = Batch::new(&s, 4);
+        b.push_documents("a.json", br#"{"artist_name": 311, "year": 0, "extra": [1,2]}"#);
+        b.push_documents("b.json", br#"{"artist_name": "Caf\u00e9", "artist_latitude": null}"#);
+        assert!(b.bad.is_empty(), "{:?}", b.bad);
+        let df = b.finish().unwrap();
+        let names: Vec<_> = df.column("artist_name").unwrap().str().unwrap().iter().collect();
+        assert_eq!(names, vec![Some("311"), Some("Café")]);
+        let years: Vec<_> = df.column("year").unwrap().i64().unwrap().iter().collect();
+        assert_eq!(years, vec![Some(0), None]);
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_cast_is_quarantined_whole() {
+        let s = song_schema();
+        let mut b = Batch::new(&s, 4);
+        b.push_lines("log.json", b"{\"artist_name\": \"a\", \"year\": 1999}\n{\"artist_name\": \"b\", \"year\": \"soon\"}\n\n{\"year\": 2001}", 1);
+        assert_eq!(b.rows(), 2);
+        assert_eq!(b.bad.len(), 1);
+        assert_eq!(b.bad[0].line, 2);
+        assert_eq!(b.bad[0].reason, "column `year`: expected a whole number, found \"soon\"");
+        assert_eq!(b.seen, 3);
+    }
+
+    #[test]
+    fn malformed_json_is_quarantined_with_its_line() {
+        let s = song_schema();
+        let mut b = Batch::new(&s, 4);
+        b.push_lines("log.json", b"{\"year\": 1}\n{\"year\": 2,\n[1]\n\"text\"", 7);
+        assert_eq!(b.rows(), 1);
+        let lines: Vec<_> = b.bad.iter().map(|r| (r.line, r.reason.as_str())).collect();
+        assert_eq!(lines[0].0, 8);
+        assert!(lines[0].1.starts_with("invalid JSON: EOF while parsing"), "{lines:?}");
+        assert_eq!(lines[1], (9, "invalid type: sequence, expected a JSON object"));
+        assert_eq!(lines[2], (10, "invalid type: string \"text\", expected a JSON object"));
+    }
+
+    #[test]
+    fn documents_may_be_pretty_printed_arrays_or_several_objects() {
+        let s = song_schema();
+        let mut b = Batch::new(&s, 4);
+        b.push_documents("a.json", b"{\n  \"year\": 1\n}\n{\"year\": 2}");
+        b.push_documents("b.json", b"[{\"year\": 3},\n {\"year\": 4}]");
+        b.push_documents("empty.json", b"");
+        b.push_documents("broken.json", b"{\"year\": 5}\n{\"year\": ");
+        assert_eq!(b.rows(), 5);
+        assert_eq!(b.bad.len(), 1);
+        assert_eq!((b.bad[0].file.as_str(), b.bad[0].line), ("broken.json", 2));
+    }
+
+    #[test]
+    fn epoch_milliseconds_and_float_encoded_integers() {
+        let s = schema(&[
+            ("ts", ColumnType::Int, "ts"),
+            ("start_time", ColumnType::TimestampMs, "ts"),
+            ("registration", ColumnType::Int, "registration"),
+            ("user_id", ColumnType::String, "userId"),
+        ]);
+        let mut b = Batch::new(&s, 4);
+        b.push_lines("l", br#"{"ts":1541105830796,"registration":1540919166796.0,"userId":""}"#, 1);
+        let df = b.finish().unwrap();
+        assert_eq!(df.column("registration").unwrap().i64().unwrap().get(0), Some(1540919166796));
+        let ts = df.column("start_time").unwrap();
+        assert_eq!(ts.dtype(), &DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)));
+        assert_eq!(df.column("user_id").unwrap().str().unwrap().get(0), Some(""));
+    }
+
+    #[test]
+    fn text_with_literal_quotes_and_double_encoded_utf8_is_kept_byte_exact() {
+        let s = schema(&[("ua", ColumnType::String, "userAgent"), ("loc", ColumnType::String, "location")]);
+        let mut b = Batch::new(&s, 4);
+        let line = "{\"userAgent\":\"\\\"Mozilla\\/5.0\\\"\",\"location\":\"Ã\u{83}Â©\"}";
+        b.push_lines("l", line.as_bytes(), 1);
+        let df = b.finish().unwrap();
+        assert_eq!(df.column("ua").unwrap().str().unwrap().get(0), Some("\"Mozilla/5.0\""));
+        assert_eq!(df.column("loc").unwrap().str().unwrap().get(0), Some("Ã\u{83}Â©"));
+    }
+}

@@ -1,0 +1,226 @@
+//! dagrun-polars: the `local` engine. Runs every task kind in this process with Polars:
+//!
+//! | module | task kind |
+//! | --- | --- |
+//! | [`extract`] (+ [`json`]) | `extract`: JSON / JSON lines with a declared schema, quarantine |
+//! | [`transform`] | `transform`: Polars SQL |
+//! | [`checks`] | `quality_check` |
+//! | [`load`] | `load`: partitioned Parquet, atomic publish |
+//!
+//! Tables live in memory between tasks, keyed by the id of the task that produced them, and are
+//! dropped as soon as no remaining task reads them.
+
+pub mod checks;
+pub mod error;
+pub mod extract;
+pub mod json;
+pub mod load;
+pub mod transform;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use dagrun_core::engine::{Engine, TaskContext, TaskError, TaskOutput};
+use dagrun_core::plan::{Action, PlannedTask, join_path};
+use dagrun_core::storage::Storages;
+use polars::prelude::DataFrame;
+use tracing::warn;
+
+pub use error::Error;
+
+/// Settings of the local engine.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Worker threads for parsing and encoding.
+    pub threads: usize,
+    /// Files read at once.
+    pub read_concurrency: usize,
+    /// Files written at once.
+    pub write_concurrency: usize,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            read_concurrency: 64,
+            write_concurrency: 64,
+        }
+    }
+}
+
+/// The `local` engine.
+pub struct LocalEngine {
+    storages: Storages,
+    options: LocalOptions,
+    pool: Arc<rayon::ThreadPool>,
+    tables: Mutex<HashMap<String, DataFrame>>,
+}
+
+impl LocalEngine {
+    pub fn new(storages: Storages, options: LocalOptions) -> Result<Self, Error> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads.max(1))
+            .thread_name(|i| format!("dagrun-local-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start worker threads: {e}")))?;
+        Ok(Self { storages, options, pool: Arc::new(pool), tables: Mutex::new(HashMap::new()) })
+    }
+
+    fn table(&self, name: &str) -> Result<DataFrame, Error> {
+        self.tables.lock().expect("table store").get(name).cloned().ok_or_else(|| Error::MissingTable(name.to_string()))
+    }
+
+    fn put(&self, name: &str, df: DataFrame) {
+        self.tables.lock().expect("table store").insert(name.to_string(), df);
+    }
+
+    /// A table kept in memory, for tests and embedding.
+    pub fn get_table(&self, name: &str) -> Option<DataFrame> {
+        self.tables.lock().expect("table store").get(name).cloned()
+    }
+
+    async fn run_task(&self, task: &PlannedTask, cx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        match &task.action {
+            Action::Extract(spec) => {
+                let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
+                let out = extract::run(spec, storage, cx, &self.pool, self.options.read_concurrency).await?;
+                let rows = out.table.height() as u64;
+                let mut output = TaskOutput {
+                    rows_in: Some(out.records),
+                    rows_out: Some(rows),
+                    quarantined: out.bad.len() as u64,
+                    files: Some(out.files as u64),
+                    outputs: vec![format!("table {}", task.id)],
+                    ..Default::default()
+                };
+                if !out.bad.is_empty() {
+                    let path = join_path(&cx.plan.runs_dir, &format!("{}/quarantine/{}.jsonl", cx.run_id, task.id));
+                    write_quarantine(&self.storages, &path, &out.bad).await?;
+                    output.quarantine_path = Some(path.clone());
+                    let first = &out.bad[0];
+                    let message = format!(
+                        "{} of {} records quarantined in {} (first: {}:{}: {})",
+                        out.bad.len(),
+                        out.records,
+                        path,
+                        first.file,
+                        first.line,
+                        first.reason
+                    );
+                    if out.bad.len() as u64 > spec.max_bad_records {
+                        let message = format!("{message}; more than max_bad_records ({})", spec.max_bad_records);
+                        return Err(TaskError::from(Error::TooManyBadRecords(message)).with_partial(output));
+                    }
+                    warn!("{message}");
+                }
+                self.put(&task.id, out.table);
+                Ok(output)
+            }
+            Action::Transform(spec) => {
+                let inputs: Vec<(String, DataFrame)> =
+                    spec.tables.iter().map(|t| self.table(t).map(|df| (t.clone(), df))).collect::<Result<_, _>>()?;
+                let rows_in: u64 = inputs.iter().map(|(_, df)| df.height() as u64).sum();
+                let id = task.id.clone();
+                let sql = spec.sql.clone();
+                let pool = self.pool.clone();
+                cx.progress.set_message("running SQL");
+                let df = tokio::task::spawn_blocking(move || pool.install(|| transform::run(&id, &sql, inputs)))
+                    .await
+                    .map_err(|e| Error::Internal(format!("SQL thread failed: {e}")))??;
+                let rows = df.height() as u64;
+                self.put(&task.id, df);
+                Ok(TaskOutput {
+                    rows_in: Some(rows_in),
+                    rows_out: Some(rows),
+                    outputs: vec![format!("table {}", task.id)],
+                    ..Default::default()
+                })
+            }
+            Action::QualityCheck(spec) => {
+                let tables: BTreeMap<String, DataFrame> =
+                    spec.tables.iter().map(|t| self.table(t).map(|df| (t.clone(), df))).collect::<Result<_, _>>()?;
+                let rows = tables.get(&spec.table).map_or(0, |t| t.height() as u64);
+                let checks = spec.checks.clone();
+                let table = spec.table.clone();
+                let pool = self.pool.clone();
+                cx.progress.set_length(Some(checks.len() as u64), "checks");
+                let results = tokio::task::spawn_blocking(move || {
+                    pool.install(|| {
+                        checks.iter().map(|c| checks::run(c, &table, &tables)).collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("check thread failed: {e}")))??;
+                cx.progress.inc(results.len() as u64);
+                let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
+                let errors: Vec<_> = failed.iter().filter(|r| r.severity == "error").collect();
+                for r in failed.iter().filter(|r| r.severity != "error") {
+                    warn!(check = %r.name, failing = r.failing, "check failed (warn): {}", r.detail.as_deref().unwrap_or(""));
+                }
+                let output = TaskOutput { rows_in: Some(rows), checks: results.clone(), ..Default::default() };
+                if errors.is_empty() {
+                    return Ok(output);
+                }
+                let mut message = format!(
+                    "{} of {} checks failed on `{}`: {}",
+                    errors.len(),
+                    results.len(),
+                    spec.table,
+                    errors.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                for r in &errors {
+                    message.push_str(&format!("\n  {}: {}", r.name, r.detail.as_deref().unwrap_or("")));
+                    for row in &r.sample {
+                        message.push_str(&format!("\n    {row}"));
+                    }
+                }
+                Err(TaskError::permanent(message).with_partial(output))
+            }
+            Action::Load(spec) => {
+                let df = self.table(&spec.table)?;
+                let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
+                let out =
+                    load::run(&spec.table, df, spec, storage, cx, &self.pool, self.options.write_concurrency).await?;
+                let mut details = BTreeMap::new();
+                if out.partitions > 0 {
+                    details.insert("partitions".to_string(), out.partitions.to_string());
+                }
+                Ok(TaskOutput {
+                    rows_in: Some(out.rows),
+                    rows_out: Some(out.rows),
+                    files: Some(out.files as u64),
+                    outputs: vec![spec.path.clone()],
+                    details,
+                    ..Default::default()
+                })
+            }
+        }
+    }
+}
+
+async fn write_quarantine(storages: &Storages, path: &str, bad: &[json::BadRecord]) -> Result<(), Error> {
+    let mut text = Vec::new();
+    for record in bad {
+        serde_json::to_writer(&mut text, record).map_err(|e| Error::Internal(e.to_string()))?;
+        text.push(b'\n');
+    }
+    storages.for_path(path)?.write(path, text).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Engine for LocalEngine {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn run(&self, task: &PlannedTask, cx: TaskContext) -> Result<TaskOutput, TaskError> {
+        self.run_task(task, &cx).await
+    }
+
+    fn forget(&self, task: &PlannedTask) {
+        self.tables.lock().expect("table store").remove(&task.id);
+    }
+}

@@ -1,0 +1,276 @@
+//! `kind: load`: write a table as Parquet under `<path>/`, hive-partitioned
+//! (`year=2018/month=11/part-00000.parquet`), into a staging folder that is swapped in whole once
+//! complete (see [`dagrun_core::storage`]). File names are deterministic, so a re-run replaces the
+//! table with identical file names and no duplicates.
+//!
+//! Partition values are escaped the way Hive does (`/` becomes `%2F`, and so on), so no value can
+//! name a folder outside the table; null and empty values go to `__HIVE_DEFAULT_PARTITION__`.
+
+use std::sync::Arc;
+
+use dagrun_core::engine::TaskContext;
+use dagrun_core::plan::{Load, join_path};
+use dagrun_core::spec::Compression;
+use dagrun_core::storage::{SUCCESS_MARKER, Storage, staging_path};
+use polars::prelude::*;
+use rayon::prelude::*;
+use serde::Serialize;
+use tracing::info;
+
+use crate::error::{Error, Result};
+
+/// The folder name Hive, Spark and Polars use for a null (or empty) partition value.
+pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+/// The manifest written beside `_SUCCESS`, listing what the table holds.
+pub const MANIFEST: &str = "_manifest.json";
+/// File systems refuse longer names.
+const MAX_SEGMENT_BYTES: usize = 255;
+
+/// What a load wrote.
+pub struct Loaded {
+    pub rows: u64,
+    pub files: usize,
+    pub partitions: usize,
+}
+
+/// The content of `_manifest.json`.
+#[derive(Serialize)]
+struct Manifest<'a> {
+    table: &'a str,
+    run_id: &'a str,
+    rows: u64,
+    partition_by: &'a [String],
+    files: Vec<String>,
+}
+
+/// Escapes one partition value the way Hive's `FileUtils.escapePathName` does.
+pub fn escape_partition_value(value: &str) -> String {
+    if value.is_empty() {
+        return DEFAULT_PARTITION.to_string();
+    }
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        let escape = matches!(
+            c,
+            '\u{01}'
+                ..='\u{1F}'
+                    | '"'
+                    | '#'
+                    | '%'
+                    | '\''
+                    | '*'
+                    | '/'
+                    | ':'
+                    | '='
+                    | '?'
+                    | '\\'
+                    | '\u{7F}'
+                    | '{'
+                    | '['
+                    | ']'
+                    | '^'
+        ) || c == '\0';
+        if escape {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The folder segment `column=value` for one partition key value.
+pub fn partition_segment(column: &str, value: Option<&str>) -> Result<String> {
+    let value = value.map_or_else(|| DEFAULT_PARTITION.to_string(), escape_partition_value);
+    let segment = format!("{}={value}", escape_partition_value(column));
+    if segment.len() > MAX_SEGMENT_BYTES {
+        return Err(Error::InvalidOutput(format!(
+            "partition folder `{}...` would be {} bytes long; file systems allow {MAX_SEGMENT_BYTES}",
+            &segment[..segment.char_indices().nth(40).map_or(segment.len(), |(i, _)| i)],
+            segment.len()
+        )));
+    }
+    Ok(segment)
+}
+
+/// A partition key value as text, as Spark and Hive write it; `None` for null.
+fn key_text(value: &AnyValue) -> Option<String> {
+    match value {
+        AnyValue::Null => None,
+        AnyValue::String(s) => Some(s.to_string()),
+        AnyValue::StringOwned(s) => Some(s.to_string()),
+        AnyValue::Boolean(b) => Some(b.to_string()),
+        other => {
+            let text = other.to_string();
+            Some(text.trim_matches('"').to_string())
+        }
+    }
+}
+
+fn parquet_compression(c: Compression) -> ParquetCompression {
+    match c {
+        Compression::Zstd => ParquetCompression::Zstd(None),
+        Compression::Snappy => ParquetCompression::Snappy,
+        Compression::Uncompressed => ParquetCompression::Uncompressed,
+    }
+}
+
+fn encode(mut df: DataFrame, compression: Compression) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf)
+        .with_compression(parquet_compression(compression))
+        .with_statistics(StatisticsOptions::default())
+        .finish(&mut df)
+        .map_err(|e| Error::polars("writing parquet", e))?;
+    Ok(buf)
+}
+
+/// Encodes the table into files: `(relative path, bytes)` in a deterministic order.
+pub fn encode_files(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, Vec<u8>)>> {
+    for column in &spec.partition_by {
+        if !df.schema().contains(column) {
+            let available: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
+            return Err(Error::MissingColumn {
+                table: table_name.into(),
+                column: column.clone(),
+                available: available.join(", "),
+            });
+        }
+    }
+    if spec.partition_by.is_empty() {
+        return Ok(vec![("part-00000.parquet".to_string(), encode(df.clone(), spec.compression)?)]);
+    }
+    let sorted = df
+        .sort(
+            spec.partition_by.iter().map(String::as_str).collect::<Vec<_>>(),
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .map_err(|e| Error::polars("sorting by partition columns", e))?;
+    let groups = sorted
+        .partition_by_stable(spec.partition_by.iter().map(String::as_str), true)
+        .map_err(|e| Error::polars("partitioning", e))?;
+    groups
+        .into_par_iter()
+        .map(|group| {
+            let mut segments = Vec::with_capacity(spec.partition_by.len());
+            for column in &spec.partition_by {
+                let value = group
+                    .column(column)
+                    .map_err(|e| Error::polars("partitioning", e))?
+                    .get(0)
+                    .map_err(|e| Error::polars("partitioning", e))?;
+                segments.push(partition_segment(column, key_text(&value).as_deref())?);
+            }
+            let data = group.drop_many(spec.partition_by.iter().map(String::as_str));
+            let path = format!("{}/part-00000.parquet", segments.join("/"));
+            Ok((path, encode(data, spec.compression)?))
+        })
+        .collect()
+}
+
+/// Writes `df` to a staging folder next to `spec.path`, then publishes it atomically.
+pub async fn run(
+    table_name: &str,
+    df: DataFrame,
+    spec: &Load,
+    storage: &Arc<dyn Storage>,
+    cx: &TaskContext,
+    pool: &Arc<rayon::ThreadPool>,
+    write_concurrency: usize,
+) -> Result<Loaded> {
+    let staging = staging_path(&spec.path, &cx.run_id);
+    // A previous attempt of this run may have left a partial staging folder.
+    storage.remove_all(&staging).await?;
+    let rows = df.height() as u64;
+    let name = table_name.to_string();
+    let load = spec.clone();
+    let pool = pool.clone();
+    cx.progress.set_message("encoding parquet");
+    let files = tokio::task::spawn_blocking(move || pool.install(|| encode_files(&name, &df, &load)))
+        .await
+        .map_err(|e| Error::Internal(format!("encoder thread failed: {e}")))??;
+    if cx.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let count = files.len();
+    let partitions = if spec.partition_by.is_empty() { 0 } else { count };
+    info!(files = count, rows, "writing");
+    cx.progress.set_length(Some(count as u64), "files");
+    let manifest = Manifest {
+        table: table_name,
+        run_id: &cx.run_id,
+        rows,
+        partition_by: &spec.partition_by,
+        files: files.iter().map(|(p, _)| p.clone()).collect(),
+    };
+    let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    let result = async {
+        // Write in slices so progress moves and cancellation is noticed.
+        let mut files = files;
+        while !files.is_empty() {
+            if cx.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let rest = files.split_off(files.len().min(2048));
+            let slice = std::mem::replace(&mut files, rest);
+            let n = slice.len() as u64;
+            let slice = slice.into_iter().map(|(p, d)| (join_path(&staging, &p), d)).collect();
+            storage.write_many(slice, write_concurrency).await?;
+            cx.progress.inc(n);
+        }
+        storage.write(&join_path(&staging, MANIFEST), manifest).await?;
+        storage.write(&join_path(&staging, SUCCESS_MARKER), Vec::new()).await?;
+        storage.publish(&staging, &spec.path).await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        // Leave nothing half-written behind; the published table was never touched.
+        let _ = storage.remove_all(&staging).await;
+        return Err(e);
+    }
+    Ok(Loaded { rows, files: count, partitions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_keeps_every_value_inside_its_folder() {
+        assert_eq!(escape_partition_value("AR/../x"), "AR%2F..%2Fx");
+        assert_eq!(escape_partition_value(".."), "..");
+        assert_eq!(escape_partition_value("a=b:c%"), "a%3Db%3Ac%25");
+        assert_eq!(escape_partition_value(""), DEFAULT_PARTITION);
+        assert_eq!(escape_partition_value("Café Zürich"), "Café Zürich");
+        assert_eq!(partition_segment("year", None).unwrap(), "year=__HIVE_DEFAULT_PARTITION__");
+        assert_eq!(partition_segment("artist_id", Some("..")).unwrap(), "artist_id=..");
+        assert!(partition_segment("a", Some(&"x".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn files_are_named_deterministically_per_partition() {
+        let df = df!(
+            "year" => [Some(2018i64), Some(2018), None],
+            "artist" => ["a/b", "c", "c"],
+            "v" => [1i64, 2, 3]
+        )
+        .unwrap();
+        let spec = Load {
+            table: "t".into(),
+            path: "out/t".into(),
+            partition_by: vec!["year".into(), "artist".into()],
+            compression: Compression::Zstd,
+        };
+        let files = encode_files("t", &df, &spec).unwrap();
+        let paths: Vec<_> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "year=__HIVE_DEFAULT_PARTITION__/artist=c/part-00000.parquet",
+                "year=2018/artist=a%2Fb/part-00000.parquet",
+                "year=2018/artist=c/part-00000.parquet",
+            ]
+        );
+    }
+}
