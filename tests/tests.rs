@@ -1,1 +1,9 @@
-//! CLI integration tests
+//! Integration tests of the `dagrun` binary: every test drives the real executable.
+
+mod support;
+
+mod bad_input;
+mod cli;
+mod publish;
+mod signals;
+mod sparkify;

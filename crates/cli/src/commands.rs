@@ -5,13 +5,13 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+use dagrun_core::Diagnostics;
 use dagrun_core::engine::Engines;
 use dagrun_core::executor::{self, ExecutorOptions};
 use dagrun_core::graph::{self, GraphFormat};
 use dagrun_core::plan::{LoadError, Plan, PlanError, PlanOptions};
 use dagrun_core::storage::Storages;
 use dagrun_core::vars::VarInputs;
-use dagrun_core::Diagnostics;
 use dagrun_polars::{LocalEngine, LocalOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -58,7 +58,9 @@ pub fn load_plan(path: &Path, set: &[(String, String)], options: &PlanOptions) -
             }
             Ok(plan)
         }
-        Err(LoadError::Read { path, error }) => Err(Exit::config(format!("error: cannot read pipeline {path}: {error}"))),
+        Err(LoadError::Read { path, error }) => {
+            Err(Exit::config(format!("error: cannot read pipeline {path}: {error}")))
+        }
         Err(LoadError::Plan(PlanError::Invalid(diags))) => Err(Exit::config(diags.render().trim_end().to_string())),
         Err(LoadError::Plan(e @ PlanError::UnknownOverrides(_))) => Err(Exit::config(format!("error: {e}"))),
     }
@@ -68,7 +70,12 @@ pub fn validate(args: &PipelineArgs) -> Result<(), Exit> {
     let engines = engines(Some(1))?;
     let plan = load_plan(&args.pipeline, &args.set, &plan_options(&engines))?;
     let waves = plan.waves().len();
-    println!("{} is valid: pipeline {}, {} tasks in {waves} waves", args.pipeline.display(), plan.name, plan.tasks.len());
+    println!(
+        "{} is valid: pipeline {}, {} tasks in {waves} waves",
+        args.pipeline.display(),
+        plan.name,
+        plan.tasks.len()
+    );
     Ok(())
 }
 

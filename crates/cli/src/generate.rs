@@ -16,18 +16,75 @@ use crate::cli::GenerateArgs;
 use crate::commands::Exit;
 
 const WORDS: &[&str] = &[
-    "Love", "Night", "Dream", "Fire", "Heart", "Rain", "Summer", "Road", "Blue", "Gold", "River", "Shadow", "Light",
-    "Dance", "Ocean", "City", "Angel", "Storm", "Sky", "Wild", "Silent", "Electric", "Paper", "Broken", "Sweet",
-    "Midnight", "Lonely", "Crazy", "Little", "Old", "New", "Black", "Red", "Morning", "Echo", "Ghost", "Highway",
-    "Stone", "Velvet", "Neon", "Café", "Señorita", "Über", "Noël", "Jalapeño",
+    "Love",
+    "Night",
+    "Dream",
+    "Fire",
+    "Heart",
+    "Rain",
+    "Summer",
+    "Road",
+    "Blue",
+    "Gold",
+    "River",
+    "Shadow",
+    "Light",
+    "Dance",
+    "Ocean",
+    "City",
+    "Angel",
+    "Storm",
+    "Sky",
+    "Wild",
+    "Silent",
+    "Electric",
+    "Paper",
+    "Broken",
+    "Sweet",
+    "Midnight",
+    "Lonely",
+    "Crazy",
+    "Little",
+    "Old",
+    "New",
+    "Black",
+    "Red",
+    "Morning",
+    "Echo",
+    "Ghost",
+    "Highway",
+    "Stone",
+    "Velvet",
+    "Neon",
+    "Café",
+    "Señorita",
+    "Über",
+    "Noël",
+    "Jalapeño",
 ];
 const FIRST_NAMES: &[&str] = &[
     "Walter", "Kaylee", "Ryan", "Chloe", "Jacob", "Lily", "Aleena", "Tegan", "Jayden", "Matthew", "Kate", "Sara",
     "Mohammad", "Isaac", "Ava", "Lucas", "Amiya", "Celeste", "Jordan", "Brayden", "Renée", "Zoë",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Frye", "Summers", "Smith", "Cuevas", "Garcia", "Koch", "Kirby", "Levine", "Fox", "Jones", "Harrell", "Johnson",
-    "Rodriguez", "Valencia", "Williams", "Nguyen", "Müller", "Ortíz",
+    "Frye",
+    "Summers",
+    "Smith",
+    "Cuevas",
+    "Garcia",
+    "Koch",
+    "Kirby",
+    "Levine",
+    "Fox",
+    "Jones",
+    "Harrell",
+    "Johnson",
+    "Rodriguez",
+    "Valencia",
+    "Williams",
+    "Nguyen",
+    "Müller",
+    "Ortíz",
 ];
 const METROS: &[&str] = &[
     "San Francisco-Oakland-Hayward, CA",
@@ -42,8 +99,16 @@ const METROS: &[&str] = &[
     "San Juan-Carolina-Caguas, PR",
 ];
 const PLACES: &[&str] = &[
-    "Nashville, TN.", "California - SF", "London, England", "Hamburg, Germany", "Texas", "Brooklyn, NY",
-    "Montréal, Québec", "Detroit, MI", "Seattle, WA", "São Paulo, Brazil",
+    "Nashville, TN.",
+    "California - SF",
+    "London, England",
+    "Hamburg, Germany",
+    "Texas",
+    "Brooklyn, NY",
+    "Montréal, Québec",
+    "Detroit, MI",
+    "Seattle, WA",
+    "São Paulo, Brazil",
 ];
 const USER_AGENTS: &[&str] = &[
     "\"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_9_4) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/36.0.1985.143 Safari/537.36\"",
@@ -111,7 +176,11 @@ fn code(rng: &mut StdRng, prefix: &str) -> String {
     s
 }
 
-fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
+    items[rng.random_range(0..items.len())]
+}
+
+fn pick_ref<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
     &items[rng.random_range(0..items.len())]
 }
 
@@ -159,7 +228,7 @@ fn opt_float(x: Option<f64>) -> String {
 
 fn title(rng: &mut StdRng) -> String {
     let n = rng.random_range(1..=4);
-    (0..n).map(|_| *pick(rng, WORDS)).collect::<Vec<_>>().join(" ")
+    (0..n).map(|_| pick(rng, WORDS)).collect::<Vec<_>>().join(" ")
 }
 
 fn artists_and_songs(rng: &mut StdRng, songs: u64) -> (Vec<Artist>, Vec<Song>) {
@@ -171,13 +240,17 @@ fn artists_and_songs(rng: &mut StdRng, songs: u64) -> (Vec<Artist>, Vec<Song>) {
                 let n = rng.random_range(1..1000).to_string();
                 (n.clone(), n)
             } else {
-                let name = format!("{} {}", pick(rng, WORDS), pick(rng, &["Band", "Trio", "Kids", "Collective", "Brothers", "Project", "Orchestra"]));
+                let name = format!(
+                    "{} {}",
+                    pick(rng, WORDS),
+                    pick(rng, &["Band", "Trio", "Kids", "Collective", "Brothers", "Project", "Orchestra"])
+                );
                 (json_string(&name, false), name)
             };
             let location_json = match rng.random_range(0..20) {
                 0..=4 => "\"\"".to_string(),
                 5 => rng.random_range(10000..99999).to_string(),
-                _ => json_string(*pick(rng, PLACES), false),
+                _ => json_string(pick(rng, PLACES), false),
             };
             let (latitude, longitude) = if rng.random_bool(0.6) {
                 (None, None)
@@ -226,8 +299,8 @@ fn users(rng: &mut StdRng, events: u64) -> Vec<User> {
                 first: pick(rng, FIRST_NAMES).to_string(),
                 last: pick(rng, LAST_NAMES).to_string(),
                 gender: if rng.random_bool(0.5) { "F" } else { "M" },
-                location: *pick(rng, METROS),
-                agent: *pick(rng, USER_AGENTS),
+                location: pick(rng, METROS),
+                agent: pick(rng, USER_AGENTS),
                 registration: START_MS - rng.random_range(DAY_MS..200 * DAY_MS) + rng.random_range(0..1000),
                 upgrade_at: (!starts_paid && rng.random_bool(0.2)).then(|| START_MS + rng.random_range(0..30 * DAY_MS)),
                 starts_paid,
@@ -244,9 +317,7 @@ struct Event {
 
 fn event_line(
     user: Option<&User>,
-    page: &str,
-    method: &str,
-    status: u16,
+    (page, method, status): (&str, &str, u16),
     ts: i64,
     session: u64,
     item: u32,
@@ -284,29 +355,36 @@ fn events(rng: &mut StdRng, total: u64, days: u32, users: &[User], songs: &[Song
         session += 1;
         let mut ts = START_MS + rng.random_range(0..span - 3 * 3_600_000);
         let logged_out = rng.random_bool(0.04);
-        let user = (!logged_out).then(|| pick(rng, users));
+        let user = (!logged_out).then(|| pick_ref(rng, users));
         let length = if logged_out { rng.random_range(1..3) } else { rng.random_range(1..40) };
         for item in 0..length {
             if out.len() as u64 >= total {
                 break;
             }
             let line = if logged_out {
-                let (page, method, status) = if item == 0 { ("Home", "GET", 200) } else { ("Login", "PUT", 307) };
-                event_line(None, page, method, status, ts, session, item, None)
+                let page = if item == 0 { ("Home", "GET", 200) } else { ("Login", "PUT", 307) };
+                event_line(None, page, ts, session, item, None)
             } else if rng.random_bool(0.82) {
                 let song = if rng.random_bool(0.85) && !songs.is_empty() {
-                    let s = pick(rng, songs);
+                    let s = pick_ref(rng, songs);
                     let artist = &artists[s.artist];
                     // Logs carry non-ASCII names double-encoded about half the time.
-                    let name = if !artist.name_text.is_ascii() && rng.random_bool(0.5) { double_encode(&artist.name_text) } else { artist.name_text.clone() };
+                    let name = if !artist.name_text.is_ascii() && rng.random_bool(0.5) {
+                        double_encode(&artist.name_text)
+                    } else {
+                        artist.name_text.clone()
+                    };
                     (name, s.title.clone(), s.duration)
                 } else {
-                    (format!("{} {}", pick(rng, WORDS), pick(rng, LAST_NAMES)), title(rng), round5(rng.random_range(30.0..600.0)))
+                    (
+                        format!("{} {}", pick(rng, WORDS), pick(rng, LAST_NAMES)),
+                        title(rng),
+                        round5(rng.random_range(30.0..600.0)),
+                    )
                 };
-                event_line(user, "NextSong", "PUT", 200, ts, session, item, Some((&song.0, &song.1, song.2)))
+                event_line(user, ("NextSong", "PUT", 200), ts, session, item, Some((&song.0, &song.1, song.2)))
             } else {
-                let (page, method, status) = *pick(rng, OTHER_PAGES);
-                event_line(user, page, method, status, ts, session, item, None)
+                event_line(user, pick(rng, OTHER_PAGES), ts, session, item, None)
             };
             out.push(Event { ts, line });
             ts += rng.random_range(1_000..300_000);
@@ -333,7 +411,8 @@ fn write_all(files: Vec<(PathBuf, String)>) -> Result<(), String> {
                 scope.spawn(move || -> Result<(), String> {
                     for (path, text) in part {
                         if let Some(parent) = path.parent() {
-                            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                            std::fs::create_dir_all(parent)
+                                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
                         }
                         std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
                     }
@@ -341,7 +420,7 @@ fn write_all(files: Vec<(PathBuf, String)>) -> Result<(), String> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a writer thread panicked".into()))).collect()
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err("a writer thread panicked".into())))
     })
 }
 
@@ -363,7 +442,10 @@ pub fn run(args: &GenerateArgs) -> Result<(), Exit> {
         .iter()
         .map(|s| {
             let t = s.track.as_bytes();
-            let dir = song_root.join((t[2] as char).to_string()).join((t[3] as char).to_string()).join((t[4] as char).to_string());
+            let dir = song_root
+                .join((t[2] as char).to_string())
+                .join((t[3] as char).to_string())
+                .join((t[4] as char).to_string());
             (dir.join(format!("{}.json", s.track)), song_json(s, &artists[s.artist]))
         })
         .collect();

@@ -44,5 +44,9 @@ fn block_on<T>(future: impl Future<Output = Result<T, Exit>>) -> Result<T, Exit>
         .thread_name("dagrun")
         .build()
         .map_err(|e| Exit { code: 1, message: format!("error: cannot start the async runtime: {e}") })?;
-    runtime.block_on(future)
+    let result = runtime.block_on(future);
+    // A cancelled local task may still sit in a blocking read (a stalled network file system, a
+    // FIFO); do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }

@@ -6,14 +6,15 @@ use std::time::Duration;
 use dagrun_core::decode::format_duration;
 use dagrun_core::engine::Engines;
 use dagrun_core::executor::{RunReport, TaskState};
-use dagrun_core::plan::Plan;
+use dagrun_core::plan::{Action, Plan};
+use dagrun_core::spec::CheckSeverity;
 
 /// `1234567` -> `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -76,6 +77,12 @@ pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize) -> String {
             for output in task.outputs() {
                 let _ = writeln!(out, "      writes  {output}");
             }
+            if let Action::QualityCheck(q) = &task.action {
+                for check in &q.checks {
+                    let warn = if check.severity == CheckSeverity::Warn { " (warn)" } else { "" };
+                    let _ = writeln!(out, "      checks  {}{warn}", check.name);
+                }
+            }
             if let Some(engine) = engines.get(&task.engine) {
                 for line in engine.describe(task) {
                     let _ = writeln!(out, "      {line}");
@@ -134,14 +141,22 @@ pub fn summary(report: &RunReport) -> String {
     let notes: Vec<String> = report
         .tasks
         .iter()
-        .filter(|t| t.state != TaskState::Succeeded || t.output.as_ref().is_some_and(|o| o.quarantined > 0 || o.checks.iter().any(|c| !c.passed)))
+        .filter(|t| {
+            t.state != TaskState::Succeeded
+                || t.output.as_ref().is_some_and(|o| o.quarantined > 0 || o.checks.iter().any(|c| !c.passed))
+        })
         .filter_map(|t| {
             let mut note = t.reason.clone().unwrap_or_default();
             if let Some(o) = &t.output {
                 if t.state == TaskState::Succeeded && o.quarantined > 0 {
-                    note = format!("{} records quarantined in {}", thousands(o.quarantined), o.quarantine_path.as_deref().unwrap_or("?"));
+                    note = format!(
+                        "{} records quarantined in {}",
+                        thousands(o.quarantined),
+                        o.quarantine_path.as_deref().unwrap_or("?")
+                    );
                 }
-                let warned: Vec<&str> = o.checks.iter().filter(|c| !c.passed && c.severity == "warn").map(|c| c.name.as_str()).collect();
+                let warned: Vec<&str> =
+                    o.checks.iter().filter(|c| !c.passed && c.severity == "warn").map(|c| c.name.as_str()).collect();
                 if t.state == TaskState::Succeeded && !warned.is_empty() {
                     note = format!("warnings: {}", warned.join(", "));
                 }
@@ -161,7 +176,12 @@ pub fn summary(report: &RunReport) -> String {
     let count = |s: TaskState| report.tasks.iter().filter(|t| t.state == s).count();
     let total = report.tasks.len();
     let verdict = if report.interrupted {
-        format!("interrupted: {} succeeded, {} cancelled, {} not started", count(TaskState::Succeeded), count(TaskState::Cancelled), count(TaskState::Skipped))
+        format!(
+            "interrupted: {} succeeded, {} cancelled, {} not started",
+            count(TaskState::Succeeded),
+            count(TaskState::Cancelled),
+            count(TaskState::Skipped)
+        )
     } else if report.succeeded() {
         format!("all {total} tasks succeeded")
     } else {

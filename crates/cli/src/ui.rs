@@ -46,7 +46,11 @@ impl Terminal {
             (false, 1) => "debug",
             (false, _) => "trace",
         };
-        let default = if args.verbose >= 2 { level.to_string() } else { format!("warn,dagrun={level},dagrun_core={level},dagrun_polars={level}") };
+        let default = if args.verbose >= 2 {
+            level.to_string()
+        } else {
+            format!("warn,dagrun={level},dagrun_core={level},dagrun_polars={level}")
+        };
         let filter = EnvFilter::try_from_env("DAGRUN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
         let writer = BarWriter { multi: self.multi.clone() };
         let registry = tracing_subscriber::registry().with(filter);
@@ -61,8 +65,10 @@ impl Terminal {
             }
             LogFormat::Text => {
                 let color = io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-                let layer =
-                    tracing_subscriber::fmt::layer().with_ansi(color).event_format(TextFormat { color }).with_writer(writer);
+                let layer = tracing_subscriber::fmt::layer()
+                    .with_ansi(color)
+                    .event_format(TextFormat { color })
+                    .with_writer(writer);
                 let _ = registry.with(TaskFieldsLayer).with(layer).try_init();
             }
         }
@@ -255,7 +261,10 @@ impl Observer for ProgressObserver {
         let prefix = if attempt > 1 { format!("{}#{attempt}", task.id) } else { task.id.clone() };
         bar.set_prefix(prefix);
         bar.set_message(task.kind.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
+        if self.terminal.bars {
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+
         if let Some(old) = self.bars.lock().expect("bars").insert(task.id.clone(), bar.clone()) {
             old.finish_and_clear();
         }

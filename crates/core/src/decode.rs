@@ -328,11 +328,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let factor = match rest[..unit_len].trim() {
-            "ms" => 0.001,
-            "s" | "sec" | "secs" => 1.0,
-            "m" | "min" | "mins" => 60.0,
-            "h" | "hr" | "hrs" => 3600.0,
-            "d" => 86400.0,
+            "ms" | "millis" | "milliseconds" => 0.001,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86400.0,
             _ => return Err(invalid()),
         };
         rest = &rest[unit_len..];
@@ -347,7 +347,7 @@ pub fn format_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if ms % 1000 != 0 && ms < 60_000 {
+    if !ms.is_multiple_of(1000) && ms < 60_000 {
         return if ms < 1000 { format!("{ms}ms") } else { format!("{:.1}s", d.as_secs_f64()) };
     }
     let mut secs = d.as_secs();
@@ -456,6 +456,9 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("5x").unwrap_err().contains("invalid duration `5x`"));
+        assert_eq!(parse_duration("10 minutes").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1 hour 30 min").unwrap(), Duration::from_secs(5400));
+
         assert!(parse_duration("").is_err());
         assert!(parse_duration("m").is_err());
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");

@@ -101,7 +101,7 @@ pub struct Diagnostics {
 
 impl Diagnostics {
     pub fn new(source: Arc<SourceFile>, mut items: Vec<Diagnostic>) -> Self {
-        items.sort_by(|a, b| (a.pos.line, a.pos.col, a.severity).cmp(&(b.pos.line, b.pos.col, b.severity)));
+        items.sort_by_key(|a| (a.pos.line, a.pos.col, a.severity));
         items.dedup();
         Self { source, items }
     }

@@ -43,7 +43,6 @@ impl TaskError {
         self
     }
 
-
     /// The first line, for one-line summaries.
     pub fn summary(&self) -> &str {
         self.message.lines().next().unwrap_or("")
@@ -142,6 +141,11 @@ pub trait Engine: Send + Sync {
 
     /// A task's upstream output that will not be read again (free memory, delete temp files).
     fn forget(&self, _task: &PlannedTask) {}
+
+    /// How long a cancelled attempt may take to clean up before the executor stops waiting.
+    fn cancel_grace(&self) -> Duration {
+        CANCEL_GRACE
+    }
 
     /// Extra lines for `--dry-run` (e.g. the exact requests a remote engine would send).
     fn describe(&self, _task: &PlannedTask) -> Vec<String> {

@@ -200,13 +200,15 @@ pub async fn execute(
                 in_flight += 1;
                 continue;
             };
+            let grace = options.cancel_grace.min(engine.cancel_grace());
             let runner = AttemptRunner {
                 plan: plan.clone(),
                 engine,
                 observer: observer.clone(),
                 cancel: stop.child_token(),
                 run_id: options.run_id.clone(),
-                grace: options.cancel_grace,
+                grace,
+
                 rng: StdRng::seed_from_u64(rand::RngExt::random(&mut seed_rng)),
             };
             running.spawn(async move { (i, runner.run(task).await) });
@@ -367,10 +369,9 @@ async fn release_engine_if_unused(task: &PlannedTask, engines: &Engines, users: 
     *count = count.saturating_sub(1);
     if *count == 0
         && let Some(engine) = engines.get(&task.engine)
+        && let Err(e) = engine.release().await
     {
-        if let Err(e) = engine.release().await {
-            warn!(engine = %task.engine, error = %e, "engine release failed; it will be retried at shutdown");
-        }
+        warn!(engine = %task.engine, error = %e, "engine release failed; it will be retried at shutdown");
     }
 }
 
@@ -495,7 +496,6 @@ impl AttemptRunner {
                     };
                     let partial = error.partial.map(|p| *p);
                     return finished(&task, TaskState::Failed, attempts, clock.elapsed(), Some(reason), partial);
-
                 }
             }
         }

@@ -153,7 +153,8 @@ impl PlannedTask {
     pub fn outputs(&self) -> Vec<String> {
         match &self.action {
             Action::Extract(_) | Action::Transform(_) => vec![format!("table {}", self.id)],
-            Action::QualityCheck(q) => vec![format!("{} checks on {}", q.checks.len(), q.table)],
+            Action::QualityCheck(_) => Vec::new(),
+
             Action::Load(l) => {
                 let parts = if l.partition_by.is_empty() {
                     String::new()

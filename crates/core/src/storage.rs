@@ -84,7 +84,6 @@ impl StorageError {
 impl From<StorageError> for TaskError {
     fn from(e: StorageError) -> Self {
         TaskError { retryable: e.kind == StorageErrorKind::Transient, message: e.to_string(), partial: None }
-
     }
 }
 
@@ -166,12 +165,10 @@ pub fn staging_path(target: &str, run_id: &str) -> String {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalStorage;
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> impl Future<Output = T> {
-    async move {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(v) => v,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

@@ -68,10 +68,9 @@ pub fn run(check: &Check, table_name: &str, tables: &BTreeMap<String, DataFrame>
             has(column)?;
             let accepted = Series::new("accepted".into(), values.clone());
             let as_text = col(column.as_str()).cast(DataType::String);
-            let bad =
-                collect(df.clone().lazy().filter(
-                    col(column.as_str()).is_not_null().and(as_text.is_in(lit(accepted).implode(false), false).not()),
-                ))?;
+            let bad = collect(df.clone().lazy().filter(
+                col(column.as_str()).is_not_null().and(as_text.is_in(lit(accepted).implode(false), false).not()),
+            ))?;
             let n = bad.height() as u64;
             let distinct = collect(
                 bad.clone().lazy().select([col(column.as_str())]).unique_stable(None, UniqueKeepStrategy::First),

@@ -118,13 +118,11 @@ impl<'s> Batch<'s> {
     /// Parses every non-blank line of `text` as one record; `first_line` is the line number of
     /// the first line of `text` in its file.
     pub fn push_lines(&mut self, file: &str, text: &[u8], first_line: u64) {
-        let mut line_no = first_line;
-        for line in text.split(|&b| b == b'\n') {
-            let line_trimmed = trim_ascii(line);
-            if !line_trimmed.is_empty() {
-                self.push_record(file, line_no, line_trimmed);
+        for (line_no, line) in (first_line..).zip(text.split(|&b| b == b'\n')) {
+            let line = trim_ascii(line);
+            if !line.is_empty() {
+                self.push_record(file, line_no, line);
             }
-            line_no += 1;
         }
     }
 

@@ -19,6 +19,7 @@ pub mod transform;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use dagrun_core::engine::{Engine, TaskContext, TaskError, TaskOutput};
@@ -63,6 +64,8 @@ impl LocalEngine {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads.max(1))
             .thread_name(|i| format!("dagrun-local-{i}"))
+            // Polars' query optimizer recurses deeply, more so in debug builds.
+            .stack_size(32 << 20)
             .build()
             .map_err(|e| Error::Internal(format!("cannot start worker threads: {e}")))?;
         Ok(Self { storages, options, pool: Arc::new(pool), tables: Mutex::new(HashMap::new()) })
@@ -218,6 +221,11 @@ impl Engine for LocalEngine {
 
     async fn run(&self, task: &PlannedTask, cx: TaskContext) -> Result<TaskOutput, TaskError> {
         self.run_task(task, &cx).await
+    }
+
+    /// Local work holds nothing remote: a cancelled task only needs a moment to drop its staging folder.
+    fn cancel_grace(&self) -> Duration {
+        Duration::from_secs(2)
     }
 
     fn forget(&self, task: &PlannedTask) {

@@ -63,7 +63,6 @@ impl Engine for TestEngine {
             Step::Fail(secs, retryable) => {
                 tokio::time::sleep(Duration::from_secs(secs)).await;
                 Err(TaskError { message: format!("{} broke", task.id), retryable, partial: None })
-
             }
             Step::Hang => {
                 cx.cancel.cancelled().await;

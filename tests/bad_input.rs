@@ -1,0 +1,118 @@
+//! Bad input gets a located error or a counted quarantine record: never a panic, never silent loss.
+
+use std::fs;
+
+use crate::support::*;
+
+#[test]
+fn unreadable_records_are_quarantined_with_file_line_and_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample_copy(tmp.path());
+    let good = fs::read_to_string(input.join("log_data/2018/11/2018-11-01-events.json")).unwrap();
+    let first = good.lines().next().unwrap();
+    let bad = format!(
+        "{first}\n{{\"ts\": 1541105830796, \"userId\": \"39\",\n{}\n",
+        first.replace("\"ts\":1541105830796", "\"ts\":\"soon\"")
+    );
+    fs::write(input.join("log_data/2018/11/2018-11-31-bad.json"), bad).unwrap();
+    let out = tmp.path().join("lake");
+    let run = run_sparkify(&input, &out, &["-q"]).expect(0);
+    assert_eq!(state(&run.stdout, "staging_events"), "succeeded");
+    let quarantine = out.join("_dagrun");
+    let found = files(&quarantine);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].ends_with("/quarantine/staging_events.jsonl"), "{found:?}");
+    let records: Vec<serde_json::Value> = fs::read_to_string(quarantine.join(&found[0]))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert!(records[0]["file"].as_str().unwrap().ends_with("2018-11-31-bad.json"));
+    assert_eq!(records[0]["line"], 2);
+    assert!(records[0]["reason"].as_str().unwrap().starts_with("invalid JSON"), "{}", records[0]);
+    assert_eq!(records[1]["line"], 3);
+    assert_eq!(records[1]["reason"], "column `ts`: expected a whole number, found \"soon\"");
+    assert!(run.stdout.contains("2 records quarantined in"), "{}", run.stdout);
+    // The good line of that file still counts.
+    assert_eq!(read_table(&out.join("songplays")).len(), 6820);
+}
+
+const STRICT: &str = r#"name: strict
+vars: {input: in, output: out}
+tasks:
+  - id: events
+    kind: extract
+    path: ${input}
+    format: jsonl
+    schema: {ts: int, page: string}
+  - id: counted
+    kind: transform
+    depends_on: [events]
+    sql: SELECT page, COUNT(*) AS n FROM events GROUP BY page
+  - id: check
+    kind: quality_check
+    depends_on: [counted]
+    table: counted
+    checks:
+      - row_count: {min: 1}
+  - id: load
+    kind: load
+    depends_on: [check]
+    table: counted
+    path: ${output}/counted
+"#;
+
+#[test]
+fn more_bad_records_than_allowed_fail_the_extract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline(tmp.path(), "strict.yaml", STRICT);
+    fs::create_dir_all(tmp.path().join("in")).unwrap();
+    fs::write(tmp.path().join("in/a.json"), "{\"ts\": 1, \"page\": \"Home\"}\n[1, 2]\n{\"ts\": {}}").unwrap();
+    let run = Run::from(dagrun().current_dir(tmp.path()).args([p.to_str().unwrap(), "-q"]).output().unwrap()).expect(1);
+    assert!(run.stdout.contains("2 of 3 records quarantined in out/_dagrun/"), "{}", run.stdout);
+    assert!(run.stdout.contains("more than max_bad_records (0)"), "{}", run.stdout);
+    assert_eq!(state(&run.stdout, "events"), "failed");
+    assert_eq!(state(&run.stdout, "load"), "skipped");
+}
+
+#[test]
+fn empty_files_and_folders_are_normal_and_caught_by_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline(tmp.path(), "strict.yaml", STRICT);
+    fs::create_dir_all(tmp.path().join("in/empty_dir")).unwrap();
+    fs::write(tmp.path().join("in/empty.json"), "").unwrap();
+    fs::write(tmp.path().join("in/blank.json"), "\n\n").unwrap();
+    let run = Run::from(dagrun().current_dir(tmp.path()).args([p.to_str().unwrap(), "-q"]).output().unwrap()).expect(1);
+    assert_eq!(state(&run.stdout, "events"), "succeeded");
+    assert!(run.stdout.contains("1 of 1 checks failed on `counted`: row_count(>= 1)"), "{}", run.stdout);
+    assert!(run.stderr.contains("row_count(>= 1): 0 rows, expected at least 1"), "{}", run.stderr);
+}
+
+#[test]
+fn a_missing_input_folder_is_a_clear_task_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nowhere");
+    let run = run_sparkify(&missing, &tmp.path().join("lake"), &["-q"]).expect(1);
+    let expected = format!("listing {}/song_data: no such file or folder", missing.display());
+    assert!(run.stdout.contains(&expected), "{}", run.stdout);
+    assert!(!tmp.path().join("lake/songs").exists());
+}
+
+#[test]
+fn invalid_yaml_is_reported_with_its_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), "bad.yaml", "name: x\ntasks:\n  - id: a\n    kind: [extract\n");
+    let run = Run::from(dagrun().current_dir(tmp.path()).args(["validate", "bad.yaml"]).output().unwrap()).expect(2);
+    assert!(run.stderr.starts_with("bad.yaml:"), "{}", run.stderr);
+    assert!(run.stderr.contains("error: invalid YAML"), "{}", run.stderr);
+}
+
+#[test]
+fn a_dependency_cycle_names_the_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = STRICT.replace("    depends_on: [events]\n", "    depends_on: [events, check]\n");
+    pipeline(tmp.path(), "cycle.yaml", &text);
+    let run = Run::from(dagrun().current_dir(tmp.path()).args(["validate", "cycle.yaml"]).output().unwrap()).expect(2);
+    assert!(run.stderr.contains("error: dependency cycle: counted -> check -> counted"), "{}", run.stderr);
+}

@@ -1,0 +1,191 @@
+//! The command line: exit codes, validation reports, graphs, dry runs, flags and logs.
+
+use std::io::Read;
+use std::process::Stdio;
+
+use crate::support::*;
+
+const BROKEN: &str = r#"name: broken
+vars:
+  input: data
+tasks:
+  - id: events
+    kind: extract
+    path: ${inptu}/log_data
+    format: jsonl
+    schema: {ts: int}
+  - id: plays
+    kind: transfrom
+    sql: SELECT * FROM events
+  - id: users
+    kind: transform
+    depends_on: [event, load_users]
+    sql: SELECT * FROM events
+    retry: {max_attempts: 3, multiplier: 0.5}
+  - id: load_users
+    kind: load
+    depends_on: [users]
+    table: users
+    path: out/users
+    partiton_by: [year]
+    timeout: 10 parsecs
+"#;
+
+#[test]
+fn validate_reports_every_problem_with_its_place_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), "broken.yaml", BROKEN);
+    let run = Run::from(dagrun().current_dir(tmp.path()).args(["validate", "broken.yaml"]).output().unwrap()).expect(2);
+    assert!(run.stdout.is_empty());
+    insta::assert_snapshot!(run.stderr);
+}
+
+#[test]
+fn a_run_of_an_invalid_pipeline_exits_2_and_runs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), "broken.yaml", BROKEN);
+    let run = Run::from(dagrun().current_dir(tmp.path()).args(["broken.yaml"]).output().unwrap()).expect(2);
+    assert!(run.stderr.contains("broken.yaml:7:11: error: unknown variable `inptu`"), "{}", run.stderr);
+    assert!(!tmp.path().join("out").exists());
+}
+
+#[test]
+fn validate_accepts_the_sparkify_pipeline() {
+    let run = Run::from(dagrun().current_dir(repo()).args(["validate", "pipelines/sparkify.yaml"]).output().unwrap())
+        .expect(0);
+    assert_eq!(run.stdout, "pipelines/sparkify.yaml is valid: pipeline sparkify, 18 tasks in 5 waves\n");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    run(&["validate"]).expect(2);
+    run(&["run", "--jobs", "0", "x.yaml"]).expect(2);
+    run(&["--no-such-flag", "x.yaml"]).expect(2);
+    let missing = run(&["validate", "no/such/pipeline.yaml"]).expect(2);
+    assert!(missing.stderr.contains("cannot read pipeline no/such/pipeline.yaml"), "{}", missing.stderr);
+    let set = run(&["validate", sparkify().to_str().unwrap(), "--set", "ouput=x"]).expect(2);
+    assert!(
+        set.stderr.contains("--set ouput: the pipeline declares no variable `ouput`; did you mean `output`?"),
+        "{}",
+        set.stderr
+    );
+    let engine = run(&["validate", sparkify().to_str().unwrap(), "--set", "engine=spark"]).expect(2);
+    assert!(engine.stderr.contains("unknown engine `spark`"), "{}", engine.stderr);
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let help = run(&["--help"]).expect(0);
+    for line in
+        ["0    every task succeeded", "1    a task failed", "2    usage or configuration error", "130  interrupted"]
+    {
+        assert!(help.stdout.contains(line), "{line} in\n{}", help.stdout);
+    }
+}
+
+fn graph(format: &str) -> String {
+    Run::from(
+        dagrun().current_dir(repo()).args(["graph", "pipelines/sparkify.yaml", "--format", format]).output().unwrap(),
+    )
+    .expect(0)
+    .stdout
+}
+
+#[test]
+fn graph_draws_the_sparkify_dag_in_100_columns() {
+    let ascii = graph("ascii");
+    for line in ascii.lines() {
+        assert!(line.chars().count() <= 100, "too wide: {line}");
+    }
+    insta::assert_snapshot!("graph_ascii", ascii);
+}
+
+#[test]
+fn graph_renders_dot_and_mermaid() {
+    let dot = graph("dot");
+    assert!(dot.contains("\"songs\" -> \"load_songs\";") || dot.contains("\"songs\" -> \"check_songs\";"));
+    insta::assert_snapshot!("graph_dot", dot);
+    insta::assert_snapshot!("graph_mermaid", graph("mermaid"));
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let mut child = dagrun()
+        .current_dir(repo())
+        .args(["graph", "pipelines/sparkify.yaml", "--format", "dot"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{status:?} {err}");
+}
+
+#[test]
+fn dry_run_shows_the_plan_and_reads_or_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::from(
+        dagrun()
+            .current_dir(tmp.path())
+            .args([
+                sparkify().to_str().unwrap(),
+                "--dry-run",
+                "--jobs",
+                "2",
+                "--set",
+                "input=s3-free/in",
+                "--set",
+                "output=lake",
+            ])
+            .output()
+            .unwrap(),
+    )
+    .expect(0);
+    assert!(files(tmp.path()).is_empty(), "a dry run wrote {:?}", files(tmp.path()));
+    insta::assert_snapshot!(run.stdout);
+}
+
+#[test]
+fn only_runs_a_task_and_its_upstream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lake");
+    let run = run_sparkify(&sample(), &out, &["-q", "--only", "load_users"]).expect(0);
+    assert!(run.stdout.contains("all 5 tasks succeeded"), "{}", run.stdout);
+    for task in ["staging_events", "plays", "users", "check_users", "load_users"] {
+        assert!(run.stdout.contains(task), "{task} in {}", run.stdout);
+    }
+    assert!(!run.stdout.contains("staging_songs"));
+    let tables: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(tables, vec!["users"]);
+    let bad = run_sparkify(&sample(), &out, &["--only", "load_user"]).expect(2);
+    assert!(bad.stderr.contains("did you mean `load_users`?"), "{}", bad.stderr);
+}
+
+#[test]
+fn json_logs_are_one_object_per_event_with_task_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_sparkify(&sample(), &tmp.path().join("lake"), &["--log-format", "json", "--only", "songs"]).expect(0);
+    let mut tasks = Vec::new();
+    for line in run.stderr.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(event["level"].is_string() && event["fields"]["message"].is_string(), "{line}");
+        if let Some(task) = event["span"]["task"].as_str() {
+            assert_eq!(event["span"]["engine"], "local");
+            assert_eq!(event["span"]["attempt"], 1);
+            tasks.push(task.to_string());
+        }
+    }
+    assert!(tasks.contains(&"staging_songs".to_string()) && tasks.contains(&"songs".to_string()), "{tasks:?}");
+}
+
+#[test]
+fn text_logs_name_the_task_on_each_line_without_control_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_sparkify(&sample(), &tmp.path().join("lake"), &["--only", "songs"]).expect(0);
+    assert!(!run.stderr.contains('\x1b'), "no control codes without a terminal");
+    assert!(run.stderr.lines().any(|l| l.contains("INFO  staging_songs: succeeded")), "{}", run.stderr);
+}

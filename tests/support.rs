@@ -1,0 +1,207 @@
+//! Helpers for driving the real `dagrun` binary and reading what it wrote.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{ArrowPrimitiveType, Float64Type, Int32Type, Int64Type, TimestampMillisecondType, UInt32Type};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real public Sparkify sample (`../shared/data/sparkify-sample`, or `$SPARKIFY_SAMPLE`).
+pub fn sample() -> PathBuf {
+    let path = std::env::var_os("SPARKIFY_SAMPLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/data/sparkify-sample"));
+    assert!(
+        path.join("song_data").is_dir() && path.join("log_data").is_dir(),
+        "the Sparkify sample is missing at {} (set SPARKIFY_SAMPLE)",
+        path.display()
+    );
+    path
+}
+
+pub fn sparkify() -> PathBuf {
+    repo().join("pipelines/sparkify.yaml")
+}
+
+/// The finished process, with its output as text.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Fails the test with both streams when the exit code is not `code`.
+    pub fn expect(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "exit code {} (wanted {code})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+pub fn dagrun() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagrun"));
+    cmd.env("NO_COLOR", "1").env_remove("DAGRUN_LOG").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `dagrun ARGS` to completion.
+pub fn run(args: &[&str]) -> Run {
+    Run::from(dagrun().args(args).output().expect("dagrun runs"))
+}
+
+/// Runs the Sparkify pipeline from `input` into `output` with extra arguments.
+pub fn run_sparkify(input: &Path, output: &Path, extra: &[&str]) -> Run {
+    let input = format!("input={}", input.display());
+    let output = format!("output={}", output.display());
+    let pipeline = sparkify();
+    let mut args = vec![pipeline.to_str().unwrap(), "--set", &input, "--set", &output];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// Writes a pipeline file into `dir` and returns its path.
+pub fn pipeline(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// Copies the real sample into a fresh folder so a test may add to it.
+pub fn sample_copy(dir: &Path) -> PathBuf {
+    let target = dir.join("input");
+    copy_dir(&sample(), &target);
+    target
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A row of a table: column name -> value as text (`null` for nulls).
+pub type Row = BTreeMap<String, String>;
+
+/// Reads a hive-partitioned Parquet table with the `parquet` crate (a reader independent of
+/// Polars), adding partition columns from the folder names.
+pub fn read_table(dir: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for rel in files(dir) {
+        if !rel.ends_with(".parquet") {
+            continue;
+        }
+        let partitions: Vec<(String, String)> = Path::new(&rel)
+            .parent()
+            .map(|p| {
+                p.components()
+                    .filter_map(|c| {
+                        let s = c.as_os_str().to_string_lossy().into_owned();
+                        s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let file = fs::File::open(dir.join(&rel)).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            for i in 0..batch.num_rows() {
+                let mut row = row_of(&batch, i);
+                for (k, v) in &partitions {
+                    row.insert(k.clone(), v.clone());
+                }
+                rows.push(row);
+            }
+        }
+    }
+    rows
+}
+
+fn primitive<T: ArrowPrimitiveType>(array: &dyn Array, i: usize) -> String
+where
+    T::Native: ToString,
+{
+    array.as_primitive::<T>().value(i).to_string()
+}
+
+fn row_of(batch: &RecordBatch, i: usize) -> Row {
+    let mut row = Row::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let array = column.as_ref();
+        let value = if array.is_null(i) {
+            "null".to_string()
+        } else {
+            match field.data_type() {
+                DataType::Utf8 => array.as_string::<i32>().value(i).to_string(),
+                DataType::LargeUtf8 => array.as_string::<i64>().value(i).to_string(),
+                DataType::Utf8View => array.as_string_view().value(i).to_string(),
+                DataType::Int64 => primitive::<Int64Type>(array, i),
+                DataType::Int32 => primitive::<Int32Type>(array, i),
+                DataType::UInt32 => primitive::<UInt32Type>(array, i),
+                DataType::Float64 => primitive::<Float64Type>(array, i),
+                DataType::Boolean => array.as_boolean().value(i).to_string(),
+                DataType::Timestamp(TimeUnit::Millisecond, _) => primitive::<TimestampMillisecondType>(array, i),
+                other => panic!("unexpected column type {other:?} in {}", field.name()),
+            }
+        };
+        row.insert(field.name().clone(), value);
+    }
+    row
+}
+
+/// The STATE column of `task`'s row in a run summary.
+pub fn state(summary: &str, task: &str) -> String {
+    summary
+        .lines()
+        .find_map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            (cells.first() == Some(&task) && cells.len() >= 3).then(|| cells[2].to_string())
+        })
+        .unwrap_or_else(|| panic!("no row for {task} in\n{summary}"))
+}
