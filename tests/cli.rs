@@ -189,3 +189,37 @@ fn text_logs_name_the_task_on_each_line_without_control_codes() {
     assert!(!run.stderr.contains('\x1b'), "no control codes without a terminal");
     assert!(run.stderr.lines().any(|l| l.contains("INFO  staging_songs: succeeded")), "{}", run.stderr);
 }
+
+#[test]
+fn run_is_also_a_subcommand() {
+    let run = Run::from(dagrun().current_dir(repo()).args(["run", "pipelines/sparkify.yaml", "--dry-run"]).output().unwrap()).expect(0);
+    assert!(run.stdout.starts_with("dry run of sparkify: 18 tasks in 5 waves"), "{}", run.stdout);
+}
+
+#[test]
+fn a_terminal_gets_progress_bars_and_logs_drawn_through_them() {
+    // `script` gives the run a pseudo-terminal, as an interactive user has.
+    let tmp = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} {} --set input={} --set output={} --only load_songs",
+        env!("CARGO_BIN_EXE_dagrun"),
+        sparkify().display(),
+        sample().display(),
+        tmp.path().join("lake").display()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("CI")
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm-256color")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("\x1b["), "control codes on a terminal");
+    assert!(text.contains("staging_songs") && text.contains("load_songs"), "{text}");
+    assert!(text.contains("/71 files"), "the extract shows its files as a bar: {text}");
+
+    assert!(text.contains("all 4 tasks succeeded"), "{text}");
+}

@@ -1,4 +1,5 @@
-//! Ctrl-C and SIGTERM cancel running tasks, let engines clean up, and exit 130.
+//! Cancellation: Ctrl-C and SIGTERM cancel running tasks, let engines clean up, and exit 130;
+//! `--fail-fast` cancels the rest of the run at the first failure.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -21,14 +22,19 @@ tasks:
     path: ${output}/events
 "#;
 
+/// A FIFO nobody writes to: reading it blocks forever, like a stalled network file system.
+fn stuck_file(path: &std::path::Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let fifo = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+}
+
 /// Starts a run whose extract blocks forever reading a FIFO, waits until it reads, signals it.
 fn interrupt(signal: i32) -> (Run, Duration) {
     let tmp = tempfile::tempdir().unwrap();
     let p = pipeline(tmp.path(), "blocked.yaml", BLOCKED);
-    std::fs::create_dir_all(tmp.path().join("in")).unwrap();
-    let fifo = std::ffi::CString::new(tmp.path().join("in/stuck.json").to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    stuck_file(&tmp.path().join("in/stuck.json"));
     let mut child = dagrun()
         .current_dir(tmp.path())
         .arg(p.to_str().unwrap())
@@ -74,4 +80,21 @@ fn ctrl_c_cancels_the_run_and_exits_130() {
     let (run, _) = interrupt(libc::SIGINT);
     let run = run.expect(130);
     assert!(run.stderr.contains("Ctrl-C received"), "{}", run.stderr);
+}
+
+#[test]
+fn fail_fast_cancels_running_tasks_at_the_first_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{BLOCKED}  - id: broken\n    kind: extract\n    path: nowhere\n    format: json\n    schema: {{ts: int}}\n    retry: {{max_attempts: 1}}\n"
+    );
+    let p = pipeline(tmp.path(), "two.yaml", &text);
+    stuck_file(&tmp.path().join("in/stuck.json"));
+    let start = Instant::now();
+    let run = Run::from(dagrun().current_dir(tmp.path()).args([p.to_str().unwrap(), "--fail-fast", "-q"]).output().unwrap()).expect(1);
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    assert_eq!(state(&run.stdout, "broken"), "failed");
+    assert_eq!(state(&run.stdout, "events"), "cancelled");
+    assert_eq!(state(&run.stdout, "load"), "skipped");
+    assert!(run.stdout.contains("not started: --fail-fast after `broken` failed"), "{}", run.stdout);
 }

@@ -239,7 +239,9 @@ impl TaskProgress for BarProgress {
     fn set_length(&self, total: Option<u64>, unit: &str) {
         match total {
             Some(total) => {
+                self.bar.set_message("");
                 self.bar.set_style(bar_style(self.id_width, unit));
+
                 self.bar.set_length(total);
                 self.bar.set_position(0);
             }
