@@ -192,7 +192,9 @@ fn text_logs_name_the_task_on_each_line_without_control_codes() {
 
 #[test]
 fn run_is_also_a_subcommand() {
-    let run = Run::from(dagrun().current_dir(repo()).args(["run", "pipelines/sparkify.yaml", "--dry-run"]).output().unwrap()).expect(0);
+    let run =
+        Run::from(dagrun().current_dir(repo()).args(["run", "pipelines/sparkify.yaml", "--dry-run"]).output().unwrap())
+            .expect(0);
     assert!(run.stdout.starts_with("dry run of sparkify: 18 tasks in 5 waves"), "{}", run.stdout);
 }
 

@@ -91,7 +91,9 @@ fn fail_fast_cancels_running_tasks_at_the_first_failure() {
     let p = pipeline(tmp.path(), "two.yaml", &text);
     stuck_file(&tmp.path().join("in/stuck.json"));
     let start = Instant::now();
-    let run = Run::from(dagrun().current_dir(tmp.path()).args([p.to_str().unwrap(), "--fail-fast", "-q"]).output().unwrap()).expect(1);
+    let run =
+        Run::from(dagrun().current_dir(tmp.path()).args([p.to_str().unwrap(), "--fail-fast", "-q"]).output().unwrap())
+            .expect(1);
     assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
     assert_eq!(state(&run.stdout, "broken"), "failed");
     assert_eq!(state(&run.stdout, "events"), "cancelled");

@@ -390,13 +390,19 @@ macro_rules! decode_struct {
         impl $name {
             /// The keys this mapping accepts.
             pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Reads the fields from an opened mapping whose keys were already checked (a task's
+            /// kind parameters share the task's mapping).
+            pub fn decode_from(map: &$crate::decode::MapReader<'_>, cx: &mut $crate::decode::Decoder) -> Option<Self> {
+                $( let $field = map.field::<$ty>(cx, stringify!($field)); )*
+                Some(Self { $( $field: $field?, )* pos: map.pos() })
+            }
         }
 
         impl $crate::decode::Decode for $name {
             fn decode(node: &$crate::yaml::Node, cx: &mut $crate::decode::Decoder) -> Option<Self> {
                 let map = cx.map(node, $what, Self::KEYS)?;
-                $( let $field = map.field::<$ty>(cx, stringify!($field)); )*
-                Some(Self { $( $field: $field?, )* pos: node.pos })
+                Self::decode_from(&map, cx)
             }
         }
     };

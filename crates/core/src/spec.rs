@@ -275,33 +275,7 @@ impl Decode for TaskSpec {
     }
 }
 
-/// Declares a task kind's parameter struct, decoded from the task's own mapping.
-macro_rules! task_params {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident as $what:literal {
-            $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)?
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq)]
-        pub struct $name {
-            $( $(#[$fmeta])* pub $field: $ty, )*
-        }
-
-        impl $name {
-            /// The kind-specific keys.
-            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
-
-            fn decode_from(map: &MapReader<'_>, cx: &mut Decoder) -> Option<Self> {
-                $( let $field = map.field::<$ty>(cx, stringify!($field)); )*
-                Some(Self { $( $field: $field?, )* })
-            }
-        }
-    };
-}
-
-task_params! {
+decode_struct! {
     /// `kind: extract`: files under `path` matching `glob`, parsed with a declared schema.
     pub struct ExtractSpec as "extract task" {
         /// The folder (or `s3://bucket/prefix`) to read.
@@ -316,14 +290,14 @@ task_params! {
     }
 }
 
-task_params! {
+decode_struct! {
     /// `kind: transform`: one SQL query over upstream tables; its result is a table named after the task.
     pub struct TransformSpec as "transform task" {
         sql: Located<String>,
     }
 }
 
-task_params! {
+decode_struct! {
     /// `kind: quality_check`: declarative checks on an upstream table.
     pub struct QualityCheckSpec as "quality_check task" {
         table: Located<String>,
@@ -331,7 +305,7 @@ task_params! {
     }
 }
 
-task_params! {
+decode_struct! {
     /// `kind: load`: publishes an upstream table as hive-partitioned Parquet at `path`, atomically.
     pub struct LoadSpec as "load task" {
         table: Located<String>,

@@ -32,6 +32,16 @@ impl VarInputs {
             None => std::env::var(name).ok(),
         }
     }
+
+    /// `${env:NAME}` or `${env:NAME:-default}`: the variable, the default, or an explained error.
+    fn env_value(&self, name: &str, default: Option<&str>) -> Result<String, (String, Option<String>)> {
+        self.env_var(name).or_else(|| default.map(str::to_string)).ok_or_else(|| {
+            (
+                format!("environment variable `{name}` is not set"),
+                Some(format!("set it, or give a default: `${{env:{name}:-value}}`")),
+            )
+        })
+    }
 }
 
 /// One reference inside a string: where it starts (byte offset in that string), its length, and what it names.
@@ -250,14 +260,7 @@ impl Resolver<'_> {
     fn expand_at(&mut self, raw: &str, node: Option<&Node>) -> Result<String, ()> {
         let mut failed_silently = false;
         let result = expand(raw, |reference| match reference {
-            Reference::Env { name, default } => {
-                self.inputs.env_var(name).or_else(|| default.clone()).ok_or_else(|| {
-                    (
-                        format!("environment variable `{name}` is not set"),
-                        Some(format!("set it, or give a default: `${{env:{name}:-value}}`")),
-                    )
-                })
-            }
+            Reference::Env { name, default } => self.inputs.env_value(name, default.as_deref()),
             Reference::Var(name) => match self.resolve_var(name) {
                 Ok(Some(value)) => Ok(value),
                 Ok(None) if self.declared.iter().any(|v| &v.name == name) => {
@@ -328,12 +331,7 @@ pub fn interpolate_tree(
         Value::Str(text) if text.contains('$') => {
             let original = text.clone();
             let result = expand(&original, |reference| match reference {
-                Reference::Env { name, default } => inputs.env_var(name).or_else(|| default.clone()).ok_or_else(|| {
-                    (
-                        format!("environment variable `{name}` is not set"),
-                        Some(format!("set it, or give a default: `${{env:{name}:-value}}`")),
-                    )
-                }),
+                Reference::Env { name, default } => inputs.env_value(name, default.as_deref()),
                 Reference::Var(name) if vars.failed.contains(name) => Ok(String::new()),
                 Reference::Var(name) => match vars.values.get(name.as_str()) {
                     Some(Some(value)) => Ok(value.clone()),

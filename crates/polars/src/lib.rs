@@ -75,8 +75,14 @@ impl LocalEngine {
         self.tables.lock().expect("table store").get(name).cloned().ok_or_else(|| Error::MissingTable(name.to_string()))
     }
 
-    fn put(&self, name: &str, df: DataFrame) {
+    /// Keeps a task's table, unless its attempt was cancelled (a timed-out attempt that finishes
+    /// in the background must not overwrite its retry's result).
+    fn put(&self, name: &str, df: DataFrame, cx: &TaskContext) -> Result<(), Error> {
+        if cx.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         self.tables.lock().expect("table store").insert(name.to_string(), df);
+        Ok(())
     }
 
     /// A table kept in memory, for tests and embedding.
@@ -118,7 +124,7 @@ impl LocalEngine {
                     }
                     warn!("{message}");
                 }
-                self.put(&task.id, out.table);
+                self.put(&task.id, out.table, cx)?;
                 Ok(output)
             }
             Action::Transform(spec) => {
@@ -133,7 +139,7 @@ impl LocalEngine {
                     .await
                     .map_err(|e| Error::Internal(format!("SQL thread failed: {e}")))??;
                 let rows = df.height() as u64;
-                self.put(&task.id, df);
+                self.put(&task.id, df, cx)?;
                 Ok(TaskOutput {
                     rows_in: Some(rows_in),
                     rows_out: Some(rows),

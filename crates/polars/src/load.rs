@@ -178,8 +178,9 @@ pub async fn run(
     pool: &Arc<rayon::ThreadPool>,
     write_concurrency: usize,
 ) -> Result<Loaded> {
-    let staging = staging_path(&spec.path, &cx.run_id);
-    // A previous attempt of this run may have left a partial staging folder.
+    // One staging folder per attempt: an abandoned attempt (timed out, still finishing in the
+    // background) never shares files with its retry.
+    let staging = staging_path(&spec.path, &format!("{}-{}", cx.run_id, cx.attempt));
     storage.remove_all(&staging).await?;
     let rows = df.height() as u64;
     let name = table_name.to_string();
@@ -220,7 +221,12 @@ pub async fn run(
         }
         storage.write(&join_path(&staging, MANIFEST), manifest).await?;
         storage.write(&join_path(&staging, SUCCESS_MARKER), Vec::new()).await?;
+        // The last moment to back out: a cancelled or timed-out attempt publishes nothing.
+        if cx.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         storage.publish(&staging, &spec.path).await?;
+
         Ok(())
     }
     .await;
