@@ -14,4 +14,8 @@ if [[ ! -d "$SPARKIFY_SAMPLE/song_data" || ! -d "$SPARKIFY_SAMPLE/log_data" ]]; 
   exit 1
 fi
 
+# moto's S3 and EMR APIs in server mode, for the S3 and EMR tests (pinned; pip skips what is there).
+python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
 cargo test --workspace --locked "$@"
+

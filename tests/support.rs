@@ -205,3 +205,118 @@ pub fn state(summary: &str, task: &str) -> String {
         })
         .unwrap_or_else(|| panic!("no row for {task} in\n{summary}"))
 }
+
+/// A test-only AWS server (moto behind a fault-injecting middleware, `tests/moto/server.py`) on
+/// 127.0.0.1 and a free port. Stopped when dropped.
+pub struct Moto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .arg(repo().join("tests/moto/server.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs the moto harness (scripts/test.sh installs moto)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the moto harness did not start: {line:?} (is moto[server] installed?)"));
+        Self { child, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `dagrun` with credentials for this server only: nothing from the machine's AWS setup.
+    pub fn dagrun(&self) -> Command {
+        let mut cmd = dagrun();
+        self.configure(&mut cmd);
+        cmd
+    }
+
+    pub fn configure(&self, cmd: &mut Command) {
+        cmd.env("AWS_ENDPOINT_URL", self.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "dagrun-test-key-id")
+            .env("AWS_SECRET_ACCESS_KEY", "dagrun-test-secret-never-printed")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_ENDPOINT_URL_S3");
+    }
+
+    /// Calls a control route of the harness.
+    pub fn control(&self, route: &str, body: serde_json::Value) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let body = body.to_string();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "POST /_dagrun/{route} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, json) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        let value: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {response}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "control {route} failed: {value}");
+        value
+    }
+
+    /// Uploads a local folder to `s3://bucket/prefix`.
+    pub fn upload(&self, dir: &Path, bucket: &str, prefix: &str) {
+        self.control("upload", serde_json::json!({"bucket": bucket, "prefix": prefix, "dir": dir}));
+    }
+
+    /// Downloads the table at `s3://bucket/prefix` as a reader following the convention does:
+    /// only the files its `_manifest.json` names.
+    pub fn download_table(&self, bucket: &str, prefix: &str, dir: &Path) -> Vec<String> {
+        let out = self
+            .control("download", serde_json::json!({"bucket": bucket, "prefix": prefix, "dir": dir, "manifest": true}));
+        out["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect()
+    }
+
+    /// Every key under a prefix.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = self.control("download", serde_json::json!({"bucket": bucket, "prefix": prefix, "dir": tmp.path()}));
+        out["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect()
+    }
+
+    pub fn faults(&self, rules: serde_json::Value) {
+        self.control("faults", serde_json::json!({ "rules": rules }));
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        self.control("stats", serde_json::json!({}))
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A table's rows in a stable order, for comparing two runs.
+pub fn sorted_rows(dir: &Path) -> Vec<Row> {
+    let mut rows = read_table(dir);
+    rows.sort();
+    rows
+}
+
+pub const TABLES: [&str; 5] = ["songplays", "users", "songs", "artists", "time"];

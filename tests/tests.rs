@@ -5,5 +5,6 @@ mod support;
 mod bad_input;
 mod cli;
 mod publish;
+mod s3;
 mod signals;
 mod sparkify;

@@ -38,8 +38,10 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
     /// Check a pipeline and report every problem with its line and column; runs nothing.
-    #[command(after_help = "Exit codes:\n  0    the pipeline is valid (warnings may be printed)\n  2    it is not")]
-    Validate(PipelineArgs),
+    #[command(
+        after_help = "Exit codes:\n  0    the pipeline is valid (warnings may be printed)\n  1    --env: a folder or bucket cannot be used\n  2    the pipeline is not valid"
+    )]
+    Validate(ValidateArgs),
     /// Draw the pipeline's DAG: a terminal picture, Graphviz DOT or Mermaid.
     Graph(GraphArgs),
     /// Write Sparkify-shaped sample data (song_data/ and log_data/), deterministic for a seed.
@@ -55,6 +57,17 @@ pub struct PipelineArgs {
     /// Override a variable declared under `vars:` (repeatable), e.g. --set output=/lake.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub set: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Also check the environment: every input can be read and every output written (for S3, a
+    /// HeadBucket on each bucket and a one-key listing of each input prefix).
+    #[arg(long)]
+    pub env: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+use dagrun_aws::S3Storage;
 use dagrun_core::Diagnostics;
 use dagrun_core::engine::Engines;
 use dagrun_core::executor::{self, ExecutorOptions};
@@ -16,7 +17,7 @@ use dagrun_polars::{LocalEngine, LocalOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{GraphArgs, GraphFormatArg, PipelineArgs, RunArgs};
+use crate::cli::{GraphArgs, GraphFormatArg, RunArgs, ValidateArgs};
 use crate::render;
 use crate::ui::{ProgressObserver, Terminal};
 use crate::{EXIT_CONFIG, EXIT_INTERRUPTED};
@@ -33,18 +34,30 @@ impl Exit {
     }
 }
 
-/// The engines this build can run.
-fn engines(threads: Option<u32>) -> Result<Engines, Exit> {
+/// The engines this build can run, by name (validation needs them before anything is built).
+pub const ENGINES: &[&str] = &["local"];
+
+fn plan_options() -> PlanOptions {
+    PlanOptions { engines: ENGINES.iter().map(|e| e.to_string()).collect() }
+}
+
+/// Where the plan's bytes live: the local disk, plus S3 when a path is an `s3://` URI.
+async fn storages(plan: &Plan) -> Storages {
+    let mut storages = Storages::default();
+    if plan.uses_s3() {
+        storages.s3 = Some(Arc::new(S3Storage::connect(&plan.s3).await));
+    }
+    storages
+}
+
+/// The engines of a run, sharing its storages.
+fn engines(storages: &Storages, threads: Option<u32>) -> Result<Engines, Exit> {
     let mut options = LocalOptions::default();
     if let Some(t) = threads {
         options.threads = t as usize;
     }
-    let local = LocalEngine::new(Storages::default(), options).map_err(|e| Exit { code: 1, message: e.to_string() })?;
+    let local = LocalEngine::new(storages.clone(), options).map_err(|e| Exit { code: 1, message: e.to_string() })?;
     Ok(Engines::new().with(Arc::new(local)))
-}
-
-fn plan_options(engines: &Engines) -> PlanOptions {
-    PlanOptions { engines: engines.names().into_iter().map(String::from).collect() }
 }
 
 /// Loads and validates a pipeline; problems become a located report and exit code 2.
@@ -66,22 +79,52 @@ pub fn load_plan(path: &Path, set: &[(String, String)], options: &PlanOptions) -
     }
 }
 
-pub fn validate(args: &PipelineArgs) -> Result<(), Exit> {
-    let engines = engines(Some(1))?;
-    let plan = load_plan(&args.pipeline, &args.set, &plan_options(&engines))?;
+pub async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
+    let plan = load_plan(&args.pipeline.pipeline, &args.pipeline.set, &plan_options())?;
     let waves = plan.waves().len();
     println!(
         "{} is valid: pipeline {}, {} tasks in {waves} waves",
-        args.pipeline.display(),
+        args.pipeline.pipeline.display(),
         plan.name,
         plan.tasks.len()
     );
-    Ok(())
+    if !args.env {
+        return Ok(0);
+    }
+    // The environment: can every folder or bucket be read or written as the plan needs?
+    let storages = storages(&plan).await;
+    // S3 writes only need their bucket: check each bucket once.
+    let mut checks: Vec<(String, bool, Vec<String>)> = Vec::new();
+    for p in plan.paths() {
+        let key = match dagrun_aws::s3::S3Uri::parse(&p.path) {
+            Ok(uri) if p.write => format!("s3://{}", uri.bucket),
+            _ => p.path.clone(),
+        };
+        match checks.iter_mut().find(|(k, w, _)| *k == key && *w == p.write) {
+            Some((_, _, users)) => users.push(p.user),
+            None => checks.push((key, p.write, vec![p.user])),
+        }
+    }
+    let mut failed = 0;
+    for (path, write, users) in checks {
+        let storage = storages.for_path(&path).map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+        let check = storage.check_access(&path, write).await;
+        let mode = if write { "write" } else { "read" };
+        let mark = if check.ok { "ok  " } else { "FAIL" };
+        println!("  {mark} {mode:<5} {path} ({}): {}", users.join(", "), check.detail);
+        if !check.ok {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        eprintln!("error: {failed} of the pipeline's paths cannot be used as needed");
+        return Ok(1);
+    }
+    Ok(0)
 }
 
 pub fn graph(args: &GraphArgs) -> Result<(), Exit> {
-    let engines = engines(Some(1))?;
-    let plan = load_plan(&args.pipeline.pipeline, &args.pipeline.set, &plan_options(&engines))?;
+    let plan = load_plan(&args.pipeline.pipeline, &args.pipeline.set, &plan_options())?;
     let format = match args.format {
         GraphFormatArg::Ascii => GraphFormat::Ascii,
         GraphFormatArg::Dot => GraphFormat::Dot,
@@ -107,12 +150,13 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     let Some(path) = &args.pipeline else {
         return Err(Exit::config("error: no pipeline given; try `dagrun --help`"));
     };
-    let engines = engines(args.threads)?;
-    let mut plan = load_plan(path, &args.set, &plan_options(&engines))?;
+    let mut plan = load_plan(path, &args.set, &plan_options())?;
     if !args.only.is_empty() {
         plan = plan.select(&args.only).map_err(|e| Exit::config(format!("error: {e}")))?;
     }
     let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |j| j as usize);
+    let storages = if args.dry_run { Storages::default() } else { storages(&plan).await };
+    let engines = engines(&storages, args.threads)?;
     if args.dry_run {
         print_stdout(&render::dry_run(&plan, &engines, jobs));
         return Ok(0);

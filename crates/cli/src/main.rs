@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     terminal.init_logging(&cli.log);
 
     let result = match &cli.command {
-        Some(Command::Validate(args)) => commands::validate(args).map(|()| 0),
+        Some(Command::Validate(args)) => block_on(commands::validate(args)),
         Some(Command::Graph(args)) => commands::graph(args).map(|()| 0),
         Some(Command::Generate(args)) => generate::run(args).map(|()| 0),
         Some(Command::Run(args)) => block_on(commands::run(args, &terminal)),

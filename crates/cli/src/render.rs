@@ -53,10 +53,10 @@ pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize) -> String {
     let vars: Vec<String> = plan
         .vars
         .values
-        .iter()
-        .map(|(k, v)| {
+        .keys()
+        .map(|k| {
             let mark = if plan.vars.overridden.contains(k) { " (--set)" } else { "" };
-            format!("{k}={}{mark}", v.as_deref().unwrap_or("<unset>"))
+            format!("{k}={}{mark}", plan.vars.shown(k))
         })
         .collect();
     if !vars.is_empty() {

@@ -46,11 +46,10 @@ impl Terminal {
             (false, 1) => "debug",
             (false, _) => "trace",
         };
-        let default = if args.verbose >= 2 {
-            level.to_string()
-        } else {
-            format!("warn,dagrun={level},dagrun_core={level},dagrun_polars={level}")
-        };
+        // Other crates stay quiet even at -vv: the HTTP stack's traces could show request headers.
+        let others = if args.verbose >= 2 { "info" } else { "warn" };
+        let default = format!("{others},dagrun={level},dagrun_core={level},dagrun_polars={level},dagrun_aws={level}");
+
         let filter = EnvFilter::try_from_env("DAGRUN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
         let writer = BarWriter { multi: self.multi.clone() };
         let registry = tracing_subscriber::registry().with(filter);

@@ -307,6 +307,46 @@ impl Decode for DurationValue {
     }
 }
 
+/// A size in bytes written as `16MiB`, `8 MB`, `512KiB` or a bare number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl Decode for ByteSize {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        let parsed = match &node.value {
+            Value::Int(n) if *n >= 0 => Ok(*n as u64),
+            Value::Str(s) => parse_size(s),
+            _ => Err(format!("expected a size such as 16MiB, found {}", node.value.describe())),
+        };
+        match parsed {
+            Ok(n) => Some(ByteSize(n)),
+            Err(message) => {
+                cx.error(node.pos, message);
+                None
+            }
+        }
+    }
+}
+
+/// Parses `16MiB`, `8 MB`, `512KiB`, `1GB` or a bare number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let s = text.trim();
+    let invalid = || format!("invalid size `{text}`: expected e.g. 16MiB, 8MB or 1048576");
+    let digits = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let number: f64 = s[..digits].parse().map_err(|_| invalid())?;
+    let factor: f64 = match s[digits..].trim() {
+        "" | "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(invalid()),
+    };
+    Ok((number * factor).round() as u64)
+}
+
 /// Parses `250ms`, `30s`, `5m`, `1h30m`, `2d`, `1.5h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
@@ -463,6 +503,11 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("5x").unwrap_err().contains("invalid duration `5x`"));
         assert_eq!(parse_duration("10 minutes").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("8 MB").unwrap(), 8_000_000);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert!(parse_size("8 parsecs").is_err());
+
         assert_eq!(parse_duration("1 hour 30 min").unwrap(), Duration::from_secs(5400));
 
         assert!(parse_duration("").is_err());

@@ -15,8 +15,8 @@ use crate::decode::{Decode, Decoder, DurationValue, Entries, Located};
 use crate::diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile, suggestion};
 use crate::retry::RetryPolicy;
 use crate::spec::{
-    CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, JsonFormat, RetrySpec, TaskKind, TaskParams,
-    TaskSpec,
+    CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, JsonFormat, RetrySpec, S3Spec,
+    ServerSideEncryption, StorageClass, StorageSpec, TaskKind, TaskParams, TaskSpec,
 };
 use crate::sql;
 use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
@@ -40,8 +40,52 @@ pub struct Plan {
     pub graph: DiGraph<usize, ()>,
     /// Where run records and quarantined records go (`runs:`; default `${output}/_dagrun`).
     pub runs_dir: String,
+    /// How to talk to S3, when any path is an `s3://` URI.
+    pub s3: S3Settings,
     /// Problems worth knowing that do not stop a run.
     pub warnings: Vec<Diagnostic>,
+}
+
+/// How to talk to S3 (`storage.s3`), with defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Settings {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    /// `None`: decide from the endpoint (IP address or localhost: path style).
+    pub path_style: Option<bool>,
+    pub max_concurrency: usize,
+    pub max_attempts: u32,
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    pub server_side_encryption: Option<ServerSideEncryption>,
+    pub kms_key_id: Option<String>,
+    pub storage_class: Option<StorageClass>,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint_url: None,
+            region: None,
+            path_style: None,
+            max_concurrency: 64,
+            max_attempts: 6,
+            multipart_threshold: 16 << 20,
+            part_size: 8 << 20,
+            server_side_encryption: None,
+            kms_key_id: None,
+            storage_class: None,
+        }
+    }
+}
+
+/// A path a plan reads or writes, for access checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanPath {
+    pub path: String,
+    pub write: bool,
+    /// The task (or `runs`) that uses it.
+    pub user: String,
 }
 
 /// One validated task.
@@ -258,6 +302,25 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Every folder or prefix the plan reads or writes, in plan order.
+    pub fn paths(&self) -> Vec<PlanPath> {
+        let mut out = Vec::new();
+        for t in &self.tasks {
+            match &t.action {
+                Action::Extract(e) => out.push(PlanPath { path: e.path.clone(), write: false, user: t.id.clone() }),
+                Action::Load(l) => out.push(PlanPath { path: l.path.clone(), write: true, user: t.id.clone() }),
+                _ => {}
+            }
+        }
+        out.push(PlanPath { path: self.runs_dir.clone(), write: true, user: "runs".into() });
+        out
+    }
+
+    /// Whether any path is on S3.
+    pub fn uses_s3(&self) -> bool {
+        self.paths().iter().any(|p| crate::storage::is_s3(&p.path))
+    }
+
     pub fn task(&self, id: &str) -> Option<&PlannedTask> {
         self.tasks.iter().find(|t| t.id == id)
     }
@@ -382,6 +445,7 @@ struct TopLevel {
     name: Option<Located<String>>,
     description: Option<Located<String>>,
     runs: Option<Located<String>>,
+    storage: Option<StorageSpec>,
     defaults: Option<DefaultsSpec>,
     /// Decoded tasks; `None` where a task had errors (its id is still known when readable).
     tasks: Vec<(Option<TaskSpec>, Option<Located<String>>)>,
@@ -389,7 +453,7 @@ struct TopLevel {
     has_tasks_key: bool,
 }
 
-const TOP_KEYS: &[&str] = &["name", "description", "vars", "runs", "defaults", "tasks"];
+const TOP_KEYS: &[&str] = &["name", "description", "vars", "runs", "storage", "defaults", "tasks"];
 
 impl Decode for TopLevel {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
@@ -397,6 +461,7 @@ impl Decode for TopLevel {
         let name = map.field::<Located<String>>(cx, "name");
         let description = map.field::<Option<Located<String>>>(cx, "description").flatten();
         let runs = map.field::<Option<Located<String>>>(cx, "runs").flatten();
+        let storage = map.field::<Option<StorageSpec>>(cx, "storage").flatten();
         let defaults = map.field::<Option<DefaultsSpec>>(cx, "defaults").flatten();
         let mut tasks = Vec::new();
         let tasks_pos = map.node("tasks").map_or(node.pos, |n| n.pos);
@@ -414,7 +479,7 @@ impl Decode for TopLevel {
             None => cx.error(node.pos, "missing required key `tasks` in the pipeline"),
         }
         let has_tasks_key = map.node("tasks").is_some();
-        Some(TopLevel { name, description, runs, defaults, tasks, tasks_pos, has_tasks_key })
+        Some(TopLevel { name, description, runs, storage, defaults, tasks, tasks_pos, has_tasks_key })
     }
 }
 
@@ -588,11 +653,13 @@ impl Builder<'_> {
                 None => "_dagrun".to_string(),
             },
         };
+        let s3 = self.s3_settings(top.storage.as_ref().and_then(|s| s.s3.as_ref()));
         let graph = build_graph(&tasks);
         let plan = Plan {
             name: name?,
             description: top.description.map(|d| d.value),
             runs_dir,
+            s3,
             source: Arc::new(self.source.clone()),
             vars,
             tasks,
@@ -602,6 +669,55 @@ impl Builder<'_> {
         self.check_tables(&plan, &specs);
         self.check_outputs(&plan, &specs);
         Some(plan)
+    }
+
+    fn s3_settings(&mut self, spec: Option<&S3Spec>) -> S3Settings {
+        let mut settings = S3Settings::default();
+        let Some(spec) = spec else { return settings };
+        let text = |v: &Option<Located<String>>| v.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        settings.endpoint_url = text(&spec.endpoint_url);
+        if let (Some(url), Some(node)) = (&settings.endpoint_url, &spec.endpoint_url)
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            self.error(node.pos, format!("endpoint_url `{url}` must start with http:// or https://"));
+        }
+        settings.region = text(&spec.region);
+        settings.path_style = spec.path_style.as_ref().map(|p| p.value);
+        if let Some(c) = &spec.max_concurrency {
+            if !(1..=1024).contains(&c.value) {
+                self.error(c.pos, format!("max_concurrency must be between 1 and 1024, found {}", c.value));
+            }
+            settings.max_concurrency = c.value.clamp(1, 1024) as usize;
+        }
+        if let Some(a) = &spec.max_attempts {
+            if a.value == 0 {
+                self.error(a.pos, "max_attempts must be at least 1");
+            }
+            settings.max_attempts = a.value.max(1);
+        }
+        if let Some(size) = &spec.part_size {
+            if size.value.0 < 5 << 20 {
+                self.error(size.pos, "part_size must be at least 5MiB (S3's smallest part)");
+            }
+            settings.part_size = size.value.0.max(5 << 20);
+        }
+        if let Some(size) = &spec.multipart_threshold {
+            settings.multipart_threshold = size.value.0;
+        }
+        if settings.multipart_threshold < settings.part_size {
+            let pos = spec.multipart_threshold.as_ref().or(spec.part_size.as_ref()).map_or(spec.pos, |s| s.pos);
+            self.error(pos, "multipart_threshold must be at least part_size");
+        }
+        settings.server_side_encryption = spec.server_side_encryption.as_ref().map(|s| s.value);
+
+        settings.kms_key_id = text(&spec.kms_key_id);
+        if let Some(key) = &spec.kms_key_id
+            && settings.server_side_encryption != Some(ServerSideEncryption::AwsKms)
+        {
+            self.error(key.pos, "kms_key_id needs `server_side_encryption: aws:kms`");
+        }
+        settings.storage_class = spec.storage_class.as_ref().map(|s| s.value);
+        settings
     }
 
     fn check_engine(&mut self, engine: &Located<String>) {

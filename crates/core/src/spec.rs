@@ -3,7 +3,8 @@
 //!
 //! The YAML reference in the README documents these types; keep the two in step.
 
-use crate::decode::{Decode, Decoder, DurationValue, Entries, Located, MapReader, OneOrMany};
+use crate::decode::{ByteSize, Decode, Decoder, DurationValue, Entries, Located, MapReader, OneOrMany};
+
 use crate::decode_struct;
 use crate::diagnostic::{Diagnostic, Pos, suggestion};
 use crate::yaml::{Node, Value};
@@ -121,6 +122,59 @@ decode_enum! {
         Error = "error",
         /// Reported, but the task succeeds.
         Warn = "warn" | "warning",
+    }
+}
+
+decode_enum! {
+    /// S3 server-side encryption.
+    pub enum ServerSideEncryption as "server-side encryption" {
+        /// SSE-S3, keys managed by S3.
+        Aes256 = "AES256" | "aes256" | "sse-s3",
+        /// SSE-KMS, with `kms_key_id` or the account's default key.
+        AwsKms = "aws:kms" | "sse-kms",
+    }
+}
+
+decode_enum! {
+    /// S3 storage class of written objects.
+    pub enum StorageClass as "storage class" {
+        Standard = "STANDARD",
+        StandardIa = "STANDARD_IA",
+        OnezoneIa = "ONEZONE_IA",
+        IntelligentTiering = "INTELLIGENT_TIERING",
+        ReducedRedundancy = "REDUCED_REDUNDANCY",
+        GlacierIr = "GLACIER_IR",
+        Glacier = "GLACIER",
+        DeepArchive = "DEEP_ARCHIVE",
+    }
+}
+
+decode_struct! {
+    /// Where data lives, beyond the local disk.
+    pub struct StorageSpec as "storage settings" {
+        s3: Option<S3Spec>,
+    }
+}
+
+decode_struct! {
+    /// How dagrun talks to S3. Credentials and region come from the standard AWS chain.
+    pub struct S3Spec as "S3 settings" {
+        /// An S3-compatible endpoint; default: AWS, or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
+        endpoint_url: Option<Located<String>>,
+        region: Option<Located<String>>,
+        /// Path-style addressing; default: on for an IP address or localhost endpoint.
+        path_style: Option<Located<bool>>,
+        /// Requests in flight at once (default 64).
+        max_concurrency: Option<Located<u32>>,
+        /// Attempts per request for transient failures (default 6).
+        max_attempts: Option<Located<u32>>,
+        /// Files at least this large are uploaded in parts (default 16MiB).
+        multipart_threshold: Option<Located<ByteSize>>,
+        /// The size of each part (default 8MiB; S3 needs at least 5MiB).
+        part_size: Option<Located<ByteSize>>,
+        server_side_encryption: Option<Located<ServerSideEncryption>>,
+        kms_key_id: Option<Located<String>>,
+        storage_class: Option<Located<StorageClass>>,
     }
 }
 

@@ -160,6 +160,24 @@ impl Vars {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).and_then(|v| v.as_deref())
     }
+
+    /// A variable's value for printing: secrets (see [`is_secret_name`]) as `***`.
+    pub fn shown(&self, name: &str) -> String {
+        match self.values.get(name) {
+            Some(Some(_)) if is_secret_name(name) => "***".into(),
+            Some(Some(v)) => v.clone(),
+            _ => "<unset>".into(),
+        }
+    }
+}
+
+/// Whether a variable holds a secret by its name (password, token, secret, credential, ...):
+/// such values never appear in plans, logs or run records.
+pub fn is_secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["secret", "password", "passwd", "token", "credential", "private_key", "api_key", "access_key"]
+        .iter()
+        .any(|s| lower.contains(s))
 }
 
 /// Resolves declared variables against overrides, builtins and the environment.
@@ -430,6 +448,22 @@ mod tests {
         resolve(&vars, &VarInputs { env: Some(BTreeMap::new()), ..Default::default() }, &source, &mut diags);
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].message, "variables refer to each other in a loop: a -> b -> c -> a");
+    }
+
+    #[test]
+    fn secrets_are_recognised_by_name_and_never_shown() {
+        assert!(
+            is_secret_name("db_password") && is_secret_name("AWS_SECRET_ACCESS_KEY") && is_secret_name("api_token")
+        );
+        assert!(!is_secret_name("output") && !is_secret_name("kms_key_id"));
+        let vars = Vars {
+            values: BTreeMap::from([
+                ("db_password".into(), Some("hunter2".into())),
+                ("output".into(), Some("o".into())),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!((vars.shown("db_password"), vars.shown("output")), ("***".into(), "o".into()));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::json::{BadRecord, Batch, RecordSchema};
+use crate::load::human_bytes;
 
 /// Bytes read per batch: bounds memory on large inputs while keeping many reads in flight.
 const BATCH_BYTES: u64 = 256 << 20;
@@ -55,6 +56,7 @@ pub async fn run(
     let mut frames = Vec::new();
     let mut bad = Vec::new();
     let mut records = 0u64;
+    let mut bytes_read = 0u64;
     for batch in batches(&files) {
         if cx.cancel.is_cancelled() {
             return Err(Error::Cancelled);
@@ -62,6 +64,8 @@ pub async fn run(
         let paths: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
         let contents = storage.read_many(&paths, read_concurrency).await;
         let contents: Vec<Vec<u8>> = contents.into_iter().collect::<std::result::Result<_, _>>()?;
+        bytes_read += contents.iter().map(|c| c.len() as u64).sum::<u64>();
+        cx.progress.set_message(&format!("{} of {}", human_bytes(bytes_read), human_bytes(total_bytes)));
         let names: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
         let schema = schema.clone();
         let format = spec.format;

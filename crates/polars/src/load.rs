@@ -9,20 +9,17 @@
 use std::sync::Arc;
 
 use dagrun_core::engine::TaskContext;
-use dagrun_core::plan::{Load, join_path};
+use dagrun_core::plan::Load;
 use dagrun_core::spec::Compression;
-use dagrun_core::storage::{SUCCESS_MARKER, Storage, staging_path};
+use dagrun_core::storage::{ManifestFile, Storage, TableFile, TableManifest};
 use polars::prelude::*;
 use rayon::prelude::*;
-use serde::Serialize;
 use tracing::info;
 
 use crate::error::{Error, Result};
 
 /// The folder name Hive, Spark and Polars use for a null (or empty) partition value.
 pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
-/// The manifest written beside `_SUCCESS`, listing what the table holds.
-pub const MANIFEST: &str = "_manifest.json";
 /// File systems refuse longer names.
 const MAX_SEGMENT_BYTES: usize = 255;
 
@@ -31,16 +28,6 @@ pub struct Loaded {
     pub rows: u64,
     pub files: usize,
     pub partitions: usize,
-}
-
-/// The content of `_manifest.json`.
-#[derive(Serialize)]
-struct Manifest<'a> {
-    table: &'a str,
-    run_id: &'a str,
-    rows: u64,
-    partition_by: &'a [String],
-    files: Vec<String>,
 }
 
 /// Escapes one partition value the way Hive's `FileUtils.escapePathName` does.
@@ -178,10 +165,6 @@ pub async fn run(
     pool: &Arc<rayon::ThreadPool>,
     write_concurrency: usize,
 ) -> Result<Loaded> {
-    // One staging folder per attempt: an abandoned attempt (timed out, still finishing in the
-    // background) never shares files with its retry.
-    let staging = staging_path(&spec.path, &format!("{}-{}", cx.run_id, cx.attempt));
-    storage.remove_all(&staging).await?;
     let rows = df.height() as u64;
     let name = table_name.to_string();
     let load = spec.clone();
@@ -194,48 +177,68 @@ pub async fn run(
         return Err(Error::Cancelled);
     }
     let count = files.len();
+    let bytes: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
     let partitions = if spec.partition_by.is_empty() { 0 } else { count };
-    info!(files = count, rows, "writing");
+    info!(files = count, rows, bytes, "writing");
     cx.progress.set_length(Some(count as u64), "files");
-    let manifest = Manifest {
-        table: table_name,
-        run_id: &cx.run_id,
+
+    // The tag is unique per attempt: an abandoned attempt (timed out, still finishing in the
+    // background) never shares files with its retry.
+    let write = storage.begin_table(&spec.path, &format!("{}-{}", cx.run_id, cx.attempt)).await?;
+    let placed: Vec<(TableFile, Vec<u8>)> =
+        files.into_iter().map(|(rel, data)| (storage.table_file(&write, &rel), data)).collect();
+    let manifest = TableManifest {
+        table: table_name.to_string(),
+        run_id: cx.run_id.clone(),
         rows,
-        partition_by: &spec.partition_by,
-        files: files.iter().map(|(p, _)| p.clone()).collect(),
+        partition_by: spec.partition_by.clone(),
+        files: placed.iter().map(|(f, d)| ManifestFile { path: f.relative.clone(), size: d.len() as u64 }).collect(),
     };
-    let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    let targets: Vec<TableFile> = placed.iter().map(|(f, _)| f.clone()).collect();
     let result = async {
         // Write in slices so progress moves and cancellation is noticed.
-        let mut files = files;
-        while !files.is_empty() {
+        let mut pending = placed;
+        let mut written = 0u64;
+        while !pending.is_empty() {
             if cx.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let rest = files.split_off(files.len().min(2048));
-            let slice = std::mem::replace(&mut files, rest);
+            let rest = pending.split_off(pending.len().min(1024));
+            let slice = std::mem::replace(&mut pending, rest);
             let n = slice.len() as u64;
-            let slice = slice.into_iter().map(|(p, d)| (join_path(&staging, &p), d)).collect();
-            storage.write_many(slice, write_concurrency).await?;
+            written += slice.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+            storage.write_many(slice.into_iter().map(|(f, d)| (f.path, d)).collect(), write_concurrency).await?;
             cx.progress.inc(n);
+            cx.progress.set_message(&format!("{} of {}", human_bytes(written), human_bytes(bytes)));
         }
-        storage.write(&join_path(&staging, MANIFEST), manifest).await?;
-        storage.write(&join_path(&staging, SUCCESS_MARKER), Vec::new()).await?;
         // The last moment to back out: a cancelled or timed-out attempt publishes nothing.
         if cx.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        storage.publish(&staging, &spec.path).await?;
-
+        storage.commit_table(&write, &manifest).await?;
         Ok(())
     }
     .await;
     if let Err(e) = result {
         // Leave nothing half-written behind; the published table was never touched.
-        let _ = storage.remove_all(&staging).await;
+        if let Err(cleanup) = storage.abort_table(&write, &targets).await {
+            tracing::warn!(error = %cleanup, "could not remove the files of the failed load");
+        }
         return Err(e);
     }
     Ok(Loaded { rows, files: count, partitions })
+}
+
+/// `1536` -> `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]

@@ -1,0 +1,691 @@
+//! S3 as a [`Storage`], with the official aws-sdk-s3 client: the standard credential chain and
+//! region, S3-compatible endpoints (`storage.s3.endpoint_url`, `AWS_ENDPOINT_URL_S3`,
+//! `AWS_ENDPOINT_URL`), path-style addressing for IP or `localhost` endpoints, paged listings,
+//! bounded concurrent GETs, multipart uploads for large files, SSE and storage classes.
+//!
+//! Transient failures (SlowDown, 500/503, resets, timeouts) are retried here with backoff and full
+//! jitter; permanent ones (403, 404, no such bucket) fail at once, naming the bucket and key.
+//!
+//! Publishing a table (the convention readers follow): files are written beside the current ones
+//! under names that carry the run's tag (`part-00000-<tag>.parquet`) and are invisible to readers
+//! until named by `_manifest.json`. Commit checks every file, replaces `_manifest.json` in one PUT
+//! (the instant the new table becomes current), rewrites `_SUCCESS`, and only then deletes the
+//! files the new manifest does not name. A failed or killed run leaves the previous manifest and
+//! all of its files in place.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::Region;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use dagrun_core::plan::S3Settings;
+use dagrun_core::spec::ServerSideEncryption;
+use dagrun_core::storage::{
+    AccessCheck, MANIFEST, ObjectMeta, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TableFile,
+    TableManifest, TableWrite, is_hidden_name,
+};
+use futures::{StreamExt, TryStreamExt, stream};
+use tracing::{debug, warn};
+
+/// An `s3://bucket/key` URI, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Uri {
+    pub bucket: String,
+    /// The key or prefix, without a leading `/`.
+    pub key: String,
+}
+
+impl S3Uri {
+    pub fn parse(uri: &str) -> Result<Self, StorageError> {
+        let rest = uri
+            .strip_prefix("s3://")
+            .ok_or_else(|| StorageError::new(StorageErrorKind::Other, "parsing", uri, "not an s3:// URI"))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(StorageError::new(StorageErrorKind::Other, "parsing", uri, "no bucket name"));
+        }
+        Ok(Self { bucket: bucket.to_string(), key: key.trim_start_matches('/').to_string() })
+    }
+
+    /// The key as a folder prefix: empty, or ending with `/`.
+    pub fn prefix(&self) -> String {
+        let key = self.key.trim_end_matches('/');
+        if key.is_empty() { String::new() } else { format!("{key}/") }
+    }
+
+    pub fn child(&self, relative: &str) -> String {
+        format!("s3://{}/{}{}", self.bucket, self.prefix(), relative)
+    }
+}
+
+/// The S3 storage.
+pub struct S3Storage {
+    client: Client,
+    settings: S3Settings,
+    /// Where requests go, for messages (never credentials).
+    endpoint: String,
+}
+
+/// Whether an endpoint's host is an IP address or `localhost` (path-style addressing is needed).
+pub fn wants_path_style(endpoint: &str) -> bool {
+    let without_scheme = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
+    let authority = without_scheme.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// The endpoint a client will use: the pipeline setting, then the standard variables.
+fn effective_endpoint(settings: &S3Settings) -> Option<String> {
+    settings
+        .endpoint_url
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .filter(|e| !e.trim().is_empty())
+}
+
+impl S3Storage {
+    /// Builds the client from the standard AWS configuration chain plus `settings`.
+    pub async fn connect(settings: &S3Settings) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let sdk = loader.load().await;
+        let endpoint = effective_endpoint(settings);
+        let path_style = settings.path_style.unwrap_or_else(|| endpoint.as_deref().is_some_and(wants_path_style));
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(path_style)
+            // Retries are ours (see `retrying`), so every attempt is visible and bounded.
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .timeout_config(
+                // A stalled connection fails the attempt (and is retried) instead of hanging.
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(60))
+                    .operation_attempt_timeout(Duration::from_secs(900))
+                    .build(),
+            );
+        if sdk.region().is_none() && settings.region.is_none() {
+            // An S3-compatible server does not care; AWS itself answers with a redirect we report.
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        if let Some(url) = &settings.endpoint_url {
+            builder = builder.endpoint_url(url.clone());
+        }
+        let client = Client::from_conf(builder.build());
+        let endpoint = endpoint.unwrap_or_else(|| "AWS S3".to_string());
+        debug!(endpoint = %endpoint, path_style, "S3 client ready");
+        Self { client, settings: settings.clone(), endpoint }
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, or attempts run out.
+    async fn retrying<T, F, Fut>(&self, op: F) -> Result<T, StorageError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        let max = self.settings.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.kind == StorageErrorKind::Transient && attempt < max => {
+                    let cap =
+                        Duration::from_millis(100).saturating_mul(1 << attempt.min(6)).min(Duration::from_secs(5));
+                    let wait = cap.mul_f64(rand_unit());
+                    debug!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "transient S3 failure; retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(mut e) => {
+                    if e.kind == StorageErrorKind::Transient && max > 1 {
+                        e.message = format!("{} (tried {max} times)", e.message);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn error<E>(
+        &self,
+        action: &'static str,
+        uri: &str,
+        bucket: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StorageError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        classify(action, uri, bucket, &self.endpoint, err)
+    }
+
+    async fn put(&self, uri: &S3Uri, data: &[u8]) -> Result<(), StorageError> {
+        let full = format!("s3://{}/{}", uri.bucket, uri.key);
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .content_type(content_type(&uri.key))
+            .body(ByteStream::from(data.to_vec()));
+        if let Some(sse) = self.settings.server_side_encryption {
+            request = request.server_side_encryption(sse_of(sse));
+            if let Some(key) = &self.settings.kms_key_id {
+                request = request.ssekms_key_id(key);
+            }
+        }
+        if let Some(class) = self.settings.storage_class {
+            request = request.storage_class(class.as_str().into());
+        }
+        request.send().await.map(|_| ()).map_err(|e| self.error("writing", &full, &uri.bucket, e))
+    }
+
+    async fn put_multipart(&self, uri: &S3Uri, data: &[u8]) -> Result<(), StorageError> {
+        let full = format!("s3://{}/{}", uri.bucket, uri.key);
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .content_type(content_type(&uri.key));
+        if let Some(sse) = self.settings.server_side_encryption {
+            create = create.server_side_encryption(sse_of(sse));
+            if let Some(key) = &self.settings.kms_key_id {
+                create = create.ssekms_key_id(key);
+            }
+        }
+        if let Some(class) = self.settings.storage_class {
+            create = create.storage_class(class.as_str().into());
+        }
+        let upload = self
+            .retrying(|| async {
+                create.clone().send().await.map_err(|e| self.error("starting the upload of", &full, &uri.bucket, e))
+            })
+            .await?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let mut uploads = Vec::new();
+        for (i, chunk) in data.chunks(self.settings.part_size as usize).enumerate() {
+            let number = i as i32 + 1;
+            let (upload_id, full) = (&upload_id, &full);
+            uploads.push(async move {
+                self.retrying(|| async {
+                    let out = self
+                        .client
+                        .upload_part()
+                        .bucket(&uri.bucket)
+                        .key(&uri.key)
+                        .upload_id(upload_id)
+                        .part_number(number)
+                        .body(ByteStream::from(chunk.to_vec()))
+                        .send()
+                        .await
+                        .map_err(|e| self.error("uploading a part of", full, &uri.bucket, e))?;
+                    // The SDK checksums each part; completing the upload must repeat the checksums.
+                    Ok(CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(String::from))
+                        .set_checksum_crc32(out.checksum_crc32().map(String::from))
+                        .set_checksum_crc32_c(out.checksum_crc32_c().map(String::from))
+                        .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(String::from))
+                        .set_checksum_sha1(out.checksum_sha1().map(String::from))
+                        .set_checksum_sha256(out.checksum_sha256().map(String::from))
+                        .build())
+                })
+                .await
+            });
+        }
+        let result: Result<Vec<CompletedPart>, StorageError> = stream::iter(uploads).buffered(4).try_collect().await;
+
+        let completed = match result {
+            Ok(parts) => parts,
+            Err(e) => {
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&uri.bucket)
+                    .key(&uri.key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                return Err(e);
+            }
+        };
+        let body = CompletedMultipartUpload::builder().set_parts(Some(completed)).build();
+        self.retrying(|| async {
+            self.client
+                .complete_multipart_upload()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .upload_id(&upload_id)
+                .multipart_upload(body.clone())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error("completing the upload of", &full, &uri.bucket, e))
+        })
+        .await
+    }
+
+    /// Every object under a prefix (nothing skipped), paging through any number.
+    async fn list_all(&self, root: &S3Uri, display: &str) -> Result<Vec<aws_sdk_s3::types::Object>, StorageError> {
+        let prefix = root.prefix();
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retrying(|| async {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&root.bucket)
+                        .prefix(&prefix)
+                        .set_continuation_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| self.error("listing", display, &root.bucket, e))
+                })
+                .await?;
+            out.extend(page.contents().iter().cloned());
+            token = page.next_continuation_token().map(String::from);
+            if token.is_none() || !page.is_truncated().unwrap_or(false) {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn delete_keys(&self, bucket: &str, keys: Vec<String>, display: &str) -> Result<(), StorageError> {
+        for chunk in keys.chunks(1000) {
+            let objects: Vec<ObjectIdentifier> =
+                chunk.iter().filter_map(|k| ObjectIdentifier::builder().key(k).build().ok()).collect();
+            let delete =
+                Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(|e| {
+                    StorageError::new(StorageErrorKind::Other, "deleting under", display, e.to_string())
+                })?;
+            let out = self
+                .retrying(|| async {
+                    self.client
+                        .delete_objects()
+                        .bucket(bucket)
+                        .delete(delete.clone())
+                        .send()
+                        .await
+                        .map_err(|e| self.error("deleting under", display, bucket, e))
+                })
+                .await?;
+            if let Some(first) = out.errors().first() {
+                return Err(StorageError::new(
+                    StorageErrorKind::Other,
+                    "deleting",
+                    format!("s3://{bucket}/{}", first.key().unwrap_or("")),
+                    first.message().unwrap_or("refused").to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sse_of(sse: ServerSideEncryption) -> aws_sdk_s3::types::ServerSideEncryption {
+    match sse {
+        ServerSideEncryption::Aes256 => aws_sdk_s3::types::ServerSideEncryption::Aes256,
+        ServerSideEncryption::AwsKms => aws_sdk_s3::types::ServerSideEncryption::AwsKms,
+    }
+}
+
+fn content_type(key: &str) -> &'static str {
+    match key.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("parquet") => "application/vnd.apache.parquet",
+        Some("json") => "application/json",
+        Some("jsonl") => "application/x-ndjson",
+        Some("html") => "text/html; charset=utf-8",
+        Some("xml") => "application/xml",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A uniform number in [0, 1) for jitter, without a global generator.
+fn rand_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Turns an SDK error into a storage error that says what happened and whether to retry.
+fn classify<E>(
+    action: &'static str,
+    uri: &str,
+    bucket: &str,
+    endpoint: &str,
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    debug!(action, uri, error = %DisplayErrorContext(&err), "S3 request failed");
+    let status = err.raw_response().map(|r| r.status().as_u16());
+
+    let code = err.code().map(String::from);
+    let (kind, message) = match (&err, status, code.as_deref()) {
+        (SdkError::ServiceError(_), _, Some("NoSuchBucket")) => {
+            (StorageErrorKind::NotFound, format!("bucket `{bucket}` does not exist"))
+        }
+        // HeadBucket has no body: a bare 404 "NotFound" is the bucket itself.
+        (SdkError::ServiceError(_), Some(404), Some("NotFound")) if action == "checking" => {
+            (StorageErrorKind::NotFound, format!("bucket `{bucket}` does not exist"))
+        }
+        (SdkError::ServiceError(_), Some(404), Some("NoSuchKey" | "NotFound") | None) => {
+            (StorageErrorKind::NotFound, "no such object".into())
+        }
+
+        (SdkError::ServiceError(_), Some(403), _) | (SdkError::ServiceError(_), _, Some("AccessDenied")) => (
+            StorageErrorKind::PermissionDenied,
+            format!("access denied by {endpoint}: the credentials may not {} bucket `{bucket}`", verb(action)),
+        ),
+        (SdkError::ServiceError(_), Some(301), _) | (SdkError::ServiceError(_), _, Some("PermanentRedirect")) => (
+            StorageErrorKind::Other,
+            format!("bucket `{bucket}` is in another region: set storage.s3.region or AWS_REGION"),
+        ),
+        (SdkError::ServiceError(_), Some(s), c)
+            if matches!(s, 500 | 502 | 503 | 504)
+                || matches!(c, Some("SlowDown" | "Throttling" | "RequestTimeout" | "InternalError")) =>
+        {
+            (
+                StorageErrorKind::Transient,
+                format!(
+                    "{} {}",
+                    status.map_or(String::new(), |s| s.to_string()),
+                    code.clone().unwrap_or_else(|| "server error".into())
+                )
+                .trim()
+                .to_string(),
+            )
+        }
+        (SdkError::ServiceError(se), s, c) => (
+            StorageErrorKind::Other,
+            format!(
+                "{} {}{}",
+                s.map_or(String::new(), |s| s.to_string()),
+                c.unwrap_or("error"),
+                se.err().message().map(|m| format!(": {m}")).unwrap_or_default()
+            )
+            .trim()
+            .to_string(),
+        ),
+        (SdkError::TimeoutError(_), _, _) => (StorageErrorKind::Transient, format!("timed out talking to {endpoint}")),
+        (SdkError::DispatchFailure(_) | SdkError::ResponseError(_), _, _) => {
+            (StorageErrorKind::Transient, format!("cannot reach {endpoint}: {}", root_cause(&err)))
+        }
+        (_, _, _) => (StorageErrorKind::Other, DisplayErrorContext(&err).to_string()),
+    };
+    StorageError::new(kind, action, uri, message)
+}
+
+/// The innermost message of an error chain ("Connection refused (os error 111)").
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !text.is_empty() {
+            last = text;
+        }
+        source = e.source();
+    }
+    last
+}
+
+fn verb(action: &str) -> &'static str {
+    if action.starts_with("reading") || action.starts_with("listing") || action.starts_with("checking") {
+        "read"
+    } else {
+        "write to"
+    }
+}
+
+/// A GET's body as one buffer, sized from Content-Length.
+async fn body_bytes(output: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::with_capacity(output.content_length().unwrap_or(0).max(0) as usize);
+    let mut body = output.body;
+    while let Some(chunk) = body.try_next().await.map_err(|e| DisplayErrorContext(&e).to_string())? {
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// `part-00000.parquet` -> `part-00000-<tag>.parquet`: the name a tagged file has on S3.
+pub fn tagged_name(relative: &str, tag: &str) -> String {
+    let (dir, file) = relative.rsplit_once('/').map_or(("", relative), |(d, f)| (d, f));
+    let tagged = match file.rsplit_once('.') {
+        Some((stem, ext)) => format!("{stem}-{tag}.{ext}"),
+        None => format!("{file}-{tag}"),
+    };
+    if dir.is_empty() { tagged } else { format!("{dir}/{tagged}") }
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    async fn list(&self, root: &str, glob: &globset::GlobMatcher) -> Result<Vec<ObjectMeta>, StorageError> {
+        let uri = S3Uri::parse(root)?;
+        let objects = self.list_all(&uri, root).await?;
+        if objects.is_empty() {
+            return Err(StorageError::new(StorageErrorKind::NotFound, "listing", root, "no objects under this prefix"));
+        }
+        let prefix = uri.prefix();
+        let mut out: Vec<ObjectMeta> = objects
+            .iter()
+            .filter_map(|o| {
+                let key = o.key()?;
+                let relative = key.strip_prefix(&prefix)?.to_string();
+                if relative.is_empty()
+                    || relative.ends_with('/')
+                    || relative.split('/').any(is_hidden_name)
+                    || !glob.is_match(&relative)
+                {
+                    return None;
+                }
+                Some(ObjectMeta {
+                    path: format!("s3://{}/{key}", uri.bucket),
+                    relative,
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+                    etag: o.e_tag().map(String::from),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.relative.cmp(&b.relative));
+        Ok(out)
+    }
+
+    async fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
+        let uri = S3Uri::parse(path)?;
+        self.retrying(|| async {
+            let output = self
+                .client
+                .get_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .send()
+                .await
+                .map_err(|e| self.error("reading", path, &uri.bucket, e))?;
+            body_bytes(output).await.map_err(|m| {
+                StorageError::new(StorageErrorKind::Transient, "reading", path, format!("the body broke off: {m}"))
+            })
+        })
+        .await
+    }
+
+    async fn read_many(&self, paths: &[String], _concurrency: usize) -> Vec<Result<Vec<u8>, StorageError>> {
+        let reads: Vec<_> = paths.iter().map(|p| self.read(p)).collect();
+        stream::iter(reads).buffered(self.settings.max_concurrency).collect().await
+    }
+
+    async fn write(&self, path: &str, data: Vec<u8>) -> Result<(), StorageError> {
+        let uri = S3Uri::parse(path)?;
+        if data.len() as u64 >= self.settings.multipart_threshold {
+            return self.put_multipart(&uri, &data).await;
+        }
+        self.retrying(|| self.put(&uri, &data)).await
+    }
+
+    async fn write_many(&self, files: Vec<(String, Vec<u8>)>, _concurrency: usize) -> Result<(), StorageError> {
+        let mut writes = Vec::with_capacity(files.len());
+        for (path, data) in files {
+            writes.push(async move { self.write(&path, data).await });
+        }
+        stream::iter(writes).buffer_unordered(self.settings.max_concurrency).try_collect::<Vec<()>>().await.map(|_| ())
+    }
+
+    async fn remove_all(&self, path: &str) -> Result<(), StorageError> {
+        let uri = S3Uri::parse(path)?;
+        let keys: Vec<String> =
+            self.list_all(&uri, path).await?.iter().filter_map(|o| o.key().map(String::from)).collect();
+        self.delete_keys(&uri.bucket, keys, path).await
+    }
+
+    async fn begin_table(&self, target: &str, tag: &str) -> Result<TableWrite, StorageError> {
+        S3Uri::parse(target)?;
+        let target = target.trim_end_matches('/').to_string();
+        Ok(TableWrite { root: target.clone(), target, tag: tag.to_string() })
+    }
+
+    fn table_file(&self, write: &TableWrite, relative: &str) -> TableFile {
+        let relative = tagged_name(relative, &write.tag);
+        TableFile { path: format!("{}/{relative}", write.root), relative }
+    }
+
+    async fn commit_table(&self, write: &TableWrite, manifest: &TableManifest) -> Result<(), StorageError> {
+        let uri = S3Uri::parse(&write.target)?;
+        let listed = self.list_all(&uri, &write.target).await?;
+        let prefix = uri.prefix();
+        let sizes: std::collections::HashMap<&str, i64> =
+            listed.iter().filter_map(|o| Some((o.key()?.strip_prefix(&prefix)?, o.size().unwrap_or(-1)))).collect();
+        // Check every file of the new table before it becomes current.
+        for file in &manifest.files {
+            match sizes.get(file.path.as_str()) {
+                Some(&size) if size as u64 == file.size => {}
+                Some(&size) => {
+                    return Err(StorageError::new(
+                        StorageErrorKind::Other,
+                        "checking",
+                        uri.child(&file.path),
+                        format!("{size} bytes stored, {} written", file.size),
+                    ));
+                }
+                None => {
+                    return Err(StorageError::new(
+                        StorageErrorKind::Other,
+                        "checking",
+                        uri.child(&file.path),
+                        "missing after upload",
+                    ));
+                }
+            }
+        }
+        let json = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
+        let manifest_uri = S3Uri { bucket: uri.bucket.clone(), key: format!("{prefix}{MANIFEST}") };
+        self.retrying(|| self.put(&manifest_uri, &json)).await?;
+        let marker = S3Uri { bucket: uri.bucket.clone(), key: format!("{prefix}{SUCCESS_MARKER}") };
+        self.retrying(|| self.put(&marker, b"")).await?;
+        // The new table is current; the old files go.
+        let keep: std::collections::HashSet<String> =
+            manifest.files.iter().map(|f| format!("{prefix}{}", f.path)).collect();
+        let stale: Vec<String> = listed
+            .iter()
+            .filter_map(|o| o.key())
+            .filter(|k| !keep.contains(*k) && *k != manifest_uri.key && *k != marker.key)
+            .map(String::from)
+            .collect();
+        if let Err(e) = self.delete_keys(&uri.bucket, stale, &write.target).await {
+            // The table is published; stale files are ignored by manifest readers and go next time.
+            warn!(error = %e, "published, but old files could not all be deleted");
+        }
+        Ok(())
+    }
+
+    async fn abort_table(&self, write: &TableWrite, files: &[TableFile]) -> Result<(), StorageError> {
+        let uri = S3Uri::parse(&write.target)?;
+        let keys: Vec<String> = files.iter().filter_map(|f| S3Uri::parse(&f.path).ok().map(|u| u.key)).collect();
+        self.delete_keys(&uri.bucket, keys, &write.target).await
+    }
+
+    async fn check_access(&self, path: &str, write: bool) -> AccessCheck {
+        let result: Result<String, StorageError> = async {
+            let uri = S3Uri::parse(path)?;
+            self.retrying(|| async {
+                self.client
+                    .head_bucket()
+                    .bucket(&uri.bucket)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("checking", path, &uri.bucket, e))
+            })
+            .await?;
+            if write {
+                return Ok(format!("bucket `{}` reachable", uri.bucket));
+            }
+            let page = self
+                .retrying(|| async {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&uri.bucket)
+                        .prefix(uri.prefix())
+                        .max_keys(1)
+                        .send()
+                        .await
+                        .map_err(|e| self.error("checking", path, &uri.bucket, e))
+                })
+                .await?;
+            if page.contents().is_empty() {
+                Err(StorageError::new(StorageErrorKind::NotFound, "checking", path, "no objects under this prefix"))
+            } else {
+                Ok(format!("bucket `{}` reachable, prefix holds objects", uri.bucket))
+            }
+        }
+        .await;
+        match result {
+            Ok(detail) => AccessCheck { path: path.to_string(), ok: true, detail },
+            Err(e) => AccessCheck { path: path.to_string(), ok: false, detail: e.message },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_split_into_bucket_and_prefix() {
+        let u = S3Uri::parse("s3://lake/raw/song_data/").unwrap();
+        assert_eq!((u.bucket.as_str(), u.prefix().as_str()), ("lake", "raw/song_data/"));
+        assert_eq!(S3Uri::parse("s3://lake").unwrap().prefix(), "");
+        assert_eq!(u.child("a.json"), "s3://lake/raw/song_data/a.json");
+        assert!(S3Uri::parse("s3:///x").is_err());
+    }
+
+    #[test]
+    fn path_style_for_ip_and_localhost_endpoints() {
+        assert!(wants_path_style("http://127.0.0.1:5000"));
+        assert!(wants_path_style("http://localhost:9000/"));
+        assert!(wants_path_style("http://[::1]:9000"));
+        assert!(!wants_path_style("https://s3.eu-west-1.amazonaws.com"));
+        assert!(!wants_path_style("https://minio.internal:9000"));
+    }
+
+    #[test]
+    fn tagged_names_keep_folders_and_extensions() {
+        assert_eq!(tagged_name("year=2018/part-00000.parquet", "r1-1"), "year=2018/part-00000-r1-1.parquet");
+        assert_eq!(tagged_name("part-00000.parquet", "r1-1"), "part-00000-r1-1.parquet");
+    }
+}

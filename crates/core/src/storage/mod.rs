@@ -1,0 +1,207 @@
+//! Where bytes live: the [`Storage`] trait (listing, reading, writing, publishing a table) with
+//! the local disk in [`local`] and S3 in the aws crate; [`Storages`] picks one by path scheme.
+//!
+//! Publishing a table is a protocol, so that no reader ever sees a half-written table:
+//! [`Storage::begin_table`], then every file written where [`Storage::table_file`] says, then
+//! [`Storage::commit_table`] (or [`Storage::abort_table`] on failure). Each storage keeps the
+//! promise its own way: a folder swap on disk, a manifest written last on S3.
+
+pub mod local;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use futures::{StreamExt, stream};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::TaskError;
+
+pub use local::LocalStorage;
+
+/// The marker written last into a complete table folder.
+pub const SUCCESS_MARKER: &str = "_SUCCESS";
+/// The manifest of a published table: which files it holds. Written before `_SUCCESS`.
+pub const MANIFEST: &str = "_manifest.json";
+
+/// One listed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Full path or URI.
+    pub path: String,
+    /// Path relative to the listed root, with `/` separators.
+    pub relative: String,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+    /// S3 ETag, when the storage has one.
+    pub etag: Option<String>,
+}
+
+/// What went wrong, so callers can tell a retry from a dead end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageErrorKind {
+    NotFound,
+    PermissionDenied,
+    /// Throttling, timeouts, resets: worth retrying.
+    Transient,
+    Other,
+}
+
+/// A storage failure, with the path and the action that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{action} {path}: {message}")]
+pub struct StorageError {
+    pub kind: StorageErrorKind,
+    /// e.g. "reading", "listing", "publishing to".
+    pub action: &'static str,
+    pub path: String,
+    pub message: String,
+}
+
+impl StorageError {
+    pub fn new(
+        kind: StorageErrorKind,
+        action: &'static str,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self { kind, action, path: path.into(), message: message.into() }
+    }
+}
+
+impl From<StorageError> for TaskError {
+    fn from(e: StorageError) -> Self {
+        TaskError { retryable: e.kind == StorageErrorKind::Transient, message: e.to_string(), partial: None }
+    }
+}
+
+/// A table being published: where it goes, and the tag (run and attempt) that keeps this
+/// attempt's files apart from any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableWrite {
+    pub target: String,
+    pub tag: String,
+    /// Where the files go until the table is committed (local: a hidden staging folder).
+    pub root: String,
+}
+
+/// Where one file of a table is written, and its path relative to the table once published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFile {
+    pub path: String,
+    pub relative: String,
+}
+
+/// The manifest of a published table (`_manifest.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableManifest {
+    pub table: String,
+    pub run_id: String,
+    pub rows: u64,
+    pub partition_by: Vec<String>,
+    pub files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Relative to the table folder.
+    pub path: String,
+    pub size: u64,
+}
+
+/// What `validate --env` found for one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessCheck {
+    pub path: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Files and folders, local or remote.
+#[async_trait]
+pub trait Storage: Send + Sync {
+    /// Files under `root` whose relative path matches `glob`, sorted by path. Names starting with
+    /// `.` or `_` (hidden files, `_SUCCESS`, staging folders) are skipped, as Hadoop and Spark do.
+    /// A missing root is an error; an existing root with no matching file is not.
+    async fn list(&self, root: &str, glob: &globset::GlobMatcher) -> Result<Vec<ObjectMeta>, StorageError>;
+
+    async fn read(&self, path: &str) -> Result<Vec<u8>, StorageError>;
+
+    /// Reads many files with at most `concurrency` in flight; results in input order.
+    async fn read_many(&self, paths: &[String], concurrency: usize) -> Vec<Result<Vec<u8>, StorageError>> {
+        let reads: Vec<_> = paths.iter().map(|p| self.read(p)).collect();
+        stream::iter(reads).buffered(concurrency.max(1)).collect().await
+    }
+
+    /// Writes a whole file, creating parent folders.
+    async fn write(&self, path: &str, data: Vec<u8>) -> Result<(), StorageError>;
+
+    /// Writes many files with at most `concurrency` in flight.
+    async fn write_many(&self, files: Vec<(String, Vec<u8>)>, concurrency: usize) -> Result<(), StorageError> {
+        let mut writes = Vec::with_capacity(files.len());
+        for (path, data) in files {
+            writes.push(async move { self.write(&path, data).await });
+        }
+        let results: Vec<Result<(), StorageError>> =
+            stream::iter(writes).buffer_unordered(concurrency.max(1)).collect().await;
+        results.into_iter().collect()
+    }
+
+    /// Deletes a folder (prefix) and everything under it; a missing one is fine.
+    async fn remove_all(&self, path: &str) -> Result<(), StorageError>;
+
+    /// Starts publishing a table at `target`; `tag` is unique to this run and attempt.
+    async fn begin_table(&self, target: &str, tag: &str) -> Result<TableWrite, StorageError>;
+
+    /// Where the file `relative` (e.g. `year=2018/part-00000.parquet`) of a table is written.
+    fn table_file(&self, write: &TableWrite, relative: &str) -> TableFile;
+
+    /// Makes the written files the table, atomically for readers, then removes the old files.
+    async fn commit_table(&self, write: &TableWrite, manifest: &TableManifest) -> Result<(), StorageError>;
+
+    /// Forgets a table that will not be committed; the published table is untouched.
+    async fn abort_table(&self, write: &TableWrite, files: &[TableFile]) -> Result<(), StorageError>;
+
+    /// Whether `path` can be read (`write` false) or written (`write` true), without listing
+    /// anything unrelated.
+    async fn check_access(&self, path: &str, write: bool) -> AccessCheck;
+}
+
+/// Picks the storage for a path: `s3://` URIs go to S3 (when available), the rest to local disk.
+#[derive(Clone)]
+pub struct Storages {
+    pub local: Arc<dyn Storage>,
+    pub s3: Option<Arc<dyn Storage>>,
+}
+
+impl Default for Storages {
+    fn default() -> Self {
+        Self { local: Arc::new(LocalStorage), s3: None }
+    }
+}
+
+impl Storages {
+    pub fn for_path(&self, path: &str) -> Result<&Arc<dyn Storage>, StorageError> {
+        if is_s3(path) {
+            self.s3.as_ref().ok_or_else(|| {
+                StorageError::new(StorageErrorKind::Other, "opening", path, "S3 is not configured for this run")
+            })
+        } else {
+            Ok(&self.local)
+        }
+    }
+}
+
+pub fn is_s3(path: &str) -> bool {
+    path.starts_with("s3://")
+}
+
+/// Whether a path component is hidden from readers (`_SUCCESS`, `.staging`, `_dagrun`).
+pub fn is_hidden_name(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('_')
+}
+
+/// Compiles a glob the way listings match it: `*` stays within one folder, `**` crosses folders.
+pub fn compile_glob(glob: &str) -> Result<globset::GlobMatcher, globset::Error> {
+    Ok(globset::GlobBuilder::new(glob).literal_separator(true).build()?.compile_matcher())
+}

@@ -1,0 +1,337 @@
+//! S3 through the real aws-sdk-s3 client, against moto's S3 in server mode on 127.0.0.1 (with a
+//! fault-injecting middleware in front of it): the Sparkify ETL S3 to S3 equals the local run,
+//! transient faults are retried away, a killed run leaves the published tables readable, and
+//! missing buckets, denied access and missing prefixes are clear errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// The tables of a local run of the real sample, rows sorted: the reference S3 runs must equal.
+fn local_reference(dir: &Path) -> Vec<Vec<Row>> {
+    let out = dir.join("local");
+    run_sparkify(&sample(), &out, &["-q"]).expect(0);
+    TABLES.iter().map(|t| sorted_rows(&out.join(t))).collect()
+}
+
+/// The published tables under `s3://lake/star`, read the way the convention says.
+fn s3_tables(moto: &Moto, dir: &Path) -> Vec<Vec<Row>> {
+    TABLES
+        .iter()
+        .map(|t| {
+            let local = dir.join(t);
+            moto.download_table("lake", &format!("star/{t}"), &local);
+            sorted_rows(&local)
+        })
+        .collect()
+}
+
+fn run_s3(moto: &Moto, extra: &[&str]) -> Run {
+    let pipeline = sparkify();
+    let mut args =
+        vec![pipeline.to_str().unwrap(), "--set", "input=s3://udacity-dend/sample", "--set", "output=s3://lake/star"];
+    args.extend_from_slice(extra);
+    Run::from(moto.dagrun().args(&args).output().unwrap())
+}
+
+fn setup() -> (Moto, tempfile::TempDir) {
+    let moto = Moto::start();
+    moto.upload(&sample(), "udacity-dend", "sample");
+    moto.control("bucket", json!({"bucket": "lake"}));
+    (moto, tempfile::tempdir().unwrap())
+}
+
+#[test]
+fn s3_to_s3_gives_the_same_tables_as_the_local_run() {
+    let (moto, tmp) = setup();
+    let reference = local_reference(tmp.path());
+    let run = run_s3(&moto, &["-q"]).expect(0);
+    assert!(run.stdout.contains("all 18 tasks succeeded"), "{}", run.stdout);
+    assert_eq!(s3_tables(&moto, &tmp.path().join("first")), reference);
+
+    // Re-running replaces each table: the old files are gone, nothing is duplicated.
+    let before = moto.keys("lake", "star/users");
+    run_s3(&moto, &["-q"]).expect(0);
+    let after = moto.keys("lake", "star/users");
+    assert_eq!(after.len(), before.len(), "{before:?} -> {after:?}");
+    assert_ne!(after, before, "new files carry the new run's tag");
+    assert!(
+        after.contains(&"star/users/_manifest.json".to_string()) && after.contains(&"star/users/_SUCCESS".to_string())
+    );
+    assert_eq!(s3_tables(&moto, &tmp.path().join("second")), reference);
+}
+
+#[test]
+fn transient_failures_are_retried_and_the_output_is_identical() {
+    let (moto, tmp) = setup();
+    let reference = local_reference(tmp.path());
+    moto.faults(json!([
+        {"kind": "slowdown", "method": "GET", "every": 4},
+        {"kind": "reset", "every": 9},
+        {"kind": "error500", "method": "PUT", "every": 5},
+        {"kind": "delay", "seconds": 1.0, "every": 25}
+    ]));
+    let run = run_s3(&moto, &["-q"]).expect(0);
+    let stats = moto.stats();
+    for kind in ["slowdown", "reset", "error500", "delay"] {
+        assert!(stats["injected"][kind].as_u64().unwrap_or(0) > 0, "no {kind} fault was injected: {stats}");
+    }
+    assert!(run.stdout.contains("all 18 tasks succeeded"), "{}", run.stdout);
+    moto.faults(json!([]));
+    assert_eq!(s3_tables(&moto, tmp.path()), reference);
+}
+
+#[test]
+fn a_run_killed_during_load_leaves_the_published_tables_readable() {
+    let (moto, tmp) = setup();
+    let reference = local_reference(tmp.path());
+    run_s3(&moto, &["-q"]).expect(0);
+    let manifests_before: Vec<Vec<String>> = TABLES
+        .iter()
+        .map(|t| moto.download_table("lake", &format!("star/{t}"), &tmp.path().join("m").join(t)))
+        .collect();
+
+    // Make every upload of table data slow, then kill the run while it loads.
+    moto.faults(json!([{"kind": "delay", "method": "PUT", "match": ".parquet", "seconds": 0.5}]));
+    let mut child = moto
+        .dagrun()
+        .args([
+            sparkify().to_str().unwrap(),
+            "--set",
+            "input=s3://udacity-dend/sample",
+            "--set",
+            "output=s3://lake/star",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the run ended before loading: {seen}");
+        seen.push_str(&line);
+        if line.contains("load_") && line.contains("writing") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    moto.faults(json!([]));
+
+    // Readers following the manifests see exactly the previous tables, every file present.
+    for (t, before) in TABLES.iter().zip(&manifests_before) {
+        let after = moto.download_table("lake", &format!("star/{t}"), &tmp.path().join("after").join(t));
+        assert_eq!(&after, before, "{t}: the manifest changed");
+    }
+    let after: Vec<Vec<Row>> = TABLES.iter().map(|t| sorted_rows(&tmp.path().join("after").join(t))).collect();
+    assert_eq!(after, reference);
+    // The next run publishes again and removes the killed run's leftovers.
+    run_s3(&moto, &["-q"]).expect(0);
+    let keys = moto.keys("lake", "star/songs");
+    let manifest = moto.download_table("lake", "star/songs", &tmp.path().join("final"));
+    assert_eq!(keys.len(), manifest.len() + 2, "only the manifest's files, _manifest.json and _SUCCESS remain");
+}
+
+#[test]
+fn missing_buckets_denied_access_and_missing_prefixes_fail_clearly() {
+    let (moto, _tmp) = setup();
+    let pipeline = sparkify();
+    let run_with = |input: &str, output: &str| {
+        let (i, o) = (format!("input={input}"), format!("output={output}"));
+        Run::from(
+            moto.dagrun()
+                .args([pipeline.to_str().unwrap(), "--set", &i, "--set", &o, "-q", "--only", "load_songs"])
+                .output()
+                .unwrap(),
+        )
+    };
+
+    let run = run_with("s3://no-such-bucket/sample", "s3://lake/star").expect(1);
+    assert!(
+        run.stdout.contains("listing s3://no-such-bucket/sample/song_data: bucket `no-such-bucket` does not exist"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("tried"), "a missing bucket is not retried: {}", run.stdout);
+
+    let run = run_with("s3://udacity-dend/elsewhere", "s3://lake/star").expect(1);
+    assert!(
+        run.stdout.contains("listing s3://udacity-dend/elsewhere/song_data: no objects under this prefix"),
+        "{}",
+        run.stdout
+    );
+
+    let run = run_with("s3://udacity-dend/sample", "s3://no-lake/star").expect(1);
+    assert!(run.stdout.contains("bucket `no-lake` does not exist"), "{}", run.stdout);
+    assert_eq!(state(&run.stdout, "load_songs"), "failed");
+
+    moto.faults(json!([{"kind": "denied", "bucket": "udacity-dend"}]));
+    let run = run_with("s3://udacity-dend/sample", "s3://lake/star").expect(1);
+    assert!(
+        run.stdout.contains("access denied by http://127.0.0.1")
+            && run.stdout.contains("may not read bucket `udacity-dend`"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn validate_env_checks_every_bucket_without_listing_others() {
+    let (moto, _tmp) = setup();
+    let pipeline = sparkify();
+    let ok = Run::from(
+        moto.dagrun()
+            .args([
+                "validate",
+                "--env",
+                pipeline.to_str().unwrap(),
+                "--set",
+                "input=s3://udacity-dend/sample",
+                "--set",
+                "output=s3://lake/star",
+            ])
+            .output()
+            .unwrap(),
+    )
+    .expect(0);
+    assert!(ok.stdout.contains("ok   read  s3://udacity-dend/sample/song_data"), "{}", ok.stdout);
+    assert!(
+        ok.stdout
+            .contains("ok   write s3://lake (load_songs, load_artists, load_users, load_time, load_songplays, runs)"),
+        "{}",
+        ok.stdout
+    );
+    let bad = Run::from(
+        moto.dagrun()
+            .args([
+                "validate",
+                "--env",
+                pipeline.to_str().unwrap(),
+                "--set",
+                "input=s3://udacity-dend/nothing",
+                "--set",
+                "output=s3://gone/star",
+            ])
+            .output()
+            .unwrap(),
+    )
+    .expect(1);
+    assert!(
+        bad.stdout
+            .contains("FAIL read  s3://udacity-dend/nothing/song_data (staging_songs): no objects under this prefix"),
+        "{}",
+        bad.stdout
+    );
+    assert!(bad.stdout.contains("FAIL write s3://gone (load_songs"), "{}", bad.stdout);
+    assert!(bad.stdout.contains("bucket `gone` does not exist"), "{}", bad.stdout);
+}
+
+#[test]
+fn the_endpoint_can_come_from_the_pipeline_and_credentials_are_never_printed() {
+    let (moto, tmp) = setup();
+    let text = std::fs::read_to_string(sparkify())
+        .unwrap()
+        .replace("defaults:\n", &format!("storage:\n  s3:\n    endpoint_url: {}\n    max_concurrency: 4\n    storage_class: STANDARD_IA\n    server_side_encryption: AES256\n\ndefaults:\n", moto.endpoint()));
+    let p = pipeline(tmp.path(), "sparkify-s3.yaml", &text);
+    let mut cmd = moto.dagrun();
+    cmd.env_remove("AWS_ENDPOINT_URL").args([
+        p.to_str().unwrap(),
+        "-vv",
+        "--log-format",
+        "json",
+        "--set",
+        "input=s3://udacity-dend/sample",
+        "--set",
+        "output=s3://lake/star",
+    ]);
+    let run = Run::from(cmd.output().unwrap()).expect(0);
+    for secret in ["dagrun-test-secret-never-printed", "dagrun-test-key-id"] {
+        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret), "{secret} was printed");
+    }
+    let dry = Run::from(moto.dagrun().args([p.to_str().unwrap(), "--dry-run"]).output().unwrap()).expect(0);
+    assert!(!dry.stdout.contains("dagrun-test-secret-never-printed"));
+}
+
+#[test]
+fn listings_page_and_large_files_go_up_in_parts_with_the_configured_class_and_encryption() {
+    let (moto, tmp) = setup();
+    // More than 1,000 song objects: S3 answers a listing 1,000 keys at a time.
+    let generated = tmp.path().join("gen");
+    run(&["generate", "--out", generated.to_str().unwrap(), "--songs", "1100", "--events", "50"]).expect(0);
+    moto.upload(&generated, "raw", "gen");
+    // A file that becomes a table larger than the multipart threshold: random text does not compress.
+    let blobs = tmp.path().join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mut state = 0x2545F4914F6CDD1Du64;
+    let mut text = String::new();
+    for i in 0..40_000 {
+        let mut blob = String::with_capacity(160);
+        for _ in 0..10 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            blob.push_str(&format!("{state:016x}"));
+        }
+        text.push_str(&format!("{{\"id\": {i}, \"blob\": \"{blob}\"}}\n"));
+    }
+    std::fs::write(blobs.join("blobs.json"), text).unwrap();
+    moto.upload(&blobs, "raw", "blobs");
+    let p = pipeline(
+        tmp.path(),
+        "big.yaml",
+        r#"name: big
+vars: {output: s3://lake/big}
+storage:
+  s3:
+    multipart_threshold: 5MiB
+    part_size: 5MiB
+    storage_class: STANDARD_IA
+    server_side_encryption: AES256
+tasks:
+  - id: songs
+    kind: extract
+    path: s3://raw/gen/song_data
+    glob: "**/*.json"
+    format: json
+    schema: {song_id: string, title: string}
+  - id: blobs
+    kind: extract
+    path: s3://raw/blobs
+    format: jsonl
+    schema: {id: int, blob: string}
+  - id: load_songs
+    kind: load
+    depends_on: [songs]
+    table: songs
+    path: ${output}/songs
+  - id: load_blobs
+    kind: load
+    depends_on: [blobs]
+    table: blobs
+    path: ${output}/blobs
+    compression: none
+"#,
+    );
+    let run = Run::from(moto.dagrun().args([p.to_str().unwrap(), "-q"]).output().unwrap()).expect(0);
+    assert!(run.stdout.contains("1,100"), "every song object was listed and read: {}", run.stdout);
+    let stats = moto.stats();
+    assert!(stats["queries"]["partNumber"].as_u64().unwrap_or(0) >= 2, "uploaded in parts: {stats}");
+    let key = moto.keys("lake", "big/blobs").into_iter().find(|k| k.ends_with(".parquet")).unwrap();
+    let head = moto.control("head", json!({"bucket": "lake", "key": key}));
+    assert!(head["size"].as_u64().unwrap() > 5 << 20, "{head}");
+    assert_eq!(head["storage_class"], "STANDARD_IA");
+    assert_eq!(head["encryption"], "AES256");
+    assert_eq!(head["content_type"], "application/vnd.apache.parquet");
+    let rows = {
+        moto.download_table("lake", "big/blobs", &tmp.path().join("down"));
+        read_table(&tmp.path().join("down")).len()
+    };
+    assert_eq!(rows, 40_000);
+}
