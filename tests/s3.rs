@@ -53,9 +53,12 @@ fn s3_to_s3_gives_the_same_tables_as_the_local_run() {
     assert!(run.stdout.contains("all 18 tasks succeeded"), "{}", run.stdout);
     assert_eq!(s3_tables(&moto, &tmp.path().join("first")), reference);
 
-    // Re-running replaces each table: the old files are gone, nothing is duplicated.
+    // Unchanged inputs: nothing to do.
+    let again = run_s3(&moto, &["-q"]).expect(0);
+    assert!(again.stdout.contains("all 18 tasks up to date"), "{}", again.stdout);
+    // A forced re-run replaces each table: the old files are gone, nothing is duplicated.
     let before = moto.keys("lake", "star/users");
-    run_s3(&moto, &["-q"]).expect(0);
+    run_s3(&moto, &["-q", "--force"]).expect(0);
     let after = moto.keys("lake", "star/users");
     assert_eq!(after.len(), before.len(), "{before:?} -> {after:?}");
     assert_ne!(after, before, "new files carry the new run's tag");
@@ -63,6 +66,15 @@ fn s3_to_s3_gives_the_same_tables_as_the_local_run() {
         after.contains(&"star/users/_manifest.json".to_string()) && after.contains(&"star/users/_SUCCESS".to_string())
     );
     assert_eq!(s3_tables(&moto, &tmp.path().join("second")), reference);
+
+    // The run record lives beside the outputs on S3, and the report reads the tables from there.
+    let page = tmp.path().join("report.html");
+    Run::from(
+        moto.dagrun().args(["report", "s3://lake/star/_dagrun", "--output", page.to_str().unwrap()]).output().unwrap(),
+    )
+    .expect(0);
+    let html = std::fs::read_to_string(page).unwrap();
+    assert!(html.contains("Setanta matins (Elena)") && html.contains("Free vs paid"), "answers from the S3 tables");
 }
 
 #[test]
@@ -105,6 +117,7 @@ fn a_run_killed_during_load_leaves_the_published_tables_readable() {
             "input=s3://udacity-dend/sample",
             "--set",
             "output=s3://lake/star",
+            "--force",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -132,8 +145,8 @@ fn a_run_killed_during_load_leaves_the_published_tables_readable() {
     }
     let after: Vec<Vec<Row>> = TABLES.iter().map(|t| sorted_rows(&tmp.path().join("after").join(t))).collect();
     assert_eq!(after, reference);
-    // The next run publishes again and removes the killed run's leftovers.
-    run_s3(&moto, &["-q"]).expect(0);
+    // The next publish removes the killed run's leftovers.
+    run_s3(&moto, &["-q", "--force"]).expect(0);
     let keys = moto.keys("lake", "star/songs");
     let manifest = moto.download_table("lake", "star/songs", &tmp.path().join("final"));
     assert_eq!(keys.len(), manifest.len() + 2, "only the manifest's files, _manifest.json and _SUCCESS remain");

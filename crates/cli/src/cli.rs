@@ -46,6 +46,8 @@ pub enum Command {
     Graph(GraphArgs),
     /// Write Sparkify-shaped sample data (song_data/ and log_data/), deterministic for a seed.
     Generate(GenerateArgs),
+    /// Render a run record (run.json) as one self-contained HTML page.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -99,6 +101,30 @@ pub struct RunArgs {
     /// Worker threads of the local engine [default: number of cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
+
+    /// Rerun tasks whose published outputs are up to date: `--force` all of them,
+    /// `--force=TASK` that task and everything downstream of it (repeatable).
+    #[arg(long, value_name = "TASK", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub force: Vec<String>,
+
+    /// Also write the run's tasks and checks as JUnit XML to this file.
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+
+    /// Also write the run's HTML report to this file.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A run record: a run.json (local or s3://), a run's folder, or a runs folder (its latest run).
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Where to write the page [default: report.html beside a local run.json, else ./report-<run>.html].
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,7 +2,7 @@
 //! `validate`, `graph`, `--dry-run` and a real run agree on what the pipeline is.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dagrun_aws::S3Storage;
@@ -10,17 +10,19 @@ use dagrun_core::Diagnostics;
 use dagrun_core::engine::Engines;
 use dagrun_core::executor::{self, ExecutorOptions};
 use dagrun_core::graph::{self, GraphFormat};
-use dagrun_core::plan::{LoadError, Plan, PlanError, PlanOptions};
+use dagrun_core::plan::{LoadError, Plan, PlanError, PlanOptions, join_path};
+use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
+use dagrun_core::resume::{self, Force};
 use dagrun_core::storage::Storages;
 use dagrun_core::vars::VarInputs;
 use dagrun_polars::{LocalEngine, LocalOptions};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::cli::{GraphArgs, GraphFormatArg, RunArgs, ValidateArgs};
-use crate::render;
+use crate::cli::{GraphArgs, GraphFormatArg, ReportArgs, RunArgs, ValidateArgs};
 use crate::ui::{ProgressObserver, Terminal};
 use crate::{EXIT_CONFIG, EXIT_INTERRUPTED};
+use crate::{records, render, report};
 
 /// A failure that ends the command with a documented exit code and a message.
 pub struct Exit {
@@ -155,10 +157,13 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
         plan = plan.select(&args.only).map_err(|e| Exit::config(format!("error: {e}")))?;
     }
     let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |j| j as usize);
-    let storages = if args.dry_run { Storages::default() } else { storages(&plan).await };
+    let force = force_of(&args.force, &plan)?;
+    let storages = storages(&plan).await;
     let engines = engines(&storages, args.threads)?;
+    // What is already published from the same inputs (reads listings and manifests only).
+    let freshness = resume::assess(&mut plan, &storages, &force).await;
     if args.dry_run {
-        print_stdout(&render::dry_run(&plan, &engines, jobs));
+        print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness));
         return Ok(0);
     }
 
@@ -166,6 +171,7 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     let mut options = ExecutorOptions::new(run_id());
     options.jobs = jobs;
     options.fail_fast = args.fail_fast;
+    options.fresh = freshness.fresh.clone();
     info!(pipeline = %plan.name, run = %options.run_id, tasks = plan.tasks.len(), jobs, "run started");
 
     let cancel = CancellationToken::new();
@@ -175,7 +181,106 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     let report = executor::execute(plan.clone(), &engines, &options, observer, cancel).await;
     terminal.multi.clear().ok();
     print_stdout(&render::summary(&report));
-    Ok(report.exit_code() as u8)
+    let code = report.exit_code() as u8;
+
+    let record = RunRecord::new(&plan, report, join_path(&plan.runs_dir, &options.run_id));
+    match records::write(&record, &storages, &plan.runs_dir).await {
+        Ok(path) => print_stdout(&format!("run record: {path}\n")),
+        Err(e) => error!("could not write the run record: {e}"),
+    }
+    if let Some(path) = &args.junit {
+        write_local(path, records::junit(&record).as_bytes())?;
+    }
+    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY") {
+        use std::io::Write as _;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&summary)
+            .and_then(|mut f| f.write_all(records::markdown(&record).as_bytes()));
+        if let Err(e) = appended {
+            error!("could not append to GITHUB_STEP_SUMMARY: {e}");
+        }
+    }
+    if let Some(path) = &args.report {
+        let answers = report::answers(&record, &storages).await;
+        write_local(path, report::render(&record, &answers).as_bytes())?;
+        print_stdout(&format!("report: {}\n", path.display()));
+    }
+    Ok(code)
+}
+
+fn write_local(path: &Path, data: &[u8]) -> Result<(), Exit> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Exit { code: 1, message: format!("error: creating {}: {e}", parent.display()) })?;
+    }
+    std::fs::write(path, data).map_err(|e| Exit { code: 1, message: format!("error: writing {}: {e}", path.display()) })
+}
+
+/// `--force` flags: empty means everything, names must be tasks of the plan.
+fn force_of(flags: &[String], plan: &Plan) -> Result<Force, Exit> {
+    if flags.is_empty() {
+        return Ok(Force::Nothing);
+    }
+    if flags.iter().any(String::is_empty) {
+        return Ok(Force::All);
+    }
+    for id in flags {
+        if plan.task(id).is_none() {
+            let hint = dagrun_core::diagnostic::suggestion(id, plan.tasks.iter().map(|t| t.id.as_str()))
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+            return Err(Exit::config(format!("error: --force={id}: no task `{id}` in {}{hint}", plan.name)));
+        }
+    }
+    Ok(Force::Tasks(flags.to_vec()))
+}
+
+/// `dagrun report RUN`: renders a run record as HTML.
+pub async fn report(args: &ReportArgs) -> Result<u8, Exit> {
+    let fail = |message: String| Exit { code: 1, message: format!("error: {message}") };
+    let run = args.run.trim_end_matches('/').to_string();
+    let candidates =
+        if run.ends_with(".json") { vec![run.clone()] } else { vec![join_path(&run, RUN_RECORD), run.clone()] };
+    let mut storages = Storages::default();
+    if dagrun_core::storage::is_s3(&run) {
+        storages.s3 = Some(Arc::new(S3Storage::connect(&dagrun_core::plan::S3Settings::default()).await));
+    }
+    let storage = storages.for_path(&run).map_err(|e| fail(e.to_string()))?.clone();
+    let mut record_path = None;
+    for candidate in &candidates {
+        if candidate.ends_with(".json") {
+            if storage.read(candidate).await.is_ok() {
+                record_path = Some(candidate.clone());
+                break;
+            }
+        } else if let Ok(latest) = storage.read(&join_path(candidate, LATEST)).await {
+            // A runs folder: its latest run.
+            let id = String::from_utf8_lossy(&latest).trim().to_string();
+            record_path = Some(join_path(candidate, &format!("{id}/{RUN_RECORD}")));
+            break;
+        }
+    }
+    let record_path = record_path
+        .ok_or_else(|| fail(format!("no run record at {run} (expected a run.json, a run folder or a runs folder)")))?;
+    let bytes = storage.read(&record_path).await.map_err(|e| fail(e.to_string()))?;
+    let record: RunRecord =
+        serde_json::from_slice(&bytes).map_err(|e| fail(format!("{record_path} is not a run record: {e}")))?;
+    if record.tables.values().any(|p| dagrun_core::storage::is_s3(p)) {
+        storages.s3 = Some(Arc::new(S3Storage::connect(&record.s3_settings()).await));
+    }
+    let answers = report::answers(&record, &storages).await;
+    let output = args.output.clone().unwrap_or_else(|| {
+        if dagrun_core::storage::is_s3(&record_path) {
+            PathBuf::from(format!("report-{}.html", record.report.run_id))
+        } else {
+            Path::new(&record_path).with_file_name("report.html")
+        }
+    });
+    write_local(&output, report::render(&record, &answers).as_bytes())?;
+    println!("{}", output.display());
+    Ok(0)
 }
 
 /// First Ctrl-C or SIGTERM: cancel the run (tasks clean up). A second one: exit at once.

@@ -4,7 +4,9 @@
 mod cli;
 mod commands;
 mod generate;
+mod records;
 mod render;
+mod report;
 mod ui;
 
 use std::process::ExitCode;
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Some(Command::Validate(args)) => block_on(commands::validate(args)),
         Some(Command::Graph(args)) => commands::graph(args).map(|()| 0),
         Some(Command::Generate(args)) => generate::run(args).map(|()| 0),
+        Some(Command::Report(args)) => block_on(commands::report(args)),
         Some(Command::Run(args)) => block_on(commands::run(args, &terminal)),
         None => block_on(commands::run(&cli.run, &terminal)),
     };

@@ -7,6 +7,7 @@ use dagrun_core::decode::format_duration;
 use dagrun_core::engine::Engines;
 use dagrun_core::executor::{RunReport, TaskState};
 use dagrun_core::plan::{Action, Plan};
+use dagrun_core::resume::Freshness;
 use dagrun_core::spec::CheckSeverity;
 
 /// `1234567` -> `1,234,567`.
@@ -37,12 +38,12 @@ pub fn short_duration(d: Duration) -> String {
 }
 
 /// The dry run: what a run would do, in the order it would do it. Reads and writes nothing.
-pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize) -> String {
+pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshness) -> String {
     let mut out = String::new();
     let waves = plan.waves();
     let _ = writeln!(
         out,
-        "dry run of {}: {} tasks in {} waves, up to {jobs} at a time; nothing is read or written",
+        "dry run of {}: {} tasks in {} waves, up to {jobs} at a time; no data is read or written (only listings and manifests)",
         plan.name,
         plan.tasks.len(),
         waves.len()
@@ -70,6 +71,11 @@ pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize) -> String {
             let deps: Vec<&str> = task.deps.iter().map(|&d| plan.tasks[d].id.as_str()).collect();
             let after = if deps.is_empty() { String::new() } else { format!("  after {}", deps.join(", ")) };
             let _ = writeln!(out, "  {} ({} on {}){after}", task.id, task.kind, task.engine);
+            if let Some(reason) = freshness.fresh.get(&i) {
+                let _ = writeln!(out, "      skipped, {reason}");
+            } else if let Some(reason) = freshness.stale.get(&i) {
+                let _ = writeln!(out, "      runs: {reason}");
+            }
             let _ = writeln!(out, "      timeout {}; retry: {}", format_duration(task.timeout), task.retry);
             for input in task.inputs() {
                 let _ = writeln!(out, "      reads   {input}");
@@ -142,7 +148,7 @@ pub fn summary(report: &RunReport) -> String {
         .tasks
         .iter()
         .filter(|t| {
-            t.state != TaskState::Succeeded
+            !matches!(t.state, TaskState::Succeeded | TaskState::UpToDate)
                 || t.output.as_ref().is_some_and(|o| o.quarantined > 0 || o.checks.iter().any(|c| !c.passed))
         })
         .filter_map(|t| {
@@ -182,6 +188,10 @@ pub fn summary(report: &RunReport) -> String {
             count(TaskState::Cancelled),
             count(TaskState::Skipped)
         )
+    } else if report.succeeded() && count(TaskState::UpToDate) == total {
+        format!("all {total} tasks up to date: nothing to do (--force reruns)")
+    } else if report.succeeded() && count(TaskState::UpToDate) > 0 {
+        format!("{} tasks succeeded, {} up to date", count(TaskState::Succeeded), count(TaskState::UpToDate))
     } else if report.succeeded() {
         format!("all {total} tasks succeeded")
     } else {

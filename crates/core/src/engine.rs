@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{Plan, PlannedTask};
@@ -82,7 +82,7 @@ pub struct TaskContext {
 }
 
 /// The result of one quality check.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
     pub name: String,
     /// `error` or `warn`.
@@ -97,7 +97,8 @@ pub struct CheckResult {
 }
 
 /// What a successful attempt reports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TaskOutput {
     /// Rows read (an extract's parsed records, a transform's input rows, a load's table rows).
     pub rows_in: Option<u64>,

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use futures::FutureExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,8 @@ pub struct ExecutorOptions {
     pub jitter_seed: Option<u64>,
     /// How long a cancelled attempt may take to clean up before it is abandoned.
     pub cancel_grace: Duration,
+    /// Tasks not to run because their outputs are up to date (resume), with the reason.
+    pub fresh: BTreeMap<usize, String>,
 }
 
 impl ExecutorOptions {
@@ -46,6 +48,7 @@ impl ExecutorOptions {
             run_id: run_id.into(),
             jitter_seed: None,
             cancel_grace: CANCEL_GRACE,
+            fresh: BTreeMap::new(),
         }
     }
 }
@@ -61,10 +64,12 @@ pub trait Observer: Send + Sync {
 }
 
 /// Final state of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TaskState {
     Succeeded,
+    /// Not run: its published outputs are complete for unchanged inputs and config (resume).
+    UpToDate,
     Failed,
     /// Never started: an upstream task failed, `--fail-fast` stopped the run, or it was interrupted.
     Skipped,
@@ -76,6 +81,7 @@ impl TaskState {
     pub fn as_str(&self) -> &'static str {
         match self {
             TaskState::Succeeded => "succeeded",
+            TaskState::UpToDate => "up-to-date",
             TaskState::Failed => "failed",
             TaskState::Skipped => "skipped",
             TaskState::Cancelled => "cancelled",
@@ -84,7 +90,7 @@ impl TaskState {
 }
 
 /// One attempt of a task.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub number: u32,
     #[serde(with = "system_time", rename = "started_at_ms")]
@@ -98,11 +104,14 @@ pub struct AttemptRecord {
 }
 
 /// What happened to one task.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub id: String,
     pub kind: String,
     pub engine: String,
+    /// The tasks it depends on, by id.
+    #[serde(default)]
+    pub deps: Vec<String>,
     pub state: TaskState,
     pub attempts: Vec<AttemptRecord>,
     #[serde(with = "duration_secs", rename = "duration_s")]
@@ -113,7 +122,7 @@ pub struct TaskRecord {
 }
 
 /// The whole run, in plan order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     pub run_id: String,
     pub pipeline: String,
@@ -132,7 +141,7 @@ impl RunReport {
     pub fn succeeded(&self) -> bool {
         !self.interrupted
             && self.shutdown_errors.is_empty()
-            && self.tasks.iter().all(|t| t.state == TaskState::Succeeded)
+            && self.tasks.iter().all(|t| matches!(t.state, TaskState::Succeeded | TaskState::UpToDate))
     }
 
     /// The documented exit code: 0 all succeeded, 1 a task failed, 130 interrupted.
@@ -186,6 +195,13 @@ pub async fn execute(
         while in_flight < jobs && !stop.is_cancelled() {
             let Some(i) = ready.pop_first() else { break };
             let task = plan.tasks[i].clone();
+            if let Some(reason) = options.fresh.get(&i) {
+                let record =
+                    finished(&task, TaskState::UpToDate, Vec::new(), Duration::ZERO, Some(reason.clone()), None);
+                running.spawn(async move { (i, record) });
+                in_flight += 1;
+                continue;
+            }
             let Some(engine) = engines.get(&task.engine).cloned() else {
                 // Validation checks engines against the same list, so this is a programming error.
                 let record = finished(
@@ -245,7 +261,7 @@ pub async fn execute(
         let mut done_now = vec![i];
 
         match state {
-            TaskState::Succeeded => {
+            TaskState::Succeeded | TaskState::UpToDate => {
                 for d in plan.dependents(i) {
                     waiting[d] -= 1;
                     if waiting[d] == 0 && records[d].is_none() {
@@ -331,7 +347,15 @@ pub async fn execute(
         pipeline: plan.name.clone(),
         started_at,
         duration: clock.elapsed(),
-        tasks: records.into_iter().map(|r| r.expect("every task has a record")).collect(),
+        tasks: records
+            .into_iter()
+            .zip(&plan.tasks)
+            .map(|(r, task)| {
+                let mut r = r.expect("every task has a record");
+                r.deps = task.deps.iter().map(|&d| plan.tasks[d].id.clone()).collect();
+                r
+            })
+            .collect(),
         interrupted,
         shutdown_errors,
     }
@@ -387,6 +411,7 @@ fn finished(
         id: task.id.clone(),
         kind: task.kind.to_string(),
         engine: task.engine.clone(),
+        deps: Vec::new(),
         state,
         attempts,
         duration,
@@ -539,20 +564,34 @@ fn flatten_panic(
     })
 }
 
-mod system_time {
-    use std::time::SystemTime;
+/// A time as epoch milliseconds.
+pub mod system_time {
+    use std::time::{Duration, SystemTime};
+
+    use serde::Deserialize;
 
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         let ms = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         s.serialize_u64(ms)
     }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::deserialize(d)?))
+    }
 }
 
-mod duration_secs {
+/// A duration as seconds with millisecond precision.
+pub mod duration_secs {
     use std::time::Duration;
+
+    use serde::Deserialize;
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs_f64(f64::deserialize(d)?.max(0.0)))
     }
 }
 

@@ -24,6 +24,8 @@ pub mod engine;
 pub mod executor;
 pub mod graph;
 pub mod plan;
+pub mod record;
+pub mod resume;
 pub mod retry;
 pub mod spec;
 pub mod sql;

@@ -13,10 +13,11 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::decode::{Decode, Decoder, DurationValue, Entries, Located};
 use crate::diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile, suggestion};
+use crate::record::ReportQuery;
 use crate::retry::RetryPolicy;
 use crate::spec::{
-    CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, JsonFormat, RetrySpec, S3Spec,
-    ServerSideEncryption, StorageClass, StorageSpec, TaskKind, TaskParams, TaskSpec,
+    ChartKind, CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, JsonFormat, ReportQuerySpec,
+    RetrySpec, S3Spec, ServerSideEncryption, StorageClass, StorageSpec, TaskKind, TaskParams, TaskSpec,
 };
 use crate::sql;
 use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
@@ -42,6 +43,8 @@ pub struct Plan {
     pub runs_dir: String,
     /// How to talk to S3, when any path is an `s3://` URI.
     pub s3: S3Settings,
+    /// Questions the HTML report answers from the published tables (`report:`).
+    pub report: Vec<ReportQuery>,
     /// Problems worth knowing that do not stop a run.
     pub warnings: Vec<Diagnostic>,
 }
@@ -103,6 +106,9 @@ pub struct PlannedTask {
     pub timeout: Duration,
     /// Where the task is declared.
     pub pos: Pos,
+    /// What this task's output is made from (set by [`crate::resume::assess`]); loads record it
+    /// in their table's manifest.
+    pub fingerprint: Option<String>,
 }
 
 /// What a task does, with everything resolved.
@@ -446,6 +452,7 @@ struct TopLevel {
     description: Option<Located<String>>,
     runs: Option<Located<String>>,
     storage: Option<StorageSpec>,
+    report: Option<Vec<ReportQuerySpec>>,
     defaults: Option<DefaultsSpec>,
     /// Decoded tasks; `None` where a task had errors (its id is still known when readable).
     tasks: Vec<(Option<TaskSpec>, Option<Located<String>>)>,
@@ -453,7 +460,7 @@ struct TopLevel {
     has_tasks_key: bool,
 }
 
-const TOP_KEYS: &[&str] = &["name", "description", "vars", "runs", "storage", "defaults", "tasks"];
+const TOP_KEYS: &[&str] = &["name", "description", "vars", "runs", "storage", "defaults", "tasks", "report"];
 
 impl Decode for TopLevel {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
@@ -462,6 +469,7 @@ impl Decode for TopLevel {
         let description = map.field::<Option<Located<String>>>(cx, "description").flatten();
         let runs = map.field::<Option<Located<String>>>(cx, "runs").flatten();
         let storage = map.field::<Option<StorageSpec>>(cx, "storage").flatten();
+        let report = map.field::<Option<Vec<ReportQuerySpec>>>(cx, "report").flatten();
         let defaults = map.field::<Option<DefaultsSpec>>(cx, "defaults").flatten();
         let mut tasks = Vec::new();
         let tasks_pos = map.node("tasks").map_or(node.pos, |n| n.pos);
@@ -479,7 +487,7 @@ impl Decode for TopLevel {
             None => cx.error(node.pos, "missing required key `tasks` in the pipeline"),
         }
         let has_tasks_key = map.node("tasks").is_some();
-        Some(TopLevel { name, description, runs, storage, defaults, tasks, tasks_pos, has_tasks_key })
+        Some(TopLevel { name, description, runs, storage, report, defaults, tasks, tasks_pos, has_tasks_key })
     }
 }
 
@@ -637,6 +645,7 @@ impl Builder<'_> {
                 retry,
                 timeout,
                 pos: spec.pos,
+                fingerprint: None,
             });
         }
         if !all_decoded || tasks.len() != specs.len() || has_cycle {
@@ -654,12 +663,21 @@ impl Builder<'_> {
             },
         };
         let s3 = self.s3_settings(top.storage.as_ref().and_then(|s| s.s3.as_ref()));
+        let report_specs = top.report.unwrap_or_default();
         let graph = build_graph(&tasks);
         let plan = Plan {
             name: name?,
             description: top.description.map(|d| d.value),
             runs_dir,
             s3,
+            report: report_specs
+                .iter()
+                .map(|q| ReportQuery {
+                    title: q.title.value.clone(),
+                    sql: q.sql.value.clone(),
+                    chart: q.chart.as_ref().map_or(ChartKind::Table, |c| c.value).as_str().to_string(),
+                })
+                .collect(),
             source: Arc::new(self.source.clone()),
             vars,
             tasks,
@@ -667,6 +685,7 @@ impl Builder<'_> {
             warnings: Vec::new(),
         };
         self.check_tables(&plan, &specs);
+        self.check_report(&plan, &report_specs);
         self.check_outputs(&plan, &specs);
         Some(plan)
     }
@@ -1025,6 +1044,40 @@ impl Builder<'_> {
                         .hint = Some(format!("add `{name}` to its depends_on"));
                     }
                     Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Report queries read published tables only (by the name their load gives them).
+    fn check_report(&mut self, plan: &Plan, queries: &[ReportQuerySpec]) {
+        let published: Vec<&str> = plan
+            .tasks
+            .iter()
+            .filter_map(|t| match &t.action {
+                Action::Load(l) => Some(l.table.as_str()),
+                _ => None,
+            })
+            .collect();
+        for q in queries {
+            match sql::referenced_tables(&q.sql) {
+                Ok(tables) => {
+                    for name in tables {
+                        if !published.contains(&name.as_str()) {
+                            let pos = sql::locate_word(self.source, &q.sql, &name);
+                            let hint = suggestion(&name, published.iter().copied())
+                                .unwrap_or_else(|| format!("published tables: {}", published.join(", ")));
+                            self.error(
+                                Pos { len: name.len(), ..pos },
+                                format!("report query `{}` reads `{name}`, which no load publishes", q.title.value),
+                            )
+                            .hint = Some(hint);
+                        }
+                    }
+                }
+                Err(err) => {
+                    let pos = sql::locate(self.source, &q.sql, err.line, err.column);
+                    self.error(pos, format!("report query `{}` does not parse: {}", q.title.value, err.message));
                 }
             }
         }

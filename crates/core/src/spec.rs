@@ -178,8 +178,28 @@ decode_struct! {
     }
 }
 
+decode_enum! {
+    /// How a report query is drawn.
+    pub enum ChartKind as "chart" {
+        /// Bars: the first column labels, the last column lengths.
+        Bar = "bar",
+        /// A table only.
+        Table = "table",
+    }
+}
+
+decode_struct! {
+    /// A question the HTML report answers from the published tables.
+    pub struct ReportQuerySpec as "a report query" {
+        title: Located<String>,
+        sql: Located<String>,
+        chart: Option<Located<ChartKind>>,
+    }
+}
+
 decode_struct! {
     /// A whole pipeline file.
+
     pub struct PipelineSpec as "the pipeline" {
         name: Located<String>,
         description: Option<Located<String>>,

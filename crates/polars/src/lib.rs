@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod json;
 pub mod load;
+pub mod published;
 pub mod transform;
 
 use std::collections::{BTreeMap, HashMap};
@@ -190,8 +191,16 @@ impl LocalEngine {
             Action::Load(spec) => {
                 let df = self.table(&spec.table)?;
                 let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
-                let out =
-                    load::run(&spec.table, df, spec, storage, cx, &self.pool, self.options.write_concurrency).await?;
+                let out = load::run(
+                    task.fingerprint.clone(),
+                    df,
+                    spec,
+                    storage,
+                    cx,
+                    &self.pool,
+                    self.options.write_concurrency,
+                )
+                .await?;
                 let mut details = BTreeMap::new();
                 if out.partitions > 0 {
                     details.insert("partitions".to_string(), out.partitions.to_string());

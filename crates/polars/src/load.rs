@@ -157,7 +157,7 @@ pub fn encode_files(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec
 
 /// Writes `df` to a staging folder next to `spec.path`, then publishes it atomically.
 pub async fn run(
-    table_name: &str,
+    fingerprint: Option<String>,
     df: DataFrame,
     spec: &Load,
     storage: &Arc<dyn Storage>,
@@ -165,6 +165,7 @@ pub async fn run(
     pool: &Arc<rayon::ThreadPool>,
     write_concurrency: usize,
 ) -> Result<Loaded> {
+    let table_name = spec.table.as_str();
     let rows = df.height() as u64;
     let name = table_name.to_string();
     let load = spec.clone();
@@ -193,6 +194,7 @@ pub async fn run(
         rows,
         partition_by: spec.partition_by.clone(),
         files: placed.iter().map(|(f, d)| ManifestFile { path: f.relative.clone(), size: d.len() as u64 }).collect(),
+        fingerprint,
     };
     let targets: Vec<TableFile> = placed.iter().map(|(f, _)| f.clone()).collect();
     let result = async {

@@ -131,6 +131,7 @@ async fn run(
         run_id: "r".into(),
         jitter_seed: Some(1),
         cancel_grace: Duration::from_secs(5),
+        fresh: BTreeMap::new(),
     };
     execute(plan, &engines, &options, Arc::new(Quiet), cancel).await
 }

@@ -332,6 +332,7 @@ mod tests {
             rows: 1,
             partition_by: Vec::new(),
             files: files.iter().map(|(p, s)| ManifestFile { path: p.to_string(), size: *s }).collect(),
+            fingerprint: None,
         }
     }
 

@@ -100,6 +100,10 @@ pub struct TableManifest {
     pub rows: u64,
     pub partition_by: Vec<String>,
     pub files: Vec<ManifestFile>,
+    /// The fingerprint of everything the table was made from (inputs and configuration); a
+    /// re-run with the same fingerprint can skip the load. See `crate::resume`.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,471 @@
+//! The HTML run report: one self-contained file (inline CSS and script, no CDN) with the DAG as an
+//! SVG drawn here, a Gantt timeline of attempts (drawn in the page from the embedded run data, so
+//! retries show as separate bars), the task table, check results with failing samples, quarantine
+//! counts, and the answers to the pipeline's `report:` queries over the published tables.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+
+use dagrun_core::executor::{TaskRecord, TaskState};
+use dagrun_core::record::RunRecord;
+use dagrun_core::storage::Storages;
+use polars::prelude::*;
+use polars::sql::SQLContext;
+
+use crate::render::{short_duration, thousands};
+
+/// The answer to one report query: a small table, or why it could not be computed.
+pub struct Answer {
+    pub title: String,
+    pub chart: String,
+    pub result: Result<(Vec<String>, Vec<Vec<String>>), String>,
+}
+
+/// Runs the record's report queries over its published tables (read through their manifests).
+pub async fn answers(record: &RunRecord, storages: &Storages) -> Vec<Answer> {
+    if record.queries.is_empty() {
+        return Vec::new();
+    }
+    let mut tables: BTreeMap<String, Result<DataFrame, String>> = BTreeMap::new();
+    for (name, path) in &record.tables {
+        let loaded = match storages.for_path(path) {
+            Ok(storage) => dagrun_polars::published::read_published(storage, path).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        tables.insert(name.clone(), loaded);
+    }
+    let mut out = Vec::new();
+    for q in &record.queries {
+        let result = (|| {
+            let mut cx = SQLContext::new();
+            let referenced = dagrun_core::sql::referenced_tables(&q.sql).map_err(|e| e.message)?;
+            for name in referenced {
+                match tables.get(&name) {
+                    Some(Ok(df)) => cx.register(&name, df.clone().lazy()),
+                    Some(Err(e)) => return Err(format!("table `{name}` could not be read: {e}")),
+                    None => return Err(format!("no published table `{name}`")),
+                }
+            }
+            let df = cx.execute(&q.sql).and_then(|lf| lf.limit(50).collect()).map_err(|e| e.to_string())?;
+            Ok(rows_of(&df))
+        })();
+        out.push(Answer { title: q.title.clone(), chart: q.chart.clone(), result });
+    }
+    out
+}
+
+fn rows_of(df: &DataFrame) -> (Vec<String>, Vec<Vec<String>>) {
+    let header: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
+    let rows = (0..df.height())
+        .filter_map(|i| df.get_row(i).ok())
+        .map(|row| {
+            row.0
+                .iter()
+                .map(|v| match v {
+                    AnyValue::Null => String::new(),
+                    AnyValue::String(s) => s.to_string(),
+                    AnyValue::StringOwned(s) => s.to_string(),
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn state_color(state: TaskState) -> (&'static str, &'static str) {
+    match state {
+        TaskState::Succeeded => ("#dcfce7", "#15803d"),
+        TaskState::UpToDate => ("#e0f2fe", "#0369a1"),
+        TaskState::Failed => ("#fee2e2", "#b91c1c"),
+        TaskState::Skipped => ("#f3f4f6", "#6b7280"),
+        TaskState::Cancelled => ("#fef3c7", "#b45309"),
+    }
+}
+
+/// The DAG, left to right by dependency depth, nodes colored by state.
+pub fn dag_svg(tasks: &[TaskRecord]) -> String {
+    let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let mut level = vec![0usize; tasks.len()];
+    // Records are in plan order, which lists a task after... not necessarily its dependencies:
+    // relax until stable (the graph is acyclic, so this ends).
+    loop {
+        let mut changed = false;
+        for (i, t) in tasks.iter().enumerate() {
+            let l = t.deps.iter().filter_map(|d| index.get(d.as_str())).map(|&d| level[d] + 1).max().unwrap_or(0);
+            if l != level[i] {
+                level[i] = l;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let depth = level.iter().copied().max().map_or(0, |m| m + 1);
+    let mut columns: Vec<Vec<usize>> = vec![Vec::new(); depth];
+    let mut row = vec![0f64; tasks.len()];
+    for (l, column) in columns.iter_mut().enumerate() {
+        let mut members: Vec<usize> = (0..tasks.len()).filter(|&i| level[i] == l).collect();
+        // Order by the mean row of the dependencies: fewer crossings.
+        members.sort_by(|&a, &b| {
+            let center = |i: usize| {
+                let rows: Vec<f64> =
+                    tasks[i].deps.iter().filter_map(|d| index.get(d.as_str())).map(|&d| row[d]).collect();
+                if rows.is_empty() { i as f64 } else { rows.iter().sum::<f64>() / rows.len() as f64 }
+            };
+            center(a).partial_cmp(&center(b)).unwrap_or(std::cmp::Ordering::Equal)
+        });
+        for (r, &i) in members.iter().enumerate() {
+            row[i] = r as f64;
+        }
+        *column = members;
+    }
+    let (w, h, gap_x, gap_y, pad) = (170.0, 38.0, 60.0, 14.0, 12.0);
+    let rows_max = columns.iter().map(Vec::len).max().unwrap_or(1) as f64;
+    let width = pad * 2.0 + depth as f64 * (w + gap_x) - gap_x;
+    let height = pad * 2.0 + rows_max * (h + gap_y) - gap_y;
+    let pos = |i: usize| (pad + level[i] as f64 * (w + gap_x), pad + row[i] * (h + gap_y));
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r##"<svg class="dag" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" role="img" aria-label="task graph"><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#94a3b8"/></marker></defs>"##
+    );
+    for (i, t) in tasks.iter().enumerate() {
+        for d in t.deps.iter().filter_map(|d| index.get(d.as_str())) {
+            let (x1, y1) = pos(*d);
+            let (x2, y2) = pos(i);
+            let (x1, y1, x2, y2) = (x1 + w, y1 + h / 2.0, x2, y2 + h / 2.0);
+            let _ = write!(
+                svg,
+                r##"<path class="edge" d="M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}" fill="none" stroke="#94a3b8" stroke-width="1.4" marker-end="url(#arrow)"/>"##,
+                x1 + gap_x / 2.0,
+                x2 - gap_x / 2.0
+            );
+        }
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        let (x, y) = pos(i);
+        let (fill, stroke) = state_color(t.state);
+        let tip = format!(
+            "{} ({}): {}{}",
+            t.id,
+            t.kind,
+            t.state.as_str(),
+            t.reason.as_ref().map(|r| format!(" - {r}")).unwrap_or_default()
+        );
+        let _ = write!(
+            svg,
+            r##"<g class="node" data-task="{id}" data-state="{state}"><title>{tip}</title><rect x="{x:.1}" y="{y:.1}" width="{w}" height="{h}" rx="7" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/><text x="{tx:.1}" y="{ty:.1}" font-size="12.5" font-weight="600" fill="#111827">{id}</text><text x="{tx:.1}" y="{ty2:.1}" font-size="10.5" fill="{stroke}">{kind} · {state}</text></g>"##,
+            id = escape(&t.id),
+            state = t.state.as_str(),
+            tip = escape(&tip),
+            tx = x + 10.0,
+            ty = y + 16.0,
+            ty2 = y + 30.0,
+            kind = escape(&t.kind),
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Horizontal bars: the first column labels, the last column lengths.
+fn bar_svg(header: &[String], rows: &[Vec<String>]) -> Option<String> {
+    let values: Vec<(String, f64)> =
+        rows.iter().take(30).filter_map(|r| Some((r.first()?.clone(), r.last()?.parse::<f64>().ok()?))).collect();
+    if values.is_empty() || header.len() < 2 {
+        return None;
+    }
+    let max = values.iter().map(|(_, v)| *v).fold(0.0, f64::max).max(1e-9);
+    let (label_w, bar_w, row_h) = (260.0, 420.0, 22.0);
+    let height = values.len() as f64 * row_h + 10.0;
+    let mut svg = format!(
+        r#"<svg class="bars" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {:.0} {height:.0}" width="{:.0}" height="{height:.0}">"#,
+        label_w + bar_w + 80.0,
+        label_w + bar_w + 80.0
+    );
+    for (i, (label, v)) in values.iter().enumerate() {
+        let y = 5.0 + i as f64 * row_h;
+        let len = (v / max * bar_w).max(1.0);
+        let short: String = label.chars().take(38).collect();
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end" fill="#374151">{}</text><rect x="{label_w:.1}" y="{y:.1}" width="{len:.1}" height="{:.1}" rx="3" fill="#6366f1"/><text x="{:.1}" y="{:.1}" font-size="12" fill="#111827">{}</text>"##,
+            label_w - 8.0,
+            y + 14.0,
+            escape(&short),
+            row_h - 6.0,
+            label_w + len + 6.0,
+            y + 14.0,
+            escape(&trim_number(*v))
+        );
+    }
+    svg.push_str("</svg>");
+    Some(svg)
+}
+
+fn trim_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 { thousands(v as u64) } else { format!("{v:.2}") }
+}
+
+fn table_html(header: &[String], rows: &[Vec<String>], class: &str) -> String {
+    let mut out = format!(r#"<table class="{class}"><thead><tr>"#);
+    for h in header {
+        let _ = write!(out, "<th>{}</th>", escape(h));
+    }
+    out.push_str("</tr></thead><tbody>");
+    for r in rows {
+        out.push_str("<tr>");
+        for c in r {
+            let _ = write!(out, "<td>{}</td>", escape(c));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+const STYLE: &str = r#"
+body{font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#111827;background:#f8fafc}
+header{background:#1e293b;color:#f8fafc;padding:18px 28px}
+header h1{margin:0 0 4px;font-size:22px}
+header .meta{font-size:13px;color:#cbd5e1}
+.outcome{display:inline-block;padding:2px 10px;border-radius:12px;font-weight:600;font-size:13px;margin-left:8px}
+.outcome.succeeded{background:#16a34a;color:white}.outcome.failed{background:#dc2626;color:white}.outcome.interrupted{background:#d97706;color:white}
+main{padding:8px 28px 40px}
+section{background:white;border:1px solid #e5e7eb;border-radius:8px;padding:14px 18px;margin:16px 0;overflow-x:auto}
+h2{font-size:16px;margin:0 0 10px}
+table{border-collapse:collapse;font-size:13px}
+th,td{border-bottom:1px solid #e5e7eb;padding:4px 10px;text-align:left;vertical-align:top}
+th{background:#f1f5f9}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.state-failed{color:#b91c1c;font-weight:600}.state-succeeded{color:#15803d}.state-skipped{color:#6b7280}.state-cancelled{color:#b45309}.state-up-to-date{color:#0369a1}
+.pass{color:#15803d}.fail{color:#b91c1c;font-weight:600}.warn{color:#b45309;font-weight:600}
+pre{background:#f8fafc;border:1px solid #e5e7eb;padding:6px 8px;font-size:12px;white-space:pre-wrap;margin:4px 0}
+.vars code{background:#f1f5f9;padding:1px 5px;border-radius:4px;margin-right:6px}
+.node:hover rect{stroke-width:3}
+#gantt .attempt:hover{opacity:.8}
+"#;
+
+/// Draws the Gantt chart from the embedded run data (one row per task, one bar per attempt).
+const SCRIPT: &str = r#"
+(function(){
+  var data = JSON.parse(document.getElementById('run-data').textContent);
+  var tasks = data.tasks.filter(function(t){ return t.attempts.length > 0; });
+  var holder = document.getElementById('gantt');
+  if (!tasks.length) { holder.textContent = 'No task ran in this run.'; return; }
+  var start = data.started_at_ms, end = start;
+  tasks.forEach(function(t){ t.attempts.forEach(function(a){ end = Math.max(end, a.started_at_ms + a.duration_s*1000); }); });
+  var span = Math.max(end - start, 1), labelW = 170, width = 900, rowH = 22;
+  var ns = 'http://www.w3.org/2000/svg';
+  var svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('width', labelW + width + 20); svg.setAttribute('height', tasks.length*rowH + 30);
+  svg.setAttribute('class', 'gantt');
+  function el(name, attrs, text){ var e = document.createElementNS(ns, name); for (var k in attrs) e.setAttribute(k, attrs[k]); if (text) e.textContent = text; svg.appendChild(e); return e; }
+  for (var i = 0; i <= 4; i++) {
+    var x = labelW + width*i/4;
+    el('line', {x1:x, y1:0, x2:x, y2:tasks.length*rowH, stroke:'#e5e7eb'});
+    el('text', {x:x, y:tasks.length*rowH+16, 'font-size':11, fill:'#6b7280', 'text-anchor':'middle'}, (span*i/4/1000).toFixed(2)+'s');
+  }
+  tasks.forEach(function(t, row){
+    var y = row*rowH;
+    el('text', {x:labelW-8, y:y+15, 'font-size':12, 'text-anchor':'end', fill:'#111827'}, t.id);
+    t.attempts.forEach(function(a){
+      var x = labelW + (a.started_at_ms - start)/span*width;
+      var w = Math.max(a.duration_s*1000/span*width, 2);
+      var color = a.error ? (a.error === 'cancelled' ? '#f59e0b' : '#ef4444') : '#22c55e';
+      var r = el('rect', {x:x, y:y+4, width:w, height:rowH-8, rx:3, fill:color, 'class':'attempt', 'data-task':t.id, 'data-attempt':a.number});
+      var tip = document.createElementNS(ns, 'title');
+      tip.textContent = t.id + ' attempt ' + a.number + ': ' + a.duration_s.toFixed(3) + 's' + (a.error ? ' - ' + a.error : '');
+      r.appendChild(tip);
+    });
+  });
+  holder.appendChild(svg);
+  document.getElementById('attempt-count').textContent = String(tasks.reduce(function(n, t){ return n + t.attempts.length; }, 0));
+})();
+"#;
+
+/// The whole page.
+pub fn render(record: &RunRecord, answers: &[Answer]) -> String {
+    let report = &record.report;
+    let mut html = String::with_capacity(64 * 1024);
+    let ended = report.started_at + report.duration;
+    let fmt_time =
+        |t: std::time::SystemTime| chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let _ = write!(
+        html,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>dagrun · {name} · {run}</title><style>{STYLE}</style></head><body><header><h1>{name} <span class="outcome {outcome}">{outcome}</span></h1><div class="meta">run <b>{run}</b> · {start} → {end} ({dur}) · exit code {code} · pipeline <code>{file}</code> (sha256 {hash}) · dagrun {version}</div></header><main>"#,
+        name = escape(record.pipeline()),
+        run = escape(&report.run_id),
+        outcome = escape(&record.outcome),
+        start = fmt_time(report.started_at),
+        end = fmt_time(ended),
+        dur = short_duration(report.duration),
+        code = record.exit_code,
+        file = escape(&record.pipeline_file),
+        hash = &record.pipeline_sha256[..12.min(record.pipeline_sha256.len())],
+        version = escape(&record.dagrun_version),
+    );
+    // Summary counts.
+    let counts: Vec<String> =
+        [TaskState::Succeeded, TaskState::UpToDate, TaskState::Failed, TaskState::Skipped, TaskState::Cancelled]
+            .iter()
+            .filter(|s| record.count(**s) > 0)
+            .map(|s| format!(r#"<span class="state-{0}">{1} {0}</span>"#, s.as_str(), record.count(*s)))
+            .collect();
+    let _ = write!(
+        html,
+        r#"<section id="summary"><h2>Summary</h2><p>{} tasks: {} · <span id="attempt-count">?</span> attempts</p><p class="vars">"#,
+        report.tasks.len(),
+        counts.join(" · ")
+    );
+    for (k, v) in &record.vars {
+        let _ = write!(html, "<code>{}={}</code>", escape(k), escape(v));
+    }
+    html.push_str("</p></section>");
+
+    let _ = write!(html, r#"<section id="dag"><h2>Task graph</h2>{}</section>"#, dag_svg(&report.tasks));
+    html.push_str(r#"<section><h2>Timeline</h2><div id="gantt"></div><p style="font-size:12px;color:#6b7280">One bar per attempt: green succeeded, red failed, amber cancelled.</p></section>"#);
+
+    // Tasks.
+    html.push_str(r#"<section id="tasks"><h2>Tasks</h2><table><thead><tr><th>task</th><th>kind</th><th>engine</th><th>state</th><th>attempts</th><th>time</th><th>rows in</th><th>rows out</th><th>quarantined</th><th>files</th><th>outputs / reason</th></tr></thead><tbody>"#);
+    for t in &report.tasks {
+        let o = t.output.as_ref();
+        let num = |v: Option<u64>| v.map(thousands).unwrap_or_default();
+        let note = match (&t.reason, o) {
+            (Some(r), _) => escape(r),
+            (None, Some(o)) => escape(&o.outputs.join(", ")),
+            _ => String::new(),
+        };
+        let _ = write!(
+            html,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="state-{}">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{note}</td></tr>"#,
+            escape(&t.id),
+            escape(&t.kind),
+            escape(&t.engine),
+            t.state.as_str(),
+            t.state.as_str(),
+            t.attempts.len(),
+            if t.attempts.is_empty() { String::new() } else { short_duration(t.duration) },
+            num(o.and_then(|o| o.rows_in)),
+            num(o.and_then(|o| o.rows_out)),
+            o.map(|o| o.quarantined).filter(|q| *q > 0).map(thousands).unwrap_or_default(),
+            num(o.and_then(|o| o.files)),
+        );
+    }
+    html.push_str("</tbody></table>");
+    let failures: Vec<&TaskRecord> =
+        report.tasks.iter().filter(|t| t.attempts.iter().any(|a| a.error.is_some())).collect();
+    for t in failures {
+        for a in t.attempts.iter().filter(|a| a.error.is_some()) {
+            let _ = write!(
+                html,
+                "<p><b>{} attempt {}</b>:</p><pre>{}</pre>",
+                escape(&t.id),
+                a.number,
+                escape(a.error.as_deref().unwrap_or(""))
+            );
+        }
+    }
+    html.push_str("</section>");
+
+    // Checks.
+    let checks: Vec<(&TaskRecord, &dagrun_core::engine::CheckResult)> = report
+        .tasks
+        .iter()
+        .flat_map(|t| t.output.iter().flat_map(move |o| o.checks.iter().map(move |c| (t, c))))
+        .collect();
+    if !checks.is_empty() {
+        html.push_str(r#"<section id="checks"><h2>Quality checks</h2><table><thead><tr><th>task</th><th>check</th><th>severity</th><th>result</th><th>failing</th><th>detail and sample</th></tr></thead><tbody>"#);
+        for (t, c) in checks {
+            let (class, verdict) = match (c.passed, c.severity.as_str()) {
+                (true, _) => ("pass", "passed"),
+                (false, "warn") => ("warn", "warning"),
+                (false, _) => ("fail", "failed"),
+            };
+            let mut detail = c.detail.as_deref().map(escape).unwrap_or_default();
+            if !c.sample.is_empty() {
+                let _ = write!(detail, "<pre>{}</pre>", escape(&c.sample.join("\n")));
+            }
+            let _ = write!(
+                html,
+                r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="{class}">{verdict}</td><td class="num">{}</td><td>{detail}</td></tr>"#,
+                escape(&t.id),
+                escape(&c.name),
+                escape(&c.severity),
+                thousands(c.failing),
+            );
+        }
+        html.push_str("</tbody></table></section>");
+    }
+
+    // Quarantine.
+    let quarantined: Vec<&TaskRecord> =
+        report.tasks.iter().filter(|t| t.output.as_ref().is_some_and(|o| o.quarantined > 0)).collect();
+    html.push_str(r#"<section id="quarantine"><h2>Quarantine</h2>"#);
+    if quarantined.is_empty() {
+        html.push_str("<p>No record was quarantined.</p>");
+    } else {
+        html.push_str("<ul>");
+        for t in quarantined {
+            let o = t.output.as_ref().expect("filtered");
+            let _ = write!(
+                html,
+                "<li><b>{}</b>: {} records set aside in <code>{}</code></li>",
+                escape(&t.id),
+                thousands(o.quarantined),
+                escape(o.quarantine_path.as_deref().unwrap_or("?"))
+            );
+        }
+        html.push_str("</ul>");
+    }
+    html.push_str("</section>");
+
+    // Answers from the published tables.
+    if !answers.is_empty() {
+        html.push_str(r#"<section id="answers"><h2>From the published tables</h2>"#);
+        for a in answers {
+            let _ = write!(html, r#"<div class="answer"><h3>{}</h3>"#, escape(&a.title));
+            match &a.result {
+                Ok((_, rows)) if rows.is_empty() => html.push_str("<p>No rows.</p>"),
+                Ok((header, rows)) => {
+                    if a.chart == "bar"
+                        && let Some(svg) = bar_svg(header, rows)
+                    {
+                        html.push_str(&svg);
+                    }
+                    html.push_str(&table_html(header, rows, "answer-table"));
+                }
+                Err(e) => {
+                    let _ = write!(html, r#"<p class="fail">Could not answer: {}</p>"#, escape(e));
+                }
+            }
+            html.push_str("</div>");
+        }
+        html.push_str("</section>");
+    }
+
+    // The run data, for the timeline script (and anyone who saves the page).
+    let data = serde_json::to_string(report).unwrap_or_else(|_| "{}".into()).replace("</", "<\\/");
+    let _ = write!(
+        html,
+        r#"</main><script type="application/json" id="run-data">{data}</script><script>{SCRIPT}</script></body></html>"#
+    );
+    html
+}

@@ -1,0 +1,112 @@
+//! The run record (`run.json`): everything a 3 a.m. reader needs about one run, written beside
+//! the run's outputs (`<runs>/<run-id>/run.json`, local or S3): the pipeline and its hash, the
+//! variables (secrets redacted), times, and per task its state, attempts with their errors,
+//! durations, rows, quarantine counts, check results and outputs. `dagrun report` renders it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::executor::{RunReport, TaskState};
+use crate::plan::{Action, Plan, S3Settings};
+
+/// The file name of a run record inside its run folder.
+pub const RUN_RECORD: &str = "run.json";
+/// A text file in the runs folder naming the latest run.
+pub const LATEST: &str = "LATEST";
+
+/// A run record. Versioned by `format`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub format: u32,
+    pub dagrun_version: String,
+    pub pipeline_file: String,
+    /// SHA-256 of the pipeline file's text.
+    pub pipeline_sha256: String,
+    /// Variables after `--set`; secrets as `***`.
+    pub vars: BTreeMap<String, String>,
+    /// Where this record and the run's quarantine files live.
+    pub run_dir: String,
+    /// `succeeded`, `failed` or `interrupted`.
+    pub outcome: String,
+    pub exit_code: i32,
+    #[serde(flatten)]
+    pub report: RunReport,
+    /// Published tables by name: where the load wrote them (for reports and readers).
+    pub tables: BTreeMap<String, String>,
+    /// The pipeline's `report:` queries, for `dagrun report`.
+    #[serde(default)]
+    pub queries: Vec<ReportQuery>,
+    /// Where S3 was reached (never credentials), so `dagrun report` can read the tables back.
+    #[serde(default)]
+    pub s3_endpoint_url: Option<String>,
+    #[serde(default)]
+    pub s3_region: Option<String>,
+    #[serde(default)]
+    pub s3_path_style: Option<bool>,
+}
+
+/// A named query over published tables, shown in the HTML report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportQuery {
+    pub title: String,
+    pub sql: String,
+    /// `bar` draws the first column as labels and the last as bar lengths; `table` only lists.
+    pub chart: String,
+}
+
+impl RunRecord {
+    pub fn new(plan: &Plan, report: RunReport, run_dir: String) -> Self {
+        let outcome = if report.interrupted {
+            "interrupted"
+        } else if report.succeeded() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        let tables = plan
+            .tasks
+            .iter()
+            .filter_map(|t| match &t.action {
+                Action::Load(l) => Some((l.table.clone(), l.path.clone())),
+                _ => None,
+            })
+            .collect();
+        Self {
+            format: 1,
+            dagrun_version: env!("CARGO_PKG_VERSION").to_string(),
+            pipeline_file: plan.source.name.clone(),
+            pipeline_sha256: Sha256::digest(plan.source.text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
+            vars: plan.vars.values.keys().map(|k| (k.clone(), plan.vars.shown(k))).collect(),
+            run_dir,
+            outcome: outcome.to_string(),
+            exit_code: report.exit_code(),
+            report,
+            tables,
+            queries: plan.report.clone(),
+            s3_endpoint_url: plan.s3.endpoint_url.clone(),
+            s3_region: plan.s3.region.clone(),
+            s3_path_style: plan.s3.path_style,
+        }
+    }
+
+    /// The S3 settings to read this run's tables back with.
+    pub fn s3_settings(&self) -> S3Settings {
+        S3Settings {
+            endpoint_url: self.s3_endpoint_url.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style,
+            ..S3Settings::default()
+        }
+    }
+
+    /// The pipeline's name.
+    pub fn pipeline(&self) -> &str {
+        &self.report.pipeline
+    }
+
+    pub fn count(&self, state: TaskState) -> usize {
+        self.report.tasks.iter().filter(|t| t.state == state).count()
+    }
+}

@@ -1,0 +1,112 @@
+//! Reading a published table back, the way a reader following dagrun's convention does: the
+//! files its `_manifest.json` names, with hive partition columns restored from folder names
+//! (`%XX` decoded, `__HIVE_DEFAULT_PARTITION__` as null, whole numbers as integers).
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use dagrun_core::storage::{MANIFEST, Storage, TableManifest};
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::load::DEFAULT_PARTITION;
+
+/// Undoes [`crate::load::escape_partition_value`].
+pub fn unescape_partition_value(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""), 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The published table at `path` as one DataFrame.
+pub async fn read_published(storage: &Arc<dyn Storage>, path: &str) -> Result<DataFrame> {
+    let root = path.trim_end_matches('/');
+    let manifest_bytes = storage.read(&format!("{root}/{MANIFEST}")).await?;
+    let manifest: TableManifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| Error::InvalidOutput(format!("the manifest of {root} is unreadable: {e}")))?;
+    let paths: Vec<String> = manifest.files.iter().map(|f| format!("{root}/{}", f.path)).collect();
+    let contents = storage.read_many(&paths, 32).await;
+    let mut frames = Vec::with_capacity(paths.len());
+    let mut keys: Vec<Vec<(String, Option<String>)>> = Vec::with_capacity(paths.len());
+    for (file, data) in manifest.files.iter().zip(contents) {
+        let data = data?;
+        let df = ParquetReader::new(Cursor::new(data))
+            .finish()
+            .map_err(|e| Error::polars(format!("reading {root}/{}", file.path), e))?;
+        let segments: Vec<(String, Option<String>)> = file
+            .path
+            .split('/')
+            .filter_map(|s| s.split_once('='))
+            .map(|(k, v)| (unescape_partition_value(k), (v != DEFAULT_PARTITION).then(|| unescape_partition_value(v))))
+            .collect();
+        frames.push(df);
+        keys.push(segments);
+    }
+    // A partition column is an integer when every value is a whole number.
+    let names: Vec<String> = manifest.partition_by.clone();
+    let integer: Vec<bool> = names
+        .iter()
+        .map(|n| {
+            keys.iter()
+                .flat_map(|k| k.iter().filter(|(c, _)| c == n))
+                .all(|(_, v)| v.as_deref().is_none_or(|v| v.parse::<i64>().is_ok()))
+        })
+        .collect();
+    let mut out: Option<DataFrame> = None;
+    for (mut df, segments) in frames.into_iter().zip(keys) {
+        let height = df.height();
+        for (n, is_int) in names.iter().zip(&integer) {
+            let value = segments.iter().find(|(c, _)| c == n).and_then(|(_, v)| v.clone());
+            let column = if *is_int {
+                let v: Option<i64> = value.and_then(|v| v.parse().ok());
+                Column::new_scalar(
+                    n.as_str().into(),
+                    Scalar::new(DataType::Int64, v.map_or(AnyValue::Null, AnyValue::Int64)),
+                    height,
+                )
+            } else {
+                Column::new_scalar(
+                    n.as_str().into(),
+                    Scalar::new(DataType::String, value.map_or(AnyValue::Null, |v| AnyValue::StringOwned(v.into()))),
+                    height,
+                )
+            };
+            df.with_column(column).map_err(|e| Error::polars("adding partition columns", e))?;
+        }
+        match &mut out {
+            None => out = Some(df),
+            Some(acc) => {
+                acc.vstack_mut_owned(df).map_err(|e| Error::polars(format!("joining the files of {root}"), e))?;
+            }
+        }
+    }
+    let mut df = out.unwrap_or_default();
+    df.rechunk_mut();
+    Ok(df)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::escape_partition_value;
+
+    #[test]
+    fn partition_values_round_trip() {
+        for v in ["AR/../x", "a=b:c%", "Café Zürich", "..", "100%"] {
+            assert_eq!(unescape_partition_value(&escape_partition_value(v)), v);
+        }
+    }
+}

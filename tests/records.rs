@@ -1,0 +1,198 @@
+//! Run records (`run.json`), JUnit XML, the GitHub job summary, and the HTML report rendered by
+//! headless Chromium.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::*;
+
+fn record(out: &Path) -> (PathBuf, serde_json::Value) {
+    let runs = out.join("_dagrun");
+    let latest = std::fs::read_to_string(runs.join("LATEST")).expect("LATEST names the run");
+    let path = runs.join(latest.trim()).join("run.json");
+    let value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    (path, value)
+}
+
+#[test]
+fn every_run_writes_a_record_beside_its_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lake");
+    let summary = tmp.path().join("summary.md");
+    let junit = tmp.path().join("junit.xml");
+    let run = Run::from(
+        dagrun()
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .args([
+                sparkify().to_str().unwrap(),
+                "--set",
+                &format!("input={}", sample().display()),
+                "--set",
+                &format!("output={}", out.display()),
+            ])
+            .args(["-q", "--junit", junit.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    )
+    .expect(0);
+    let (path, rec) = record(&out);
+    assert!(run.stdout.contains(&format!("run record: {}", path.display())), "{}", run.stdout);
+    assert_eq!(rec["pipeline"], "sparkify");
+    assert_eq!(rec["outcome"], "succeeded");
+    assert_eq!(rec["exit_code"], 0);
+    let text = std::fs::read_to_string(sparkify()).unwrap();
+    assert_eq!(rec["pipeline_sha256"].as_str().unwrap().len(), 64);
+    assert!(!text.is_empty());
+    assert_eq!(rec["vars"]["input"], sample().display().to_string());
+    let tasks = rec["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 18);
+    let plays = tasks.iter().find(|t| t["id"] == "songplays").unwrap();
+    assert_eq!(plays["state"], "succeeded");
+    assert_eq!(plays["output"]["rows_out"], 6820);
+    assert_eq!(plays["deps"], serde_json::json!(["plays", "staging_songs", "songs"]));
+    assert_eq!(plays["attempts"][0]["number"], 1);
+    assert!(plays["attempts"][0]["started_at_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    let check = tasks.iter().find(|t| t["id"] == "check_songplays").unwrap();
+    assert_eq!(check["output"]["checks"].as_array().unwrap().len(), 9);
+    let load = tasks.iter().find(|t| t["id"] == "load_songplays").unwrap();
+    assert_eq!(load["output"]["outputs"][0], out.join("songplays").display().to_string());
+    assert_eq!(rec["tables"]["songplays"], out.join("songplays").display().to_string());
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 18 + 25);
+    assert!(xml.contains(r#"<testsuite name="sparkify.checks" tests="25" failures="0""#), "{xml}");
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.starts_with("### dagrun `sparkify`: succeeded"), "{md}");
+    assert!(md.contains("| songplays | transform | succeeded | 1 |"), "{md}");
+}
+
+#[test]
+fn failures_are_recorded_with_attempts_errors_and_failing_checks_and_secrets_stay_hidden() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample_copy(tmp.path());
+    // A user whose latest play has an unknown level fails `check_users`.
+    let line = std::fs::read_to_string(input.join("log_data/2018/11/2018-11-30-events.json")).unwrap();
+    let last = line.lines().rev().find(|l| l.contains("\"page\":\"NextSong\"")).unwrap();
+    let late =
+        last.replace("\"level\":\"free\"", "\"level\":\"gold\"").replace("\"level\":\"paid\"", "\"level\":\"gold\"");
+    let late = late.replace("\"ts\":154", "\"ts\":155");
+    std::fs::write(input.join("log_data/2018/11/2018-12-01-late.json"), late).unwrap();
+    let text = std::fs::read_to_string(sparkify())
+        .unwrap()
+        .replace("  engine: local\n", "  engine: local\n  db_password: hunter2-never-shown\n");
+    let p = pipeline(tmp.path(), "sparkify.yaml", &text);
+    let out = tmp.path().join("lake");
+    let junit = tmp.path().join("junit.xml");
+    let run = Run::from(
+        dagrun()
+            .args([
+                p.to_str().unwrap(),
+                "--set",
+                &format!("input={}", input.display()),
+                "--set",
+                &format!("output={}", out.display()),
+            ])
+            .args(["-q", "--junit", junit.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    )
+    .expect(1);
+    assert!(!run.stdout.contains("hunter2") && !run.stderr.contains("hunter2"));
+    let (path, rec) = record(&out);
+    let raw = std::fs::read_to_string(path).unwrap();
+    assert!(!raw.contains("hunter2"), "the secret leaked into run.json");
+    assert_eq!(rec["vars"]["db_password"], "***");
+    assert_eq!(rec["outcome"], "failed");
+    assert_eq!(rec["exit_code"], 1);
+    let tasks = rec["tasks"].as_array().unwrap();
+    let check = tasks.iter().find(|t| t["id"] == "check_users").unwrap();
+    assert_eq!(check["state"], "failed");
+    assert!(check["attempts"][0]["error"].as_str().unwrap().starts_with("1 of 5 checks failed on `users`"));
+    let failed: Vec<&serde_json::Value> =
+        check["output"]["checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0]["sample"][0].as_str().unwrap().contains("level=\"gold\""), "{}", failed[0]);
+    let skipped = tasks.iter().find(|t| t["id"] == "load_users").unwrap();
+    assert_eq!(
+        (skipped["state"].as_str(), skipped["reason"].as_str()),
+        (Some("skipped"), Some("upstream task `check_users` failed"))
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(r#"name="check_users" time="#) && xml.contains("<failure message=\"1 of 5 checks failed"),
+        "{xml}"
+    );
+    assert!(xml.contains(r#"<testcase classname="sparkify.check_users" name="accepted_values(level)">"#), "{xml}");
+    assert!(xml.contains("<skipped message=\"upstream task `check_users` failed\"/>"), "{xml}");
+}
+
+/// Headless Chromium from Debian (`scripts/test.sh` installs it).
+fn chromium(args: &[&str], page: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ])
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (scripts/test.sh installs Debian's chromium)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_html_report_renders_offline_in_a_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lake");
+    let page = tmp.path().join("report.html");
+    run_sparkify(&sample(), &out, &["-q", "--report", page.to_str().unwrap()]).expect(0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    for remote in ["http://", "https://"] {
+        let outside: Vec<&str> = html
+            .match_indices(remote)
+            .map(|(i, _)| &html[i..(i + 40).min(html.len())])
+            .filter(|s| !s.starts_with("http://www.w3.org/2000/svg"))
+            .collect();
+        assert!(outside.is_empty(), "the report fetches nothing: {outside:?}");
+    }
+
+    // The page as the browser built it, after its script ran.
+    let dom = chromium(&["--dump-dom", "--virtual-time-budget=2000"], &page);
+    assert_eq!(dom.matches(r#"class="node""#).count(), 18, "every task in the DAG");
+    assert_eq!(dom.matches(r#"class="attempt""#).count(), 18, "one timeline bar per attempt");
+    assert!(dom.contains(r#"<span id="attempt-count">18</span>"#), "the timeline script ran");
+    for text in [
+        "Most played songs",
+        "Setanta matins (Elena)",
+        "Plays by hour of day (UTC)",
+        "Top user agents",
+        "Free vs paid",
+        "relationships(user_id -&gt; users.user_id)",
+        "No record was quarantined.",
+    ] {
+        assert!(dom.contains(text), "{text} is on the page");
+    }
+    assert!(dom.matches(r#"class="bars""#).count() >= 5, "bar charts");
+
+    // And it paints: a screenshot is a real picture.
+    let shot = tmp.path().join("report.png");
+    chromium(&["--window-size=1400,2400", &format!("--screenshot={}", shot.display())], &page);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 50_000, "{} bytes", png.len());
+
+    // `dagrun report` renders the same run again from its record, found through LATEST.
+    let again = tmp.path().join("again.html");
+    run(&["report", out.join("_dagrun").to_str().unwrap(), "--output", again.to_str().unwrap()]).expect(0);
+    let again = std::fs::read_to_string(again).unwrap();
+    assert!(again.contains("Setanta matins (Elena)"));
+}
