@@ -195,4 +195,25 @@ fn the_html_report_renders_offline_in_a_browser() {
     run(&["report", out.join("_dagrun").to_str().unwrap(), "--output", again.to_str().unwrap()]).expect(0);
     let again = std::fs::read_to_string(again).unwrap();
     assert!(again.contains("Setanta matins (Elena)"));
+
+    // Retries show on the timeline as separate bars: give `songs` a failed first attempt.
+    let (path, mut rec) = record(&out);
+    let songs = rec["tasks"].as_array_mut().unwrap().iter_mut().find(|t| t["id"] == "songs").unwrap();
+    let mut failed = songs["attempts"][0].clone();
+    failed["number"] = 1.into();
+    failed["error"] = "reading s3://lake/x: 503 SlowDown (tried 6 times)".into();
+    failed["retryable"] = true.into();
+    let mut second = songs["attempts"][0].clone();
+    second["number"] = 2.into();
+    songs["attempts"] = serde_json::json!([failed, second]);
+    std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let retried = tmp.path().join("retried.html");
+    run(&["report", path.to_str().unwrap(), "--output", retried.to_str().unwrap()]).expect(0);
+    let dom = chromium(&["--dump-dom", "--virtual-time-budget=2000"], &retried);
+    assert_eq!(dom.matches(r#"class="attempt""#).count(), 19);
+    assert!(
+        dom.contains(r##"fill="#ef4444" class="attempt" data-task="songs" data-attempt="1""##),
+        "a red bar for the failed attempt"
+    );
+    assert!(dom.contains("503 SlowDown (tried 6 times)"), "the failed attempt's error is on the page");
 }
