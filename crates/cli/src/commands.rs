@@ -53,12 +53,8 @@ async fn storages(plan: &Plan) -> Storages {
 }
 
 /// The engines of a run, sharing its storages.
-fn engines(storages: &Storages, threads: Option<u32>) -> Result<Engines, Exit> {
-    let mut options = LocalOptions::default();
-    if let Some(t) = threads {
-        options.threads = t as usize;
-    }
-    let local = LocalEngine::new(storages.clone(), options).map_err(|e| Exit { code: 1, message: e.to_string() })?;
+fn engines(storages: &Storages) -> Result<Engines, Exit> {
+    let local = LocalEngine::new(storages.clone(), LocalOptions::default()).map_err(|e| Exit { code: 1, message: e.to_string() })?;
     Ok(Engines::new().with(Arc::new(local)))
 }
 
@@ -159,7 +155,7 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |j| j as usize);
     let force = force_of(&args.force, &plan)?;
     let storages = storages(&plan).await;
-    let engines = engines(&storages, args.threads)?;
+    let engines = engines(&storages)?;
     // What is already published from the same inputs (reads listings and manifests only).
     let freshness = resume::assess(&mut plan, &storages, &force).await;
     if args.dry_run {

@@ -21,6 +21,15 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let threads = match &cli.command {
+        Some(Command::Run(args)) => args.threads,
+        None => cli.run.threads,
+        _ => None,
+    };
+    if let Some(n) = threads {
+        // SAFETY: no other thread exists yet, and Polars reads this once, when its pool starts.
+        unsafe { std::env::set_var("POLARS_MAX_THREADS", n.to_string()) };
+    }
     let terminal = ui::Terminal::new(&cli.log);
     terminal.init_logging(&cli.log);
 

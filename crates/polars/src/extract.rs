@@ -37,7 +37,6 @@ pub async fn run(
     spec: &Extract,
     storage: &Arc<dyn Storage>,
     cx: &TaskContext,
-    pool: &Arc<rayon::ThreadPool>,
     read_concurrency: usize,
 ) -> Result<Extracted> {
     let glob =
@@ -69,10 +68,7 @@ pub async fn run(
         let names: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
         let schema = schema.clone();
         let format = spec.format;
-        let pool = pool.clone();
-        let parsed = tokio::task::spawn_blocking(move || pool.install(|| parse(&schema, format, &names, &contents)))
-            .await
-            .map_err(|e| Error::Internal(format!("parser thread failed: {e}")))??;
+        let parsed = crate::on_workers(move || parse(&schema, format, &names, &contents)).await??;
         frames.push(parsed.0);
         bad.extend(parsed.1);
         records += parsed.2;

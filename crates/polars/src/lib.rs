@@ -19,7 +19,7 @@ pub mod published;
 pub mod transform;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,11 +31,11 @@ use tracing::warn;
 
 pub use error::Error;
 
-/// Settings of the local engine.
+/// Settings of the local engine. Its worker threads are Polars' own pool, sized by
+/// `POLARS_MAX_THREADS` (the CLI's `--threads`); parsing and encoding run there too, so Polars
+/// code never waits on a second pool.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
-    /// Worker threads for parsing and encoding.
-    pub threads: usize,
     /// Files read at once.
     pub read_concurrency: usize,
     /// Files written at once.
@@ -45,7 +45,6 @@ pub struct LocalOptions {
 impl Default for LocalOptions {
     fn default() -> Self {
         Self {
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             read_concurrency: 64,
             write_concurrency: 64,
         }
@@ -56,20 +55,24 @@ impl Default for LocalOptions {
 pub struct LocalEngine {
     storages: Storages,
     options: LocalOptions,
-    pool: Arc<rayon::ThreadPool>,
     tables: Mutex<HashMap<String, DataFrame>>,
+}
+
+/// Runs CPU work on Polars' thread pool from a blocking thread, off the async runtime.
+pub(crate) async fn on_workers<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, Error> {
+    tokio::task::spawn_blocking(move || polars_core::runtime::THREAD_POOL.install(work))
+        .await
+        .map_err(|e| Error::Internal(format!("a worker thread failed: {e}")))
+}
+
+/// Worker threads the local engine uses.
+pub fn worker_threads() -> usize {
+    polars_core::runtime::THREAD_POOL.current_num_threads()
 }
 
 impl LocalEngine {
     pub fn new(storages: Storages, options: LocalOptions) -> Result<Self, Error> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(options.threads.max(1))
-            .thread_name(|i| format!("dagrun-local-{i}"))
-            // Polars' query optimizer recurses deeply, more so in debug builds.
-            .stack_size(32 << 20)
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start worker threads: {e}")))?;
-        Ok(Self { storages, options, pool: Arc::new(pool), tables: Mutex::new(HashMap::new()) })
+        Ok(Self { storages, options, tables: Mutex::new(HashMap::new()) })
     }
 
     fn table(&self, name: &str) -> Result<DataFrame, Error> {
@@ -95,7 +98,7 @@ impl LocalEngine {
         match &task.action {
             Action::Extract(spec) => {
                 let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
-                let out = extract::run(spec, storage, cx, &self.pool, self.options.read_concurrency).await?;
+                let out = extract::run(spec, storage, cx, self.options.read_concurrency).await?;
                 let rows = out.table.height() as u64;
                 let mut output = TaskOutput {
                     rows_in: Some(out.records),
@@ -134,11 +137,8 @@ impl LocalEngine {
                 let rows_in: u64 = inputs.iter().map(|(_, df)| df.height() as u64).sum();
                 let id = task.id.clone();
                 let sql = spec.sql.clone();
-                let pool = self.pool.clone();
                 cx.progress.set_message("running SQL");
-                let df = tokio::task::spawn_blocking(move || pool.install(|| transform::run(&id, &sql, inputs)))
-                    .await
-                    .map_err(|e| Error::Internal(format!("SQL thread failed: {e}")))??;
+                let df = on_workers(move || transform::run(&id, &sql, inputs)).await??;
                 let rows = df.height() as u64;
                 self.put(&task.id, df, cx)?;
                 Ok(TaskOutput {
@@ -154,15 +154,11 @@ impl LocalEngine {
                 let rows = tables.get(&spec.table).map_or(0, |t| t.height() as u64);
                 let checks = spec.checks.clone();
                 let table = spec.table.clone();
-                let pool = self.pool.clone();
                 cx.progress.set_length(Some(checks.len() as u64), "checks");
-                let results = tokio::task::spawn_blocking(move || {
-                    pool.install(|| {
-                        checks.iter().map(|c| checks::run(c, &table, &tables)).collect::<Result<Vec<_>, _>>()
-                    })
+                let results = on_workers(move || {
+                    checks.iter().map(|c| checks::run(c, &table, &tables)).collect::<Result<Vec<_>, _>>()
                 })
-                .await
-                .map_err(|e| Error::Internal(format!("check thread failed: {e}")))??;
+                .await??;
                 cx.progress.inc(results.len() as u64);
                 let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
                 let errors: Vec<_> = failed.iter().filter(|r| r.severity == "error").collect();
@@ -197,7 +193,6 @@ impl LocalEngine {
                     spec,
                     storage,
                     cx,
-                    &self.pool,
                     self.options.write_concurrency,
                 )
                 .await?;

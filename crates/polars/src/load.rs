@@ -162,18 +162,14 @@ pub async fn run(
     spec: &Load,
     storage: &Arc<dyn Storage>,
     cx: &TaskContext,
-    pool: &Arc<rayon::ThreadPool>,
     write_concurrency: usize,
 ) -> Result<Loaded> {
     let table_name = spec.table.as_str();
     let rows = df.height() as u64;
     let name = table_name.to_string();
     let load = spec.clone();
-    let pool = pool.clone();
     cx.progress.set_message("encoding parquet");
-    let files = tokio::task::spawn_blocking(move || pool.install(|| encode_files(&name, &df, &load)))
-        .await
-        .map_err(|e| Error::Internal(format!("encoder thread failed: {e}")))??;
+    let files = crate::on_workers(move || encode_files(&name, &df, &load)).await??;
     if cx.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of the Sparkify ETL: dagrun (release build) against DuckDB, stock Polars
+from Python and, with --spark, PySpark local[N], on the same generated data, the same contract
+(read from pipelines/sparkify.yaml), the same threads, in one run on one machine. Checks that
+every engine's tables agree with dagrun's, and prints wall time, peak RSS, ratios and per-phase
+times, plus the floor: reading every input byte once and creating every output file.
+
+    python3 tests/bench/run.py --songs 100000 --events 1000000 --threads 2
+    python3 tests/bench/run.py --events 10000000 --only dagrun        # scaling
+
+Needs: cargo build --release; pip install -r tests/bench/requirements.txt (pyspark for --spark).
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DAGRUN = ROOT / "target" / "release" / "dagrun"
+TABLES = ["songplays", "users", "songs", "artists", "time"]
+
+
+def measured(cmd, env=None, cwd=None):
+    """Runs a command under /usr/bin/time: (wall seconds, peak RSS MiB, stdout)."""
+    stats = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-time-{os.getpid()}"
+    full = ["/usr/bin/time", "-o", str(stats), "-f", "%e %M"] + [str(c) for c in cmd]
+    proc = subprocess.run(full, env={**os.environ, **(env or {})}, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    wall, rss_kb = stats.read_text().split()[-2:]
+    stats.unlink()
+    return float(wall), int(rss_kb) / 1024, proc.stdout
+
+
+def generate(work, songs, events):
+    data = work / f"data-{songs}-{events}"
+    marker = data / ".complete"
+    if not marker.exists():
+        shutil.rmtree(data, ignore_errors=True)
+        subprocess.run([DAGRUN, "generate", "--out", data, "--songs", str(songs), "--events", str(events), "--seed", "1"], check=True)
+        marker.write_text("ok")
+    return data
+
+
+def drop_caches_hint():
+    # Page cache is left warm on purpose: every engine reads the same warm files.
+    subprocess.run(["sync"], check=False)
+
+
+def floor_read(data, threads):
+    """Reads every input byte once: cat over all files, `threads` at a time."""
+    t = time.perf_counter()
+    find = subprocess.Popen(["find", str(data), "-type", "f", "-name", "*.json", "-print0"], stdout=subprocess.PIPE)
+    subprocess.run(["xargs", "-0", "-n", "4000", "-P", str(threads), "cat"], stdin=find.stdout, stdout=subprocess.DEVNULL, check=True)
+    find.wait()
+    return time.perf_counter() - t
+
+
+def floor_write(reference, target, threads):
+    """Creates every output file of `reference` (same paths, same sizes) under `target`."""
+    files = [(p.relative_to(reference), p.stat().st_size) for p in reference.rglob("*") if p.is_file()]
+    shutil.rmtree(target, ignore_errors=True)
+    t = time.perf_counter()
+
+    def make(item):
+        rel, size = item
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"\0" * size)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(make, files, chunksize=256))
+    return time.perf_counter() - t, len(files)
+
+
+def dagrun_phases(out):
+    runs = out / "_dagrun"
+    record = json.loads((runs / (runs / "LATEST").read_text().strip() / "run.json").read_text())
+    tasks = record["tasks"]
+
+    def span(kinds=None, ids=None):
+        picked = [t for t in tasks if t["attempts"] and (kinds is None or t["kind"] in kinds) and (ids is None or t["id"] in ids)]
+        if not picked:
+            return 0.0
+        start = min(a["started_at_ms"] for t in picked for a in t["attempts"])
+        end = max(a["started_at_ms"] + a["duration_s"] * 1000 for t in picked for a in t["attempts"])
+        return (end - start) / 1000
+
+    return {
+        "read song_data": span(ids={"staging_songs"}),
+        "read log_data": span(ids={"staging_events"}),
+        "transforms and checks": span(kinds={"transform", "quality_check"}),
+        "write": span(kinds={"load"}),
+        "write songs": span(ids={"load_songs"}),
+    }
+
+
+def run_dagrun(data, out, threads):
+    env = {"POLARS_MAX_THREADS": str(threads)}
+    cmd = [DAGRUN, ROOT / "pipelines" / "sparkify.yaml", "--set", f"input={data}", "--set", f"output={out}",
+           "--threads", str(threads), "--jobs", str(threads), "-q", "--force"]
+    wall, rss, _ = measured(cmd, env)
+    return wall, rss, dagrun_phases(out)
+
+
+def run_script(script, args, env=None):
+    wall, rss, stdout = measured([sys.executable, HERE / script] + [str(a) for a in args], env, cwd=HERE)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return wall, rss, result["phases"]
+
+
+# --- comparing outputs --------------------------------------------------------------------------
+
+
+def canonical(table_dir):
+    """A table as a sorted list of rows of normalized values, columns by name."""
+    import pyarrow.dataset as ds
+
+    files = [str(p) for p in table_dir.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.relative_to(table_dir).parts)]
+    dataset = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(table_dir))
+    table = dataset.to_table()
+    names = sorted(table.column_names)
+    columns = []
+    for name in names:
+        col = table.column(name)
+        if str(col.type).startswith("timestamp"):
+            col = col.cast("int64") if "ms" in str(col.type) else col.cast("timestamp[ms, tz=UTC]").cast("int64")
+        values = col.to_pylist()
+        columns.append([norm(v) for v in values])
+    rows = list(zip(*columns)) if columns else []
+    rows.sort(key=lambda r: tuple((v is None, str(type(v)), v if v is not None else 0) for v in r))
+    return names, rows
+
+
+def norm(v):
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (int, float)):
+        f = float(v)
+        if math.isnan(f):
+            return None
+        return round(f, 6)
+    if hasattr(v, "timestamp"):
+        return round(v.timestamp() * 1000)
+    return str(v)
+
+
+def compare(reference, other):
+    problems = []
+    for t in TABLES:
+        ref_names, ref_rows = canonical(reference / t)
+        names, rows = canonical(other / t)
+        if ref_names != names:
+            problems.append(f"{t}: columns {names} != {ref_names}")
+        elif len(rows) != len(ref_rows):
+            problems.append(f"{t}: {len(rows)} rows != {len(ref_rows)}")
+        elif rows != ref_rows:
+            diff = next(i for i, (a, b) in enumerate(zip(rows, ref_rows)) if a != b)
+            problems.append(f"{t}: contents differ (first at sorted row {diff}: {rows[diff]} vs {ref_rows[diff]})")
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--songs", type=int, default=100_000)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--spark", action="store_true", help="also run PySpark local[N]")
+    ap.add_argument("--only", help="comma-separated engines to run: dagrun,duckdb,polars,spark")
+    ap.add_argument("--work", default=str(ROOT / "target" / "bench"), help="where data and outputs go")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    if not DAGRUN.exists():
+        sys.exit("build the release binary first: cargo build --release")
+    engines = ["dagrun", "duckdb", "polars"] + (["spark"] if args.spark else [])
+    if args.only:
+        engines = [e for e in args.only.split(",") if e]
+    work = pathlib.Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = generate(work, args.songs, args.events)
+    input_bytes = sum(p.stat().st_size for p in data.rglob("*.json"))
+    n_song_files = sum(1 for _ in (data / "song_data").rglob("*.json"))
+    print(f"data: {n_song_files:,} song files, {args.events:,} events, {input_bytes / 1e9:.2f} GB; threads {args.threads}; cores {os.cpu_count()}")
+
+    results = {}
+    outputs = {}
+    for engine in engines:
+        out = work / f"out-{engine}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        drop_caches_hint()
+        print(f"running {engine}...", flush=True)
+        if engine == "dagrun":
+            results[engine] = run_dagrun(data, out, args.threads)
+        elif engine == "duckdb":
+            results[engine] = run_script("duckdb_sparkify.py", [data, out, args.threads])
+        elif engine == "polars":
+            results[engine] = run_script("polars_sparkify.py", [data, out], {"POLARS_MAX_THREADS": str(args.threads)})
+        elif engine == "spark":
+            results[engine] = run_script("spark_sparkify.py", [data, out, args.threads])
+        outputs[engine] = out
+
+    floor = None
+    if "dagrun" in results:
+        read_s = floor_read(data, args.threads)
+        write_s, n_files = floor_write(outputs["dagrun"], work / "floor-out", args.threads)
+        floor = {"read every input byte": read_s, "create every output file": write_s, "files": n_files}
+        shutil.rmtree(work / "floor-out", ignore_errors=True)
+
+    agreement = {}
+    if "dagrun" in outputs:
+        for engine in engines:
+            if engine != "dagrun":
+                agreement[engine] = compare(outputs["dagrun"], outputs[engine])
+
+    # --- report --------------------------------------------------------------------------------
+    phases = ["read song_data", "read log_data", "transforms and checks", "write"]
+    print()
+    header = f"{'engine':<8} {'wall s':>8} {'peak RSS MiB':>13} {'dagrun/x':>9}  " + "  ".join(f"{p:>22}" for p in phases)
+    print(header)
+    print("-" * len(header))
+    base = results.get("dagrun", (None,))[0]
+    for engine, (wall, rss, ph) in results.items():
+        ratio = f"{base / wall:>9.3f}" if base else f"{'':>9}"
+        cells = "  ".join(f"{ph.get(p, float('nan')):>22.2f}" for p in phases)
+        print(f"{engine:<8} {wall:>8.2f} {rss:>13.0f} {ratio}  {cells}")
+    if floor:
+        total = floor["read every input byte"] + floor["create every output file"]
+        print(f"{'floor':<8} {total:>8.2f} {'':>13} {base / total if base else 0:>9.3f}  "
+              f"read every input byte {floor['read every input byte']:.2f} s, create all {floor['files']:,} output files {floor['create every output file']:.2f} s")
+    print()
+    for engine, problems in agreement.items():
+        print(f"outputs dagrun vs {engine}: " + ("all 5 tables agree (rows and contents)" if not problems else "; ".join(problems)))
+
+    # --- goals ---------------------------------------------------------------------------------
+    goals = []
+    if "dagrun" in results:
+        d_wall, d_rss, d_ph = results["dagrun"]
+        if "duckdb" in results:
+            k_wall, k_rss, k_ph = results["duckdb"]
+            goals.append(("end to end >= 20x faster than DuckDB", k_wall / d_wall, k_wall / d_wall >= 20))
+            goals.append(("song_data read >= 4x faster than DuckDB", k_ph["read song_data"] / d_ph["read song_data"], k_ph["read song_data"] / d_ph["read song_data"] >= 4))
+            goals.append(("log_data read <= 1.5x DuckDB", d_ph["read log_data"] / k_ph["read log_data"], d_ph["read log_data"] <= 1.5 * k_ph["read log_data"]))
+            goals.append(("peak RSS <= DuckDB's", d_rss / k_rss, d_rss <= k_rss))
+        if "polars" in results:
+            p_wall = results["polars"][0]
+            goals.append(("end to end >= 2x faster than stock Polars", p_wall / d_wall, p_wall / d_wall >= 2))
+        if floor:
+            total = floor["read every input byte"] + floor["create every output file"]
+            goals.append(("end to end within 2.5x of the floor", d_wall / total, d_wall <= 2.5 * total))
+            goals.append(("songs write within 5x of creating its files", d_ph["write songs"] / floor["create every output file"], d_ph["write songs"] <= 5 * floor["create every output file"]))
+        print()
+        for name, value, ok in goals:
+            print(f"  [{'PASS' if ok else 'FAIL'}] {name}: {value:.2f}")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"results": results, "floor": floor, "agreement": agreement, "goals": goals}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
