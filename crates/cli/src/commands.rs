@@ -54,7 +54,8 @@ async fn storages(plan: &Plan) -> Storages {
 
 /// The engines of a run, sharing its storages.
 fn engines(storages: &Storages) -> Result<Engines, Exit> {
-    let local = LocalEngine::new(storages.clone(), LocalOptions::default()).map_err(|e| Exit { code: 1, message: e.to_string() })?;
+    let local = LocalEngine::new(storages.clone(), LocalOptions::default())
+        .map_err(|e| Exit { code: 1, message: e.to_string() })?;
     Ok(Engines::new().with(Arc::new(local)))
 }
 

@@ -152,6 +152,17 @@ pub trait Engine: Send + Sync {
     fn describe(&self, _task: &PlannedTask) -> Vec<String> {
         Vec::new()
     }
+
+    /// Lines for `--dry-run` about the whole run on this engine (e.g. the cluster it would start).
+    fn describe_run(&self, _plan: &Plan) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Lines about the engine's own resources for the summary and the run record (cluster ids,
+    /// their states with times).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The engines available to a run, by name.
@@ -187,6 +198,30 @@ impl fmt::Debug for Engines {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.engines.keys()).finish()
     }
+}
+
+/// Where tables that left an engine's memory live: a table name -> the folder (usually
+/// `s3://...`) it was published to with dagrun's convention. Engines share one per run, so a
+/// table made on EMR can be read locally and the other way round.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    locations: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl Exchange {
+    pub fn location(&self, table: &str) -> Option<String> {
+        self.locations.lock().expect("exchange").get(table).cloned()
+    }
+
+    pub fn set(&self, table: &str, location: &str) {
+        self.locations.lock().expect("exchange").insert(table.to_string(), location.to_string());
+    }
+}
+
+/// An engine that can publish a table it holds to a folder, for another engine to read.
+#[async_trait]
+pub trait TableExport: Send + Sync {
+    async fn export(&self, table: &str, location: &str, cx: &TaskContext) -> Result<(), TaskError>;
 }
 
 /// How long the executor waits for a cancelled task before giving up on it.

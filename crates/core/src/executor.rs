@@ -135,6 +135,9 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Engines that could not clean up (e.g. a cluster that did not terminate).
     pub shutdown_errors: Vec<String>,
+    /// What engines report about their own resources (clusters and their states).
+    #[serde(default)]
+    pub engine_notes: Vec<String>,
 }
 
 impl RunReport {
@@ -341,6 +344,8 @@ pub async fn execute(
     for e in &shutdown_errors {
         error!("{e}");
     }
+    let engine_notes: Vec<String> =
+        engines.iter().filter(|e| plan.tasks.iter().any(|t| t.engine == e.name())).flat_map(|e| e.notes()).collect();
 
     RunReport {
         run_id: options.run_id.clone(),
@@ -358,6 +363,7 @@ pub async fn execute(
             .collect(),
         interrupted,
         shutdown_errors,
+        engine_notes,
     }
 }
 

@@ -44,10 +44,7 @@ pub struct LocalOptions {
 
 impl Default for LocalOptions {
     fn default() -> Self {
-        Self {
-            read_concurrency: 64,
-            write_concurrency: 64,
-        }
+        Self { read_concurrency: 64, write_concurrency: 64 }
     }
 }
 
@@ -187,15 +184,8 @@ impl LocalEngine {
             Action::Load(spec) => {
                 let df = self.table(&spec.table)?;
                 let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
-                let out = load::run(
-                    task.fingerprint.clone(),
-                    df,
-                    spec,
-                    storage,
-                    cx,
-                    self.options.write_concurrency,
-                )
-                .await?;
+                let out =
+                    load::run(task.fingerprint.clone(), df, spec, storage, cx, self.options.write_concurrency).await?;
                 let mut details = BTreeMap::new();
                 if out.partitions > 0 {
                     details.insert("partitions".to_string(), out.partitions.to_string());

@@ -198,6 +198,41 @@ impl Storage for LocalStorage {
         .await
     }
 
+    async fn write_many(&self, files: Vec<(String, Vec<u8>)>, concurrency: usize) -> Result<(), StorageError> {
+        // Many small files (a partitioned table): create every folder once, parents first and
+        // from one thread (folders in one parent contend on its lock anyway), then write the files
+        // with a few threads, each taking a contiguous share.
+        blocking(move || {
+            let mut dirs: Vec<&Path> = files.iter().filter_map(|(p, _)| Path::new(p).parent()).collect();
+            dirs.sort_unstable();
+            dirs.dedup();
+            for dir in dirs {
+                std::fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, &e))?;
+            }
+            let workers = concurrency.clamp(1, 8).min(files.len().max(1));
+            let chunk = files.len().div_ceil(workers).max(1);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = files
+                    .chunks(chunk)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            for (path, data) in part {
+                                std::fs::write(path, data).map_err(|e| io_error("writing", Path::new(path), &e))?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().try_for_each(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StorageError::new(StorageErrorKind::Other, "writing", "", "a writer thread panicked"))
+                    })
+                })
+            })
+        })
+        .await
+    }
+
     async fn remove_all(&self, path: &str) -> Result<(), StorageError> {
         let path = PathBuf::from(path);
         blocking(move || match std::fs::remove_dir_all(&path) {
