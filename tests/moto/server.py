@@ -16,7 +16,21 @@ Control routes (JSON in, JSON out):
 A fault rule: {"kind": "slowdown" | "error500" | "reset" | "delay" | "denied",
                "method": "GET", "match": "substring of the path", "bucket": "name",
                "every": N (every Nth matching request; default 1), "seconds": 1.5 (delay)}
+
+EMR (moto's cluster is WAITING at once, its steps never finish, CancelSteps is not implemented,
+and a step has no FailureDetails; the harness drives all of that):
+  POST /_dagrun/emr/mode  {"steps": "complete" | "hold", "fail": ["substring of a step name"],
+                           "reason": "...", "stderr": "...", "start_polls": N}
+      how steps behave from now on: completed at their first DescribeStep, or left running;
+      steps whose name contains a `fail` entry fail with the reason (and, when `stderr` is given,
+      a stderr.gz under the cluster's log URI); a new cluster reports STARTING for N polls
+  POST /_dagrun/emr/step  {"step": id, "state": "COMPLETED" | "FAILED" | ..., "reason": "..."}
+  GET  /_dagrun/emr       every cluster (state, tags, steps with names, args and states) and
+                          every RunJobFlow request body received
 """
+
+import gzip
+import io
 
 import argparse
 import json
@@ -28,6 +42,8 @@ import threading
 import time
 
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.emr import models as emr_models
+from moto.emr.models import emr_backends
 from moto.s3.models import s3_backends
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
@@ -40,6 +56,119 @@ ERROR_XML = (
 
 def s3():
     return s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+
+
+def emr():
+    return emr_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+
+
+# moto's Step.status has no FailureDetails; EMR's does, and dagrun reports it.
+_moto_step_status = emr_models.Step.status.fget
+
+
+def _step_status(step):
+    status = _moto_step_status(step)
+    details = getattr(step, "failure_details", None)
+    if details:
+        status["FailureDetails"] = details
+    return status
+
+
+emr_models.Step.status = property(_step_status)
+
+
+class Emr:
+    """The harness's side of EMR: step outcomes, slow starts, CancelSteps, recorded requests."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.mode = {"steps": "complete"}
+        self.requests = []
+        self.starting = {}
+
+    def clusters(self):
+        return list(emr().clusters.values())
+
+    def step(self, step_id):
+        for cluster in self.clusters():
+            for step in cluster.steps:
+                if step.id == step_id:
+                    return cluster, step
+        raise KeyError(f"no step {step_id}")
+
+    def finish(self, cluster, step, state, reason=None, stderr=None):
+        step.state = state
+        step.end_date_time = emr_models.utcnow()
+        if state == "FAILED":
+            log = f"{cluster.log_uri.rstrip('/')}/{cluster.id}/steps/{step.id}/stderr.gz" if cluster.log_uri else None
+            step.failure_details = {"Reason": reason or "Step failed", "Message": reason or "", "LogFile": log}
+            if stderr is not None and log and log.startswith("s3://"):
+                bucket, key = log[len("s3://"):].split("/", 1)
+                s3().put_object(bucket, key, gzip.compress(stderr.encode()))
+        # The next pending step starts, as on EMR.
+        pending = [s for s in cluster.steps if s.state == "PENDING"]
+        if pending and not any(s.state == "RUNNING" for s in cluster.steps):
+            pending[0].state = "RUNNING"
+            pending[0].start()
+
+    def before(self, target, body):
+        """Runs before moto answers an EMR call; returns a response to send instead, if any."""
+        with self.lock:
+            if target == "RunJobFlow":
+                self.requests.append(body)
+            elif target == "DescribeCluster":
+                cluster = emr().clusters.get(body.get("ClusterId"))
+                if cluster is not None and cluster.state in ("WAITING", "RUNNING", "STARTING"):
+                    left = self.starting.setdefault(cluster.id, int(self.mode.get("start_polls", 0)))
+                    if left > 0:
+                        self.starting[cluster.id] = left - 1
+                        cluster.state = "STARTING"
+                    elif cluster.state == "STARTING":
+                        cluster.state = "WAITING"
+            elif target == "DescribeStep":
+                cluster, step = self.step(body.get("StepId"))
+                if step.state in ("PENDING", "RUNNING"):
+                    failing = any(f in step.name for f in self.mode.get("fail", []))
+                    if failing:
+                        self.finish(cluster, step, "FAILED", self.mode.get("reason"), self.mode.get("stderr"))
+                    elif self.mode.get("steps") == "complete":
+                        self.finish(cluster, step, "COMPLETED")
+            elif target == "CancelSteps":
+                infos = []
+                for step_id in body.get("StepIds", []):
+                    cluster, step = self.step(step_id)
+                    if step.state in ("PENDING", "RUNNING"):
+                        self.finish(cluster, step, "CANCELLED")
+                        infos.append({"StepId": step_id, "Status": "SUBMITTED", "Reason": ""})
+                    else:
+                        infos.append({"StepId": step_id, "Status": "FAILED", "Reason": f"step is {step.state}"})
+                return {"CancelStepsInfoList": infos}
+        return None
+
+    def control(self, path, body):
+        with self.lock:
+            if path == "/_dagrun/emr/mode":
+                self.mode = body
+                return {"mode": body}
+            if path == "/_dagrun/emr/step":
+                cluster, step = self.step(body["step"])
+                self.finish(cluster, step, body["state"], body.get("reason"), body.get("stderr"))
+                return {"step": step.id, "state": step.state}
+            if path == "/_dagrun/emr":
+                return {
+                    "requests": self.requests,
+                    "clusters": [
+                        {
+                            "id": c.id,
+                            "name": c.name,
+                            "state": c.state,
+                            "tags": dict(c._tags),
+                            "steps": [{"id": s.id, "name": s.name, "args": s.args, "state": s.state} for s in c.steps],
+                        }
+                        for c in self.clusters()
+                    ],
+                }
+        raise KeyError(f"no control route {path}")
 
 
 class Faults:
@@ -84,6 +213,7 @@ class App:
     def __init__(self):
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.faults = Faults()
+        self.emr = Emr()
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -114,6 +244,16 @@ class App:
                 return [body]
         if environ.get("REQUEST_METHOD") == "POST" and "uploadId=" in environ.get("QUERY_STRING", ""):
             return self.complete_multipart(environ, start_response)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith("ElasticMapReduce."):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            raw = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(raw)
+            answer = self.emr.before(target.split(".", 1)[1], json.loads(raw or b"{}"))
+            if answer is not None:
+                data = json.dumps(answer).encode()
+                start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))])
+                return [data]
         return self.moto(environ, start_response)
 
     def complete_multipart(self, environ, start_response):
@@ -150,7 +290,10 @@ class App:
         if path == "/_dagrun/faults":
             self.faults.set(body.get("rules", []))
             return {"rules": len(self.faults.rules)}
+        if path.startswith("/_dagrun/emr"):
+            return self.emr.control(path, body)
         if path == "/_dagrun/stats":
+
             return {"injected": self.faults.injected, "requests": self.faults.requests, "queries": self.faults.queries}
         if path == "/_dagrun/head":
             key = s3().get_object(body["bucket"], body["key"])

@@ -48,6 +48,49 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Render a run record (run.json) as one self-contained HTML page.
     Report(ReportArgs),
+    /// EMR housekeeping: find and terminate clusters dagrun started.
+    #[command(subcommand)]
+    Emr(EmrCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EmrCommand {
+    /// List clusters tagged by dagrun that are still alive, and terminate those whose run is over
+    /// (its run.json says so) or that are older than --older-than.
+    Gc(GcArgs),
+    /// Write the step specs an EMR run would submit, for every extract, transform and load, in
+    /// run order (steps.json) with the step program beside them (dagrun_step.py), to run the Spark
+    /// side anywhere: `spark-submit DIR/dagrun_step.py DIR/steps.json`. Paths may be local.
+    Specs(SpecsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SpecsArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Folder for steps.json, dagrun_step.py and the intermediate tables (tables/<task>).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// The run id the specs carry (it tags the published files).
+    #[arg(long, value_name = "ID", default_value = "specs", value_parser = parse_run_id)]
+    pub run_id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GcArgs {
+    /// Only list what would be terminated.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Also terminate clusters older than this, whatever their run says (e.g. 12h, 2d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+
+    /// EMR region [default: the AWS SDK's region chain, then us-east-1].
+    #[arg(long)]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -114,6 +157,11 @@ pub struct RunArgs {
     /// Also write the run's HTML report to this file.
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
+
+    /// Use this run id instead of a new one: after dagrun itself was stopped, the same id finds
+    /// the run's EMR cluster and reattaches to its pending or running steps.
+    #[arg(long, value_name = "ID", value_parser = parse_run_id)]
+    pub run_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -191,6 +239,18 @@ pub enum LogFormat {
     Text,
     /// One JSON object per event.
     Json,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    dagrun_core::decode::parse_duration(text)
+}
+
+fn parse_run_id(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        Ok(text.to_string())
+    } else {
+        Err(format!("`{text}`: a run id is 1 to 64 letters, digits, - and _"))
+    }
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dagrun_aws::S3Storage;
+use dagrun_aws::emr::EmrEngine;
 use dagrun_core::Diagnostics;
-use dagrun_core::engine::Engines;
+use dagrun_core::engine::{Engines, Exchange};
+
 use dagrun_core::executor::{self, ExecutorOptions};
 use dagrun_core::graph::{self, GraphFormat};
 use dagrun_core::plan::{LoadError, Plan, PlanError, PlanOptions, join_path};
@@ -37,9 +39,9 @@ impl Exit {
 }
 
 /// The engines this build can run, by name (validation needs them before anything is built).
-pub const ENGINES: &[&str] = &["local"];
+pub const ENGINES: &[&str] = &["local", "emr"];
 
-fn plan_options() -> PlanOptions {
+pub fn plan_options() -> PlanOptions {
     PlanOptions { engines: ENGINES.iter().map(|e| e.to_string()).collect() }
 }
 
@@ -52,11 +54,24 @@ async fn storages(plan: &Plan) -> Storages {
     storages
 }
 
-/// The engines of a run, sharing its storages.
-fn engines(storages: &Storages) -> Result<Engines, Exit> {
+/// The engines of a run, sharing its storages and one table exchange (a table made on EMR is
+/// read locally from where it was published, and the other way round).
+async fn engines(storages: &Storages, plan: &Plan) -> Result<Engines, Exit> {
+    let exchange = Arc::new(Exchange::default());
     let local = LocalEngine::new(storages.clone(), LocalOptions::default())
-        .map_err(|e| Exit { code: 1, message: e.to_string() })?;
-    Ok(Engines::new().with(Arc::new(local)))
+        .map_err(|e| Exit { code: 1, message: e.to_string() })?
+        .with_exchange(exchange.clone());
+    let local = Arc::new(local);
+    let mut engines = Engines::new().with(local.clone());
+    if let Some(settings) = &plan.emr {
+        let s3 = storages
+            .s3
+            .clone()
+            .ok_or_else(|| Exit::config("error: the emr engine needs S3 for engines.emr.staging"))?;
+        let emr = EmrEngine::connect(settings.clone(), s3, local, exchange, plan).await;
+        engines = engines.with(Arc::new(emr));
+    }
+    Ok(engines)
 }
 
 /// Loads and validates a pipeline; problems become a located report and exit code 2.
@@ -156,7 +171,7 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |j| j as usize);
     let force = force_of(&args.force, &plan)?;
     let storages = storages(&plan).await;
-    let engines = engines(&storages)?;
+    let engines = engines(&storages, &plan).await?;
     // What is already published from the same inputs (reads listings and manifests only).
     let freshness = resume::assess(&mut plan, &storages, &force).await;
     if args.dry_run {
@@ -165,7 +180,7 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     }
 
     let plan = Arc::new(plan);
-    let mut options = ExecutorOptions::new(run_id());
+    let mut options = ExecutorOptions::new(args.run_id.clone().unwrap_or_else(run_id));
     options.jobs = jobs;
     options.fail_fast = args.fail_fast;
     options.fresh = freshness.fresh.clone();

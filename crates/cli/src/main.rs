@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod emr;
 mod generate;
 mod records;
 mod render;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, EmrCommand};
 use crate::commands::Exit;
 
 pub const EXIT_CONFIG: u8 = 2;
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
         Some(Command::Graph(args)) => commands::graph(args).map(|()| 0),
         Some(Command::Generate(args)) => generate::run(args).map(|()| 0),
         Some(Command::Report(args)) => block_on(commands::report(args)),
+        Some(Command::Emr(EmrCommand::Gc(args))) => block_on(emr::gc(args)),
+        Some(Command::Emr(EmrCommand::Specs(args))) => emr::specs(args),
         Some(Command::Run(args)) => block_on(commands::run(args, &terminal)),
         None => block_on(commands::run(&cli.run, &terminal)),
     };

@@ -64,6 +64,23 @@ pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshnes
         let _ = writeln!(out, "vars: {}", vars.join("  "));
     }
     let _ = writeln!(out, "run records: {}/<run-id>/", plan.runs_dir);
+    let used = engines.iter().filter(|e| plan.tasks.iter().any(|t| t.engine == e.name())).count();
+    for engine in engines.iter() {
+        let here: Vec<&str> = plan.tasks.iter().filter(|t| t.engine == engine.name()).map(|t| t.id.as_str()).collect();
+        if here.is_empty() {
+            continue;
+        }
+        if used == 1 {
+            let _ = writeln!(out, "every task runs on {}", engine.name());
+        } else {
+            let _ = writeln!(out, "on {}: {}", engine.name(), here.join(", "));
+        }
+
+        for line in engine.describe_run(plan) {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+
     for (w, wave) in waves.iter().enumerate() {
         let _ = writeln!(out, "\nwave {}", w + 1);
         for &i in wave {
@@ -176,9 +193,16 @@ pub fn summary(report: &RunReport) -> String {
             let _ = writeln!(out, "{n}");
         }
     }
+    if !report.engine_notes.is_empty() {
+        let _ = writeln!(out, "\nclusters and steps:");
+        for line in &report.engine_notes {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     for e in &report.shutdown_errors {
         let _ = writeln!(out, "engine cleanup failed: {e}");
     }
+
     let count = |s: TaskState| report.tasks.iter().filter(|t| t.state == s).count();
     let total = report.tasks.len();
     let verdict = if report.interrupted {

@@ -12,6 +12,7 @@
 //! | [`plan`] | validation: spec -> plan |
 //! | [`sql`] | static SQL reading (syntax errors, referenced tables) |
 //! | [`retry`] | the retry policy |
+//! | [`emr`] | the `engines.emr` section: EMR cluster settings and their checks |
 //! | [`executor`] | running a plan: concurrency, retries, timeouts, cancellation |
 //! | [`engine`] | where tasks run (`Engine`) |
 //! | [`storage`] | where bytes live (`Storage`), local disk, atomic publish |
@@ -20,6 +21,7 @@
 
 pub mod decode;
 pub mod diagnostic;
+pub mod emr;
 pub mod engine;
 pub mod executor;
 pub mod graph;

@@ -13,6 +13,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::decode::{Decode, Decoder, DurationValue, Entries, Located};
 use crate::diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile, suggestion};
+use crate::emr::{self, EmrSettings, EnginesSpec};
 use crate::record::ReportQuery;
 use crate::retry::RetryPolicy;
 use crate::spec::{
@@ -45,6 +46,8 @@ pub struct Plan {
     pub s3: S3Settings,
     /// Questions the HTML report answers from the published tables (`report:`).
     pub report: Vec<ReportQuery>,
+    /// How EMR clusters are made (`engines.emr`), when a task runs on `emr`.
+    pub emr: Option<EmrSettings>,
     /// Problems worth knowing that do not stop a run.
     pub warnings: Vec<Diagnostic>,
 }
@@ -285,7 +288,8 @@ impl Plan {
         let mut tree = root.clone();
         if let Value::Map(entries) = &mut tree.value {
             for (key, value) in entries.iter_mut() {
-                if key.name != "vars" {
+                // `engines` is read after the tasks: only a run that uses an engine needs its values.
+                if key.name != "vars" && key.name != "engines" {
                     vars::interpolate_tree(value, &vars, &declared, inputs, &source, &mut diags);
                 }
             }
@@ -296,8 +300,12 @@ impl Plan {
         diags.append(&mut cx.diagnostics);
 
         let mut builder = Builder { source: &source, options, diags, warnings: Vec::new() };
-        let plan = top.and_then(|top| builder.build(top, vars));
-        let Builder { diags, warnings, .. } = builder;
+        let mut plan = top.and_then(|top| builder.build(top, vars.clone()));
+        let Builder { mut diags, warnings, .. } = builder;
+        if let Some(plan) = plan.as_mut() {
+            plan.emr = engine_settings(plan, root.get("engines"), &vars, &declared, inputs, &source, &mut diags);
+        }
+
         if diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error) || plan.is_none() {
             let mut all = diags;
             all.extend(warnings);
@@ -319,6 +327,10 @@ impl Plan {
             }
         }
         out.push(PlanPath { path: self.runs_dir.clone(), write: true, user: "runs".into() });
+        if let Some(emr) = &self.emr {
+            out.push(PlanPath { path: emr.staging.clone(), write: true, user: "engines.emr.staging".into() });
+            out.push(PlanPath { path: emr.log_uri.clone(), write: false, user: "engines.emr.log_uri".into() });
+        }
         out
     }
 
@@ -460,7 +472,7 @@ struct TopLevel {
     has_tasks_key: bool,
 }
 
-const TOP_KEYS: &[&str] = &["name", "description", "vars", "runs", "storage", "defaults", "tasks", "report"];
+const TOP_KEYS: &[&str] = &["name", "description", "vars", "runs", "storage", "engines", "defaults", "tasks", "report"];
 
 impl Decode for TopLevel {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
@@ -489,6 +501,65 @@ impl Decode for TopLevel {
         let has_tasks_key = map.node("tasks").is_some();
         Some(TopLevel { name, description, runs, storage, report, defaults, tasks, tasks_pos, has_tasks_key })
     }
+}
+
+/// The `engines:` section, read once the tasks say which engines the run uses. The EMR settings
+/// are interpolated and checked in full only when a task runs on `emr` (roles and log URI are
+/// variables a local run may leave unset); otherwise only their keys are checked.
+fn engine_settings(
+    plan: &Plan,
+    node: Option<&Node>,
+    vars: &Vars,
+    declared: &[DeclaredVar],
+    inputs: &VarInputs,
+    source: &SourceFile,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<EmrSettings> {
+    let on_emr: Vec<&PlannedTask> = plan.tasks.iter().filter(|t| t.engine == emr::ENGINE).collect();
+    for t in &on_emr {
+        let (verb, path) = match &t.action {
+            Action::QualityCheck(_) => {
+                let message = format!("task `{}`: quality checks run on the local engine, not on emr", t.id);
+                diags.push(Diagnostic::error(t.pos, message));
+                continue;
+            }
+            Action::Extract(e) => ("reads", &e.path),
+            Action::Load(l) => ("writes", &l.path),
+            Action::Transform(_) => continue,
+        };
+        if !crate::storage::is_s3(path) {
+            let message = format!("task `{}` runs on emr and {verb} `{path}`: EMR steps use s3:// paths only", t.id);
+            diags.push(
+                Diagnostic::error(t.pos, message).with_hint("pass an s3:// URI with --set, or run the task on local"),
+            );
+        }
+    }
+
+    let mut cx = Decoder::new(source);
+    let settings = match node {
+        Some(node) if !on_emr.is_empty() => {
+            let mut node = node.clone();
+            vars::interpolate_tree(&mut node, vars, declared, inputs, source, diags);
+            let spec = EnginesSpec::decode(&node, &mut cx);
+            spec.and_then(|s| s.emr).map(|emr| emr::validate(&emr, diags))
+        }
+        Some(node) => {
+            emr::check_keys_only(node, &mut cx);
+            None
+        }
+        None => None,
+    };
+    diags.append(&mut cx.diagnostics);
+    if settings.is_none()
+        && let Some(first) = on_emr.first()
+        && !diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error)
+    {
+        diags.push(Diagnostic::error(
+            first.pos,
+            format!("task `{}` runs on emr, but the pipeline has no `engines.emr` section", first.id),
+        ));
+    }
+    settings
 }
 
 fn declared_vars(root: &Node, source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Vec<DeclaredVar> {
@@ -683,6 +754,7 @@ impl Builder<'_> {
             tasks,
             graph,
             warnings: Vec::new(),
+            emr: None,
         };
         self.check_tables(&plan, &specs);
         self.check_report(&plan, &report_specs);

@@ -179,7 +179,46 @@ decode_struct! {
 }
 
 decode_enum! {
+    /// The role of an EMR instance group or fleet.
+    pub enum InstanceRole as "instance role" {
+        Master = "master" | "MASTER" | "primary",
+        Core = "core" | "CORE",
+        Task = "task" | "TASK",
+    }
+}
+
+impl InstanceRole {
+    /// The name in EMR's API.
+    pub fn api(&self) -> &'static str {
+        match self {
+            InstanceRole::Master => "MASTER",
+            InstanceRole::Core => "CORE",
+            InstanceRole::Task => "TASK",
+        }
+    }
+}
+
+decode_enum! {
+    /// How EMR instances are bought.
+    pub enum Market as "market" {
+        OnDemand = "on_demand" | "ON_DEMAND" | "on-demand",
+        Spot = "spot" | "SPOT",
+    }
+}
+
+impl Market {
+    /// The name in EMR's API.
+    pub fn api(&self) -> &'static str {
+        match self {
+            Market::OnDemand => "ON_DEMAND",
+            Market::Spot => "SPOT",
+        }
+    }
+}
+
+decode_enum! {
     /// How a report query is drawn.
+
     pub enum ChartKind as "chart" {
         /// Bars: the first column labels, the last column lengths.
         Bar = "bar",

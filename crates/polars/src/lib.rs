@@ -22,9 +22,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use dagrun_core::engine::{Engine, TaskContext, TaskError, TaskOutput};
-use dagrun_core::plan::{Action, PlannedTask, join_path};
+use dagrun_core::engine::{Engine, Exchange, TableExport, TaskContext, TaskError, TaskOutput};
+use dagrun_core::plan::{Action, Load, PlannedTask, join_path};
+use dagrun_core::spec::Compression;
 use dagrun_core::storage::Storages;
 use polars::prelude::DataFrame;
 use tracing::warn;
@@ -53,6 +56,8 @@ pub struct LocalEngine {
     storages: Storages,
     options: LocalOptions,
     tables: Mutex<HashMap<String, DataFrame>>,
+    /// Tables another engine (EMR) published: read from there when not in memory.
+    exchange: Arc<Exchange>,
 }
 
 /// Runs CPU work on Polars' thread pool from a blocking thread, off the async runtime.
@@ -69,11 +74,32 @@ pub fn worker_threads() -> usize {
 
 impl LocalEngine {
     pub fn new(storages: Storages, options: LocalOptions) -> Result<Self, Error> {
-        Ok(Self { storages, options, tables: Mutex::new(HashMap::new()) })
+        Ok(Self { storages, options, tables: Mutex::new(HashMap::new()), exchange: Arc::default() })
     }
 
-    fn table(&self, name: &str) -> Result<DataFrame, Error> {
-        self.tables.lock().expect("table store").get(name).cloned().ok_or_else(|| Error::MissingTable(name.to_string()))
+    /// Shares the run's table exchange with other engines.
+    pub fn with_exchange(mut self, exchange: Arc<Exchange>) -> Self {
+        self.exchange = exchange;
+        self
+    }
+
+    /// An input table: from memory, or read back from where another engine published it.
+    async fn table(&self, name: &str) -> Result<DataFrame, Error> {
+        if let Some(df) = self.tables.lock().expect("table store").get(name).cloned() {
+            return Ok(df);
+        }
+        match self.exchange.location(name) {
+            Some(location) => published::read_published(self.storages.for_path(&location)?, &location).await,
+            None => Err(Error::MissingTable(name.to_string())),
+        }
+    }
+
+    async fn tables_of(&self, names: &[String]) -> Result<Vec<(String, DataFrame)>, Error> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push((name.clone(), self.table(name).await?));
+        }
+        Ok(out)
     }
 
     /// Keeps a task's table, unless its attempt was cancelled (a timed-out attempt that finishes
@@ -129,8 +155,7 @@ impl LocalEngine {
                 Ok(output)
             }
             Action::Transform(spec) => {
-                let inputs: Vec<(String, DataFrame)> =
-                    spec.tables.iter().map(|t| self.table(t).map(|df| (t.clone(), df))).collect::<Result<_, _>>()?;
+                let inputs = self.tables_of(&spec.tables).await?;
                 let rows_in: u64 = inputs.iter().map(|(_, df)| df.height() as u64).sum();
                 let id = task.id.clone();
                 let sql = spec.sql.clone();
@@ -146,8 +171,7 @@ impl LocalEngine {
                 })
             }
             Action::QualityCheck(spec) => {
-                let tables: BTreeMap<String, DataFrame> =
-                    spec.tables.iter().map(|t| self.table(t).map(|df| (t.clone(), df))).collect::<Result<_, _>>()?;
+                let tables: BTreeMap<String, DataFrame> = self.tables_of(&spec.tables).await?.into_iter().collect();
                 let rows = tables.get(&spec.table).map_or(0, |t| t.height() as u64);
                 let checks = spec.checks.clone();
                 let table = spec.table.clone();
@@ -182,7 +206,7 @@ impl LocalEngine {
                 Err(TaskError::permanent(message).with_partial(output))
             }
             Action::Load(spec) => {
-                let df = self.table(&spec.table)?;
+                let df = self.table(&spec.table).await?;
                 let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
                 let out =
                     load::run(task.fingerprint.clone(), df, spec, storage, cx, self.options.write_concurrency).await?;
@@ -230,5 +254,23 @@ impl Engine for LocalEngine {
 
     fn forget(&self, task: &PlannedTask) {
         self.tables.lock().expect("table store").remove(&task.id);
+    }
+}
+
+/// Publishes a table held in memory (unpartitioned, zstd, dagrun's manifest convention) for an
+/// engine elsewhere (EMR) to read.
+#[async_trait]
+impl TableExport for LocalEngine {
+    async fn export(&self, table: &str, location: &str, cx: &TaskContext) -> Result<(), TaskError> {
+        let df = self.table(table).await?;
+        let storage = self.storages.for_path(location).map_err(Error::from)?;
+        let spec = Load {
+            table: table.to_string(),
+            path: location.to_string(),
+            partition_by: Vec::new(),
+            compression: Compression::Zstd,
+        };
+        load::run(None, df, &spec, storage, cx, self.options.write_concurrency).await?;
+        Ok(())
     }
 }

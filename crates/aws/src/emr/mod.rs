@@ -1,0 +1,479 @@
+//! The `emr` engine: runs a run's `engine: emr` tasks as Spark steps on one EMR cluster, and
+//! always gives the cluster back.
+//!
+//! Lifecycle, in one place:
+//! - The cluster is created (RunJobFlow, tagged with the pipeline and run id, with an idle
+//!   auto-termination as a safety net) when the first EMR task becomes ready, or found again by
+//!   its run tag after dagrun restarts with the same `--run-id`. Waiting polls with backoff and
+//!   no attempt limit: the task's timeout bounds it.
+//! - Each task attempt uploads its spec (and, once per run, the step program) under the run's
+//!   staging prefix, publishes the local tables it reads there, and adds one step named
+//!   `dagrun:<pipeline>:<run>:<task>:<attempt>` (or reattaches to a pending/running step of that
+//!   name), then follows it. Only COMPLETED succeeds; a failure carries the step's failure details
+//!   and the tail of its stderr from the log URI. A cancelled or timed-out attempt cancels its
+//!   step; a retry first cancels a previous attempt still running.
+//! - The cluster is terminated as soon as no remaining task needs it (`release`) and on every
+//!   exit path (`shutdown`): success, failure, Ctrl-C, SIGTERM, timeouts, panics in tasks.
+
+pub mod gc;
+pub mod requests;
+pub mod step;
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_emr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_emr::types::{ClusterState, StepState};
+use dagrun_core::emr::EmrSettings;
+use dagrun_core::engine::{Engine, EngineError, Exchange, TableExport, TaskContext, TaskError, TaskOutput};
+use dagrun_core::plan::{Action, Plan, PlannedTask, join_path};
+use dagrun_core::storage::Storage;
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use self::requests::{TAG_RUN, add_step, run_job_flow, step_name};
+
+/// How the EMR engine is wired into a run.
+pub struct EmrEngine {
+    client: aws_sdk_emr::Client,
+    /// S3, for the staging prefix and the log URI.
+    s3: Arc<dyn Storage>,
+    settings: EmrSettings,
+    pipeline: String,
+    runs_dir: String,
+    exchange: Arc<Exchange>,
+    exporter: Arc<dyn TableExport>,
+    cluster: tokio::sync::Mutex<Option<Cluster>>,
+    runner: OnceCell<String>,
+    /// Cluster states and steps as they happened, for the summary and the run record.
+    history: Mutex<Vec<String>>,
+    poll_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Cluster {
+    id: String,
+    ready: bool,
+    terminated: bool,
+    last_state: String,
+}
+
+fn now() -> String {
+    chrono::Utc::now().format("%H:%M:%S").to_string()
+}
+
+/// An SDK error as a task error: throttling and transport failures are worth retrying.
+fn sdk_error<E>(action: &str, err: SdkError<E, aws_sdk_emr::config::http::HttpResponse>) -> TaskError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = err.code().unwrap_or("").to_string();
+    let retryable =
+        matches!(err, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_))
+            || code.contains("Throttl")
+            || code == "InternalServerError"
+            || code == "InternalFailure";
+    let message = match err.message() {
+        Some(m) => format!("{action}: {code} {m}").replace("  ", " "),
+        None => format!("{action}: {}", DisplayErrorContext(&err)),
+    };
+    TaskError { message, retryable, partial: None }
+}
+
+impl EmrEngine {
+    pub async fn connect(
+        settings: EmrSettings,
+        s3: Arc<dyn Storage>,
+        exporter: Arc<dyn TableExport>,
+        exchange: Arc<Exchange>,
+        plan: &Plan,
+    ) -> Self {
+        let poll_max = settings.poll_interval;
+        Self {
+            client: client(settings.region.as_deref()).await,
+            s3,
+            pipeline: plan.name.clone(),
+            runs_dir: plan.runs_dir.clone(),
+            settings,
+            exchange,
+            exporter,
+            cluster: tokio::sync::Mutex::new(None),
+            runner: OnceCell::new(),
+            history: Mutex::new(Vec::new()),
+            poll_max,
+        }
+    }
+
+    fn note(&self, line: String) {
+        info!("{line}");
+        self.history.lock().expect("history").push(line);
+    }
+
+    fn run_root(&self, run_id: &str) -> String {
+        join_path(&self.settings.staging, run_id)
+    }
+
+    /// Polls with backoff: 1s doubling up to the configured maximum.
+    fn next_wait(&self, waited: Duration) -> Duration {
+        waited.saturating_mul(2).clamp(Duration::from_millis(100).min(self.poll_max), self.poll_max)
+    }
+
+    /// The run's cluster, created or found again, and ready for steps.
+    async fn ready_cluster(&self, cx: &TaskContext) -> Result<String, TaskError> {
+        let mut guard = self.cluster.lock().await;
+        let mut cluster = match guard.clone() {
+            Some(c) if c.terminated => {
+                return Err(TaskError::permanent(format!("the run's cluster {} was already terminated", c.id)));
+            }
+            Some(c) => c,
+            None => {
+                let id = match self.find_cluster(&cx.run_id).await? {
+                    Some(id) => {
+                        self.note(format!("cluster {id}: found again for run {} at {}", cx.run_id, now()));
+                        id
+                    }
+                    None => {
+                        let request = run_job_flow(&self.settings, &self.pipeline, &cx.run_id, &self.runs_dir);
+                        let out = request
+                            .send_with(&self.client)
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error("starting the EMR cluster", e))?;
+                        let id = out.job_flow_id().unwrap_or_default().to_string();
+                        self.note(format!("cluster {id}: requested at {} ({})", now(), request.release_label));
+                        id
+                    }
+                };
+                let c = Cluster { id, ready: false, terminated: false, last_state: String::new() };
+                *guard = Some(c.clone());
+                c
+            }
+        };
+        let mut wait = Duration::from_secs(1).min(self.poll_max);
+        while !cluster.ready {
+            let out = self
+                .client
+                .describe_cluster()
+                .cluster_id(&cluster.id)
+                .send()
+                .await
+                .map_err(|e| sdk_error("checking the EMR cluster", e))?;
+            let status = out.cluster().and_then(|c| c.status());
+            let state = status.and_then(|s| s.state()).cloned().unwrap_or(ClusterState::Starting);
+            if state.as_str() != cluster.last_state {
+                self.note(format!("cluster {}: {} at {}", cluster.id, state.as_str(), now()));
+                cluster.last_state = state.as_str().to_string();
+            }
+            match state {
+                ClusterState::Waiting | ClusterState::Running => cluster.ready = true,
+                ClusterState::Terminating | ClusterState::Terminated | ClusterState::TerminatedWithErrors => {
+                    let reason = status
+                        .and_then(|s| s.state_change_reason())
+                        .map(|r| {
+                            format!("{} {}", r.code().map(|c| c.as_str()).unwrap_or(""), r.message().unwrap_or(""))
+                        })
+                        .unwrap_or_default();
+                    cluster.terminated = true;
+                    *guard = Some(cluster.clone());
+                    return Err(TaskError::permanent(format!(
+                        "the EMR cluster {} ended before it was ready: {}",
+                        cluster.id,
+                        reason.trim()
+                    )));
+                }
+                _ => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cx.cancel.cancelled() => {
+                            *guard = Some(cluster.clone());
+                            return Err(TaskError::permanent("cancelled while the cluster was starting"));
+                        }
+                    }
+                    wait = self.next_wait(wait);
+                }
+            }
+        }
+        *guard = Some(cluster.clone());
+        Ok(cluster.id)
+    }
+
+    /// An active cluster tagged with this run (a restarted dagrun reattaches to it).
+    async fn find_cluster(&self, run_id: &str) -> Result<Option<String>, TaskError> {
+        for summary in gc::active_clusters(&self.client).await? {
+            if summary.tags.get(TAG_RUN).map(String::as_str) == Some(run_id) {
+                return Ok(Some(summary.id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The step of this name that is still pending or running, if any.
+    async fn active_step(&self, cluster: &str, name: &str) -> Result<Option<String>, TaskError> {
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_steps()
+                .cluster_id(cluster)
+                .set_step_states(Some(vec![StepState::Pending, StepState::Running]))
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error("listing the cluster's steps", e))?;
+            if let Some(s) = out.steps().iter().find(|s| s.name() == Some(name)) {
+                return Ok(s.id().map(String::from));
+            }
+            marker = out.marker().map(String::from);
+            if marker.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn cancel_step(&self, cluster: &str, step: &str) {
+        match self.client.cancel_steps().cluster_id(cluster).step_ids(step).send().await {
+            Ok(_) => self.note(format!("step {step}: cancel requested at {}", now())),
+            Err(e) => warn!(step, error = %DisplayErrorContext(&e), "could not cancel the step"),
+        }
+    }
+
+    /// The step program's place on S3 (uploaded once per run).
+    async fn runner_uri(&self, run_id: &str) -> Result<String, TaskError> {
+        let uri = join_path(&self.run_root(run_id), "dagrun_step.py");
+        self.runner
+            .get_or_try_init(|| async {
+                self.s3.write(&uri, step::RUNNER.as_bytes().to_vec()).await.map_err(TaskError::from)?;
+                Ok::<_, TaskError>(uri.clone())
+            })
+            .await
+            .cloned()
+    }
+
+    /// The last lines of a step's stderr, if the cluster logs to S3 and they arrived.
+    async fn stderr_tail(&self, cluster: &str, step: &str) -> Option<String> {
+        let uri = join_path(&self.settings.log_uri, &format!("{cluster}/steps/{step}/stderr.gz"));
+        let bytes = self.s3.read(&uri).await.ok()?;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text).ok()?;
+        let lines: Vec<&str> = text.lines().collect();
+        Some(lines[lines.len().saturating_sub(20)..].join("\n"))
+    }
+
+    async fn terminate(&self, why: &str) -> Result<(), EngineError> {
+        let mut guard = self.cluster.lock().await;
+        let Some(cluster) = guard.as_mut() else { return Ok(()) };
+        if cluster.terminated {
+            return Ok(());
+        }
+        self.client
+            .terminate_job_flows()
+            .job_flow_ids(&cluster.id)
+            .send()
+            .await
+            .map_err(|e| EngineError(format!("terminating EMR cluster {}: {}", cluster.id, DisplayErrorContext(&e))))?;
+        cluster.terminated = true;
+        let id = cluster.id.clone();
+        drop(guard);
+        self.note(format!("cluster {id}: termination requested at {} ({why})", now()));
+        Ok(())
+    }
+
+    async fn run_step(&self, task: &PlannedTask, cx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        if matches!(task.action, Action::QualityCheck(_)) {
+            return Err(TaskError::permanent(format!("task `{}`: quality checks run on the local engine", task.id)));
+        }
+        let cluster = self.ready_cluster(cx).await?;
+        let run_root = self.run_root(&cx.run_id);
+        let tables_root = join_path(&run_root, "tables");
+
+        // The tables this task reads must be where Spark can read them.
+        for table in step::inputs_of(task) {
+            if self.exchange.location(&table).is_none() {
+                let location = step::table_location(&tables_root, &table);
+                self.exporter.export(&table, &location, cx).await?;
+                self.exchange.set(&table, &location);
+            }
+        }
+        let spec = step::spec(&cx.plan, task, &cx.run_id, cx.attempt, &run_root, &|t| {
+            self.exchange.location(t).unwrap_or_else(|| step::table_location(&tables_root, t))
+        })
+        .map_err(TaskError::permanent)?;
+        let spec_uri = join_path(&run_root, &format!("tasks/{}-{}.json", task.id, cx.attempt));
+        let json = serde_json::to_vec_pretty(&spec).expect("a step spec serializes");
+        self.s3.write(&spec_uri, json).await.map_err(TaskError::from)?;
+        let runner = self.runner_uri(&cx.run_id).await?;
+
+        // A previous attempt still running is cancelled before this one starts.
+        if cx.attempt > 1
+            && let Some(old) =
+                self.active_step(&cluster, &step_name(&self.pipeline, &cx.run_id, &task.id, cx.attempt - 1)).await?
+        {
+            self.cancel_step(&cluster, &old).await;
+        }
+        let name = step_name(&self.pipeline, &cx.run_id, &task.id, cx.attempt);
+        let step_id = match self.active_step(&cluster, &name).await? {
+            Some(id) => {
+                self.note(format!("step {id} ({}): reattached at {}", task.id, now()));
+                id
+            }
+            None => {
+                let request = add_step(&cluster, name.clone(), &runner, &spec_uri);
+                let out =
+                    request.send_with(&self.client).send().await.map_err(|e| sdk_error("adding the EMR step", e))?;
+                let id = out.step_ids().first().cloned().unwrap_or_default();
+                self.note(format!("step {id} ({}): added at {}", task.id, now()));
+                id
+            }
+        };
+        cx.progress.set_message(&format!("EMR step {step_id} on {cluster}"));
+
+        // Follow the step to a terminal state.
+        let started = Instant::now();
+        let mut wait = Duration::from_secs(1).min(self.poll_max);
+        let mut last = String::new();
+        loop {
+            let out = self
+                .client
+                .describe_step()
+                .cluster_id(&cluster)
+                .step_id(&step_id)
+                .send()
+                .await
+                .map_err(|e| sdk_error("checking the EMR step", e))?;
+            let status = out.step().and_then(|s| s.status());
+            let state = status.and_then(|s| s.state()).cloned().unwrap_or(StepState::Pending);
+            if state.as_str() != last {
+                self.note(format!("step {step_id} ({}): {} at {}", task.id, state.as_str(), now()));
+                last = state.as_str().to_string();
+                cx.progress.set_message(&format!("EMR step {step_id}: {last}"));
+            }
+            match state {
+                StepState::Completed => break,
+                StepState::Failed | StepState::Cancelled | StepState::Interrupted => {
+                    let details = status.and_then(|s| s.failure_details());
+                    let mut message = format!("EMR step {step_id} {} on {cluster}", state.as_str());
+                    if let Some(d) = details {
+                        let reason = [d.reason(), d.message()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+                        if !reason.is_empty() {
+                            message.push_str(&format!(": {reason}"));
+                        }
+                        if let Some(log) = d.log_file() {
+                            message.push_str(&format!(" (log: {log})"));
+                        }
+                    } else if let Some(r) = status.and_then(|s| s.state_change_reason()).and_then(|r| r.message()) {
+                        message.push_str(&format!(": {r}"));
+                    }
+                    if let Some(tail) = self.stderr_tail(&cluster, &step_id).await {
+                        message.push_str(&format!("\nstderr (last lines):\n{tail}"));
+                    }
+                    // Interrupted or cancelled by someone else (a lost node): another attempt may work.
+                    let retryable = state != StepState::Failed;
+                    return Err(TaskError { message, retryable, partial: None });
+                }
+                _ => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cx.cancel.cancelled() => {
+                            self.cancel_step(&cluster, &step_id).await;
+                            return Err(TaskError::permanent(format!("cancelled; EMR step {step_id} cancelled")));
+                        }
+                    }
+                    wait = self.next_wait(wait);
+                }
+            }
+        }
+        if let Some(out) = &spec.output {
+            self.exchange.set(&task.id, out);
+        }
+        let mut output = TaskOutput::default();
+        if let Ok(bytes) = self.s3.read(spec.result.as_deref().unwrap_or_default()).await
+            && let Ok(result) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            output.rows_in = result["rows_in"].as_u64();
+            output.rows_out = result["rows_out"].as_u64();
+            output.quarantined = result["quarantined"].as_u64().unwrap_or(0);
+            output.files = result["files"].as_u64();
+        }
+        output.outputs = match &task.action {
+            Action::Load(l) => vec![l.path.clone()],
+            _ => spec.output.iter().cloned().collect(),
+        };
+        output.details.insert("cluster".into(), cluster);
+        output.details.insert("step".into(), step_id);
+        output.details.insert("step_seconds".into(), format!("{:.1}", started.elapsed().as_secs_f64()));
+        Ok(output)
+    }
+}
+
+#[async_trait]
+impl Engine for EmrEngine {
+    fn name(&self) -> &'static str {
+        "emr"
+    }
+
+    async fn run(&self, task: &PlannedTask, cx: TaskContext) -> Result<TaskOutput, TaskError> {
+        self.run_step(task, &cx).await
+    }
+
+    async fn release(&self) -> Result<(), EngineError> {
+        self.terminate("no remaining task needs it").await
+    }
+
+    async fn shutdown(&self) -> Result<(), EngineError> {
+        self.terminate("the run ended").await
+    }
+
+    fn cancel_grace(&self) -> Duration {
+        // Enough to send CancelSteps and, at shutdown, TerminateJobFlows.
+        Duration::from_secs(20)
+    }
+
+    fn describe(&self, task: &PlannedTask) -> Vec<String> {
+        let name = step_name(&self.pipeline, "<run-id>", &task.id, 1);
+        let root = self.run_root("<run-id>");
+        let request = add_step(
+            "<cluster-id>",
+            name,
+            &join_path(&root, "dagrun_step.py"),
+            &join_path(&root, &format!("tasks/{}-1.json", task.id)),
+        );
+        let mut lines = vec!["AddJobFlowSteps:".to_string()];
+        lines.extend(serde_json::to_string_pretty(&request).expect("serializes").lines().map(|l| format!("  {l}")));
+        lines
+    }
+
+    fn describe_run(&self, plan: &Plan) -> Vec<String> {
+        let request = run_job_flow(&self.settings, &plan.name, "<run-id>", &plan.runs_dir);
+        let mut lines =
+            vec!["RunJobFlow (when the first emr task is ready; terminated when none is left):".to_string()];
+        lines.extend(serde_json::to_string_pretty(&request).expect("serializes").lines().map(|l| format!("  {l}")));
+        lines
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.history.lock().expect("history").clone()
+    }
+}
+
+/// An EMR client with the standard credential chain; the endpoint may be overridden with
+/// `AWS_ENDPOINT_URL_EMR` or `AWS_ENDPOINT_URL` (the tests point it at moto).
+pub async fn client(region: Option<&str>) -> aws_sdk_emr::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    let sdk = loader.load().await;
+    let mut builder = aws_sdk_emr::config::Builder::from(&sdk);
+    if sdk.region().is_none() {
+        builder = builder.region(aws_config::Region::new("us-east-1"));
+    }
+    aws_sdk_emr::Client::from_conf(builder.build())
+}
+
+/// How long ago a cluster was created, for `dagrun emr gc`.
+pub(crate) fn age(created: Option<&aws_sdk_emr::primitives::DateTime>) -> Option<Duration> {
+    let created = SystemTime::try_from(*created?).ok()?;
+    SystemTime::now().duration_since(created).ok()
+}

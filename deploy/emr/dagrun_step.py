@@ -1,0 +1,357 @@
+"""dagrun's Spark step program: runs dagrun tasks on Spark (EMR, or any spark-submit).
+
+    spark-submit dagrun_step.py TASK.json [TASK.json ...]
+
+Each TASK.json (written by dagrun's EMR engine, or `dagrun emr specs`) is one task, or a list of
+tasks run in order in one Spark session:
+
+- extract:   read JSON documents or JSON lines with the declared schema (numbers where text is
+             declared keep their text; "" in a numeric column is null; whole floats are integers;
+             a record that cannot be read or cast is quarantined with its file and reason, and
+             more than max_bad_records of them fail the step), then publish the table;
+- transform: register each input table (a published table, read through its _manifest.json)
+             as a view named after its task, run the SQL with Spark SQL, publish the result;
+- load:      publish an input table at its path, hive-partitioned, the way dagrun's local engine
+             does.
+
+Publishing follows dagrun's convention. On s3:// the files go beside the current ones under names
+carrying the run's tag, are checked, then `_manifest.json` is replaced in one PUT, `_SUCCESS`
+rewritten, and only then the files the manifest does not name are deleted. Elsewhere (a local
+folder, HDFS) the table is completed in a hidden staging folder and renamed into place. Paths may
+be s3:// URIs or local folders; everything goes through Hadoop's FileSystem API.
+"""
+
+import json
+import re
+import sys
+import time
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+MANIFEST = "_manifest.json"
+SUCCESS = "_SUCCESS"
+
+
+class StepError(Exception):
+    """A failure worth one clear line in the step's stderr (dagrun shows its tail)."""
+
+
+# --- files through Hadoop's FileSystem API ----------------------------------------------------
+
+
+class Files:
+    def __init__(self, spark):
+        self.jvm = spark._jvm
+        self.conf = spark._jsc.hadoopConfiguration()
+
+    def _path(self, uri):
+        return self.jvm.org.apache.hadoop.fs.Path(uri)
+
+    def fs(self, uri):
+        return self._path(uri).getFileSystem(self.conf)
+
+    def exists(self, uri):
+        return self.fs(uri).exists(self._path(uri))
+
+    def read_text(self, uri):
+        stream = self.fs(uri).open(self._path(uri))
+        try:
+            reader = self.jvm.java.io.BufferedReader(self.jvm.java.io.InputStreamReader(stream, "UTF-8"))
+            lines = []
+            line = reader.readLine()
+            while line is not None:
+                lines.append(line)
+                line = reader.readLine()
+            return "\n".join(lines)
+        finally:
+            stream.close()
+
+    def write_text(self, uri, text):
+        out = self.fs(uri).create(self._path(uri), True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+
+    def list_files(self, root):
+        """(relative path, size) of every file under root, recursively."""
+        fs = self.fs(root)
+        base = self._path(root)
+        if not fs.exists(base):
+            return []
+        qualified = fs.makeQualified(base).toString().rstrip("/")
+        out = []
+        it = fs.listFiles(base, True)
+        while it.hasNext():
+            status = it.next()
+            full = status.getPath().toString()
+            rel = full[len(qualified) :].lstrip("/")
+            out.append((rel, status.getLen()))
+        return sorted(out)
+
+    def rename(self, src, dst):
+        fs = self.fs(src)
+        parent = self._path(dst).getParent()
+        if parent is not None:
+            fs.mkdirs(parent)
+        if not fs.rename(self._path(src), self._path(dst)):
+            raise StepError(f"could not move {src} to {dst}")
+
+    def delete(self, uri, recursive=True):
+        fs = self.fs(uri)
+        if fs.exists(self._path(uri)):
+            fs.delete(self._path(uri), recursive)
+
+
+def join(root, rel):
+    return root.rstrip("/") + "/" + rel.lstrip("/")
+
+
+def hidden(rel):
+    return any(part.startswith((".", "_")) for part in rel.split("/"))
+
+
+def glob_regex(glob):
+    """dagrun's globs: `*` stays within a folder, `**` crosses folders."""
+    out = ""
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif glob.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif glob[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif glob[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(glob[i])
+            i += 1
+    return re.compile(out + r"\Z")
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def read_table(spark, files, location):
+    """A table published by dagrun, read through its manifest (partition columns from folders)."""
+    manifest = json.loads(files.read_text(join(location, MANIFEST)))
+    paths = [join(location, f["path"]) for f in manifest["files"]]
+    if not paths:
+        raise StepError(f"{location} holds no files")
+    return spark.read.option("basePath", location).parquet(*paths)
+
+
+SPARK_TYPES = {"string": "string", "int": "bigint", "float": "double", "bool": "boolean", "timestamp_ms": "bigint"}
+
+
+def extract(spark, files, spec):
+    e = spec["extract"]
+    pattern = glob_regex(e.get("glob") or "**")
+    listed = [rel for rel, _ in files.list_files(e["path"]) if not hidden(rel) and pattern.match(rel)]
+    if not listed and not files.exists(e["path"]):
+        raise StepError(f"listing {e['path']}: no such folder or prefix")
+    fields = []
+    for c in e["columns"]:
+        if c["from"] not in fields:
+            fields.append(c["from"])
+    # Every field is read as text and converted here, so the rules match the local engine's.
+    schema = T.StructType([T.StructField(f, T.StringType()) for f in fields] + [T.StructField("_corrupt", T.StringType())])
+    reader = spark.read.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", "_corrupt")
+    if e["format"] == "json":
+        reader = reader.option("multiLine", "true")
+    if listed:
+        raw = reader.json([join(e["path"], rel) for rel in listed]).withColumn("_file", F.input_file_name())
+    else:
+        raw = spark.createDataFrame([], schema.add("_file", T.StringType()))
+    raw = raw.cache()
+
+    reasons = []
+    converted = []
+    for c in e["columns"]:
+        s = F.col(f"`{c['from']}`")
+        blank = s.isNull() | (F.trim(s) == "")
+        ty = c["type"]
+        if ty == "string":
+            value, bad = s, F.lit(False)
+        elif ty in ("int", "timestamp_ms"):
+            num = F.trim(s).cast("double")
+            whole = num.isNotNull() & (num == F.floor(num))
+            value = F.when(blank, F.lit(None)).otherwise(num.cast("bigint"))
+            bad = ~blank & ~whole
+            if ty == "timestamp_ms":
+                value = F.timestamp_millis(value)
+        elif ty == "float":
+            num = F.trim(s).cast("double")
+            value = F.when(blank, F.lit(None)).otherwise(num)
+            bad = ~blank & num.isNull()
+        elif ty == "bool":
+            low = F.lower(F.trim(s))
+            value = F.when(low == "true", F.lit(True)).when(low == "false", F.lit(False))
+            bad = ~blank & value.isNull()
+        else:
+            raise StepError(f"unknown column type {ty}")
+        expected = {"int": "a whole number", "timestamp_ms": "epoch milliseconds", "float": "a number", "bool": "true or false"}.get(ty)
+        if expected:
+            reasons.append(F.when(bad, F.concat(F.lit(f"column `{c['name']}`: expected {expected}, found "), s)))
+        converted.append(value.alias(c["name"]))
+    reason = F.coalesce(F.when(F.col("_corrupt").isNotNull(), F.lit("invalid JSON")), *reasons) if reasons else F.when(F.col("_corrupt").isNotNull(), F.lit("invalid JSON"))
+    marked = raw.withColumn("_reason", reason)
+    good = marked.where(F.col("_reason").isNull()).select(*converted)
+    bad = marked.where(F.col("_reason").isNotNull())
+    bad_count = bad.count()
+    total = raw.count()
+    if bad_count:
+        rows = bad.select(
+            F.col("_file").alias("file"),
+            F.lit(None).cast("long").alias("line"),
+            F.col("_reason").alias("reason"),
+            F.coalesce(F.col("_corrupt"), F.to_json(F.struct(*[F.col(f"`{f}`") for f in fields]))).alias("record"),
+        ).limit(100000).collect()
+        if spec.get("quarantine"):
+            files.write_text(spec["quarantine"], "".join(json.dumps(r.asDict()) + "\n" for r in rows))
+        limit = int(e.get("max_bad_records", 0))
+        if bad_count > limit:
+            first = rows[0]
+            raise StepError(
+                f"{bad_count} of {total} records quarantined in {spec.get('quarantine')} (first: {first['file']}: {first['reason']}); more than max_bad_records ({limit})"
+            )
+    return good, total, bad_count, len(listed)
+
+
+# --- publishing ------------------------------------------------------------------------------
+
+
+def publish(spark, files, df, target, partition_by, compression, spec, table_name):
+    target = target.rstrip("/")
+    tag = f"{spec['run_id']}-{spec['attempt']}"
+    on_s3 = target.startswith("s3://") or target.startswith("s3a://")
+    parent, name = target.rsplit("/", 1) if "/" in target else (".", target)
+    staging = join(target, f"_staging-{tag}") if on_s3 else join(parent, f".{name}.staging-{tag}")
+    files.delete(staging)
+    writer = df.write.mode("overwrite").option("compression", "uncompressed" if compression == "none" else compression)
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.parquet(staging)
+    written = [(rel, size) for rel, size in files.list_files(staging) if not hidden(rel) and rel.endswith(".parquet")]
+    # dagrun's names: part-NNNNN.parquet in each partition folder (with the tag on S3).
+    by_dir = {}
+    for rel, size in written:
+        folder = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        by_dir.setdefault(folder, []).append((rel, size))
+    placed = []
+    for folder in sorted(by_dir):
+        for n, (rel, size) in enumerate(sorted(by_dir[folder])):
+            base = f"part-{n:05d}-{tag}.parquet" if on_s3 else f"part-{n:05d}.parquet"
+            new_rel = f"{folder}/{base}" if folder else base
+            placed.append((rel, new_rel, size))
+    rows = df.count()
+    manifest = {
+        "table": table_name,
+        "run_id": spec["run_id"],
+        "rows": rows,
+        "partition_by": list(partition_by),
+        "files": [{"path": new_rel, "size": size} for _, new_rel, size in placed],
+        "fingerprint": spec.get("fingerprint"),
+    }
+    if on_s3:
+        for rel, new_rel, _ in placed:
+            files.rename(join(staging, rel), join(target, new_rel))
+        # Check every file before the table becomes current.
+        present = dict(files.list_files(target))
+        for f in manifest["files"]:
+            if present.get(f["path"]) != f["size"]:
+                raise StepError(f"checking {join(target, f['path'])}: missing or changed after upload")
+        files.write_text(join(target, MANIFEST), json.dumps(manifest, indent=2))
+        files.write_text(join(target, SUCCESS), "")
+        keep = {f["path"] for f in manifest["files"]} | {MANIFEST, SUCCESS}
+        files.delete(staging)
+        for rel, _ in files.list_files(target):
+            if rel not in keep:
+                files.delete(join(target, rel), False)
+    else:
+        for rel, new_rel, _ in placed:
+            if rel != new_rel:
+                files.rename(join(staging, rel), join(staging, new_rel))
+        for rel, _ in files.list_files(staging):
+            if hidden(rel) or rel.endswith(".crc"):
+                files.delete(join(staging, rel), False)
+        files.write_text(join(staging, MANIFEST), json.dumps(manifest, indent=2))
+        files.write_text(join(staging, SUCCESS), "")
+        old = join(parent, f".{name}.old-{tag}")
+        if files.exists(target):
+            files.rename(target, old)
+        files.rename(staging, target)
+        files.delete(old)
+    return rows, len(placed)
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+
+def run_task(spark, files, spec):
+    kind = spec["kind"]
+    started = time.time()
+    result = {"task": spec["task"], "kind": kind}
+    if kind == "extract":
+        df, total, bad, n_files = extract(spark, files, spec)
+        rows, _ = publish(spark, files, df, spec["output"], [], "zstd", spec, spec["task"])
+        result.update(rows_in=total, rows_out=rows, quarantined=bad, files=n_files)
+    elif kind == "transform":
+        rows_in = 0
+        for name, location in spec["inputs"].items():
+            df = read_table(spark, files, location)
+            df.createOrReplaceTempView(name)
+        out = spark.sql(spec["sql"])
+        rows, _ = publish(spark, files, out, spec["output"], [], "zstd", spec, spec["task"])
+        result.update(rows_in=rows_in, rows_out=rows)
+    elif kind == "load":
+        load = spec["load"]
+        df = read_table(spark, files, spec["inputs"][load["table"]])
+        missing = [c for c in load["partition_by"] if c not in df.columns]
+        if missing:
+            raise StepError(f"table `{load['table']}` has no column `{missing[0]}` (columns: {', '.join(df.columns)})")
+        rows, n = publish(spark, files, df, load["path"], load["partition_by"], load["compression"], spec, load["table"])
+        result.update(rows_in=rows, rows_out=rows, files=n)
+    else:
+        raise StepError(f"{kind} tasks do not run on Spark")
+    result["seconds"] = round(time.time() - started, 3)
+    if spec.get("result"):
+        files.write_text(spec["result"], json.dumps(result))
+    print(f"dagrun: {spec['task']} ({kind}) done: {json.dumps(result)}", flush=True)
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    spark = (
+        SparkSession.builder.appName("dagrun")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.sql.sources.partitionOverwriteMode", "static")
+        .getOrCreate()
+    )
+    files = Files(spark)
+    try:
+        for arg in argv[1:]:
+            text = files.read_text(arg) if "://" in arg else open(arg, encoding="utf-8").read()
+            specs = json.loads(text)
+            for spec in specs if isinstance(specs, list) else [specs]:
+                run_task(spark, files, spec)
+    except StepError as e:
+        print(f"dagrun: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
