@@ -13,7 +13,6 @@ Needs: cargo build --release; pip install -r tests/bench/requirements.txt (pyspa
 
 import argparse
 import json
-import math
 import os
 import pathlib
 import shutil
@@ -122,57 +121,50 @@ def run_script(script, args, env=None):
 
 
 def canonical(table_dir):
-    """A table as a sorted list of rows of normalized values, columns by name."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
+    """A table as one sorted Polars frame of normalized values, columns by name: partition
+    values from the hive path (an engine that also stores them in the files agrees), timestamps
+    as epoch milliseconds, every integer as Int64, floats rounded to 6 places, NaN as null."""
+    import polars as pl
 
-    files = [str(p) for p in table_dir.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.relative_to(table_dir).parts)]
-    dataset = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(table_dir))
-    table = dataset.to_table()
-    names = sorted(table.column_names)
+    files = sorted(str(p) for p in table_dir.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.relative_to(table_dir).parts))
+    if not files:
+        return pl.DataFrame()
+    frame = pl.scan_parquet(files, hive_partitioning=True, missing_columns="insert", extra_columns="ignore").collect()
     columns = []
-    for name in names:
-        col = table.column(name)
-        if pa.types.is_timestamp(col.type):
-            per_ms = {"s": 0.001, "ms": 1, "us": 1000, "ns": 1_000_000}[col.type.unit]
-            values = [None if v is None else round(v / per_ms) for v in col.cast(pa.int64()).to_pylist()]
-            columns.append(values)
-            continue
-        values = col.to_pylist()
-        columns.append([norm(v) for v in values])
-    rows = list(zip(*columns)) if columns else []
-    rows.sort(key=lambda r: tuple((v is None, str(type(v)), v if v is not None else 0) for v in r))
-    return names, rows
-
-
-def norm(v):
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, (int, float)):
-        f = float(v)
-        if math.isnan(f):
-            return None
-        return round(f, 6)
-    if hasattr(v, "timestamp"):
-        return round(v.timestamp() * 1000)
-    return str(v)
+    for name in sorted(frame.columns):
+        col = frame.get_column(name)
+        if col.dtype == pl.Datetime or col.dtype == pl.Date:
+            col = col.cast(pl.Datetime("ms")).dt.epoch("ms")
+        elif col.dtype.is_float():
+            col = col.fill_nan(None).round(6)
+        elif col.dtype.is_integer() or col.dtype == pl.Boolean:
+            col = col.cast(pl.Int64)
+        elif col.dtype != pl.String:
+            col = col.cast(pl.String)
+        columns.append(col.alias(name))
+    table = pl.DataFrame(columns)
+    return table.sort(table.columns, nulls_last=True)
 
 
 def compare(reference, other):
+    """Per table: columns, row counts, then every value (both sides sorted the same way)."""
+    import polars as pl
+
     problems = []
     for t in TABLES:
-        ref_names, ref_rows = canonical(reference / t)
-        names, rows = canonical(other / t)
-        if ref_names != names:
-            problems.append(f"{t}: columns {names} != {ref_names}")
-        elif len(rows) != len(ref_rows):
-            problems.append(f"{t}: {len(rows)} rows != {len(ref_rows)}")
-        elif rows != ref_rows:
-            diff = next(i for i, (a, b) in enumerate(zip(rows, ref_rows)) if a != b)
-            problems.append(f"{t}: contents differ (first at sorted row {diff}: {rows[diff]} vs {ref_rows[diff]})")
+        ref, got = canonical(reference / t), canonical(other / t)
+        if ref.columns != got.columns:
+            problems.append(f"{t}: columns {got.columns} != {ref.columns}")
+        elif ref.height != got.height:
+            problems.append(f"{t}: {got.height} rows != {ref.height}")
+        elif ref.schema != got.schema:
+            problems.append(f"{t}: types {dict(got.schema)} != {dict(ref.schema)}")
+        elif not ref.equals(got, null_equal=True):
+            same = pl.DataFrame([(ref.get_column(c) == got.get_column(c)).fill_null(ref.get_column(c).is_null() & got.get_column(c).is_null()).alias(c) for c in ref.columns])
+            row = same.with_row_index().filter(~pl.all_horizontal(pl.exclude("index"))).get_column("index")[0]
+            problems.append(f"{t}: contents differ (first at sorted row {row}: {got.row(row)} vs {ref.row(row)})")
     return problems
+
 
 
 def main():
