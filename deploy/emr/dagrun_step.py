@@ -334,7 +334,7 @@ def main(argv):
     spark = (
         SparkSession.builder.appName("dagrun")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MILLIS")
         .config("spark.sql.sources.partitionOverwriteMode", "static")
         .getOrCreate()
     )

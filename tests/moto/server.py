@@ -19,9 +19,11 @@ A fault rule: {"kind": "slowdown" | "error500" | "reset" | "delay" | "denied",
 
 EMR (moto's cluster is WAITING at once, its steps never finish, CancelSteps is not implemented,
 and a step has no FailureDetails; the harness drives all of that):
-  POST /_dagrun/emr/mode  {"steps": "complete" | "hold", "fail": ["substring of a step name"],
+  POST /_dagrun/emr/mode  {"steps": "complete" | "hold" | "spark", "fail": ["substring of a step name"],
                            "reason": "...", "stderr": "...", "start_polls": N}
-      how steps behave from now on: completed at their first DescribeStep, or left running;
+      how steps behave from now on: completed at their first DescribeStep, left running, or run
+      for real: the step's program runs with PySpark on a local mirror of the S3 objects it reads,
+      and what it writes is put back into S3 (as a cluster would, one step at a time);
       steps whose name contains a `fail` entry fail with the reason (and, when `stderr` is given,
       a stderr.gz under the cluster's log URI); a new cluster reports STARTING for N polls
   POST /_dagrun/emr/step  {"step": id, "state": "COMPLETED" | "FAILED" | ..., "reason": "..."}
@@ -31,6 +33,10 @@ and a step has no FailureDetails; the harness drives all of that):
 
 import gzip
 import io
+import shutil
+import subprocess
+import tempfile
+
 
 import argparse
 import json
@@ -85,6 +91,7 @@ class Emr:
         self.mode = {"steps": "complete"}
         self.requests = []
         self.starting = {}
+        self.launched = set()
 
     def clusters(self):
         return list(emr().clusters.values())
@@ -133,6 +140,9 @@ class Emr:
                         self.finish(cluster, step, "FAILED", self.mode.get("reason"), self.mode.get("stderr"))
                     elif self.mode.get("steps") == "complete":
                         self.finish(cluster, step, "COMPLETED")
+                    elif self.mode.get("steps") == "spark" and step.state == "RUNNING" and step.id not in self.launched:
+                        self.launched.add(step.id)
+                        threading.Thread(target=self.run_spark, args=(cluster, step), daemon=True).start()
             elif target == "CancelSteps":
                 infos = []
                 for step_id in body.get("StepIds", []):
@@ -144,6 +154,48 @@ class Emr:
                         infos.append({"StepId": step_id, "Status": "FAILED", "Reason": f"step is {step.state}"})
                 return {"CancelStepsInfoList": infos}
         return None
+
+    def run_spark(self, cluster, step):
+        """Runs a step's program for real: `spark-submit ... RUNNER SPEC` with s3:// paths mapped
+        to a local mirror (local Spark has no S3 connector), then uploads what it wrote."""
+        work = tempfile.mkdtemp(prefix="dagrun-emr-step-")
+        try:
+            runner_uri, spec_uri = step.args[-2], step.args[-1]
+            spec = json.loads(read_s3(spec_uri))
+            local = lambda uri: os.path.join(work, "s3", *split_s3(uri))  # noqa: E731
+            reads = list(spec.get("inputs", {}).values())
+            if spec.get("extract"):
+                reads.append(spec["extract"]["path"])
+            for uri in reads:
+                bucket, key = split_s3(uri)
+                download(bucket, key, local(uri), False)
+            mapped = json.loads(json.dumps(spec), object_hook=lambda d: {k: local(v) if isinstance(v, str) and v.startswith("s3://") else v for k, v in d.items()})
+            mapped["inputs"] = {k: local(v) for k, v in spec.get("inputs", {}).items()}
+            runner = os.path.join(work, "dagrun_step.py")
+            with open(runner, "wb") as f:
+                f.write(read_s3(runner_uri))
+            spec_file = os.path.join(work, "spec.json")
+            with open(spec_file, "w") as f:
+                json.dump(mapped, f)
+            env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+            proc = subprocess.run([sys.executable, runner, spec_file], capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                lines = [l for l in proc.stderr.splitlines() if l.startswith("dagrun: error:")] or proc.stderr.splitlines()[-1:]
+                with self.lock:
+                    self.finish(cluster, step, "FAILED", lines[-1] if lines else "the step failed", proc.stderr)
+                return
+            for key in ("output", "result", "quarantine"):
+                if spec.get(key):
+                    put_back(spec[key], local(spec[key]))
+            if spec.get("load"):
+                put_back(spec["load"]["path"], local(spec["load"]["path"]))
+            with self.lock:
+                self.finish(cluster, step, "COMPLETED")
+        except Exception as e:  # noqa: BLE001 - a failed harness step is a failed step
+            with self.lock:
+                self.finish(cluster, step, "FAILED", f"harness: {type(e).__name__}: {e}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     def control(self, path, body):
         with self.lock:
@@ -311,6 +363,29 @@ class App:
         if path == "/_dagrun/download":
             return download(body["bucket"], body.get("prefix", ""), body["dir"], body.get("manifest", False))
         raise KeyError(f"no control route {path}")
+
+
+def split_s3(uri):
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key.strip("/")
+
+
+def read_s3(uri):
+    bucket, key = split_s3(uri)
+    obj = s3().get_object(bucket, key)
+    if obj is None:
+        raise FileNotFoundError(uri)
+    return obj.value
+
+
+def put_back(uri, path):
+    """Uploads a file or a folder a step wrote locally to its s3:// place."""
+    bucket, key = split_s3(uri)
+    if os.path.isdir(path):
+        upload(bucket, key, path)
+    elif os.path.isfile(path):
+        with open(path, "rb") as f:
+            s3().put_object(bucket, key, f.read())
 
 
 def upload(bucket, prefix, folder):

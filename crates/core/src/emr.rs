@@ -78,7 +78,7 @@ decode_struct! {
         staging: Located<String>,
         /// The EMR region (default: the SDK's region chain, then us-east-1).
         region: Option<Located<String>>,
-        /// The longest pause between two status polls (default 30s; polls start at 1s and double).
+        /// The longest pause between two status polls (default 10s; polls start at 1s and double).
         poll_interval: Option<Located<DurationValue>>,
     }
 }
@@ -152,7 +152,7 @@ pub struct EmrSettings {
 }
 
 /// The default longest pause between two status polls.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The default idle auto-termination: a safety net even if dagrun dies.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
