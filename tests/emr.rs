@@ -106,10 +106,11 @@ impl Setup {
     }
 
     /// Starts dagrun in the background and waits until the cluster has a step of `task`.
-    fn spawn_until_step(&self, extra: &[&str], task: &str) -> Child {
-        let mut child = self.command(extra).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    fn spawn_until_step(&self, run_id: &str, task: &str) -> Child {
+        let mut child =
+            self.command(&["--run-id", run_id]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let start = Instant::now();
-        let needle = format!(":{task}:");
+        let needle = format!(":{run_id}:{task}:");
         while !self.clusters().iter().any(|c| steps(c).iter().any(|s| s["name"].as_str().unwrap().contains(&needle))) {
             if start.elapsed() > Duration::from_secs(60) {
                 let _ = child.kill();
@@ -229,7 +230,7 @@ fn a_failed_step_reports_its_reason_and_stderr_and_the_cluster_is_terminated() {
 fn sigterm_cancels_the_running_step_and_terminates_the_cluster() {
     let s = setup();
     s.mode(json!({"steps": "hold"}));
-    let child = s.spawn_until_step(&["--run-id", "run-term"], "plays");
+    let child = s.spawn_until_step("run-term", "plays");
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let run = finish(child).expect(130);
@@ -255,7 +256,7 @@ fn a_timeout_cancels_the_step_before_the_retry_and_the_cluster_is_terminated() {
 fn a_restarted_run_reattaches_to_its_cluster_and_running_step() {
     let s = setup();
     s.mode(json!({"steps": "hold"}));
-    let mut child = s.spawn_until_step(&["--run-id", "run-again"], "plays");
+    let mut child = s.spawn_until_step("run-again", "plays");
     // dagrun dies without cleaning up (the machine went away): the cluster and step live on.
     child.kill().unwrap();
     child.wait().unwrap();
@@ -275,30 +276,49 @@ fn a_restarted_run_reattaches_to_its_cluster_and_running_step() {
 #[test]
 fn emr_gc_terminates_clusters_whose_run_is_over_or_too_old() {
     let s = setup();
-    // A finished run's cluster that somebody kept alive (dagrun killed after its record was written
-    // is simulated by a cluster of an orphaned run plus a finished run).
+    // Two clusters left alive by dagrun processes that were killed outright.
     s.mode(json!({"steps": "hold"}));
-    let mut child = s.spawn_until_step(&["--run-id", "orphan"], "plays");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let id = s.clusters()[0]["id"].as_str().unwrap().to_string();
-
+    let mut ids = Vec::new();
+    for run_id in ["orphan", "finished"] {
+        let mut child = s.spawn_until_step(run_id, "plays");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let clusters = s.clusters();
+        ids.push(
+            clusters.iter().find(|c| c["tags"]["dagrun:run"] == run_id).unwrap()["id"].as_str().unwrap().to_string(),
+        );
+    }
     let gc = |args: &[&str]| {
         let mut cmd = s.moto.dagrun();
         Run::from(cmd.current_dir(s.dir.path()).args(["emr", "gc"]).args(args).output().unwrap())
     };
+    let state = |id: &str| s.clusters().iter().find(|c| c["id"] == id).unwrap()["state"].as_str().unwrap().to_string();
+
+    // Nothing says these runs are over: both are kept.
     let listed = gc(&["--dry-run"]).expect(0);
-    assert!(listed.stdout.contains(&id), "{}", listed.stdout);
-    assert!(listed.stdout.contains("run orphan"), "{}", listed.stdout);
-    assert!(listed.stdout.contains("kept"), "{}", listed.stdout);
+    assert!(listed.stdout.contains(&ids[0]) && listed.stdout.contains(&ids[1]), "{}", listed.stdout);
+    assert!(listed.stdout.contains("run orphan") && listed.stdout.contains("kept"), "{}", listed.stdout);
 
+    // A run record beside the outputs (the tag dagrun:runs says where) means the run is over.
+    let record = tempfile::tempdir().unwrap();
+    std::fs::write(record.path().join("run.json"), "{}").unwrap();
+    s.moto.upload(record.path(), "lake", "out/_dagrun/finished");
+    let dry = gc(&["--dry-run"]).expect(0);
+    assert!(
+        dry.stdout.contains("would terminate: its run is over (s3://lake/out/_dagrun/finished/run.json)"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(state(&ids[1]), "RUNNING", "a dry run terminates nothing");
+    let done = gc(&[]).expect(0);
+    assert!(done.stdout.contains("1 cluster(s) terminated, 1 kept"), "{}", done.stdout);
+    assert_eq!(state(&ids[1]), "TERMINATED");
+    assert_eq!(state(&ids[0]), "RUNNING");
+
+    // --older-than ends the other one whatever its run says.
     std::thread::sleep(Duration::from_millis(1100));
-    let dry = gc(&["--dry-run", "--older-than", "1s"]).expect(0);
-    assert!(dry.stdout.contains("would terminate: older than 1s"), "{}", dry.stdout);
-    assert_eq!(s.clusters()[0]["state"], "RUNNING", "a dry run terminates nothing");
-
-    let done = gc(&["--older-than", "1s"]).expect(0);
-    assert!(done.stdout.contains("1 cluster(s) terminated"), "{}", done.stdout);
+    let old = gc(&["--older-than", "1s"]).expect(0);
+    assert!(old.stdout.contains("terminating: older than 1s"), "{}", old.stdout);
     s.assert_all_terminated();
     let none = gc(&[]).expect(0);
     assert!(none.stdout.contains("no live clusters started by dagrun"), "{}", none.stdout);
