@@ -141,12 +141,7 @@ pub async fn assess(plan: &mut Plan, storages: &Storages, force: &Force) -> Fres
 /// A stable digest of an extract's input files; a listing error gives a digest that matches
 /// nothing, so the task runs (and reports the error).
 async fn input_listing(storages: &Storages, path: &str, glob: &str) -> String {
-    let listed = async {
-        let storage = storages.for_path(path).map_err(|e| e.to_string())?;
-        let glob = compile_glob(glob).map_err(|e| e.to_string())?;
-        storage.list(path, &glob).await.map_err(|e| e.to_string())
-    }
-    .await;
+    let listed = storages.list_and_keep(path, glob).await.map_err(|e| e.to_string());
     match listed {
         Ok(files) => {
             let mut h = Sha256::new();

@@ -1,7 +1,7 @@
 //! `kind: extract`: list files under a root by glob, read them concurrently in batches of bounded
 //! size, parse each batch in parallel into one table, and quarantine what cannot be read. Small
 //! files (song_data) are read together into memory and parsed in one pass per batch, not one
-//! reader per file.
+//! reader per file. The next batch is read while the current one is parsed.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use dagrun_core::engine::TaskContext;
 use dagrun_core::plan::Extract;
 
 use dagrun_core::spec::JsonFormat;
-use dagrun_core::storage::{ObjectMeta, Storage, compile_glob};
+use dagrun_core::storage::{ObjectMeta, Storage, Storages};
 use polars::prelude::*;
 use rayon::prelude::*;
 use tracing::{info, warn};
@@ -35,13 +35,12 @@ pub struct Extracted {
 
 pub async fn run(
     spec: &Extract,
+    storages: &Storages,
     storage: &Arc<dyn Storage>,
     cx: &TaskContext,
     read_concurrency: usize,
 ) -> Result<Extracted> {
-    let glob =
-        compile_glob(&spec.glob).map_err(|e| Error::InvalidOutput(format!("invalid glob `{}`: {e}", spec.glob)))?;
-    let files = storage.list(&spec.path, &glob).await?;
+    let files = storages.list_once(&spec.path, &spec.glob).await?;
     let schema = Arc::new(RecordSchema::new(spec.schema.clone()));
     if files.is_empty() {
         warn!(path = %spec.path, glob = %spec.glob, "no files matched; the table is empty");
@@ -56,25 +55,40 @@ pub async fn run(
     let mut bad = Vec::new();
     let mut records = 0u64;
     let mut bytes_read = 0u64;
-    for batch in batches(&files) {
+    let batches = batches(&files);
+    let read = |batch: &[ObjectMeta]| {
+        let paths: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
+        async move {
+            let contents = storage.read_many(&paths, read_concurrency).await;
+            let contents: Vec<Vec<u8>> = contents.into_iter().collect::<std::result::Result<_, _>>()?;
+            Ok::<_, Error>((paths, contents))
+        }
+    };
+    let mut current = Some(read(batches[0]).await?);
+    for (i, batch) in batches.iter().enumerate() {
         if cx.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let paths: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
-        let contents = storage.read_many(&paths, read_concurrency).await;
-        let contents: Vec<Vec<u8>> = contents.into_iter().collect::<std::result::Result<_, _>>()?;
+        let (names, contents) = current.take().expect("each batch is read before it is parsed");
         bytes_read += contents.iter().map(|c| c.len() as u64).sum::<u64>();
         cx.progress.set_message(&format!("{} of {}", human_bytes(bytes_read), human_bytes(total_bytes)));
-        let names: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
         let schema = schema.clone();
         let format = spec.format;
-        let parsed = crate::on_workers(move || parse(&schema, format, &names, &contents)).await??;
-        frames.push(parsed.0);
-        bad.extend(parsed.1);
-        records += parsed.2;
+        let parsing = crate::on_workers(move || parse(&schema, format, &names, &contents));
+        let parsed = match batches.get(i + 1) {
+            Some(following) => {
+                let (parsed, following) = tokio::join!(parsing, read(following));
+                current = Some(following?);
+                parsed
+            }
+            None => parsing.await,
+        }??;
+        frames.push(parsed.table);
+        bad.extend(parsed.bad);
+        records += parsed.seen;
         cx.progress.inc(batch.len() as u64);
     }
-    let table = concat(frames, &schema)?;
+    let table = crate::rechunk(stack(frames, &schema)?);
     Ok(Extracted { table, files: files.len(), records, bad })
 }
 
@@ -95,20 +109,23 @@ fn batches(files: &[ObjectMeta]) -> Vec<&[ObjectMeta]> {
     out
 }
 
+/// Records parsed into a table, and those quarantined.
+struct Parsed {
+    table: DataFrame,
+    bad: Vec<BadRecord>,
+    /// Records seen, good and bad.
+    seen: u64,
+}
+
 /// One unit of parallel parsing.
 enum Unit<'a> {
     /// Whole files of JSON documents.
     Documents(Vec<(&'a str, &'a [u8])>),
-    /// A run of lines of one JSON-lines file, starting at `first_line`.
-    Lines { file: &'a str, text: &'a [u8], first_line: u64 },
+    /// A run of whole lines of one JSON-lines file; `part` counts from 0 within the file.
+    Lines { file: &'a str, text: &'a [u8], part: usize },
 }
 
-fn parse(
-    schema: &RecordSchema,
-    format: JsonFormat,
-    names: &[String],
-    contents: &[Vec<u8>],
-) -> Result<(DataFrame, Vec<BadRecord>, u64)> {
+fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: &[Vec<u8>]) -> Result<Parsed> {
     let mut units = Vec::new();
     match format {
         JsonFormat::Json => {
@@ -129,51 +146,64 @@ fn parse(
         JsonFormat::JsonLines => {
             for (name, data) in names.iter().zip(contents) {
                 let mut offset = 0;
-                let mut line = 1u64;
+                let mut part = 0;
                 while offset < data.len() {
                     let mut end = (offset + CHUNK_BYTES).min(data.len());
                     if end < data.len() {
-                        end = data[end..].iter().position(|&b| b == b'\n').map_or(data.len(), |p| end + p + 1);
+                        end = memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |p| end + p + 1);
                     }
-                    let text = &data[offset..end];
-                    units.push(Unit::Lines { file: name, text, first_line: line });
-                    line += text.iter().filter(|&&b| b == b'\n').count() as u64;
+                    units.push(Unit::Lines { file: name, text: &data[offset..end], part });
+                    part += 1;
                     offset = end;
                 }
             }
         }
     }
-    let results: Vec<Result<(DataFrame, Vec<BadRecord>, u64)>> = units
+    // Units of one file are parsed apart, each numbering its lines from 1; the line breaks each
+    // unit holds put its quarantined records' lines right afterwards.
+    let results: Vec<Result<(Parsed, u64)>> = units
         .par_iter()
         .map(|unit| {
             let mut batch = Batch::new(schema, 1024);
+            let mut line_breaks = 0;
             match unit {
                 Unit::Documents(files) => {
                     for (name, data) in files {
                         batch.push_documents(name, data);
                     }
                 }
-                Unit::Lines { file, text, first_line } => batch.push_lines(file, text, *first_line),
+                Unit::Lines { file, text, .. } => line_breaks = batch.push_lines(file, text, 1),
             }
             let bad = std::mem::take(&mut batch.bad);
             let seen = batch.seen;
-            let df = batch.finish().map_err(|e| Error::polars("building the table", e))?;
-            Ok((df, bad, seen))
+            let table = batch.finish().map_err(|e| Error::polars("building the table", e))?;
+            Ok((Parsed { table, bad, seen }, line_breaks))
         })
         .collect();
     let mut frames = Vec::with_capacity(results.len());
     let mut bad = Vec::new();
     let mut seen = 0;
-    for r in results {
-        let (df, b, s) = r?;
+    let mut lines_before = 0;
+    for (unit, r) in units.iter().zip(results) {
+        let (Parsed { table: df, bad: mut b, seen: s }, line_breaks) = r?;
+        if let Unit::Lines { part, .. } = unit {
+            if *part == 0 {
+                lines_before = 0;
+            }
+            for record in &mut b {
+                record.line += lines_before;
+            }
+            lines_before += line_breaks;
+        }
         frames.push(df);
         bad.extend(b);
         seen += s;
     }
-    Ok((concat(frames, schema)?, bad, seen))
+    Ok(Parsed { table: stack(frames, schema)?, bad, seen })
 }
 
-fn concat(frames: Vec<DataFrame>, schema: &RecordSchema) -> Result<DataFrame> {
+/// The frames one after another, their chunks kept.
+fn stack(frames: Vec<DataFrame>, schema: &RecordSchema) -> Result<DataFrame> {
     let frames: Vec<DataFrame> = frames.into_iter().filter(|f| f.height() > 0).collect();
     if frames.is_empty() {
         return Ok(DataFrame::empty_with_schema(&schema.polars_schema()));
@@ -183,6 +213,32 @@ fn concat(frames: Vec<DataFrame>, schema: &RecordSchema) -> Result<DataFrame> {
     for f in frames {
         df.vstack_mut_owned(f).map_err(|e| Error::polars("joining parsed batches", e))?;
     }
-    df.rechunk_mut();
     Ok(df)
+}
+
+#[cfg(test)]
+mod tests {
+    use dagrun_core::plan::Column as ColumnDecl;
+    use dagrun_core::spec::ColumnType;
+
+    use super::*;
+
+    #[test]
+    fn quarantined_lines_are_numbered_in_their_file_across_parallel_chunks() {
+        let schema = RecordSchema::new(vec![ColumnDecl { name: "n".into(), ty: ColumnType::Int, from: "n".into() }]);
+        let mut big = String::new();
+        let mut lines = 0u64;
+        while big.len() < 3 * CHUNK_BYTES {
+            lines += 1;
+            big.push_str(&format!("{{\"n\": {lines}, \"pad\": \"{}\"}}\n", "x".repeat(100)));
+        }
+        big.push_str("{\"n\": \"late\"}\n\n{\"n\": 1}");
+        let names = vec!["a.json".to_string(), "b.json".to_string()];
+        let contents = vec![big.into_bytes(), b"{\"n\": 1}\n{\"n\": oops}".to_vec()];
+        let Parsed { table: df, bad, seen } = parse(&schema, JsonFormat::JsonLines, &names, &contents).unwrap();
+        assert_eq!(df.height() as u64, lines + 2);
+        assert_eq!(seen, lines + 4);
+        let found: Vec<(&str, u64)> = bad.iter().map(|b| (b.file.as_str(), b.line)).collect();
+        assert_eq!(found, vec![("a.json", lines + 1), ("b.json", 2)]);
+    }
 }

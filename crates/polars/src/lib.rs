@@ -2,7 +2,7 @@
 //!
 //! | module | task kind |
 //! | --- | --- |
-//! | [`extract`] (+ [`json`]) | `extract`: JSON / JSON lines with a declared schema, quarantine |
+//! | [`extract`] (+ [`json`], `scan`, [`strings`]) | `extract`: JSON / JSON lines with a declared schema, quarantine |
 //! | [`transform`] | `transform`: Polars SQL |
 //! | [`checks`] | `quality_check` |
 //! | [`load`] | `load`: partitioned Parquet, atomic publish |
@@ -16,6 +16,8 @@ pub mod extract;
 pub mod json;
 pub mod load;
 pub mod published;
+mod scan;
+pub mod strings;
 pub mod transform;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,7 +31,7 @@ use dagrun_core::engine::{Engine, Exchange, TableExport, TaskContext, TaskError,
 use dagrun_core::plan::{Action, Load, PlannedTask, join_path};
 use dagrun_core::spec::Compression;
 use dagrun_core::storage::Storages;
-use polars::prelude::DataFrame;
+use polars::prelude::{Column, DataFrame};
 use tracing::warn;
 
 pub use error::Error;
@@ -65,6 +67,14 @@ pub(crate) async fn on_workers<R: Send + 'static>(work: impl FnOnce() -> R + Sen
     tokio::task::spawn_blocking(move || polars_core::runtime::THREAD_POOL.install(work))
         .await
         .map_err(|e| Error::Internal(format!("a worker thread failed: {e}")))
+}
+
+/// One chunk per column, made a column at a time so that only one column is ever held twice.
+pub(crate) fn rechunk(df: DataFrame) -> DataFrame {
+    let height = df.height();
+    let columns: Vec<Column> = df.into_columns().into_iter().map(|c| c.rechunk()).collect();
+    // SAFETY: the same columns with the same lengths; only their chunking changed.
+    unsafe { DataFrame::new_unchecked(height, columns) }
 }
 
 /// Worker threads the local engine uses.
@@ -121,7 +131,7 @@ impl LocalEngine {
         match &task.action {
             Action::Extract(spec) => {
                 let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
-                let out = extract::run(spec, storage, cx, self.options.read_concurrency).await?;
+                let out = extract::run(spec, &self.storages, storage, cx, self.options.read_concurrency).await?;
                 let rows = out.table.height() as u64;
                 let mut output = TaskOutput {
                     rows_in: Some(out.records),

@@ -112,8 +112,11 @@ fn encode(mut df: DataFrame, compression: Compression) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Encodes the table into files: `(relative path, bytes)` in a deterministic order.
-pub fn encode_files(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, Vec<u8>)>> {
+/// Files encoded and written per slice: the next slice is encoded while this one is written.
+const SLICE_FILES: usize = 1024;
+
+/// Splits the table into its files: `(relative path, rows)` in a deterministic order.
+pub fn partition(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, DataFrame)>> {
     for column in &spec.partition_by {
         if !df.schema().contains(column) {
             let available: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
@@ -125,7 +128,7 @@ pub fn encode_files(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec
         }
     }
     if spec.partition_by.is_empty() {
-        return Ok(vec![("part-00000.parquet".to_string(), encode(df.clone(), spec.compression)?)]);
+        return Ok(vec![("part-00000.parquet".to_string(), df.clone())]);
     }
     let sorted = df
         .sort(
@@ -149,13 +152,23 @@ pub fn encode_files(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec
                 segments.push(partition_segment(column, key_text(&value).as_deref())?);
             }
             let data = group.drop_many(spec.partition_by.iter().map(String::as_str));
-            let path = format!("{}/part-00000.parquet", segments.join("/"));
-            Ok((path, encode(data, spec.compression)?))
+            Ok((format!("{}/part-00000.parquet", segments.join("/")), data))
         })
         .collect()
 }
 
-/// Writes `df` to a staging folder next to `spec.path`, then publishes it atomically.
+/// Encodes files in parallel: `(relative path, Parquet bytes)`, in the same order.
+pub fn encode_all(parts: Vec<(String, DataFrame)>, compression: Compression) -> Result<Vec<(String, Vec<u8>)>> {
+    parts.into_par_iter().map(|(path, df)| Ok((path, encode(df, compression)?))).collect()
+}
+
+/// Encodes the table into files: `(relative path, bytes)` in a deterministic order.
+pub fn encode_files(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, Vec<u8>)>> {
+    encode_all(partition(table_name, df, spec)?, spec.compression)
+}
+
+/// Writes `df` to a staging folder next to `spec.path`, then publishes it atomically. Files are
+/// encoded a slice at a time on the workers while the slice before is being written.
 pub async fn run(
     fingerprint: Option<String>,
     df: DataFrame,
@@ -168,51 +181,73 @@ pub async fn run(
     let rows = df.height() as u64;
     let name = table_name.to_string();
     let load = spec.clone();
-    cx.progress.set_message("encoding parquet");
-    let files = crate::on_workers(move || encode_files(&name, &df, &load)).await??;
+    cx.progress.set_message("partitioning");
+    let parts = crate::on_workers(move || partition(&name, &df, &load)).await??;
     if cx.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
-    let count = files.len();
-    let bytes: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+    let count = parts.len();
     let partitions = if spec.partition_by.is_empty() { 0 } else { count };
-    info!(files = count, rows, bytes, "writing");
+    info!(files = count, rows, "writing");
     cx.progress.set_length(Some(count as u64), "files");
 
     // The tag is unique per attempt: an abandoned attempt (timed out, still finishing in the
     // background) never shares files with its retry.
     let write = storage.begin_table(&spec.path, &format!("{}-{}", cx.run_id, cx.attempt)).await?;
-    let placed: Vec<(TableFile, Vec<u8>)> =
-        files.into_iter().map(|(rel, data)| (storage.table_file(&write, &rel), data)).collect();
-    let manifest = TableManifest {
-        table: table_name.to_string(),
-        run_id: cx.run_id.clone(),
-        rows,
-        partition_by: spec.partition_by.clone(),
-        files: placed.iter().map(|(f, d)| ManifestFile { path: f.relative.clone(), size: d.len() as u64 }).collect(),
-        fingerprint,
-    };
-    let targets: Vec<TableFile> = placed.iter().map(|(f, _)| f.clone()).collect();
+    let targets: Vec<TableFile> = parts.iter().map(|(rel, _)| storage.table_file(&write, rel)).collect();
+    let compression = spec.compression;
     let result = async {
-        // Write in slices so progress moves and cancellation is noticed.
-        let mut pending = placed;
+        let mut slices: Vec<Vec<(String, DataFrame)>> = Vec::new();
+        let mut rest = parts.into_iter().peekable();
+        while rest.peek().is_some() {
+            slices.push(rest.by_ref().take(SLICE_FILES).collect());
+        }
+        let encode_slice = |slice: Vec<(String, DataFrame)>| crate::on_workers(move || encode_all(slice, compression));
+        let mut files = Vec::with_capacity(count);
         let mut written = 0u64;
-        while !pending.is_empty() {
+        let mut slices = slices.into_iter();
+        let mut current = match slices.next() {
+            Some(first) => Some(encode_slice(first).await??),
+            None => None,
+        };
+        while let Some(encoded) = current.take() {
             if cx.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let rest = pending.split_off(pending.len().min(1024));
-            let slice = std::mem::replace(&mut pending, rest);
-            let n = slice.len() as u64;
-            written += slice.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
-            storage.write_many(slice.into_iter().map(|(f, d)| (f.path, d)).collect(), write_concurrency).await?;
+            let n = encoded.len() as u64;
+            written += encoded.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+            let batch: Vec<(String, Vec<u8>)> = encoded
+                .into_iter()
+                .map(|(rel, data)| {
+                    let file = storage.table_file(&write, &rel);
+                    files.push(ManifestFile { path: file.relative, size: data.len() as u64 });
+                    (file.path, data)
+                })
+                .collect();
+            let writing = storage.write_many(batch, write_concurrency);
+            match slices.next() {
+                Some(next) => {
+                    let (wrote, encoded) = tokio::join!(writing, encode_slice(next));
+                    wrote?;
+                    current = Some(encoded??);
+                }
+                None => writing.await?,
+            }
             cx.progress.inc(n);
-            cx.progress.set_message(&format!("{} of {}", human_bytes(written), human_bytes(bytes)));
+            cx.progress.set_message(&format!("{} written", human_bytes(written)));
         }
         // The last moment to back out: a cancelled or timed-out attempt publishes nothing.
         if cx.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        let manifest = TableManifest {
+            table: table_name.to_string(),
+            run_id: cx.run_id.clone(),
+            rows,
+            partition_by: spec.partition_by.clone(),
+            files,
+            fingerprint,
+        };
         storage.commit_table(&write, &manifest).await?;
         Ok(())
     }

@@ -14,9 +14,8 @@ pub fn run(task_id: &str, sql: &str, tables: Vec<(String, DataFrame)>) -> Result
         cx.register(&name, df.lazy());
     }
     let lf = cx.execute(sql).map_err(|e| Error::polars(format!("SQL of task `{task_id}` is invalid"), e))?;
-    let mut df = lf.collect().map_err(|e| Error::polars(format!("SQL of task `{task_id}` failed"), e))?;
-    df.rechunk_mut();
-    Ok(df)
+    let df = lf.collect().map_err(|e| Error::polars(format!("SQL of task `{task_id}` failed"), e))?;
+    Ok(crate::rechunk(df))
 }
 
 #[cfg(test)]

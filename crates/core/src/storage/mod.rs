@@ -8,7 +8,8 @@
 
 pub mod local;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -176,11 +177,16 @@ pub trait Storage: Send + Sync {
 pub struct Storages {
     pub local: Arc<dyn Storage>,
     pub s3: Option<Arc<dyn Storage>>,
+    /// Listings made before the run (to fingerprint inputs), kept for the extract that reads them.
+    listings: Arc<Mutex<KeptListings>>,
 }
+
+/// Listings by (path, glob).
+type KeptListings = HashMap<(String, String), Vec<ObjectMeta>>;
 
 impl Default for Storages {
     fn default() -> Self {
-        Self { local: Arc::new(LocalStorage), s3: None }
+        Self { local: Arc::new(LocalStorage), s3: None, listings: Arc::default() }
     }
 }
 
@@ -193,6 +199,28 @@ impl Storages {
         } else {
             Ok(&self.local)
         }
+    }
+
+    /// Lists `path` by `glob` and keeps the listing for one [`Storages::list_once`] of the same
+    /// path and glob: the listing that fingerprints an extract's inputs is the one it reads, so
+    /// 100,000 small files are listed once per run, and the fingerprint names exactly what was read.
+    pub async fn list_and_keep(&self, path: &str, glob: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let matcher = compile_glob(glob)
+            .map_err(|e| StorageError::new(StorageErrorKind::Other, "listing", path, format!("invalid glob: {e}")))?;
+        let files = self.for_path(path)?.list(path, &matcher).await?;
+        self.listings.lock().expect("listings").insert((path.to_string(), glob.to_string()), files.clone());
+        Ok(files)
+    }
+
+    /// The listing kept by [`Storages::list_and_keep`], used once (a retry lists again), or a
+    /// fresh one.
+    pub async fn list_once(&self, path: &str, glob: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        if let Some(files) = self.listings.lock().expect("listings").remove(&(path.to_string(), glob.to_string())) {
+            return Ok(files);
+        }
+        let matcher = compile_glob(glob)
+            .map_err(|e| StorageError::new(StorageErrorKind::Other, "listing", path, format!("invalid glob: {e}")))?;
+        self.for_path(path)?.list(path, &matcher).await
     }
 }
 
@@ -208,4 +236,26 @@ pub fn is_hidden_name(name: &str) -> bool {
 /// Compiles a glob the way listings match it: `*` stays within one folder, `**` crosses folders.
 pub fn compile_glob(glob: &str) -> Result<globset::GlobMatcher, globset::Error> {
     Ok(globset::GlobBuilder::new(glob).literal_separator(true).build()?.compile_matcher())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_kept_listing_serves_one_read_then_listing_is_fresh_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("in");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/1.json"), "{}").unwrap();
+        let root = root.display().to_string();
+        let storages = Storages::default();
+        let names = |files: Vec<ObjectMeta>| files.into_iter().map(|f| f.relative).collect::<Vec<_>>();
+
+        assert_eq!(names(storages.list_and_keep(&root, "**/*.json").await.unwrap()), ["a/1.json"]);
+        std::fs::write(dir.path().join("in/a/2.json"), "{}").unwrap();
+        assert_eq!(names(storages.list_once(&root, "**/*.json").await.unwrap()), ["a/1.json"], "the kept listing");
+        assert_eq!(names(storages.list_once(&root, "**/*.json").await.unwrap()), ["a/1.json", "a/2.json"]);
+        assert_eq!(names(storages.list_once(&root, "*.json").await.unwrap()), Vec::<String>::new(), "per glob");
+    }
 }
