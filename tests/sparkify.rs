@@ -126,3 +126,33 @@ fn the_generator_is_deterministic_and_its_data_passes_the_pipeline() {
     let users = read_table(&out.join("users"));
     assert!(users.iter().any(|u| u["level"] == "paid") && users.iter().any(|u| u["level"] == "free"));
 }
+
+#[test]
+fn tables_spilled_to_disk_between_tasks_give_the_same_lake_and_leave_no_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tmp.path().join("tmp");
+    std::fs::create_dir_all(&scratch).unwrap();
+    run_sparkify(&sample(), &tmp.path().join("memory"), &["-q", "--spill-above", "never"]).expect(0);
+    let input = format!("input={}", sample().display());
+    let output = format!("output={}", tmp.path().join("spilled").display());
+    let pipeline = sparkify();
+    let run = Run::from(
+        dagrun()
+            .env("TMPDIR", &scratch)
+            .args([pipeline.to_str().unwrap(), "--set", &input, "--set", &output, "--spill-above", "0", "-v"])
+            .output()
+            .unwrap(),
+    )
+    .expect(0);
+    assert!(run.stderr.contains("staging_events: larger than the spill threshold"), "{}", run.stderr);
+    assert!(run.stderr.contains("plays: larger than the spill threshold"), "{}", run.stderr);
+    for table in TABLES {
+        assert_eq!(
+            sorted_rows(&tmp.path().join("spilled").join(table)),
+            sorted_rows(&tmp.path().join("memory").join(table)),
+            "{table}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "spill files left behind: {left:?}");
+}

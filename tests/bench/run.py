@@ -137,13 +137,15 @@ def run_dagrun(data, out, threads, only=()):
 
 def dagrun_reads_alone(data, work, threads, trash):
     """Each extract run by itself (`--only`), as the other engines read: in the pipeline both
-    extracts run at once and share the cores, so their spans there are not read speeds."""
+    extracts run at once and share the cores, so their spans there are not read speeds. The time
+    is the whole process (start, plan, listing the files, reading, the run record), which
+    overstates the read a little rather than leaving the listing out."""
     alone = {}
     for task, phase in [("staging_songs", "read song_data"), ("staging_events", "read log_data")]:
         out = work / "out-dagrun-read"
         trash.discard(out)
-        _, _, ph = run_dagrun(data, out, threads, only=[task])
-        alone[phase] = ph[phase]
+        wall, _, _ = run_dagrun(data, out, threads, only=[task])
+        alone[phase] = wall
         trash.discard(out)
     return alone
 
@@ -296,7 +298,7 @@ def main():
               f"read every input byte {floor['read every input byte']:.2f} s, create all {floor['files']:,} output files {floor['create every output file']:.2f} s")
     if "dagrun" in results and "in pipeline" in results["dagrun"][2]:
         inside = results["dagrun"][2]["in pipeline"]
-        print(f"dagrun's reads are each extract run alone (--only), as the other engines read; in the pipeline both run at once "
+        print(f"dagrun's reads: each extract run alone (--only), the whole process; in the pipeline both run at once "
               f"on the same cores: song_data {inside['read song_data']:.2f} s, log_data {inside['read log_data']:.2f} s")
     print()
     for engine, problems in agreement.items():

@@ -145,6 +145,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
 
+    /// Keep a table larger than this in memory in a local Parquet file between tasks (in the
+    /// system's temporary folder), read back by the tasks that use it: `512MiB`, `2GiB`, or
+    /// `never` [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_spill_size)]
+    pub spill_above: Option<SpillAbove>,
+
     /// Rerun tasks whose published outputs are up to date: `--force` all of them,
     /// `--force=TASK` that task and everything downstream of it (repeatable).
     #[arg(long, value_name = "TASK", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -257,5 +263,50 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
         _ => Err(format!("expected KEY=VALUE, found `{text}`")),
+    }
+}
+
+/// `--spill-above`: a size in bytes, or never.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpillAbove {
+    Bytes(u64),
+    Never,
+}
+
+/// `1GiB`, `512MiB`, `64KiB`, `1000000` (bytes), `2GB` (powers of 1000), or `never`.
+fn parse_spill_size(text: &str) -> Result<SpillAbove, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("never") {
+        return Ok(SpillAbove::Never);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a size: try 512MiB, 2GiB or never"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        other => return Err(format!("unknown size unit `{other}`: use B, KiB, MiB, GiB, KB, MB or GB")),
+    };
+    Ok(SpillAbove::Bytes((number * scale) as u64))
+}
+
+#[cfg(test)]
+mod spill_size_tests {
+    use super::*;
+
+    #[test]
+    fn spill_sizes_take_binary_and_decimal_units_or_never() {
+        assert_eq!(parse_spill_size("1GiB"), Ok(SpillAbove::Bytes(1 << 30)));
+        assert_eq!(parse_spill_size("512 MiB"), Ok(SpillAbove::Bytes(512 << 20)));
+        assert_eq!(parse_spill_size("2GB"), Ok(SpillAbove::Bytes(2_000_000_000)));
+        assert_eq!(parse_spill_size("1000"), Ok(SpillAbove::Bytes(1000)));
+        assert_eq!(parse_spill_size("never"), Ok(SpillAbove::Never));
+        assert!(parse_spill_size("lots").unwrap_err().contains("not a size"));
+        assert!(parse_spill_size("3TB").unwrap_err().contains("unknown size unit `tb`"));
     }
 }

@@ -21,7 +21,7 @@ use dagrun_polars::{LocalEngine, LocalOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::{GraphArgs, GraphFormatArg, ReportArgs, RunArgs, ValidateArgs};
+use crate::cli::{GraphArgs, GraphFormatArg, ReportArgs, RunArgs, SpillAbove, ValidateArgs};
 use crate::ui::{ProgressObserver, Terminal};
 use crate::{EXIT_CONFIG, EXIT_INTERRUPTED};
 use crate::{records, render, report};
@@ -56,9 +56,9 @@ async fn storages(plan: &Plan) -> Storages {
 
 /// The engines of a run, sharing its storages and one table exchange (a table made on EMR is
 /// read locally from where it was published, and the other way round).
-async fn engines(storages: &Storages, plan: &Plan) -> Result<Engines, Exit> {
+async fn engines(storages: &Storages, plan: &Plan, local_options: LocalOptions) -> Result<Engines, Exit> {
     let exchange = Arc::new(Exchange::default());
-    let local = LocalEngine::new(storages.clone(), LocalOptions::default())
+    let local = LocalEngine::new(storages.clone(), local_options)
         .map_err(|e| Exit { code: 1, message: e.to_string() })?
         .with_exchange(exchange.clone());
     let local = Arc::new(local);
@@ -171,7 +171,13 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |j| j as usize);
     let force = force_of(&args.force, &plan)?;
     let storages = storages(&plan).await;
-    let engines = engines(&storages, &plan).await?;
+    let mut local_options = LocalOptions::default();
+    match args.spill_above {
+        Some(SpillAbove::Bytes(n)) => local_options.spill_above = Some(n),
+        Some(SpillAbove::Never) => local_options.spill_above = None,
+        None => {}
+    }
+    let engines = engines(&storages, &plan, local_options).await?;
     // What is already published from the same inputs (reads listings and manifests only).
     let freshness = resume::assess(&mut plan, &storages, &force).await;
     if args.dry_run {

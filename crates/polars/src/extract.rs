@@ -83,6 +83,8 @@ pub async fn run(
             }
             None => parsing.await,
         }??;
+        // The batch's bytes are gone; give their pages back before the next read.
+        crate::release_free_memory();
         frames.push(parsed.table);
         bad.extend(parsed.bad);
         records += parsed.seen;

@@ -8,7 +8,8 @@
 //! | [`load`] | `load`: partitioned Parquet, atomic publish |
 //!
 //! Tables live in memory between tasks, keyed by the id of the task that produced them, and are
-//! dropped as soon as no remaining task reads them.
+//! dropped as soon as no remaining task reads them; a table larger than the spill threshold is
+//! kept in a local Parquet file instead ([`spill`]).
 
 pub mod checks;
 pub mod error;
@@ -17,11 +18,13 @@ pub mod json;
 pub mod load;
 pub mod published;
 mod scan;
+pub mod spill;
 pub mod strings;
 pub mod transform;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -32,7 +35,9 @@ use dagrun_core::plan::{Action, Load, PlannedTask, join_path};
 use dagrun_core::spec::Compression;
 use dagrun_core::storage::Storages;
 use polars::prelude::{Column, DataFrame};
-use tracing::warn;
+use tracing::{info, warn};
+
+use crate::spill::Table;
 
 pub use error::Error;
 
@@ -45,11 +50,17 @@ pub struct LocalOptions {
     pub read_concurrency: usize,
     /// Files written at once.
     pub write_concurrency: usize,
+    /// A table larger than this in memory (bytes) is kept in a local Parquet file between tasks;
+    /// `None`: always in memory.
+    pub spill_above: Option<u64>,
 }
+
+/// The default spill threshold: 1 GiB.
+pub const DEFAULT_SPILL_ABOVE: u64 = 1 << 30;
 
 impl Default for LocalOptions {
     fn default() -> Self {
-        Self { read_concurrency: 64, write_concurrency: 64 }
+        Self { read_concurrency: 64, write_concurrency: 64, spill_above: Some(DEFAULT_SPILL_ABOVE) }
     }
 }
 
@@ -57,9 +68,13 @@ impl Default for LocalOptions {
 pub struct LocalEngine {
     storages: Storages,
     options: LocalOptions,
-    tables: Mutex<HashMap<String, DataFrame>>,
+    tables: Mutex<HashMap<String, Table>>,
     /// Tables another engine (EMR) published: read from there when not in memory.
     exchange: Arc<Exchange>,
+    /// The run's folder for spilled tables, made when the first table spills, removed with
+    /// the engine.
+    spill_dir: Mutex<Option<tempfile::TempDir>>,
+    spills: AtomicU64,
 }
 
 /// Runs CPU work on Polars' thread pool from a blocking thread, off the async runtime.
@@ -69,12 +84,37 @@ pub(crate) async fn on_workers<R: Send + 'static>(work: impl FnOnce() -> R + Sen
         .map_err(|e| Error::Internal(format!("a worker thread failed: {e}")))
 }
 
-/// One chunk per column, made a column at a time so that only one column is ever held twice.
+/// One chunk per column, made a column at a time so that only one column is ever held twice;
+/// the pieces of each column go back to the system before the next is joined.
 pub(crate) fn rechunk(df: DataFrame) -> DataFrame {
     let height = df.height();
-    let columns: Vec<Column> = df.into_columns().into_iter().map(|c| c.rechunk()).collect();
+    let columns: Vec<Column> = df
+        .into_columns()
+        .into_iter()
+        .map(|c| {
+            if c.n_chunks() <= 1 {
+                return c;
+            }
+            let joined = c.rechunk();
+            drop(c);
+            release_free_memory();
+            joined
+        })
+        .collect();
     // SAFETY: the same columns with the same lengths; only their chunking changed.
     unsafe { DataFrame::new_unchecked(height, columns) }
+}
+
+/// Hands memory the allocator holds free back to the system. glibc keeps freed memory in its
+/// per-thread arenas, where the small allocations of concurrent tasks (thousands of partition
+/// files) pin it; after a large table is dropped or spilled, that would keep the peak RSS as if
+/// the table were still there.
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns whole free pages of the allocator's own heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Worker threads the local engine uses.
@@ -84,7 +124,14 @@ pub fn worker_threads() -> usize {
 
 impl LocalEngine {
     pub fn new(storages: Storages, options: LocalOptions) -> Result<Self, Error> {
-        Ok(Self { storages, options, tables: Mutex::new(HashMap::new()), exchange: Arc::default() })
+        Ok(Self {
+            storages,
+            options,
+            tables: Mutex::new(HashMap::new()),
+            exchange: Arc::default(),
+            spill_dir: Mutex::new(None),
+            spills: AtomicU64::new(0),
+        })
     }
 
     /// Shares the run's table exchange with other engines.
@@ -93,15 +140,34 @@ impl LocalEngine {
         self
     }
 
-    /// An input table: from memory, or read back from where another engine published it.
-    async fn table(&self, name: &str) -> Result<DataFrame, Error> {
-        if let Some(df) = self.tables.lock().expect("table store").get(name).cloned() {
-            return Ok(df);
+    /// An input table as it is kept: in memory or spilled, or read back from where another
+    /// engine published it.
+    async fn entry(&self, name: &str) -> Result<Table, Error> {
+        if let Some(table) = self.tables.lock().expect("table store").get(name).cloned() {
+            return Ok(table);
         }
         match self.exchange.location(name) {
-            Some(location) => published::read_published(self.storages.for_path(&location)?, &location).await,
+            Some(location) => {
+                Ok(Table::Memory(published::read_published(self.storages.for_path(&location)?, &location).await?))
+            }
             None => Err(Error::MissingTable(name.to_string())),
         }
+    }
+
+    /// An input table, whole in memory.
+    async fn table(&self, name: &str) -> Result<DataFrame, Error> {
+        match self.entry(name).await? {
+            Table::Memory(df) => Ok(df),
+            spilled => on_workers(move || spilled.materialize()).await?,
+        }
+    }
+
+    async fn entries_of(&self, names: &[String]) -> Result<Vec<(String, Table)>, Error> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push((name.clone(), self.entry(name).await?));
+        }
+        Ok(out)
     }
 
     async fn tables_of(&self, names: &[String]) -> Result<Vec<(String, DataFrame)>, Error> {
@@ -112,19 +178,59 @@ impl LocalEngine {
         Ok(out)
     }
 
-    /// Keeps a task's table, unless its attempt was cancelled (a timed-out attempt that finishes
-    /// in the background must not overwrite its retry's result).
-    fn put(&self, name: &str, df: DataFrame, cx: &TaskContext) -> Result<(), Error> {
+    /// Keeps a task's table (in a local Parquet file when it is larger than the spill
+    /// threshold), unless its attempt was cancelled (a timed-out attempt that finishes in the
+    /// background must not overwrite its retry's result).
+    async fn put(&self, name: &str, df: DataFrame, cx: &TaskContext) -> Result<(), Error> {
         if cx.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        self.tables.lock().expect("table store").insert(name.to_string(), df);
+        let size = df.estimated_size() as u64;
+        let table = match self.options.spill_above {
+            Some(limit) if size > limit => {
+                let path = self.spill_path(name)?;
+                cx.progress.set_message("spilling to disk");
+                let spilled = on_workers(move || spill::spill(df, path)).await??;
+                info!(
+                    table = name,
+                    rows = spilled.rows,
+                    bytes = size,
+                    path = %spilled.path.display(),
+                    "larger than the spill threshold: kept in a local Parquet file until its readers are done"
+                );
+                Table::Spilled(Arc::new(spilled))
+            }
+            _ => Table::Memory(df),
+        };
+        // What the task built and dropped on the way (parsed batches, sort buffers, the table
+        // itself when spilled) goes back to the system now.
+        release_free_memory();
+        if cx.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        self.tables.lock().expect("table store").insert(name.to_string(), table);
         Ok(())
     }
 
-    /// A table kept in memory, for tests and embedding.
+    /// A new file name in the run's spill folder.
+    fn spill_path(&self, name: &str) -> Result<std::path::PathBuf, Error> {
+        let mut dir = self.spill_dir.lock().expect("spill folder");
+        if dir.is_none() {
+            let made = tempfile::Builder::new()
+                .prefix("dagrun-spill-")
+                .tempdir()
+                .map_err(|e| Error::Internal(format!("making a folder for spilled tables: {e}")))?;
+            *dir = Some(made);
+        }
+        let n = self.spills.fetch_add(1, Ordering::Relaxed);
+        Ok(dir.as_ref().expect("made above").path().join(format!("{name}-{n}.parquet")))
+    }
+
+    /// A table this run produced, whole in memory (a spilled one is read back), for tests and
+    /// embedding.
     pub fn get_table(&self, name: &str) -> Option<DataFrame> {
-        self.tables.lock().expect("table store").get(name).cloned()
+        let table = self.tables.lock().expect("table store").get(name).cloned()?;
+        table.materialize().ok()
     }
 
     async fn run_task(&self, task: &PlannedTask, cx: &TaskContext) -> Result<TaskOutput, TaskError> {
@@ -161,18 +267,18 @@ impl LocalEngine {
                     }
                     warn!("{message}");
                 }
-                self.put(&task.id, out.table, cx)?;
+                self.put(&task.id, out.table, cx).await?;
                 Ok(output)
             }
             Action::Transform(spec) => {
-                let inputs = self.tables_of(&spec.tables).await?;
-                let rows_in: u64 = inputs.iter().map(|(_, df)| df.height() as u64).sum();
+                let inputs = self.entries_of(&spec.tables).await?;
+                let rows_in: u64 = inputs.iter().map(|(_, t)| t.height() as u64).sum();
                 let id = task.id.clone();
                 let sql = spec.sql.clone();
                 cx.progress.set_message("running SQL");
                 let df = on_workers(move || transform::run(&id, &sql, inputs)).await??;
                 let rows = df.height() as u64;
-                self.put(&task.id, df, cx)?;
+                self.put(&task.id, df, cx).await?;
                 Ok(TaskOutput {
                     rows_in: Some(rows_in),
                     rows_out: Some(rows),
@@ -263,7 +369,11 @@ impl Engine for LocalEngine {
     }
 
     fn forget(&self, task: &PlannedTask) {
-        self.tables.lock().expect("table store").remove(&task.id);
+        let table = self.tables.lock().expect("table store").remove(&task.id);
+        if table.is_some() {
+            drop(table);
+            release_free_memory();
+        }
     }
 }
 

@@ -6,15 +6,19 @@ use polars::prelude::*;
 use polars::sql::SQLContext;
 
 use crate::error::{Error, Result};
+use crate::spill::Table;
 
-/// Runs `sql` with `tables` registered by name and collects the result.
-pub fn run(task_id: &str, sql: &str, tables: Vec<(String, DataFrame)>) -> Result<DataFrame> {
+/// Runs `sql` with `tables` registered by name and collects the result. A spilled table is
+/// scanned, so the query's filters and columns reach into its file.
+pub fn run(task_id: &str, sql: &str, tables: Vec<(String, Table)>) -> Result<DataFrame> {
     let mut cx = SQLContext::new();
-    for (name, df) in tables {
-        cx.register(&name, df.lazy());
+    for (name, table) in &tables {
+        cx.register(name, table.lazy()?);
     }
     let lf = cx.execute(sql).map_err(|e| Error::polars(format!("SQL of task `{task_id}` is invalid"), e))?;
     let df = lf.collect().map_err(|e| Error::polars(format!("SQL of task `{task_id}` failed"), e))?;
+    // Spilled inputs stay on disk until here.
+    drop(tables);
     Ok(crate::rechunk(df))
 }
 
@@ -28,7 +32,7 @@ mod tests {
         let out = run(
             "t",
             "SELECT name, SUM(n) AS total FROM events GROUP BY name ORDER BY name",
-            vec![("events".into(), events)],
+            vec![("events".into(), Table::Memory(events))],
         )
         .unwrap();
         assert_eq!(out.height(), 2);
@@ -38,7 +42,7 @@ mod tests {
     #[test]
     fn a_bad_query_names_the_task() {
         let events = df!("name" => ["a"]).unwrap();
-        let err = run("users", "SELECT nope FROM events", vec![("events".into(), events)]).unwrap_err();
+        let err = run("users", "SELECT nope FROM events", vec![("events".into(), Table::Memory(events))]).unwrap_err();
         assert!(err.to_string().starts_with("SQL of task `users`"), "{err}");
     }
 }
