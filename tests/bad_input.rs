@@ -116,3 +116,30 @@ fn a_dependency_cycle_names_the_chain() {
     let run = Run::from(dagrun().current_dir(tmp.path()).args(["validate", "cycle.yaml"]).output().unwrap()).expect(2);
     assert!(run.stderr.contains("error: dependency cycle: counted -> check -> counted"), "{}", run.stderr);
 }
+
+#[test]
+fn a_pipeline_that_is_not_utf8_is_located_by_line_column_and_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("latin1.yaml"), b"name: x\ntasks:\n  - id: caf\xe9\n").unwrap();
+    let run = Run::from(dagrun().current_dir(tmp.path()).args(["validate", "latin1.yaml"]).output().unwrap()).expect(2);
+    assert!(
+        run.stderr.starts_with(
+            "latin1.yaml:3:12: error: the file is not UTF-8 text: byte 0xE9 at offset 26 starts no character"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_duplicate_key_is_named_without_the_yaml_librarys_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), "dup.yaml", "name: a\ntasks: []\nname: b\n");
+    let run = Run::from(dagrun().current_dir(tmp.path()).args(["validate", "dup.yaml"]).output().unwrap()).expect(2);
+    assert!(
+        run.stderr.starts_with("dup.yaml:3:1: error: duplicate key `name`: a key may appear only once"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("DuplicateKeyPolicy"), "{}", run.stderr);
+}

@@ -192,6 +192,16 @@ fn text_logs_name_the_task_on_each_line_without_control_codes() {
 }
 
 #[test]
+fn global_flags_work_before_the_subcommand_too() {
+    let pipeline = sparkify();
+    let p = pipeline.to_str().unwrap();
+    run(&["-vv", "run", p, "--dry-run"]).expect(0);
+    let valid = run(&["-q", "validate", p]).expect(0);
+    assert!(valid.stdout.contains("is valid"), "{}", valid.stdout);
+    run(&["--log-format", "json", "graph", p]).expect(0);
+}
+
+#[test]
 fn run_is_also_a_subcommand() {
     let run =
         Run::from(dagrun().current_dir(repo()).args(["run", "pipelines/sparkify.yaml", "--dry-run"]).output().unwrap())

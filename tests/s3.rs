@@ -145,11 +145,21 @@ fn a_run_killed_during_load_leaves_the_published_tables_readable() {
     }
     let after: Vec<Vec<Row>> = TABLES.iter().map(|t| sorted_rows(&tmp.path().join("after").join(t))).collect();
     assert_eq!(after, reference);
-    // The next publish removes the killed run's leftovers.
-    run_s3(&moto, &["-q", "--force"]).expect(0);
+    // The next run removes the killed run's leftovers before it starts.
+    let left: usize = TABLES
+        .iter()
+        .zip(&manifests_before)
+        .map(|(t, before)| moto.keys("lake", &format!("star/{t}")).len() - (before.len() + 3))
+        .sum();
+    let next = run_s3(&moto, &[]).expect(0);
+    assert_eq!(left > 0, next.stderr.contains("unfinished run"), "{left} files left: {}", next.stderr);
     let keys = moto.keys("lake", "star/songs");
     let manifest = moto.download_table("lake", "star/songs", &tmp.path().join("final"));
-    assert_eq!(keys.len(), manifest.len() + 2, "only the manifest's files, _manifest.json and _SUCCESS remain");
+    assert_eq!(
+        keys.len(),
+        manifest.len() + 3,
+        "only the manifest's files, _manifest.json, _SUCCESS and dagrun's marker remain: {keys:#?}"
+    );
 }
 
 #[test]
@@ -181,9 +191,13 @@ fn missing_buckets_denied_access_and_missing_prefixes_fail_clearly() {
         run.stdout
     );
 
+    // The lake's bucket is where the run's lease goes: a missing one stops the run before any work.
     let run = run_with("s3://udacity-dend/sample", "s3://no-lake/star").expect(1);
-    assert!(run.stdout.contains("bucket `no-lake` does not exist"), "{}", run.stdout);
-    assert_eq!(state(&run.stdout, "load_songs"), "failed");
+    assert!(
+        run.stderr.contains("error: taking the lease on the lake: creating s3://no-lake/star/_dagrun/lease.json: bucket `no-lake` does not exist"),
+        "{}",
+        run.stderr
+    );
 
     moto.faults(json!([{"kind": "denied", "bucket": "udacity-dend"}]));
     let run = run_with("s3://udacity-dend/sample", "s3://lake/star").expect(1);
@@ -347,4 +361,153 @@ tasks:
         read_table(&tmp.path().join("down")).len()
     };
     assert_eq!(rows, 40_000);
+}
+
+#[test]
+fn a_load_over_its_own_input_on_s3_is_refused_before_anything_is_written() {
+    let (moto, _tmp) = setup();
+    moto.upload(&sample(), "lake", "star/songs");
+    let pipeline = sparkify();
+    for cmd in ["validate", "run"] {
+        let run = Run::from(
+            moto.dagrun()
+                .args([
+                    cmd,
+                    pipeline.to_str().unwrap(),
+                    "--set",
+                    "input=s3://lake/star/songs",
+                    "--set",
+                    "output=s3://lake/star",
+                ])
+                .output()
+                .unwrap(),
+        )
+        .expect(2);
+        assert!(
+            run.stderr.contains(
+                "error: load `load_songs` writes s3://lake/star/songs, which contains the input of extract `staging_songs` (s3://lake/star/songs/song_data)"
+            ),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(moto.keys("lake", "star/songs").len(), 102, "every input object is still there");
+    assert!(moto.keys("lake", "star/_dagrun").is_empty(), "nothing was written");
+}
+
+#[test]
+fn a_prefix_of_objects_dagrun_did_not_publish_is_never_replaced_on_s3() {
+    let (moto, tmp) = setup();
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir_all(mine.join("2018")).unwrap();
+    std::fs::write(mine.join("2018/export.csv"), "a,b\n1,2\n").unwrap();
+    moto.upload(&mine, "lake", "star/songs");
+    let run = run_s3(&moto, &["-q"]).expect(1);
+    assert_eq!(state(&run.stdout, "load_songs"), "failed");
+    assert!(run.stdout.contains("refusing to replace s3://lake/star/songs"), "{}", run.stdout);
+    assert_eq!(moto.keys("lake", "star/songs"), vec!["star/songs/2018/export.csv"]);
+    assert_eq!(state(&run.stdout, "load_users"), "succeeded");
+}
+
+/// Puts a lease for another run of another host into the lake's runs folder.
+fn plant_lease(moto: &Moto, dir: &Path, expires_in_ms: i64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let lease = json!({
+        "run_id": "other", "token": "t", "pipeline": "sparkify", "host": "elsewhere", "pid": 4242,
+        "started_at_ms": now - 1000, "renewed_at_ms": now - 1000, "expires_at_ms": now + expires_in_ms
+    });
+    let folder = dir.join("lease");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("lease.json"), lease.to_string()).unwrap();
+    moto.upload(&folder, "lake", "star/_dagrun");
+}
+
+#[test]
+fn the_lease_on_s3_is_taken_with_conditional_writes() {
+    let (moto, tmp) = setup();
+    // A live holder: the create (If-None-Match: *) is refused, so the run stops, naming it.
+    plant_lease(&moto, tmp.path(), 600_000);
+    let run = run_s3(&moto, &["-q"]).expect(1);
+    assert!(
+        run.stderr.contains("another run holds the lake at s3://lake/star/_dagrun/lease.json: run other of pipeline `sparkify` on host elsewhere (pid 4242)"),
+        "{}",
+        run.stderr
+    );
+    assert!(moto.keys("lake", "star/songs").is_empty(), "nothing was written");
+    // An expired one is taken over (If-Match on the version read), and released at the end.
+    plant_lease(&moto, tmp.path(), -1000);
+    let before = moto.stats()["conditional_writes"].as_u64().unwrap();
+    let run = run_s3(&moto, &[]).expect(0);
+    assert!(run.stderr.contains("took over the lease of a run that stopped renewing it: run other"), "{}", run.stderr);
+    assert!(moto.stats()["conditional_writes"].as_u64().unwrap() >= before + 3, "create, take over, release");
+    assert!(!moto.keys("lake", "star/_dagrun").contains(&"star/_dagrun/lease.json".to_string()));
+}
+
+#[test]
+fn two_runs_into_one_lake_on_s3_never_mix() {
+    let (moto, _tmp) = setup();
+    // The first run reads slowly, so the second starts while it holds the lake.
+    moto.faults(json!([{"kind": "delay", "method": "GET", "match": "song_data", "seconds": 0.3}]));
+    let pipeline = sparkify();
+    let first = moto
+        .dagrun()
+        .args([
+            pipeline.to_str().unwrap(),
+            "--set",
+            "input=s3://udacity-dend/sample",
+            "--set",
+            "output=s3://lake/star",
+            "-q",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !moto.keys("lake", "star/_dagrun").contains(&"star/_dagrun/lease.json".to_string()) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the first run never took the lease");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = run_s3(&moto, &["-q"]).expect(1);
+    assert!(second.stderr.contains("another run holds the lake"), "{}", second.stderr);
+    let first = Run::from(first.wait_with_output().unwrap()).expect(0);
+    assert!(first.stdout.contains("all 18 tasks succeeded"), "{}", first.stdout);
+}
+
+#[test]
+fn sustained_faults_on_ten_thousand_objects_slow_a_run_down_but_do_not_fail_it() {
+    let (moto, tmp) = setup();
+    let data = tmp.path().join("gen");
+    run(&["generate", "--out", data.to_str().unwrap(), "--songs", "10000", "--events", "2000", "--seed", "3"])
+        .expect(0);
+    moto.upload(&data, "udacity-dend", "big");
+    // Every third request fails and one connection in twenty is cut, for the whole run.
+    moto.faults(json!([
+        {"kind": "error500", "every": 3},
+        {"kind": "reset", "every": 20}
+    ]));
+    let pipeline = sparkify();
+    let run = Run::from(
+        moto.dagrun()
+            .args([
+                pipeline.to_str().unwrap(),
+                "--set",
+                "input=s3://udacity-dend/big",
+                "--set",
+                "output=s3://lake/big",
+                "--only",
+                "check_songs",
+                "--only",
+                "check_songplays",
+                "-q",
+            ])
+            .output()
+            .unwrap(),
+    )
+    .expect(0);
+    let stats = moto.stats();
+    assert!(stats["injected"]["error500"].as_u64().unwrap() > 3000, "{stats}");
+    assert!(stats["injected"]["reset"].as_u64().unwrap() > 500, "{stats}");
+    assert_eq!(state(&run.stdout, "staging_songs"), "succeeded");
+    assert!(run.stdout.contains("10,000"), "every song was read: {}", run.stdout);
 }

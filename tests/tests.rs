@@ -9,6 +9,7 @@ mod publish;
 mod records;
 mod resume;
 mod s3;
+mod safety;
 mod signals;
 mod spark;
 mod sparkify;

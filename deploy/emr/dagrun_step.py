@@ -32,6 +32,8 @@ from pyspark.sql import types as T
 
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
+# dagrun's mark on a table's place on S3, written before its first file.
+TABLE_MARKER = "_dagrun_table"
 
 
 class StepError(Exception):
@@ -148,6 +150,9 @@ def read_table(spark, files, location):
     return spark.read.option("basePath", location).parquet(*paths)
 
 
+MIN_TIMESTAMP_MS = -62_135_596_800_000
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+
 SPARK_TYPES = {"string": "string", "int": "bigint", "float": "double", "bool": "boolean", "timestamp_ms": "bigint"}
 
 
@@ -186,7 +191,18 @@ def extract(spark, files, spec):
             value = F.when(blank, F.lit(None)).otherwise(num.cast("bigint"))
             bad = ~blank & ~whole
             if ty == "timestamp_ms":
-                value = F.timestamp_millis(value)
+                # Years 0001 to 9999: what Parquet readers (DuckDB, Spark, pyarrow) accept.
+                outside = whole & ((num < F.lit(MIN_TIMESTAMP_MS)) | (num > F.lit(MAX_TIMESTAMP_MS)))
+                reasons.append(
+                    F.when(
+                        outside,
+                        F.concat(
+                            F.lit(f"column `{c['name']}`: epoch milliseconds outside the years 0001 to 9999 that Parquet readers accept, found "),
+                            s,
+                        ),
+                    )
+                )
+                value = F.timestamp_millis(F.when(outside, F.lit(None)).otherwise(value))
         elif ty == "float":
             num = F.trim(s).cast("double")
             value = F.when(blank, F.lit(None)).otherwise(num)
@@ -228,10 +244,35 @@ def extract(spark, files, spec):
 # --- publishing ------------------------------------------------------------------------------
 
 
+def claim(files, target, on_s3):
+    """dagrun replaces only tables it created, and never deletes anything else: the place must hold
+    a dagrun manifest, dagrun's marker (a first load that did not finish), or nothing."""
+    manifest = join(target, MANIFEST)
+    if files.exists(manifest):
+        try:
+            if isinstance(json.loads(files.read_text(manifest))["files"], list):
+                return
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise StepError(f"refusing to replace {target}: its {MANIFEST} was not written by dagrun")
+    if on_s3 and files.exists(join(target, TABLE_MARKER)):
+        return
+    present = [rel for rel, _ in files.list_files(target)]
+    if present:
+        raise StepError(
+            f"refusing to replace {target}: it holds files that dagrun did not publish (such as `{present[0]}`) "
+            f"and no {MANIFEST}; dagrun only replaces tables it created and never deletes anything else: "
+            "move those files away or choose another path"
+        )
+    if on_s3:
+        files.write_text(join(target, TABLE_MARKER), "")
+
+
 def publish(spark, files, df, target, partition_by, compression, spec, table_name):
     target = target.rstrip("/")
     tag = f"{spec['run_id']}-{spec['attempt']}"
     on_s3 = target.startswith("s3://") or target.startswith("s3a://")
+    claim(files, target, on_s3)
     parent, name = target.rsplit("/", 1) if "/" in target else (".", target)
     staging = join(target, f"_staging-{tag}") if on_s3 else join(parent, f".{name}.staging-{tag}")
     files.delete(staging)
@@ -273,7 +314,7 @@ def publish(spark, files, df, target, partition_by, compression, spec, table_nam
         keep = {f["path"] for f in manifest["files"]} | {MANIFEST, SUCCESS}
         files.delete(staging)
         for rel, _ in files.list_files(target):
-            if rel not in keep:
+            if rel not in keep and not hidden(rel):
                 files.delete(join(target, rel), False)
     else:
         for rel, new_rel, _ in placed:
@@ -285,6 +326,7 @@ def publish(spark, files, df, target, partition_by, compression, spec, table_nam
         files.write_text(join(staging, MANIFEST), json.dumps(manifest, indent=2))
         files.write_text(join(staging, SUCCESS), "")
         old = join(parent, f".{name}.old-{tag}")
+        claim(files, target, on_s3)
         if files.exists(target):
             files.rename(target, old)
         files.rename(staging, target)

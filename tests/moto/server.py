@@ -6,7 +6,8 @@ Started by the Rust test harness (tests/support.rs) on 127.0.0.1 and a free port
 
 Control routes (JSON in, JSON out):
   POST /_dagrun/faults    {"rules": [...]}  replace the fault rules, reset the counters
-  GET  /_dagrun/stats                       faults injected so far, by kind, and requests seen
+  GET  /_dagrun/stats                       faults injected so far, by kind, requests seen, and
+                                            conditional writes (If-None-Match / If-Match) decided
   POST /_dagrun/upload    {"bucket", "prefix", "dir"}  create the bucket, upload a folder
   POST /_dagrun/download  {"bucket", "prefix", "dir", "manifest": bool}
                           download a prefix; with manifest, only the files `_manifest.json` names
@@ -266,6 +267,10 @@ class App:
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.faults = Faults()
         self.emr = Emr()
+        # moto checks If-None-Match / If-Match and then writes, in two steps: two conditional
+        # writes of one key at once could both pass. S3 decides them atomically; so does this.
+        self.conditional = threading.Lock()
+        self.conditional_writes = 0
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -296,6 +301,12 @@ class App:
                 return [body]
         if environ.get("REQUEST_METHOD") == "POST" and "uploadId=" in environ.get("QUERY_STRING", ""):
             return self.complete_multipart(environ, start_response)
+        if environ.get("REQUEST_METHOD") in ("PUT", "DELETE") and (
+            "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ
+        ):
+            with self.conditional:
+                self.conditional_writes += 1
+                return list(self.moto(environ, start_response))
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith("ElasticMapReduce."):
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -346,7 +357,12 @@ class App:
             return self.emr.control(path, body)
         if path == "/_dagrun/stats":
 
-            return {"injected": self.faults.injected, "requests": self.faults.requests, "queries": self.faults.queries}
+            return {
+                "injected": self.faults.injected,
+                "requests": self.faults.requests,
+                "queries": self.faults.queries,
+                "conditional_writes": self.conditional_writes,
+            }
         if path == "/_dagrun/head":
             key = s3().get_object(body["bucket"], body["key"])
             return {

@@ -3,8 +3,11 @@
 //! `AWS_ENDPOINT_URL`), path-style addressing for IP or `localhost` endpoints, paged listings,
 //! bounded concurrent GETs, multipart uploads for large files, SSE and storage classes.
 //!
-//! Transient failures (SlowDown, 500/503, resets, timeouts) are retried here with backoff and full
-//! jitter; permanent ones (403, 404, no such bucket) fail at once, naming the bucket and key.
+//! Transient failures (SlowDown, 500/503, resets, timeouts) are retried at two levels: each request
+//! by the SDK's standard retry mode (`max_attempts`, exponential backoff with jitter), and each
+//! object by a budget of [`OBJECT_ROUNDS`] such requests with longer pauses between them, so that a
+//! sustained fault rate slows a run down instead of failing it. Permanent failures (403, 404, no
+//! such bucket) fail at once, naming the bucket and key.
 //!
 //! Publishing a table (the convention readers follow): files are written beside the current ones
 //! under names that carry the run's tag (`part-00000-<tag>.parquet`) and are invisible to readers
@@ -19,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
+use aws_sdk_s3::config::retry::{RetryPartition, TokenBucket};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
@@ -27,8 +31,8 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use dagrun_core::plan::S3Settings;
 use dagrun_core::spec::ServerSideEncryption;
 use dagrun_core::storage::{
-    AccessCheck, MANIFEST, ObjectMeta, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TableFile,
-    TableManifest, TableWrite, is_hidden_name,
+    AccessCheck, MANIFEST, ObjectMeta, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TABLE_MARKER,
+    TableFile, TableManifest, TableWrite, Version, is_hidden_name, is_manifest, not_a_table_message,
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use tracing::{debug, warn};
@@ -63,6 +67,10 @@ impl S3Uri {
         format!("s3://{}/{}{}", self.bucket, self.prefix(), relative)
     }
 }
+
+/// Requests (each retried by the SDK up to `max_attempts` times) made for one object before its
+/// failure is given up as transient: the per-object budget.
+pub const OBJECT_ROUNDS: u32 = 3;
 
 /// The S3 storage.
 pub struct S3Storage {
@@ -106,8 +114,16 @@ impl S3Storage {
         let path_style = settings.path_style.unwrap_or_else(|| endpoint.as_deref().is_some_and(wants_path_style));
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(path_style)
-            // Retries are ours (see `retrying`), so every attempt is visible and bounded.
-            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            // Each request: the SDK's standard mode. Its shared retry quota would stop retrying
+            // under a sustained fault rate; the per-object budget (`retrying`) bounds the work
+            // instead.
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(settings.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            .retry_partition(RetryPartition::custom("dagrun-s3").token_bucket(TokenBucket::unlimited()).build())
             .timeout_config(
                 // A stalled connection fails the attempt (and is retried) instead of hanging.
                 TimeoutConfig::builder()
@@ -129,28 +145,28 @@ impl S3Storage {
         Self { client, settings: settings.clone(), endpoint }
     }
 
-    /// Runs `op` until it succeeds, fails permanently, or attempts run out.
+    /// Runs `op` (one request, which the SDK retries itself) until it succeeds, fails
+    /// permanently, or the object's budget of [`OBJECT_ROUNDS`] requests is spent, pausing longer
+    /// after each transient failure (1 s, 2 s, with full jitter).
     async fn retrying<T, F, Fut>(&self, op: F) -> Result<T, StorageError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
     {
-        let max = self.settings.max_attempts.max(1);
-        let mut attempt = 1;
+        let mut round = 1;
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.kind == StorageErrorKind::Transient && attempt < max => {
-                    let cap =
-                        Duration::from_millis(100).saturating_mul(1 << attempt.min(6)).min(Duration::from_secs(5));
-                    let wait = cap.mul_f64(rand_unit());
-                    debug!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "transient S3 failure; retrying");
+                Err(e) if e.kind == StorageErrorKind::Transient && round < OBJECT_ROUNDS => {
+                    let wait = Duration::from_secs(1 << (round - 1)).mul_f64(rand::random::<f64>());
+                    debug!(error = %e, round, wait_ms = wait.as_millis() as u64, "transient S3 failure; trying again");
                     tokio::time::sleep(wait).await;
-                    attempt += 1;
+                    round += 1;
                 }
                 Err(mut e) => {
-                    if e.kind == StorageErrorKind::Transient && max > 1 {
-                        e.message = format!("{} (tried {max} times)", e.message);
+                    if e.kind == StorageErrorKind::Transient {
+                        let tries = OBJECT_ROUNDS * self.settings.max_attempts.max(1);
+                        e.message = format!("{} (tried {tries} times)", e.message);
                     }
                     return Err(e);
                 }
@@ -304,6 +320,56 @@ impl S3Storage {
         }
     }
 
+    /// Makes sure a table's place is dagrun's before anything is written there: it holds a dagrun
+    /// manifest, or dagrun's marker (a first load that did not finish), or nothing, in which case
+    /// the marker is written now. Anything else is refused: publishing deletes what the new
+    /// manifest does not name, and that must never be someone else's data.
+    async fn claim_table(&self, uri: &S3Uri, display: &str) -> Result<(), StorageError> {
+        let prefix = uri.prefix();
+        let manifest = uri.child(MANIFEST);
+        match self.read(&manifest).await {
+            Ok(bytes) if is_manifest(&bytes) => return Ok(()),
+            Ok(_) => {
+                return Err(StorageError::new(
+                    StorageErrorKind::Other,
+                    "refusing to replace",
+                    display,
+                    format!("its {MANIFEST} was not written by dagrun; dagrun only replaces tables it created"),
+                ));
+            }
+            Err(e) if e.kind == StorageErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        match self.read(&uri.child(TABLE_MARKER)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind == StorageErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let page = self
+            .retrying(|| async {
+                self.client
+                    .list_objects_v2()
+                    .bucket(&uri.bucket)
+                    .prefix(&prefix)
+                    .max_keys(1)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("checking", display, &uri.bucket, e))
+            })
+            .await?;
+        if let Some(first) = page.contents().first().and_then(|o| o.key()) {
+            let name = first.strip_prefix(&prefix).unwrap_or(first);
+            return Err(StorageError::new(
+                StorageErrorKind::Other,
+                "refusing to replace",
+                display,
+                not_a_table_message(name),
+            ));
+        }
+        let marker = S3Uri { bucket: uri.bucket.clone(), key: format!("{prefix}{TABLE_MARKER}") };
+        self.retrying(|| self.put(&marker, b"")).await
+    }
+
     async fn delete_keys(&self, bucket: &str, keys: Vec<String>, display: &str) -> Result<(), StorageError> {
         for chunk in keys.chunks(1000) {
             let objects: Vec<ObjectIdentifier> =
@@ -354,14 +420,6 @@ fn content_type(key: &str) -> &'static str {
     }
 }
 
-/// A uniform number in [0, 1) for jitter, without a global generator.
-fn rand_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// Turns an SDK error into a storage error that says what happened and whether to retry.
 fn classify<E>(
     action: &'static str,
@@ -389,6 +447,13 @@ where
             (StorageErrorKind::NotFound, "no such object".into())
         }
 
+        (SdkError::ServiceError(_), Some(412), _) | (SdkError::ServiceError(_), _, Some("PreconditionFailed")) => {
+            (StorageErrorKind::Conflict, "changed by someone else (412 Precondition Failed)".into())
+        }
+        // Two conditional writes of one key at once: S3 asks to try again.
+        (SdkError::ServiceError(_), Some(409), Some("ConditionalRequestConflict")) => {
+            (StorageErrorKind::Transient, "409 ConditionalRequestConflict".into())
+        }
         (SdkError::ServiceError(_), Some(403), _) | (SdkError::ServiceError(_), _, Some("AccessDenied")) => (
             StorageErrorKind::PermissionDenied,
             format!("access denied by {endpoint}: the credentials may not {} bucket `{bucket}`", verb(action)),
@@ -555,8 +620,9 @@ impl Storage for S3Storage {
     }
 
     async fn begin_table(&self, target: &str, tag: &str) -> Result<TableWrite, StorageError> {
-        S3Uri::parse(target)?;
+        let uri = S3Uri::parse(target)?;
         let target = target.trim_end_matches('/').to_string();
+        self.claim_table(&uri, &target).await?;
         Ok(TableWrite { root: target.clone(), target, tag: tag.to_string() })
     }
 
@@ -566,9 +632,24 @@ impl Storage for S3Storage {
     }
 
     async fn commit_table(&self, write: &TableWrite, manifest: &TableManifest) -> Result<(), StorageError> {
+        manifest.check().map_err(|m| StorageError::new(StorageErrorKind::Other, "publishing", &write.target, m))?;
         let uri = S3Uri::parse(&write.target)?;
         let listed = self.list_all(&uri, &write.target).await?;
         let prefix = uri.prefix();
+        // The last line of defence: the place must still be marked as dagrun's.
+        let ours = [format!("{prefix}{MANIFEST}"), format!("{prefix}{TABLE_MARKER}")];
+        if !listed.iter().any(|o| o.key().is_some_and(|k| ours.iter().any(|m| m == k))) {
+            let named: std::collections::HashSet<String> =
+                manifest.files.iter().map(|f| format!("{prefix}{}", f.path)).collect();
+            if let Some(foreign) = listed.iter().filter_map(|o| o.key()).find(|k| !named.contains(*k)) {
+                return Err(StorageError::new(
+                    StorageErrorKind::Other,
+                    "refusing to replace",
+                    &write.target,
+                    not_a_table_message(foreign.strip_prefix(&prefix).unwrap_or(foreign)),
+                ));
+            }
+        }
         let sizes: std::collections::HashMap<&str, i64> =
             listed.iter().filter_map(|o| Some((o.key()?.strip_prefix(&prefix)?, o.size().unwrap_or(-1)))).collect();
         // Check every file of the new table before it becomes current.
@@ -598,13 +679,15 @@ impl Storage for S3Storage {
         self.retrying(|| self.put(&manifest_uri, &json)).await?;
         let marker = S3Uri { bucket: uri.bucket.clone(), key: format!("{prefix}{SUCCESS_MARKER}") };
         self.retrying(|| self.put(&marker, b"")).await?;
-        // The new table is current; the old files go.
+        // The new table is current; the old files go. Hidden names (`_SUCCESS`, the manifest,
+        // dagrun's marker, other tools' metadata) are never table files and stay.
         let keep: std::collections::HashSet<String> =
             manifest.files.iter().map(|f| format!("{prefix}{}", f.path)).collect();
         let stale: Vec<String> = listed
             .iter()
             .filter_map(|o| o.key())
-            .filter(|k| !keep.contains(*k) && *k != manifest_uri.key && *k != marker.key)
+            .filter(|k| !keep.contains(*k))
+            .filter(|k| k.strip_prefix(&prefix).is_some_and(|rel| !rel.split('/').any(is_hidden_name)))
             .map(String::from)
             .collect();
         if let Err(e) = self.delete_keys(&uri.bucket, stale, &write.target).await {
@@ -618,6 +701,122 @@ impl Storage for S3Storage {
         let uri = S3Uri::parse(&write.target)?;
         let keys: Vec<String> = files.iter().filter_map(|f| S3Uri::parse(&f.path).ok().map(|u| u.key)).collect();
         self.delete_keys(&uri.bucket, keys, &write.target).await
+    }
+
+    async fn create_new(&self, path: &str, data: Vec<u8>) -> Result<Version, StorageError> {
+        let uri = S3Uri::parse(path)?;
+        let result = self
+            .retrying(|| async {
+                self.client
+                    .put_object()
+                    .bucket(&uri.bucket)
+                    .key(&uri.key)
+                    .content_type(content_type(&uri.key))
+                    .if_none_match("*")
+                    .body(ByteStream::from(data.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| self.error("creating", path, &uri.bucket, e))
+            })
+            .await;
+        match result {
+            Ok(out) => Ok(Version(out.e_tag().unwrap_or_default().to_string())),
+            Err(e) if e.kind == StorageErrorKind::Conflict => {
+                Err(StorageError::new(StorageErrorKind::AlreadyExists, "creating", path, "already exists"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read_versioned(&self, path: &str) -> Result<(Vec<u8>, Version), StorageError> {
+        let uri = S3Uri::parse(path)?;
+        self.retrying(|| async {
+            let output = self
+                .client
+                .get_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .send()
+                .await
+                .map_err(|e| self.error("reading", path, &uri.bucket, e))?;
+            let version = Version(output.e_tag().unwrap_or_default().to_string());
+            let body = body_bytes(output).await.map_err(|m| {
+                StorageError::new(StorageErrorKind::Transient, "reading", path, format!("the body broke off: {m}"))
+            })?;
+            Ok((body, version))
+        })
+        .await
+    }
+
+    async fn replace_if(&self, path: &str, data: Vec<u8>, version: &Version) -> Result<Version, StorageError> {
+        let uri = S3Uri::parse(path)?;
+        let out = self
+            .retrying(|| async {
+                self.client
+                    .put_object()
+                    .bucket(&uri.bucket)
+                    .key(&uri.key)
+                    .content_type(content_type(&uri.key))
+                    .if_match(&version.0)
+                    .body(ByteStream::from(data.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| self.error("replacing", path, &uri.bucket, e))
+            })
+            .await?;
+        Ok(Version(out.e_tag().unwrap_or_default().to_string()))
+    }
+
+    async fn delete_if(&self, path: &str, version: &Version) -> Result<(), StorageError> {
+        let uri = S3Uri::parse(path)?;
+        self.retrying(|| async {
+            self.client
+                .delete_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .if_match(&version.0)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error("deleting", path, &uri.bucket, e))
+        })
+        .await
+    }
+
+    async fn remove_leftovers(&self, target: &str) -> Result<Vec<String>, StorageError> {
+        let uri = S3Uri::parse(target)?;
+        let prefix = uri.prefix();
+        let listed = match self.list_all(&uri, target).await {
+            Ok(listed) => listed,
+            Err(e) if e.kind == StorageErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let keys: Vec<&str> = listed.iter().filter_map(|o| o.key()).collect();
+        let manifest_key = format!("{prefix}{MANIFEST}");
+        let named: std::collections::HashSet<String> = if keys.contains(&manifest_key.as_str()) {
+            let bytes = self.read(&uri.child(MANIFEST)).await?;
+            match serde_json::from_slice::<TableManifest>(&bytes) {
+                Ok(m) => m.files.into_iter().map(|f| format!("{prefix}{}", f.path)).collect(),
+                // Not dagrun's table: nothing here is dagrun's to remove.
+                Err(_) => return Ok(Vec::new()),
+            }
+        } else if keys.contains(&format!("{prefix}{TABLE_MARKER}").as_str()) {
+            std::collections::HashSet::new()
+        } else {
+            return Ok(Vec::new());
+        };
+        // Files no manifest names, and the staging folders of Spark steps that did not finish.
+        let leftovers: Vec<String> = keys
+            .iter()
+            .filter(|k| !named.contains(**k))
+            .filter(|k| {
+                k.strip_prefix(&prefix)
+                    .is_some_and(|rel| rel.starts_with("_staging-") || !rel.split('/').any(is_hidden_name))
+            })
+            .map(|k| k.to_string())
+            .collect();
+        self.delete_keys(&uri.bucket, leftovers.clone(), target).await?;
+        Ok(leftovers.into_iter().map(|k| format!("s3://{}/{k}", uri.bucket)).collect())
     }
 
     async fn check_access(&self, path: &str, write: bool) -> AccessCheck {

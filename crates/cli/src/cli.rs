@@ -168,6 +168,16 @@ pub struct RunArgs {
     /// the run's EMR cluster and reattaches to its pending or running steps.
     #[arg(long, value_name = "ID", value_parser = parse_run_id)]
     pub run_id: Option<String>,
+
+    /// When another run holds the lake (its lease in the runs folder), wait up to this long for
+    /// it to finish instead of stopping at once (e.g. 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait_for_lock: Option<std::time::Duration>,
+
+    /// How long the run's lease on the lake lasts without renewal; it is renewed every quarter of
+    /// that while the run lives, and a dead run's lease is taken over once it expires [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease_ttl)]
+    pub lease_ttl: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -203,7 +213,8 @@ pub enum GraphFormatArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct GenerateArgs {
-    /// Folder to write song_data/ and log_data/ into (replaced if it holds generated data).
+    /// Folder to write song_data/ and log_data/ into. A folder that already holds them is replaced
+    /// only if this command made it (it holds `.dagrun-generated`).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
@@ -247,8 +258,49 @@ pub enum LogFormat {
     Json,
 }
 
+/// Moves the global logging flags that come before the subcommand (or the pipeline) to just
+/// after it: `dagrun -vv run X` means `dagrun run -vv X`. (With the pipeline allowed in place of a
+/// subcommand, clap would otherwise take `run` for the pipeline once a flag came first.)
+pub fn hoist_global_flags(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let mut leading = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let text = args[i].to_string_lossy();
+        let is_flag = matches!(text.as_ref(), "--verbose" | "--quiet")
+            || text.starts_with("--log-format=")
+            || (text.len() > 1
+                && text.starts_with('-')
+                && !text.starts_with("--")
+                && text[1..].chars().all(|c| c == 'v' || c == 'q'));
+        if text == "--log-format" && i + 1 < args.len() {
+            leading.extend([args[i].clone(), args[i + 1].clone()]);
+            i += 2;
+        } else if is_flag {
+            leading.push(args[i].clone());
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    if leading.is_empty() || i >= args.len() {
+        return args;
+    }
+    let first = args[i].clone();
+    args.splice(1..=i, std::iter::once(first).chain(leading));
+    args
+}
+
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     dagrun_core::decode::parse_duration(text)
+}
+
+fn parse_lease_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let ttl = parse_duration(text)?;
+    if ttl < std::time::Duration::from_secs(1) {
+        return Err(format!("`{text}`: a lease lasts at least 1s"));
+    }
+    Ok(ttl)
 }
 
 fn parse_run_id(text: &str) -> Result<String, String> {
@@ -298,6 +350,27 @@ fn parse_spill_size(text: &str) -> Result<SpillAbove, String> {
 #[cfg(test)]
 mod spill_size_tests {
     use super::*;
+
+    #[test]
+    fn global_flags_before_the_subcommand_move_after_it() {
+        let hoisted = |args: &[&str]| -> Vec<String> {
+            hoist_global_flags(args.iter().map(std::ffi::OsString::from))
+                .into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(hoisted(&["dagrun", "-vv", "run", "p.yaml"]), ["dagrun", "run", "-vv", "p.yaml"]);
+        assert_eq!(
+            hoisted(&["dagrun", "-q", "--log-format", "json", "validate", "p.yaml"]),
+            ["dagrun", "validate", "-q", "--log-format", "json", "p.yaml"]
+        );
+        assert_eq!(
+            hoisted(&["dagrun", "--quiet", "p.yaml", "--dry-run"]),
+            ["dagrun", "p.yaml", "--quiet", "--dry-run"]
+        );
+        assert_eq!(hoisted(&["dagrun", "run", "-v", "p.yaml"]), ["dagrun", "run", "-v", "p.yaml"]);
+        assert_eq!(hoisted(&["dagrun", "-v"]), ["dagrun", "-v"]);
+    }
 
     #[test]
     fn spill_sizes_take_binary_and_decimal_units_or_never() {

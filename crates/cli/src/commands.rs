@@ -12,7 +12,8 @@ use dagrun_core::engine::{Engines, Exchange};
 
 use dagrun_core::executor::{self, ExecutorOptions};
 use dagrun_core::graph::{self, GraphFormat};
-use dagrun_core::plan::{LoadError, Plan, PlanError, PlanOptions, join_path};
+use dagrun_core::lease::{self, Holder, Lease, LeaseError, LeaseOptions};
+use dagrun_core::plan::{Action, LoadError, Plan, PlanError, PlanOptions, join_path};
 use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
 use dagrun_core::resume::{self, Force};
 use dagrun_core::storage::Storages;
@@ -42,7 +43,10 @@ impl Exit {
 pub const ENGINES: &[&str] = &["local", "emr"];
 
 pub fn plan_options() -> PlanOptions {
-    PlanOptions { engines: ENGINES.iter().map(|e| e.to_string()).collect() }
+    PlanOptions {
+        engines: ENGINES.iter().map(|e| e.to_string()).collect(),
+        spill_dir: Some(std::env::temp_dir().display().to_string()),
+    }
 }
 
 /// Where the plan's bytes live: the local disk, plus S3 when a path is an `s3://` URI.
@@ -161,6 +165,12 @@ fn run_id() -> String {
 }
 
 pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
+    // Before anything else happens: from here on Ctrl-C and SIGTERM cancel the run (and let it
+    // clean up) instead of killing the process.
+    let cancel = CancellationToken::new();
+    let signals = Signals::install().map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+    tokio::spawn(watch_signals(signals, cancel.clone()));
+
     let Some(path) = &args.pipeline else {
         return Err(Exit::config("error: no pipeline given; try `dagrun --help`"));
     };
@@ -178,31 +188,109 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
         None => {}
     }
     let engines = engines(&storages, &plan, local_options).await?;
-    // What is already published from the same inputs (reads listings and manifests only).
-    let freshness = resume::assess(&mut plan, &storages, &force).await;
     if args.dry_run {
+        // What is already published from the same inputs (reads listings and manifests only).
+        let freshness = resume::assess(&mut plan, &storages, &force).await;
         print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness));
         return Ok(0);
     }
 
-    let plan = Arc::new(plan);
     let mut options = ExecutorOptions::new(args.run_id.clone().unwrap_or_else(run_id));
     options.jobs = jobs;
     options.fail_fast = args.fail_fast;
-    options.fresh = freshness.fresh.clone();
-    info!(pipeline = %plan.name, run = %options.run_id, tasks = plan.tasks.len(), jobs, "run started");
 
-    let cancel = CancellationToken::new();
-    tokio::spawn(watch_signals(cancel.clone()));
+    if cancel.is_cancelled() {
+        return Err(Exit {
+            code: EXIT_INTERRUPTED,
+            message: "interrupted before the run started: nothing was written".into(),
+        });
+    }
+    // One writing run per lake: nothing is written before the lease is ours.
+    let lease_storage =
+        storages.for_path(&plan.runs_dir).map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+    let me = Holder::this_process(&options.run_id, &options.instance, &plan.name);
+    let lease_options = LeaseOptions {
+        ttl: args.lease_ttl.unwrap_or(lease::DEFAULT_TTL),
+        wait: args.wait_for_lock,
+        ..LeaseOptions::default()
+    };
+    let lease = match Lease::acquire(lease_storage.clone(), &plan.runs_dir, me, &lease_options, &cancel).await {
+        Ok(lease) => lease,
+        Err(LeaseError::Cancelled(_)) => {
+            return Err(Exit {
+                code: EXIT_INTERRUPTED,
+                message: "interrupted while waiting for the lake's lease".into(),
+            });
+        }
+        Err(e @ LeaseError::Held { .. }) => {
+            let advice = match &e {
+                LeaseError::Held { waited: Some(w), .. } => {
+                    format!("waited {} (--wait-for-lock); nothing was written", dagrun_core::decode::format_duration(*w))
+                }
+                _ => "nothing was written; wait for it with --wait-for-lock DURATION, or, if that run is dead, run again once its lease expires".into(),
+            };
+            return Err(Exit { code: 1, message: format!("error: {e}\n  = {advice}") });
+        }
+        Err(e) => return Err(Exit { code: 1, message: format!("error: taking the lease on the lake: {e}") }),
+    };
+    // A lost lease stops the run like a signal, before anything more is published.
+    {
+        let lost = lease.lost();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            cancel.cancel();
+        });
+    }
+    let outcome = run_leased(&plan, args, terminal, &storages, &engines, options, force, cancel).await;
+    if let Err(e) = remove_leftovers(&plan, &storages).await {
+        warn!("{e}");
+    }
+    let lost_to = lease.lost_to();
+    if let Err(e) = lease.release().await {
+        warn!("could not release the lease on the lake: {e}");
+    }
+    if let Some(holder) = lost_to {
+        return Err(Exit {
+            code: 1,
+            message: format!(
+                "error: the run lost its lease on the lake and was stopped; the lease is now held by {holder}"
+            ),
+        });
+    }
+    outcome
+}
+
+/// The part of a run that writes, while the lease is held.
+#[allow(clippy::too_many_arguments)]
+async fn run_leased(
+    plan: &Plan,
+    args: &RunArgs,
+    terminal: &Terminal,
+    storages: &Storages,
+    engines: &Engines,
+    mut options: ExecutorOptions,
+    force: Force,
+    cancel: CancellationToken,
+) -> Result<u8, Exit> {
+    remove_leftovers(plan, storages).await.map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+    dagrun_polars::remove_dead_spills();
+    let mut plan = plan.clone();
+    // What is already published from the same inputs (reads listings and manifests only).
+    let freshness = resume::assess(&mut plan, storages, &force).await;
+    options.fresh = freshness.fresh.clone();
+    let plan = Arc::new(plan);
+    info!(pipeline = %plan.name, run = %options.run_id, tasks = plan.tasks.len(), jobs = options.jobs, "run started");
+
     let id_width = plan.tasks.iter().map(|t| t.id.len() + 2).max().unwrap_or(8);
     let observer = Arc::new(ProgressObserver::new(terminal.clone(), id_width));
-    let report = executor::execute(plan.clone(), &engines, &options, observer, cancel).await;
+    let report = executor::execute(plan.clone(), engines, &options, observer, cancel).await;
     terminal.multi.clear().ok();
     print_stdout(&render::summary(&report));
     let code = report.exit_code() as u8;
 
     let record = RunRecord::new(&plan, report, join_path(&plan.runs_dir, &options.run_id));
-    match records::write(&record, &storages, &plan.runs_dir).await {
+    match records::write(&record, storages, &plan.runs_dir).await {
         Ok(path) => print_stdout(&format!("run record: {path}\n")),
         Err(e) => error!("could not write the run record: {e}"),
     }
@@ -221,11 +309,33 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
         }
     }
     if let Some(path) = &args.report {
-        let answers = report::answers(&record, &storages).await;
+        let answers = report::answers(&record, storages).await;
         write_local(path, report::render(&record, &answers).as_bytes())?;
         print_stdout(&format!("report: {}\n", path.display()));
     }
     Ok(code)
+}
+
+/// Removes what earlier runs that did not finish left beside or inside the plan's tables
+/// (staging folders, unnamed files), and this run's own once it is over. Only while holding the
+/// lease: then no live run's files are taken.
+async fn remove_leftovers(plan: &Plan, storages: &Storages) -> Result<(), String> {
+    for task in &plan.tasks {
+        let Action::Load(load) = &task.action else { continue };
+        let storage = storages.for_path(&load.path).map_err(|e| e.to_string())?;
+        let removed = storage
+            .remove_leftovers(&load.path)
+            .await
+            .map_err(|e| format!("removing what unfinished runs left of {}: {e}", load.path))?;
+        match removed.len() {
+            0 => {}
+            1 => info!(table = %load.table, "removed what an unfinished run left: {}", removed[0]),
+            n => {
+                info!(table = %load.table, "removed {n} files and folders unfinished runs left, such as {}", removed[0])
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write_local(path: &Path, data: &[u8]) -> Result<(), Exit> {
@@ -301,13 +411,49 @@ pub async fn report(args: &ReportArgs) -> Result<u8, Exit> {
     Ok(0)
 }
 
+/// The signals that cancel a run, registered with the runtime at once (not when a task first
+/// polls them), so that no signal between here and the first poll kills the process.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "Ctrl-C",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
 /// First Ctrl-C or SIGTERM: cancel the run (tasks clean up). A second one: exit at once.
-async fn watch_signals(cancel: CancellationToken) {
-    let mut signals = 0;
+async fn watch_signals(mut signals: Signals, cancel: CancellationToken) {
+    let mut count = 0;
     loop {
-        let name = next_signal().await;
-        signals += 1;
-        if signals == 1 {
+        let name = signals.next().await;
+        count += 1;
+        if count == 1 {
             warn!("{name} received: cancelling the run (again to exit at once)");
             cancel.cancel();
         } else {
@@ -315,26 +461,4 @@ async fn watch_signals(cancel: CancellationToken) {
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
     }
-}
-
-#[cfg(unix)]
-async fn next_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "Ctrl-C";
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "Ctrl-C",
-        _ = term.recv() => "SIGTERM",
-    }
-}
-
-#[cfg(not(unix))]
-async fn next_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "Ctrl-C"
 }

@@ -424,6 +424,9 @@ fn write_all(files: Vec<(PathBuf, String)>) -> Result<(), String> {
     })
 }
 
+/// Marks a folder whose `song_data/` and `log_data/` this command wrote (and may replace).
+pub const GENERATED_MARKER: &str = ".dagrun-generated";
+
 pub fn run(args: &GenerateArgs) -> Result<(), Exit> {
     let fail = |message: String| Exit { code: 1, message: format!("error: {message}") };
     let mut rng = StdRng::seed_from_u64(args.seed);
@@ -433,11 +436,28 @@ pub fn run(args: &GenerateArgs) -> Result<(), Exit> {
 
     let song_root = args.out.join("song_data");
     let log_root = args.out.join("log_data");
-    for dir in [&song_root, &log_root] {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| fail(format!("replacing {}: {e}", dir.display())))?;
-        }
+    // Only data this command made is replaced: a folder of real data is never deleted.
+    let marker = args.out.join(GENERATED_MARKER);
+    let existing: Vec<&PathBuf> = [&song_root, &log_root].into_iter().filter(|d| d.exists()).collect();
+    if !existing.is_empty() && !marker.exists() {
+        return Err(fail(format!(
+            "{} was not made by `dagrun generate` (it has no {GENERATED_MARKER}); its data is never replaced: \
+             choose an empty or new folder",
+            existing[0].display()
+        )));
     }
+    for dir in existing {
+        std::fs::remove_dir_all(dir).map_err(|e| fail(format!("replacing {}: {e}", dir.display())))?;
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| fail(format!("creating {}: {e}", args.out.display())))?;
+    std::fs::write(
+        &marker,
+        format!(
+            "made by dagrun generate --songs {} --events {} --days {} --seed {}\n",
+            args.songs, args.events, args.days, args.seed
+        ),
+    )
+    .map_err(|e| fail(format!("writing {}: {e}", marker.display())))?;
     let mut files: Vec<(PathBuf, String)> = songs
         .iter()
         .map(|s| {

@@ -21,7 +21,7 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(cli::hoist_global_flags(std::env::args_os()));
     let threads = match &cli.command {
         Some(Command::Run(args)) => args.threads,
         None => cli.run.threads,

@@ -173,8 +173,9 @@ pub fn summary(report: &RunReport) -> String {
             if let Some(o) = &t.output {
                 if t.state == TaskState::Succeeded && o.quarantined > 0 {
                     note = format!(
-                        "{} records quarantined in {}",
+                        "{} record{} quarantined in {}",
                         thousands(o.quarantined),
+                        if o.quarantined == 1 { "" } else { "s" },
                         o.quarantine_path.as_deref().unwrap_or("?")
                     );
                 }

@@ -12,29 +12,42 @@ use std::sync::Arc;
 pub struct SourceFile {
     pub name: String,
     pub text: String,
+    /// Byte offsets where lines start, made on first use: positions are found by binary search,
+    /// so locating every node of a 20,000-task file stays linear.
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Arc<Self> {
-        Arc::new(Self { name: name.into(), text: text.into() })
+        Arc::new(Self { name: name.into(), text: text.into(), line_starts: std::sync::OnceLock::new() })
+    }
+
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts
+            .get_or_init(|| std::iter::once(0).chain(self.text.match_indices('\n').map(|(i, _)| i + 1)).collect())
     }
 
     /// The text of 1-based line `line`, without its line break.
     pub fn line(&self, line: u32) -> Option<&str> {
-        if line == 0 {
+        let starts = self.line_starts();
+        let start = *starts.get((line as usize).checked_sub(1)?)?;
+        if start >= self.text.len() && line > 1 {
             return None;
         }
-        self.text.lines().nth(line as usize - 1)
+        let end = starts.get(line as usize).map_or(self.text.len(), |&next| next - 1);
+        Some(self.text[start..end].trim_end_matches('\r'))
     }
 
     /// The position of a byte offset, as 1-based line and character column.
     pub fn pos_of_offset(&self, offset: usize, len: usize) -> Pos {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() as u32 + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let col = before[line_start..].chars().count() as u32 + 1;
-        Pos { line, col, offset: Some(offset), len }
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let starts = self.line_starts();
+        let index = starts.partition_point(|&s| s <= offset) - 1;
+        let col = self.text[starts[index]..offset].chars().count() as u32 + 1;
+        Pos { line: index as u32 + 1, col, offset: Some(offset), len }
     }
 }
 
@@ -70,15 +83,30 @@ pub struct Diagnostic {
     pub pos: Pos,
     pub message: String,
     pub hint: Option<String>,
+    /// Other places the problem involves, each drawn with its own source line.
+    pub notes: Vec<Note>,
+}
+
+/// A second place a diagnostic points at ("the input it overlaps is read here").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub pos: Pos,
+    pub message: String,
 }
 
 impl Diagnostic {
     pub fn error(pos: Pos, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, pos, message: message.into(), hint: None }
+        Self { severity: Severity::Error, pos, message: message.into(), hint: None, notes: Vec::new() }
     }
 
     pub fn warning(pos: Pos, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, pos, message: message.into(), hint: None }
+        Self { severity: Severity::Warning, pos, message: message.into(), hint: None, notes: Vec::new() }
+    }
+
+    /// Adds another located place to the diagnostic.
+    pub fn with_note(mut self, pos: Pos, message: impl Into<String>) -> Self {
+        self.notes.push(Note { pos, message: message.into() });
+        self
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -118,29 +146,38 @@ impl Diagnostics {
         self.errors().next().is_some()
     }
 
-    /// Renders one diagnostic: `file:line:col: error: message`, the source line, a caret, a hint.
+    /// Renders one diagnostic: `file:line:col: error: message`, the source line, a caret, its
+    /// notes the same way, then a hint.
     pub fn render_one(&self, d: &Diagnostic, out: &mut String) {
-        use std::fmt::Write;
         let level = match d.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        if d.pos.is_known() {
-            let _ = writeln!(out, "{}:{}:{}: {level}: {}", self.source.name, d.pos.line, d.pos.col, d.message);
-            if let Some(text) = self.source.line(d.pos.line) {
-                let number = d.pos.line.to_string();
+        self.render_place(d.pos, level, &d.message, out);
+        for note in &d.notes {
+            self.render_place(note.pos, "note", &note.message, out);
+        }
+        if let Some(hint) = &d.hint {
+            use std::fmt::Write;
+            let _ = writeln!(out, "  = hint: {hint}");
+        }
+    }
+
+    fn render_place(&self, pos: Pos, level: &str, message: &str, out: &mut String) {
+        use std::fmt::Write;
+        if pos.is_known() {
+            let _ = writeln!(out, "{}:{}:{}: {level}: {message}", self.source.name, pos.line, pos.col);
+            if let Some(text) = self.source.line(pos.line) {
+                let number = pos.line.to_string();
                 let gutter = " ".repeat(number.len());
                 let _ = writeln!(out, " {number} | {text}");
-                let col = d.pos.col.max(1) as usize;
+                let col = pos.col.max(1) as usize;
                 let lead: String = text.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
-                let width = caret_width(text, col, d.pos.len);
+                let width = caret_width(text, col, pos.len);
                 let _ = writeln!(out, " {gutter} | {lead}{}", "^".repeat(width));
             }
         } else {
-            let _ = writeln!(out, "{}: {level}: {}", self.source.name, d.message);
-        }
-        if let Some(hint) = &d.hint {
-            let _ = writeln!(out, "  = hint: {hint}");
+            let _ = writeln!(out, "{}: {level}: {message}", self.source.name);
         }
     }
 
@@ -221,6 +258,25 @@ mod tests {
              3 |     depends_on: [lod_songs]\n   \
              |                  ^^^^^^^^^\n  \
              = hint: did you mean `load_songs`?\n\
+             1 error in p.yaml\n"
+        );
+    }
+
+    #[test]
+    fn notes_show_the_other_place_with_its_own_line() {
+        let src = SourceFile::new("p.yaml", "a:\n  path: in\nb:\n  path: in/x\n");
+        let d = Diagnostic::error(Pos { line: 4, col: 9, offset: None, len: 4 }, "b writes inside a's input")
+            .with_note(Pos { line: 2, col: 9, offset: None, len: 2 }, "a reads in")
+            .with_hint("use another folder");
+        assert_eq!(
+            Diagnostics::new(src, vec![d]).render(),
+            "p.yaml:4:9: error: b writes inside a's input\n \
+             4 |   path: in/x\n   \
+             |         ^^^^\n\
+             p.yaml:2:9: note: a reads in\n \
+             2 |   path: in\n   \
+             |         ^^\n  \
+             = hint: use another folder\n\
              1 error in p.yaml\n"
         );
     }

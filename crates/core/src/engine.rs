@@ -73,6 +73,9 @@ impl TaskProgress for NoProgress {
 pub struct TaskContext {
     pub plan: Arc<Plan>,
     pub run_id: String,
+    /// Unique to this process: what it writes in passing (staging) carries it, so two processes
+    /// never share a staging folder, even with one run id.
+    pub instance: String,
     /// 1 for the first attempt.
     pub attempt: u32,
     /// Cancelled on Ctrl-C, SIGTERM, `--fail-fast` or when the attempt times out. Long-running

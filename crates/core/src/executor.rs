@@ -32,6 +32,8 @@ pub struct ExecutorOptions {
     /// Stop everything at the first task that fails for good.
     pub fail_fast: bool,
     pub run_id: String,
+    /// Unique to this process (see [`TaskContext::instance`]).
+    pub instance: String,
     /// Seed for retry jitter; `None` draws one (tests fix it).
     pub jitter_seed: Option<u64>,
     /// How long a cancelled attempt may take to clean up before it is abandoned.
@@ -46,11 +48,17 @@ impl ExecutorOptions {
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             fail_fast: false,
             run_id: run_id.into(),
+            instance: new_instance(),
             jitter_seed: None,
             cancel_grace: CANCEL_GRACE,
             fresh: BTreeMap::new(),
         }
     }
+}
+
+/// A short random token naming this process among others that may share a run id.
+pub fn new_instance() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 /// Hears about a run as it happens (progress bars, records). Logs go through `tracing`.
@@ -190,8 +198,9 @@ pub async fn execute(
     for task in &plan.tasks {
         *engine_users.entry(task.engine.clone()).or_default() += 1;
     }
-    let mut readers_left: Vec<usize> = readers(&plan).iter().map(BTreeSet::len).collect();
-    let readers_of = readers(&plan);
+    let reads = reads_of(&plan);
+    let readers_of = readers(&plan, &reads);
+    let mut readers_left: Vec<usize> = readers_of.iter().map(BTreeSet::len).collect();
 
     loop {
         // Start what can start.
@@ -226,6 +235,7 @@ pub async fn execute(
                 observer: observer.clone(),
                 cancel: stop.child_token(),
                 run_id: options.run_id.clone(),
+                instance: options.instance.clone(),
                 grace,
 
                 rng: StdRng::seed_from_u64(rand::RngExt::random(&mut seed_rng)),
@@ -301,9 +311,7 @@ pub async fn execute(
 
         for &d in &done_now {
             release_engine_if_unused(&plan.tasks[d], engines, &mut engine_users).await;
-            for &producer in
-                &plan.tasks[d].deps.iter().chain(reads_of(&plan, d).iter()).copied().collect::<BTreeSet<_>>()
-            {
+            for &producer in &plan.tasks[d].deps.iter().chain(reads[d].iter()).copied().collect::<BTreeSet<_>>() {
                 if readers_of[producer].contains(&d) {
                     readers_left[producer] -= 1;
                     if readers_left[producer] == 0
@@ -368,28 +376,35 @@ pub async fn execute(
 }
 
 /// For each task, the tasks that read its output: direct dependents plus tasks naming its table.
-fn readers(plan: &Plan) -> Vec<BTreeSet<usize>> {
+fn readers(plan: &Plan, reads: &[Vec<usize>]) -> Vec<BTreeSet<usize>> {
     let mut out: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); plan.tasks.len()];
     for task in &plan.tasks {
         for &d in &task.deps {
             out[d].insert(task.index);
         }
-        for producer in reads_of(plan, task.index) {
+        for &producer in &reads[task.index] {
             out[producer].insert(task.index);
         }
     }
     out
 }
 
-/// The producers of the tables task `index` reads.
-fn reads_of(plan: &Plan, index: usize) -> Vec<usize> {
-    let names: Vec<&str> = match &plan.tasks[index].action {
-        Action::Transform(t) => t.tables.iter().map(String::as_str).collect(),
-        Action::QualityCheck(q) => q.tables.iter().map(String::as_str).collect(),
-        Action::Load(l) => vec![l.table.as_str()],
-        Action::Extract(_) => Vec::new(),
-    };
-    plan.tasks.iter().filter(|t| t.table().is_some_and(|name| names.contains(&name))).map(|t| t.index).collect()
+/// For each task, the producers of the tables it reads.
+fn reads_of(plan: &Plan) -> Vec<Vec<usize>> {
+    let producers: std::collections::HashMap<&str, usize> =
+        plan.tasks.iter().filter_map(|t| t.table().map(|name| (name, t.index))).collect();
+    plan.tasks
+        .iter()
+        .map(|task| {
+            let names: Vec<&str> = match &task.action {
+                Action::Transform(t) => t.tables.iter().map(String::as_str).collect(),
+                Action::QualityCheck(q) => q.tables.iter().map(String::as_str).collect(),
+                Action::Load(l) => vec![l.table.as_str()],
+                Action::Extract(_) => Vec::new(),
+            };
+            names.iter().filter_map(|n| producers.get(n).copied()).collect()
+        })
+        .collect()
 }
 
 async fn release_engine_if_unused(task: &PlannedTask, engines: &Engines, users: &mut BTreeMap<String, usize>) {
@@ -433,6 +448,7 @@ struct AttemptRunner {
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
     run_id: String,
+    instance: String,
     grace: Duration,
     rng: StdRng,
 }
@@ -456,6 +472,7 @@ impl AttemptRunner {
             let cx = TaskContext {
                 plan: self.plan.clone(),
                 run_id: self.run_id.clone(),
+                instance: self.instance.clone(),
                 attempt,
                 cancel: attempt_cancel.clone(),
                 progress,

@@ -9,6 +9,8 @@
 //! | [`decode`] | typed decoding that collects every problem |
 //! | [`spec`] | raw spec types mirroring the file |
 //! | [`vars`] | `${var}`, `${env:NAME}`, `--set` |
+//! | [`lease`] | the lease on a lake: one writing run at a time |
+//! | [`path`] | local and S3 paths: normalizing, links resolved, which folder holds which |
 //! | [`plan`] | validation: spec -> plan |
 //! | [`sql`] | static SQL reading (syntax errors, referenced tables) |
 //! | [`retry`] | the retry policy |
@@ -25,6 +27,8 @@ pub mod emr;
 pub mod engine;
 pub mod executor;
 pub mod graph;
+pub mod lease;
+pub mod path;
 pub mod plan;
 pub mod record;
 pub mod resume;

@@ -14,6 +14,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use crate::decode::{Decode, Decoder, DurationValue, Entries, Located};
 use crate::diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile, suggestion};
 use crate::emr::{self, EmrSettings, EnginesSpec};
+pub use crate::path::join_path;
 use crate::record::ReportQuery;
 use crate::retry::RetryPolicy;
 use crate::spec::{
@@ -220,23 +221,18 @@ impl PlannedTask {
     }
 }
 
-/// Joins a root and a relative part with exactly one `/`.
-pub fn join_path(root: &str, rest: &str) -> String {
-    if rest.is_empty() {
-        return root.to_string();
-    }
-    format!("{}/{}", root.trim_end_matches('/'), rest.trim_start_matches('/'))
-}
-
-/// What the caller knows that the file does not: engines available in this build.
+/// What the caller knows that the file does not: engines available in this build, and where the
+/// local engine would spill tables.
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
     pub engines: Vec<String>,
+    /// The folder (`TMPDIR`) in which spilled tables get a new folder of their own, if any.
+    pub spill_dir: Option<String>,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        Self { engines: vec![DEFAULT_ENGINE.to_string()] }
+        Self { engines: vec![DEFAULT_ENGINE.to_string()], spill_dir: None }
     }
 }
 
@@ -254,8 +250,9 @@ pub enum PlanError {
 impl Plan {
     /// Reads and validates the pipeline at `path`.
     pub fn load_file(path: &Path, inputs: &VarInputs, options: &PlanOptions) -> Result<Plan, LoadError> {
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .map_err(|e| LoadError::Read { path: path.display().to_string(), error: e.to_string() })?;
+        let text = String::from_utf8(bytes).map_err(|e| not_utf8(path, e))?;
         let mut inputs = inputs.clone();
         if !inputs.builtins.contains_key("pipeline_dir") {
             let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
@@ -299,11 +296,15 @@ impl Plan {
         let top = TopLevel::decode(&tree, &mut cx);
         diags.append(&mut cx.diagnostics);
 
-        let mut builder = Builder { source: &source, options, diags, warnings: Vec::new() };
+        let mut builder = Builder { source: &source, options, diags, warnings: Vec::new(), places: Vec::new() };
         let mut plan = top.and_then(|top| builder.build(top, vars.clone()));
-        let Builder { mut diags, warnings, .. } = builder;
+        let Builder { mut diags, warnings, mut places, .. } = builder;
         if let Some(plan) = plan.as_mut() {
-            plan.emr = engine_settings(plan, root.get("engines"), &vars, &declared, inputs, &source, &mut diags);
+            let (emr, emr_places) =
+                engine_settings(plan, root.get("engines"), &vars, &declared, inputs, &source, &mut diags);
+            plan.emr = emr;
+            places.extend(emr_places);
+            places::check(&places, &mut diags);
         }
 
         if diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error) || plan.is_none() {
@@ -374,13 +375,38 @@ impl Plan {
         seen
     }
 
-    /// Tasks grouped into waves: wave n holds tasks whose longest dependency chain has n links.
-    /// Tasks of one wave can run at the same time.
-    pub fn waves(&self) -> Vec<Vec<usize>> {
+    /// Each task's wave: the number of links of its longest dependency chain.
+    pub fn levels(&self) -> Vec<usize> {
         let mut level = vec![0usize; self.tasks.len()];
         for i in self.topological_order() {
             level[i] = self.tasks[i].deps.iter().map(|&d| level[d] + 1).max().unwrap_or(0);
         }
+        level
+    }
+
+    /// Whether `task` depends on `ancestor`, directly or not. `levels` is [`Plan::levels`]: no task
+    /// at or below the ancestor's level can lead to it, so the search never goes there, and a
+    /// direct dependency is found at once.
+    pub fn depends_on(&self, task: usize, ancestor: usize, levels: &[usize]) -> bool {
+        let mut stack = vec![task];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(i) = stack.pop() {
+            for &d in &self.tasks[i].deps {
+                if d == ancestor {
+                    return true;
+                }
+                if levels[d] > levels[ancestor] && seen.insert(d) {
+                    stack.push(d);
+                }
+            }
+        }
+        false
+    }
+
+    /// Tasks grouped into waves: wave n holds tasks whose longest dependency chain has n links.
+    /// Tasks of one wave can run at the same time.
+    pub fn waves(&self) -> Vec<Vec<usize>> {
+        let level = self.levels();
         let depth = level.iter().copied().max().map_or(0, |m| m + 1);
         let mut waves = vec![Vec::new(); depth];
         for (i, l) in level.into_iter().enumerate() {
@@ -432,6 +458,24 @@ impl Plan {
         let graph = build_graph(&tasks);
         Ok(Plan { tasks, graph, ..self.clone() })
     }
+}
+
+/// A pipeline file that is not UTF-8: where the first bad byte is, as offset, line and column.
+fn not_utf8(path: &Path, error: std::string::FromUtf8Error) -> LoadError {
+    let at = error.utf8_error().valid_up_to();
+    let bytes = error.into_bytes();
+    let byte = bytes[at];
+    let source = SourceFile::new(path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned());
+    let before = String::from_utf8_lossy(&bytes[..at]);
+    let line = before.matches('\n').count() as u32 + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
+    let pos = Pos { line, col, offset: Some(at), len: 1 };
+    let d = Diagnostic::error(
+        pos,
+        format!("the file is not UTF-8 text: byte 0x{byte:02X} at offset {at} starts no character"),
+    )
+    .with_hint("save the pipeline as UTF-8");
+    LoadError::Plan(PlanError::Invalid(Diagnostics::new(source, vec![d])))
 }
 
 /// Reading the file failed, or its content is invalid.
@@ -514,7 +558,8 @@ fn engine_settings(
     inputs: &VarInputs,
     source: &SourceFile,
     diags: &mut Vec<Diagnostic>,
-) -> Option<EmrSettings> {
+) -> (Option<EmrSettings>, Vec<places::Place>) {
+    let mut emr_places = Vec::new();
     let on_emr: Vec<&PlannedTask> = plan.tasks.iter().filter(|t| t.engine == emr::ENGINE).collect();
     for t in &on_emr {
         let (verb, path) = match &t.action {
@@ -541,7 +586,16 @@ fn engine_settings(
             let mut node = node.clone();
             vars::interpolate_tree(&mut node, vars, declared, inputs, source, diags);
             let spec = EnginesSpec::decode(&node, &mut cx);
-            spec.and_then(|s| s.emr).map(|emr| emr::validate(&emr, diags))
+            spec.and_then(|s| s.emr).map(|emr| {
+                let settings = emr::validate(&emr, diags);
+                emr_places.push(places::Place::output("engines.emr.staging", &settings.staging, emr.staging.pos));
+                emr_places.push(places::Place::output(
+                    "engines.emr.log_uri (where EMR writes logs)",
+                    &settings.log_uri,
+                    emr.log_uri.pos,
+                ));
+                settings
+            })
         }
         Some(node) => {
             emr::check_keys_only(node, &mut cx);
@@ -559,7 +613,7 @@ fn engine_settings(
             format!("task `{}` runs on emr, but the pipeline has no `engines.emr` section", first.id),
         ));
     }
-    settings
+    (settings, emr_places)
 }
 
 fn declared_vars(root: &Node, source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Vec<DeclaredVar> {
@@ -602,6 +656,8 @@ struct Builder<'a> {
     options: &'a PlanOptions,
     diags: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    /// The folders the plan reads and writes, checked once the EMR section is read too.
+    places: Vec<places::Place>,
 }
 
 impl Builder<'_> {
@@ -759,6 +815,7 @@ impl Builder<'_> {
         self.check_tables(&plan, &specs);
         self.check_report(&plan, &report_specs);
         self.check_outputs(&plan, &specs);
+        self.places = self.places(&plan, &specs, top.runs.as_ref());
         Some(plan)
     }
 
@@ -1070,9 +1127,9 @@ impl Builder<'_> {
     fn check_tables(&mut self, plan: &Plan, specs: &[TaskSpec]) {
         let producers: BTreeMap<&str, usize> =
             plan.tasks.iter().filter_map(|t| t.table().map(|name| (name, t.index))).collect();
+        let levels = plan.levels();
         for task in &plan.tasks {
             let spec = &specs[task.index];
-            let ancestors = plan.ancestors(task.index);
             let reads: Vec<(String, Pos)> = match (&task.action, &spec.params) {
                 (Action::Transform(t), TaskParams::Transform(s)) => {
                     t.tables.iter().map(|name| (name.clone(), sql::locate_word(self.source, &s.sql, name))).collect()
@@ -1108,7 +1165,7 @@ impl Builder<'_> {
                     Some(&producer) if producer == task.index => {
                         self.error(pos, format!("task `{}` reads its own table `{name}`", task.id));
                     }
-                    Some(&producer) if !ancestors.contains(&producer) => {
+                    Some(&producer) if !plan.depends_on(task.index, producer, &levels) => {
                         self.error(
                             pos,
                             format!("task `{}` reads table `{name}` but does not depend on task `{name}`", task.id),
@@ -1155,45 +1212,21 @@ impl Builder<'_> {
         }
     }
 
-    /// Two loads may not write the same place, and a table should not be published unchecked.
+    /// A table should not be published unchecked. (Where loads write is checked with every other
+    /// place in [`places`].)
     fn check_outputs(&mut self, plan: &Plan, specs: &[TaskSpec]) {
-        let loads: Vec<(&PlannedTask, &Load)> = plan
-            .tasks
-            .iter()
-            .filter_map(|t| match &t.action {
-                Action::Load(l) => Some((t, l)),
-                _ => None,
-            })
-            .collect();
-        for (i, (task, load)) in loads.iter().enumerate() {
-            for (other_task, other) in &loads[..i] {
-                let a = normalize_path(&load.path);
-                let b = normalize_path(&other.path);
-                let problem = if a == b {
-                    Some(format!("tasks `{}` and `{}` both write {}", other_task.id, task.id, load.path))
-                } else if is_inside(&a, &b) || is_inside(&b, &a) {
-                    Some(format!(
-                        "task `{}` writes {} and task `{}` writes {}: one folder is inside the other",
-                        other_task.id, other.path, task.id, load.path
-                    ))
-                } else {
-                    None
-                };
-                if let Some(message) = problem {
-                    let TaskParams::Load(spec) = &specs[task.index].params else {
-                        continue;
-                    };
-                    let line = specs[other_task.index].pos.line;
-                    self.error(spec.path.pos, message).hint =
-                        Some(format!("each load needs its own folder (the other is declared on line {line})"));
-                }
+        let mut checks_of: HashMap<&str, Vec<&PlannedTask>> = HashMap::new();
+        for check in &plan.tasks {
+            if let Action::QualityCheck(q) = &check.action {
+                checks_of.entry(q.table.as_str()).or_default().push(check);
             }
-            // A load that does not wait for the checks of its table could publish bad data.
-            for check in plan.tasks.iter() {
-                let Action::QualityCheck(q) = &check.action else {
-                    continue;
-                };
-                if q.table == load.table && !plan.ancestors(task.index).contains(&check.index) {
+        }
+        let levels = plan.levels();
+        for task in &plan.tasks {
+            let Action::Load(load) = &task.action else { continue };
+            let Some(checks) = checks_of.get(load.table.as_str()) else { continue };
+            for check in checks {
+                if !plan.depends_on(task.index, check.index, &levels) {
                     self.warnings.push(
                         Diagnostic::warning(
                             specs[task.index].id.pos,
@@ -1207,6 +1240,29 @@ impl Builder<'_> {
                 }
             }
         }
+    }
+
+    /// Every folder the plan reads or writes, with where the file says so.
+    fn places(&self, plan: &Plan, specs: &[TaskSpec], runs: Option<&Located<String>>) -> Vec<places::Place> {
+        let mut out = Vec::new();
+        for spec in specs {
+            match &spec.params {
+                TaskParams::Extract(e) => out.push(places::Place::extract(&spec.id, &e.path, e.path.pos)),
+                TaskParams::Load(l) => out.push(places::Place::load(&spec.id, &l.path, l.path.pos)),
+                _ => {}
+            }
+        }
+        let (name, pos) = match runs {
+            Some(r) => ("the runs folder", r.pos),
+            None => ("the runs folder (by default `${output}/_dagrun`)", Pos::UNKNOWN),
+        };
+        out.push(places::Place::output(name, &plan.runs_dir, pos));
+        if let Some(dir) = &self.options.spill_dir {
+            let mut spill = places::Place::output("the spill folder (TMPDIR)", dir, Pos::UNKNOWN);
+            spill.fresh_child = true;
+            out.push(spill);
+        }
+        out
     }
 }
 
@@ -1240,28 +1296,7 @@ fn is_task_id(id: &str) -> bool {
     vars::is_identifier(id)
 }
 
-fn normalize_path(path: &str) -> String {
-    let trimmed = path.trim_end_matches('/');
-    let mut parts: Vec<&str> = Vec::new();
-    let (prefix, rest) = match trimmed.strip_prefix("s3://") {
-        Some(rest) => ("s3://", rest),
-        None => ("", trimmed),
-    };
-    for part in rest.split('/') {
-        match part {
-            "" | "." if !parts.is_empty() => {}
-            ".." if parts.last().is_some_and(|p| *p != "..") => {
-                parts.pop();
-            }
-            _ => parts.push(part),
-        }
-    }
-    format!("{prefix}{}", parts.join("/"))
-}
-
-fn is_inside(inner: &str, outer: &str) -> bool {
-    inner.len() > outer.len() && inner.starts_with(outer) && inner.as_bytes()[outer.len()] == b'/'
-}
+mod places;
 
 #[cfg(test)]
 mod tests;

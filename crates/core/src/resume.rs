@@ -106,14 +106,25 @@ pub async fn assess(plan: &mut Plan, storages: &Storages, force: &Force) -> Fres
 
     // What must run: stale loads, forced tasks, tasks whose results nothing records (no load
     // downstream), and everything those depend on. The rest is up to date.
+    let order = plan.topological_order();
+    // Whether a load lies downstream of each task, from the last tasks back.
+    let mut leads_to_load = vec![false; plan.tasks.len()];
+    for &i in order.iter().rev() {
+        leads_to_load[i] =
+            plan.dependents(i).iter().any(|&d| matches!(plan.tasks[d].action, Action::Load(_)) || leads_to_load[d]);
+    }
     let mut run: BTreeSet<usize> = BTreeSet::new();
     for task in &plan.tasks {
         let i = task.index;
         let is_load = matches!(task.action, Action::Load(_));
-        let leads_to_load = plan.descendants(i).iter().any(|&d| matches!(plan.tasks[d].action, Action::Load(_)));
-        if forced.contains(&i) || (is_load && !fresh_loads.contains_key(&i)) || (!is_load && !leads_to_load) {
-            run.insert(i);
-            run.extend(plan.ancestors(i));
+        if forced.contains(&i) || (is_load && !fresh_loads.contains_key(&i)) || (!is_load && !leads_to_load[i]) {
+            // The task and everything upstream of it not yet marked.
+            let mut stack = vec![i];
+            while let Some(j) = stack.pop() {
+                if run.insert(j) {
+                    stack.extend(plan.tasks[j].deps.iter().copied());
+                }
+            }
         }
     }
     for task in &plan.tasks {
@@ -214,7 +225,7 @@ tasks:
             run_id: "r0".into(),
             rows: 1,
             partition_by: Vec::new(),
-            files: vec![ManifestFile { path: "part-00000.parquet".into(), size: 4 }],
+            files: vec![ManifestFile { path: "part-00000.parquet".into(), size: 4, rows: None }],
             fingerprint: Some(fingerprint.into()),
         };
         storage.commit_table(&write, &manifest).await.unwrap();

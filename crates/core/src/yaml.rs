@@ -77,11 +77,28 @@ pub fn parse(source: &SourceFile) -> Result<Node, Diagnostic> {
     if source.text.trim().is_empty() {
         return Ok(Node { pos: Pos { line: 1, col: 1, offset: Some(0), len: 0 }, value: Value::Null });
     }
-    match serde_saphyr::from_str::<Spanned<RawValue>>(&source.text) {
+    // The default budget stops at 250,000 nodes, about 15,000 tasks; pipelines of 100,000 tasks
+    // fit in this one. Anchors and aliases keep their default limits, which stop YAML bombs.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: 2_000_000,
+            max_events: 8_000_000,
+        },
+    };
+    match serde_saphyr::from_str_with_options::<Spanned<RawValue>>(&source.text, options) {
         Ok(spanned) => Ok(into_node(spanned, source)),
         Err(err) => {
             let pos = err.location().map_or(Pos::UNKNOWN, |loc| location_pos(&loc, source));
             let message = plain_message(&err);
+            // serde-saphyr names an option of its own API here, which users cannot set.
+            if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+                let key = rest.split(", set DuplicateKeyPolicy").next().unwrap_or(rest).trim();
+                return Err(Diagnostic::error(
+                    pos,
+                    format!("duplicate key `{key}`: a key may appear only once in a mapping"),
+                )
+                .with_hint("remove one of them, or merge the two"));
+            }
             Err(Diagnostic::error(pos, format!("invalid YAML: {message}")))
         }
     }

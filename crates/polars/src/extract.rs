@@ -3,6 +3,7 @@
 //! files (song_data) are read together into memory and parsed in one pass per batch, not one
 //! reader per file. The next batch is read while the current one is parsed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dagrun_core::engine::TaskContext;
@@ -33,12 +34,43 @@ pub struct Extracted {
     pub bad: Vec<BadRecord>,
 }
 
+/// What an attempt of an extract had done when it failed, for the next attempt of the same task
+/// to go on from: the batches it parsed, and the files of the next batch it had read. A retry
+/// after a transient failure then reads only what is missing, so under a sustained fault rate each
+/// attempt makes progress instead of starting over. Kept only for the same listing.
+#[derive(Default)]
+pub struct Carry {
+    listing: u64,
+    batches_done: usize,
+    frames: Vec<DataFrame>,
+    bad: Vec<BadRecord>,
+    records: u64,
+    read: HashMap<String, Vec<u8>>,
+}
+
+impl Carry {
+    /// Whether nothing is kept from an earlier attempt.
+    fn is_empty(&self) -> bool {
+        self.batches_done == 0 && self.read.is_empty()
+    }
+}
+
+fn listing_hash(files: &[ObjectMeta]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        (&f.path, f.size, &f.etag, f.modified).hash(&mut h);
+    }
+    h.finish()
+}
+
 pub async fn run(
     spec: &Extract,
     storages: &Storages,
     storage: &Arc<dyn Storage>,
     cx: &TaskContext,
     read_concurrency: usize,
+    carry: &mut Carry,
 ) -> Result<Extracted> {
     let files = storages.list_once(&spec.path, &spec.glob).await?;
     let schema = Arc::new(RecordSchema::new(spec.schema.clone()));
@@ -47,25 +79,64 @@ pub async fn run(
         let table = DataFrame::empty_with_schema(&schema.polars_schema());
         return Ok(Extracted { table, files: 0, records: 0, bad: Vec::new() });
     }
+    let listing = listing_hash(&files);
+    if carry.listing != listing {
+        *carry = Carry { listing, ..Carry::default() };
+    } else if !carry.is_empty() {
+        info!(
+            batches = carry.batches_done,
+            files = carry.read.len(),
+            "going on from the last attempt: its parsed batches and read files are kept"
+        );
+    }
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     info!(files = files.len(), bytes = total_bytes, "reading");
     cx.progress.set_length(Some(files.len() as u64), "files");
 
-    let mut frames = Vec::new();
-    let mut bad = Vec::new();
-    let mut records = 0u64;
     let mut bytes_read = 0u64;
     let batches = batches(&files);
-    let read = |batch: &[ObjectMeta]| {
+    // Reads the files of a batch not read yet; on a failure, hands back what was read.
+    let read = |batch: &[ObjectMeta], mut have: HashMap<String, Vec<u8>>| {
         let paths: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
+        let missing: Vec<String> = paths.iter().filter(|p| !have.contains_key(*p)).cloned().collect();
         async move {
-            let contents = storage.read_many(&paths, read_concurrency).await;
-            let contents: Vec<Vec<u8>> = contents.into_iter().collect::<std::result::Result<_, _>>()?;
-            Ok::<_, Error>((paths, contents))
+            let results = storage.read_many(&missing, read_concurrency).await;
+            let mut failure = None;
+            for (path, result) in missing.into_iter().zip(results) {
+                match result {
+                    Ok(bytes) => {
+                        have.insert(path, bytes);
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            match failure {
+                Some(e) => Err((e, have)),
+                None => {
+                    let contents: Vec<Vec<u8>> =
+                        paths.iter().map(|p| have.remove(p).expect("every file was read")).collect();
+                    Ok::<_, (dagrun_core::storage::StorageError, HashMap<String, Vec<u8>>)>((paths, contents))
+                }
+            }
         }
     };
-    let mut current = Some(read(batches[0]).await?);
-    for (i, batch) in batches.iter().enumerate() {
+    let start = carry.batches_done.min(batches.len());
+    if start > 0 {
+        cx.progress.inc(batches[..start].iter().map(|b| b.len() as u64).sum());
+    }
+    let mut current = match batches.get(start) {
+        Some(first) => match read(first, std::mem::take(&mut carry.read)).await {
+            Ok(read) => Some(read),
+            Err((e, have)) => {
+                carry.read = have;
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
+    for (i, batch) in batches.iter().enumerate().skip(start) {
         if cx.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -75,23 +146,33 @@ pub async fn run(
         let schema = schema.clone();
         let format = spec.format;
         let parsing = crate::on_workers(move || parse(&schema, format, &names, &contents));
-        let parsed = match batches.get(i + 1) {
+        let (parsed, following) = match batches.get(i + 1) {
             Some(following) => {
-                let (parsed, following) = tokio::join!(parsing, read(following));
-                current = Some(following?);
-                parsed
+                let (parsed, following) = tokio::join!(parsing, read(following, HashMap::new()));
+                (parsed, Some(following))
             }
-            None => parsing.await,
-        }??;
+            None => (parsing.await, None),
+        };
+        let parsed = parsed??;
         // The batch's bytes are gone; give their pages back before the next read.
         crate::release_free_memory();
-        frames.push(parsed.table);
-        bad.extend(parsed.bad);
-        records += parsed.seen;
+        carry.frames.push(parsed.table);
+        carry.bad.extend(parsed.bad);
+        carry.records += parsed.seen;
+        carry.batches_done = i + 1;
         cx.progress.inc(batch.len() as u64);
+        match following {
+            Some(Ok(read)) => current = Some(read),
+            Some(Err((e, have))) => {
+                carry.read = have;
+                return Err(e.into());
+            }
+            None => {}
+        }
     }
-    let table = crate::rechunk(stack(frames, &schema)?);
-    Ok(Extracted { table, files: files.len(), records, bad })
+    let done = std::mem::take(carry);
+    let table = crate::rechunk(stack(done.frames, &schema)?);
+    Ok(Extracted { table, files: files.len(), records: done.records, bad: done.bad })
 }
 
 /// Consecutive runs of files of at most [`BATCH_BYTES`] / [`BATCH_FILES`].
@@ -127,6 +208,11 @@ enum Unit<'a> {
     Lines { file: &'a str, text: &'a [u8], part: usize },
 }
 
+/// A file's text without the UTF-8 byte order mark some editors put first.
+fn without_bom(data: &[u8]) -> &[u8] {
+    data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data)
+}
+
 fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: &[Vec<u8>]) -> Result<Parsed> {
     let mut units = Vec::new();
     match format {
@@ -134,7 +220,8 @@ fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: 
             let mut group = Vec::new();
             let mut size = 0;
             for (name, data) in names.iter().zip(contents) {
-                group.push((name.as_str(), data.as_slice()));
+                let data = without_bom(data);
+                group.push((name.as_str(), data));
                 size += data.len();
                 if size >= CHUNK_BYTES || group.len() >= 2048 {
                     units.push(Unit::Documents(std::mem::take(&mut group)));
@@ -147,6 +234,7 @@ fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: 
         }
         JsonFormat::JsonLines => {
             for (name, data) in names.iter().zip(contents) {
+                let data = without_bom(data);
                 let mut offset = 0;
                 let mut part = 0;
                 while offset < data.len() {
@@ -224,6 +312,18 @@ mod tests {
     use dagrun_core::spec::ColumnType;
 
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_costs_no_record() {
+        let schema = RecordSchema::new(vec![ColumnDecl { name: "n".into(), ty: ColumnType::Int, from: "n".into() }]);
+        let names = vec!["a.json".to_string()];
+        for format in [JsonFormat::Json, JsonFormat::JsonLines] {
+            let contents = vec![b"\xEF\xBB\xBF{\"n\": 1}\n{\"n\": 2}".to_vec()];
+            let parsed = parse(&schema, format, &names, &contents).unwrap();
+            assert!(parsed.bad.is_empty(), "{format:?}: {:?}", parsed.bad);
+            assert_eq!(parsed.table.height(), 2, "{format:?}");
+        }
+    }
 
     #[test]
     fn quarantined_lines_are_numbered_in_their_file_across_parallel_chunks() {

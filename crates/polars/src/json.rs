@@ -327,7 +327,11 @@ fn convert(ty: ColumnType, text: Option<&str>) -> Result<Cell<'_>, &'static str>
                 b'-' | b'0'..=b'9' => Cow::Borrowed(text),
                 _ => return Err(what),
             };
-            parse_whole(&number).map(Cell::Int).ok_or(what)
+            let value = parse_whole(&number).ok_or(what)?;
+            if ty == ColumnType::TimestampMs && !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&value) {
+                return Err("epoch milliseconds outside the years 0001 to 9999 that Parquet readers accept");
+            }
+            Ok(Cell::Int(value))
         }
         ColumnType::Float => {
             let what = "expected a number";
@@ -351,6 +355,12 @@ fn convert(ty: ColumnType, text: Option<&str>) -> Result<Cell<'_>, &'static str>
         },
     }
 }
+
+/// 0001-01-01T00:00:00Z in epoch milliseconds: the first instant common readers (DuckDB, Spark,
+/// pyarrow) accept.
+pub const MIN_TIMESTAMP_MS: i64 = -62_135_596_800_000;
+/// 9999-12-31T23:59:59.999Z in epoch milliseconds: the last one.
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
 
 /// An integer, or a float with no fractional part (`1540919166796.0`), within i64.
 fn parse_whole(text: &str) -> Option<i64> {
@@ -558,6 +568,22 @@ mod tests {
         let ts = df.column("start_time").unwrap();
         assert_eq!(ts.dtype(), &DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)));
         assert_eq!(df.column("user_id").unwrap().str().unwrap().get(0), Some(""));
+    }
+
+    #[test]
+    fn timestamps_that_parquet_readers_cannot_read_are_quarantined() {
+        let s = schema(&[("start_time", ColumnType::TimestampMs, "ts")]);
+        let mut b = Batch::new(&s, 4);
+        let text = format!(
+            "{{\"ts\": {MIN_TIMESTAMP_MS}}}\n{{\"ts\": {MAX_TIMESTAMP_MS}}}\n{{\"ts\": 1000000000000000000}}\n{{\"ts\": {}}}",
+            MIN_TIMESTAMP_MS - 1
+        );
+        b.push_lines("l", text.as_bytes(), 1);
+        assert_eq!(b.rows(), 2);
+        let bad: Vec<_> = b.bad.iter().map(|r| (r.line, r.reason.as_str())).collect();
+        let why = "column `start_time` (field `ts`): epoch milliseconds outside the years 0001 to 9999 that \
+                   Parquet readers accept, found";
+        assert_eq!(bad, vec![(3, &*format!("{why} 1000000000000000000")), (4, &*format!("{why} -62135596800001"))]);
     }
 
     #[test]

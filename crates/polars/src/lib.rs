@@ -75,6 +75,8 @@ pub struct LocalEngine {
     /// the engine.
     spill_dir: Mutex<Option<tempfile::TempDir>>,
     spills: AtomicU64,
+    /// What failed extract attempts had read, by task, for their retries.
+    carries: Mutex<HashMap<String, extract::Carry>>,
 }
 
 /// Runs CPU work on Polars' thread pool from a blocking thread, off the async runtime.
@@ -122,6 +124,30 @@ pub fn worker_threads() -> usize {
     polars_core::runtime::THREAD_POOL.current_num_threads()
 }
 
+/// Spill folders are `<TMPDIR>/dagrun-spill-<pid>-<random>`.
+const SPILL_PREFIX: &str = "dagrun-spill-";
+
+/// Removes the spill folders of dagrun processes on this host that no longer exist (killed
+/// before they could clean up).
+pub fn remove_dead_spills() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(SPILL_PREFIX).and_then(|rest| rest.split('-').next()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !dagrun_core::lease::process_alive(pid) {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    info!(path = %entry.path().display(), "removed the spill folder of a dagrun process that is gone")
+                }
+                Err(e) => warn!(path = %entry.path().display(), error = %e, "could not remove an old spill folder"),
+            }
+        }
+    }
+}
+
 impl LocalEngine {
     pub fn new(storages: Storages, options: LocalOptions) -> Result<Self, Error> {
         Ok(Self {
@@ -131,6 +157,7 @@ impl LocalEngine {
             exchange: Arc::default(),
             spill_dir: Mutex::new(None),
             spills: AtomicU64::new(0),
+            carries: Mutex::new(HashMap::new()),
         })
     }
 
@@ -217,7 +244,7 @@ impl LocalEngine {
         let mut dir = self.spill_dir.lock().expect("spill folder");
         if dir.is_none() {
             let made = tempfile::Builder::new()
-                .prefix("dagrun-spill-")
+                .prefix(&format!("{SPILL_PREFIX}{}-", std::process::id()))
                 .tempdir()
                 .map_err(|e| Error::Internal(format!("making a folder for spilled tables: {e}")))?;
             *dir = Some(made);
@@ -237,7 +264,19 @@ impl LocalEngine {
         match &task.action {
             Action::Extract(spec) => {
                 let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
-                let out = extract::run(spec, &self.storages, storage, cx, self.options.read_concurrency).await?;
+                let mut carry = self.carries.lock().expect("carries").remove(&task.id).unwrap_or_default();
+                let result =
+                    extract::run(spec, &self.storages, storage, cx, self.options.read_concurrency, &mut carry).await;
+                let out = match result {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let error = TaskError::from(e);
+                        if error.retryable {
+                            self.carries.lock().expect("carries").insert(task.id.clone(), carry);
+                        }
+                        return Err(error);
+                    }
+                };
                 let rows = out.table.height() as u64;
                 let mut output = TaskOutput {
                     rows_in: Some(out.records),

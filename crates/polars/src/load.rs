@@ -30,10 +30,15 @@ pub struct Loaded {
     pub partitions: usize,
 }
 
-/// Escapes one partition value the way Hive's `FileUtils.escapePathName` does.
+/// Escapes one partition value the way Hive's `FileUtils.escapePathName` does. A literal value
+/// spelled like the default partition gets its first `_` escaped, so that readers unescape it back
+/// to the text it was instead of reading it as null.
 pub fn escape_partition_value(value: &str) -> String {
     if value.is_empty() {
         return DEFAULT_PARTITION.to_string();
+    }
+    if value == DEFAULT_PARTITION {
+        return format!("%5F{}", &DEFAULT_PARTITION[1..]);
     }
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
@@ -115,7 +120,9 @@ fn encode(mut df: DataFrame, compression: Compression) -> Result<Vec<u8>> {
 /// Files encoded and written per slice: the next slice is encoded while this one is written.
 const SLICE_FILES: usize = 1024;
 
-/// Splits the table into its files: `(relative path, rows)` in a deterministic order.
+/// Splits the table into its files: `(relative path, rows)` in a deterministic order. Rows are
+/// grouped by the folder their values are written to, not by the values: a null and an empty
+/// value (both `__HIVE_DEFAULT_PARTITION__`) share one file, so neither overwrites the other.
 pub fn partition(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, DataFrame)>> {
     for column in &spec.partition_by {
         if !df.schema().contains(column) {
@@ -139,7 +146,7 @@ pub fn partition(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(S
     let groups = sorted
         .partition_by_stable(spec.partition_by.iter().map(String::as_str), true)
         .map_err(|e| Error::polars("partitioning", e))?;
-    groups
+    let named: Vec<(String, DataFrame)> = groups
         .into_par_iter()
         .map(|group| {
             let mut segments = Vec::with_capacity(spec.partition_by.len());
@@ -154,7 +161,26 @@ pub fn partition(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(S
             let data = group.drop_many(spec.partition_by.iter().map(String::as_str));
             Ok((format!("{}/part-00000.parquet", segments.join("/")), data))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    merge_same_paths(named)
+}
+
+/// Joins the groups whose values map to the same folder, keeping the first one's place.
+fn merge_same_paths(named: Vec<(String, DataFrame)>) -> Result<Vec<(String, DataFrame)>> {
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(named.len());
+    let mut out: Vec<(String, DataFrame)> = Vec::with_capacity(named.len());
+    for (path, df) in named {
+        match at.get(&path) {
+            Some(&i) => {
+                out[i].1.vstack_mut_owned(df).map_err(|e| Error::polars("joining rows of one partition", e))?;
+            }
+            None => {
+                at.insert(path.clone(), out.len());
+                out.push((path, df));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Encodes files in parallel: `(relative path, Parquet bytes)`, in the same order.
@@ -193,7 +219,7 @@ pub async fn run(
 
     // The tag is unique per attempt: an abandoned attempt (timed out, still finishing in the
     // background) never shares files with its retry.
-    let write = storage.begin_table(&spec.path, &format!("{}-{}", cx.run_id, cx.attempt)).await?;
+    let write = storage.begin_table(&spec.path, &format!("{}-{}-{}", cx.run_id, cx.instance, cx.attempt)).await?;
     let targets: Vec<TableFile> = parts.iter().map(|(rel, _)| storage.table_file(&write, rel)).collect();
     let compression = spec.compression;
     let result = async {
@@ -202,7 +228,12 @@ pub async fn run(
         while rest.peek().is_some() {
             slices.push(rest.by_ref().take(SLICE_FILES).collect());
         }
-        let encode_slice = |slice: Vec<(String, DataFrame)>| crate::on_workers(move || encode_all(slice, compression));
+        let encode_slice = |slice: Vec<(String, DataFrame)>| {
+            crate::on_workers(move || {
+                let heights: Vec<u64> = slice.iter().map(|(_, df)| df.height() as u64).collect();
+                encode_all(slice, compression).map(|files| files.into_iter().zip(heights).collect::<Vec<_>>())
+            })
+        };
         let mut files = Vec::with_capacity(count);
         let mut written = 0u64;
         let mut slices = slices.into_iter();
@@ -215,12 +246,12 @@ pub async fn run(
                 return Err(Error::Cancelled);
             }
             let n = encoded.len() as u64;
-            written += encoded.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+            written += encoded.iter().map(|((_, d), _)| d.len() as u64).sum::<u64>();
             let batch: Vec<(String, Vec<u8>)> = encoded
                 .into_iter()
-                .map(|(rel, data)| {
+                .map(|((rel, data), rows)| {
                     let file = storage.table_file(&write, &rel);
-                    files.push(ManifestFile { path: file.relative, size: data.len() as u64 });
+                    files.push(ManifestFile { path: file.relative, size: data.len() as u64, rows: Some(rows) });
                     (file.path, data)
                 })
                 .collect();
@@ -248,6 +279,8 @@ pub async fn run(
             files,
             fingerprint,
         };
+        // Before the table becomes current: every row written once, every file named once.
+        manifest.check().map_err(|e| Error::Internal(format!("refusing to publish `{table_name}`: {e}")))?;
         storage.commit_table(&write, &manifest).await?;
         Ok(())
     }
@@ -288,6 +321,31 @@ mod tests {
         assert_eq!(partition_segment("year", None).unwrap(), "year=__HIVE_DEFAULT_PARTITION__");
         assert_eq!(partition_segment("artist_id", Some("..")).unwrap(), "artist_id=..");
         assert!(partition_segment("a", Some(&"x".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn values_that_map_to_one_folder_share_its_file() {
+        let df = df!(
+            "artist" => [None, Some(""), Some(DEFAULT_PARTITION), Some("a")],
+            "v" => [1i64, 2, 3, 4]
+        )
+        .unwrap();
+        let spec = Load {
+            table: "t".into(),
+            path: "out/t".into(),
+            partition_by: vec!["artist".into()],
+            compression: Compression::Zstd,
+        };
+        let parts = partition("t", &df, &spec).unwrap();
+        let found: Vec<(&str, usize)> = parts.iter().map(|(p, df)| (p.as_str(), df.height())).collect();
+        assert_eq!(
+            found,
+            vec![
+                ("artist=__HIVE_DEFAULT_PARTITION__/part-00000.parquet", 2),
+                ("artist=%5F_HIVE_DEFAULT_PARTITION__/part-00000.parquet", 1),
+                ("artist=a/part-00000.parquet", 1),
+            ]
+        );
     }
 
     #[test]

@@ -110,7 +110,7 @@ fn plan(tasks: &[(&str, &[&str])], retry: &str, timeout: &str) -> Arc<Plan> {
             deps.join(", ")
         ));
     }
-    let options = PlanOptions { engines: vec!["test".into()] };
+    let options = PlanOptions { engines: vec!["test".into()], ..PlanOptions::default() };
     let inputs = VarInputs { env: Some(BTreeMap::new()), ..Default::default() };
     Arc::new(Plan::load(SourceFile::new("t.yaml", text), &inputs, &options).unwrap_or_else(|e| panic!("{e}")))
 }
@@ -129,6 +129,7 @@ async fn run(
         jobs,
         fail_fast,
         run_id: "r".into(),
+        instance: "i".into(),
         jitter_seed: Some(1),
         cancel_grace: Duration::from_secs(5),
         fresh: BTreeMap::new(),

@@ -4,6 +4,7 @@
 //! written last, then swapped in: on Linux with one `renameat2(RENAME_EXCHANGE)`, so a reader sees
 //! the old table or the new one, never a mix and never nothing. The old files are deleted after.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 
 use super::{
     AccessCheck, MANIFEST, ObjectMeta, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TableFile,
-    TableManifest, TableWrite, is_hidden_name,
+    TableManifest, TableWrite, Version, is_hidden_name,
 };
 
 /// The staging folder for a table at `target`: a hidden sibling, so the final rename stays on one
@@ -56,14 +57,21 @@ pub fn io_error(action: &'static str, path: &Path, error: &io::Error) -> Storage
 /// and on a slow disk or a virtual machine those calls wait more than they compute.
 const LIST_THREADS: usize = 8;
 
-/// Lists every file under `root` matching `glob`, sorted by relative path. Folders are read a
-/// level at a time, the folders of one level spread over a few threads.
-fn list_local(root: &Path, glob: &globset::GlobMatcher) -> Result<Vec<ObjectMeta>, StorageError> {
+/// Lists every file under `root` matching `glob`, sorted by relative path, with what the caller
+/// should warn about. Folders are read a level at a time, the folders of one level spread over a
+/// few threads. Symbolic links are followed whatever their name, as `find -L`, Spark and DuckDB
+/// do: a linked folder is listed like any other. Each folder and each file is taken once, by its
+/// (device, inode), so a link loop is listed once and a file reached through two links is read
+/// once; both are reported.
+fn list_local(root: &Path, glob: &globset::GlobMatcher) -> Result<(Vec<ObjectMeta>, Vec<String>), StorageError> {
     let meta = std::fs::metadata(root).map_err(|e| io_error("listing", root, &e))?;
     if !meta.is_dir() {
         return Err(StorageError::new(StorageErrorKind::Other, "listing", root.display().to_string(), "not a folder"));
     }
-    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    let mut folders_seen: HashMap<FileId, String> = HashMap::new();
+    folders_seen.insert(file_id(&meta), String::new());
+    let mut found: Vec<(ObjectMeta, FileId)> = Vec::new();
     let mut level = vec![(root.to_path_buf(), String::new())];
     while !level.is_empty() {
         let threads = LIST_THREADS.min(level.len());
@@ -84,24 +92,84 @@ fn list_local(root: &Path, glob: &globset::GlobMatcher) -> Result<Vec<ObjectMeta
                     .collect()
             })
         };
-        let mut next = Vec::new();
+        let mut candidates = Vec::new();
         for result in results {
-            let (files, folders) = result?;
-            out.extend(files);
-            next.extend(folders);
+            let listed = result?;
+            found.extend(listed.files);
+            candidates.extend(listed.folders);
+            notes.extend(listed.notes);
+        }
+        // Each folder once, the first name in path order winning.
+        candidates.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut next = Vec::with_capacity(candidates.len());
+        for (path, relative, id) in candidates {
+            match folders_seen.get(&id) {
+                Some(first) => notes.push(format!(
+                    "{} leads to a folder already listed ({}): read once",
+                    shown_relative(&relative),
+                    shown_relative(first)
+                )),
+                None => {
+                    folders_seen.insert(id, relative.clone());
+                    next.push((path, relative));
+                }
+            }
         }
         level = next;
     }
-    out.sort_by(|a, b| a.relative.cmp(&b.relative));
-    Ok(out)
+    found.sort_by(|a, b| a.0.relative.cmp(&b.0.relative));
+    let mut files_seen: HashMap<FileId, String> = HashMap::new();
+    let mut out = Vec::with_capacity(found.len());
+    let mut twice = Vec::new();
+    for (file, id) in found {
+        match files_seen.get(&id) {
+            Some(first) => twice.push((file.relative, first.clone())),
+            None => {
+                files_seen.insert(id, file.relative.clone());
+                out.push(file);
+            }
+        }
+    }
+    if let Some((again, first)) = twice.first() {
+        let more = match twice.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        notes.push(format!("{again} is the same file as {first}{more}: read once"));
+    }
+    Ok((out, notes))
 }
 
-/// The matching files and the subfolders (path, relative path) of some folders.
-type Listed = (Vec<ObjectMeta>, Vec<(PathBuf, String)>);
+/// A file's identity on its file system.
+type FileId = (u64, u64);
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> FileId {
+    // No inode numbers: every file and folder counts as distinct.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    (0, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+fn shown_relative(relative: &str) -> &str {
+    if relative.is_empty() { "the listed folder itself" } else { relative }
+}
+
+/// What listing some folders found: matching files, subfolders (path, relative path, identity),
+/// and problems worth a warning.
+struct Listed {
+    files: Vec<(ObjectMeta, FileId)>,
+    folders: Vec<(PathBuf, String, FileId)>,
+    notes: Vec<String>,
+}
 
 fn list_folders(folders: &[(PathBuf, String)], glob: &globset::GlobMatcher) -> Result<Listed, StorageError> {
-    let mut files = Vec::new();
-    let mut subfolders = Vec::new();
+    let mut listed = Listed { files: Vec::new(), folders: Vec::new(), notes: Vec::new() };
     for (dir, rel) in folders {
         let entries = std::fs::read_dir(dir).map_err(|e| io_error("listing", dir, &e))?;
         for entry in entries {
@@ -113,29 +181,37 @@ fn list_folders(folders: &[(PathBuf, String)], glob: &globset::GlobMatcher) -> R
             let relative = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
             let path = entry.path();
             let file_type = entry.file_type().map_err(|e| io_error("listing", &path, &e))?;
-            if file_type.is_dir() {
-                subfolders.push((path, relative));
-                continue;
-            }
-            if !glob.is_match(&relative) {
-                continue;
-            }
-            let meta = if file_type.is_symlink() { std::fs::metadata(&path).ok() } else { entry.metadata().ok() };
-            let Some(meta) = meta else { continue };
-            if meta.is_dir() {
-                subfolders.push((path, relative));
+            let meta = if file_type.is_symlink() {
+                match std::fs::metadata(&path) {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        if glob.is_match(&relative) {
+                            let why = io_error("following", &path, &e).message;
+                            listed.notes.push(format!("{relative} is a link that cannot be followed ({why}): skipped"));
+                        }
+                        continue;
+                    }
+                }
+            } else if file_type.is_dir() || glob.is_match(&relative) {
+                entry.metadata().map_err(|e| io_error("listing", &path, &e))?
             } else {
-                files.push(ObjectMeta {
+                continue;
+            };
+            if meta.is_dir() {
+                listed.folders.push((path, relative, file_id(&meta)));
+            } else if glob.is_match(&relative) {
+                let file = ObjectMeta {
                     path: path.display().to_string(),
                     relative,
                     size: meta.len(),
                     modified: meta.modified().ok(),
                     etag: None,
-                });
+                };
+                listed.files.push((file, file_id(&meta)));
             }
         }
     }
-    Ok((files, subfolders))
+    Ok(listed)
 }
 
 /// Swaps two folders atomically (Linux `renameat2(RENAME_EXCHANGE)`).
@@ -155,7 +231,35 @@ fn exchange(_: &Path, _: &Path) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
+/// Refuses to replace a folder that is not a table dagrun published: it must be missing, empty,
+/// or hold a dagrun manifest. Checked before the first file is written and again at the swap.
+fn check_replaceable(target: &Path) -> Result<(), StorageError> {
+    let refuse = |message: String| {
+        Err(StorageError::new(StorageErrorKind::Other, "refusing to replace", target.display().to_string(), message))
+    };
+    match std::fs::symlink_metadata(target) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error("checking", target, &e)),
+        Ok(meta) if !meta.is_dir() => return refuse("it exists and is not a folder".into()),
+        Ok(_) => {}
+    }
+    if let Ok(bytes) = std::fs::read(target.join(MANIFEST))
+        && super::is_manifest(&bytes)
+    {
+        return Ok(());
+    }
+    let first = std::fs::read_dir(target).map_err(|e| io_error("checking", target, &e))?.next();
+    match first {
+        None => Ok(()),
+        Some(entry) => {
+            let name = entry.map_or_else(|_| "?".into(), |e| e.file_name().to_string_lossy().into_owned());
+            refuse(super::not_a_table_message(&name))
+        }
+    }
+}
+
 fn publish_local(staging: &Path, target: &Path) -> Result<(), StorageError> {
+    check_replaceable(target)?;
     if !staging.join(SUCCESS_MARKER).exists() {
         return Err(StorageError::new(
             StorageErrorKind::Other,
@@ -232,12 +336,127 @@ fn advise_huge_pages(data: &mut Vec<u8>) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages(_: &mut Vec<u8>) {}
 
+/// Runs `f` holding an exclusive lock on `.<name>.lock` beside `path`, so that the conditional
+/// operations of several processes on one small file (the lake's lease) happen one at a time. The
+/// kernel releases the lock if the process dies.
+fn with_file_lock<T>(path: &Path, f: impl FnOnce() -> Result<T, StorageError>) -> Result<T, StorageError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, &e))?;
+    let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let lock_path = dir.join(format!(".{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io_error("locking", &lock_path, &e))?;
+    lock_exclusive(&file).map_err(|e| io_error("locking", &lock_path, &e))?;
+    let result = f();
+    drop(file);
+    result
+}
+
+#[cfg(unix)]
+fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    loop {
+        // SAFETY: a valid open file descriptor; flock only changes its lock.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn lock_exclusive(_: &std::fs::File) -> io::Result<()> {
+    Ok(())
+}
+
+fn version_of(bytes: &[u8]) -> Version {
+    use sha2::{Digest, Sha256};
+    Version(Sha256::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a whole small file so that readers see the old content or the new, never a part: a
+/// temporary file beside it, synced, then renamed over it.
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StorageError> {
+    use std::io::Write;
+    let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(data)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error("writing", path, &e));
+    }
+    Ok(())
+}
+
+/// The current content and version of a small file, under its lock.
+fn current(path: &Path) -> Result<(Vec<u8>, Version), StorageError> {
+    let bytes = std::fs::read(path).map_err(|e| io_error("reading", path, &e))?;
+    let version = version_of(&bytes);
+    Ok((bytes, version))
+}
+
+fn changed(path: &Path) -> StorageError {
+    StorageError::new(StorageErrorKind::Conflict, "replacing", path.display().to_string(), "changed by someone else")
+}
+
+/// The staging folders (and folders moved aside) that loads of the table at `target` leave
+/// beside it when they do not finish.
+fn local_leftovers(target: &Path) -> Result<Vec<String>, StorageError> {
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else { return Ok(Vec::new()) };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let prefix = format!(".{}.staging-", name.to_string_lossy());
+    let entries = match std::fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("listing", parent, &e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let path = entry.path();
+        // A writer abandoned mid-slice may still be adding files: try a few times.
+        let mut result = std::fs::remove_dir_all(&path);
+        for _ in 0..5 {
+            match &result {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    result = std::fs::remove_dir_all(&path);
+                }
+                _ => break,
+            }
+        }
+        match result {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error("removing", &path, &e)),
+            _ => removed.push(path.display().to_string()),
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 #[async_trait]
 impl Storage for LocalStorage {
     async fn list(&self, root: &str, glob: &globset::GlobMatcher) -> Result<Vec<ObjectMeta>, StorageError> {
-        let root = PathBuf::from(root);
+        let root_path = PathBuf::from(root);
         let glob = glob.clone();
-        blocking(move || list_local(&root, &glob)).await
+        let (files, notes) = blocking(move || list_local(&root_path, &glob)).await?;
+        for note in notes {
+            tracing::warn!(path = %root, "{note}");
+        }
+        Ok(files)
     }
 
     async fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
@@ -325,6 +544,8 @@ impl Storage for LocalStorage {
     }
 
     async fn begin_table(&self, target: &str, tag: &str) -> Result<TableWrite, StorageError> {
+        let checked = PathBuf::from(target.trim_end_matches('/'));
+        blocking(move || check_replaceable(&checked)).await?;
         let root = staging_path(target, tag);
         self.remove_all(&root).await?;
         Ok(TableWrite { target: target.trim_end_matches('/').to_string(), tag: tag.to_string(), root })
@@ -335,6 +556,7 @@ impl Storage for LocalStorage {
     }
 
     async fn commit_table(&self, write: &TableWrite, manifest: &TableManifest) -> Result<(), StorageError> {
+        manifest.check().map_err(|m| StorageError::new(StorageErrorKind::Other, "publishing", &write.target, m))?;
         let staging = PathBuf::from(&write.root);
         let target = PathBuf::from(&write.target);
         let manifest_json = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
@@ -366,6 +588,64 @@ impl Storage for LocalStorage {
         self.remove_all(&write.root).await
     }
 
+    async fn create_new(&self, path: &str, data: Vec<u8>) -> Result<Version, StorageError> {
+        let path = PathBuf::from(path);
+        blocking(move || {
+            with_file_lock(&path, || {
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    return Err(StorageError::new(
+                        StorageErrorKind::AlreadyExists,
+                        "creating",
+                        path.display().to_string(),
+                        "already exists",
+                    ));
+                }
+                write_atomically(&path, &data)?;
+                Ok(version_of(&data))
+            })
+        })
+        .await
+    }
+
+    async fn read_versioned(&self, path: &str) -> Result<(Vec<u8>, Version), StorageError> {
+        let path = PathBuf::from(path);
+        blocking(move || current(&path)).await
+    }
+
+    async fn replace_if(&self, path: &str, data: Vec<u8>, version: &Version) -> Result<Version, StorageError> {
+        let path = PathBuf::from(path);
+        let version = version.clone();
+        blocking(move || {
+            with_file_lock(&path, || {
+                if current(&path)?.1 != version {
+                    return Err(changed(&path));
+                }
+                write_atomically(&path, &data)?;
+                Ok(version_of(&data))
+            })
+        })
+        .await
+    }
+
+    async fn delete_if(&self, path: &str, version: &Version) -> Result<(), StorageError> {
+        let path = PathBuf::from(path);
+        let version = version.clone();
+        blocking(move || {
+            with_file_lock(&path, || {
+                if current(&path)?.1 != version {
+                    return Err(changed(&path));
+                }
+                std::fs::remove_file(&path).map_err(|e| io_error("deleting", &path, &e))
+            })
+        })
+        .await
+    }
+
+    async fn remove_leftovers(&self, target: &str) -> Result<Vec<String>, StorageError> {
+        let target = PathBuf::from(target.trim_end_matches('/'));
+        blocking(move || local_leftovers(&target)).await
+    }
+
     async fn check_access(&self, path: &str, write: bool) -> AccessCheck {
         let target = PathBuf::from(path);
         let result = blocking(move || check_local(&target, write)).await;
@@ -376,7 +656,9 @@ impl Storage for LocalStorage {
     }
 }
 
-/// Reads need the folder; writes need its nearest existing ancestor to be a writable folder.
+/// Reads need the folder. Writes need the nearest existing folder on the way to be writable, and
+/// that is proven, not guessed from mode bits (a read-only mount, another owner, an ACL): a probe
+/// file is created there and removed.
 fn check_local(path: &Path, write: bool) -> Result<String, String> {
     if !write {
         return match std::fs::metadata(path) {
@@ -389,19 +671,43 @@ fn check_local(path: &Path, write: bool) -> Result<String, String> {
     loop {
         match std::fs::metadata(&probe) {
             Ok(m) if m.is_dir() => {
-                return if m.permissions().readonly() {
-                    Err(format!("{} is read-only", probe.display()))
-                } else if probe == path {
+                // Staging goes beside a table, in its parent: probe there when the table exists.
+                let folder = if probe == path { path.parent().filter(|p| p.is_dir()).unwrap_or(path) } else { &probe };
+                probe_write(folder)?;
+                return if probe == path {
                     Ok("folder exists and is writable".into())
                 } else {
-                    Ok(format!("will be created under {}", probe.display()))
+                    Ok(format!("will be created under {}, which is writable", probe.display()))
                 };
             }
             Ok(_) => return Err(format!("{} is a file, not a folder", probe.display())),
             Err(_) => match probe.parent() {
                 Some(parent) if !parent.as_os_str().is_empty() => probe = parent.to_path_buf(),
-                _ => return Ok("will be created in the current folder".into()),
+                _ => {
+                    probe_write(Path::new("."))?;
+                    return Ok("will be created in the current folder, which is writable".into());
+                }
             },
+        }
+    }
+}
+
+/// Creates and removes a hidden file in `folder`.
+fn probe_write(folder: &Path) -> Result<(), String> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let file = folder.join(format!(".dagrun-probe-{}-{nanos}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&file) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&file);
+            Ok(())
+        }
+        Err(e) => {
+            let why = match e.raw_os_error() {
+                Some(libc::EROFS) => "is on a read-only file system".to_string(),
+                _ if e.kind() == io::ErrorKind::PermissionDenied => "is not writable by this user".to_string(),
+                _ => format!("cannot be written: {e}"),
+            };
+            Err(format!("{} {why} (a probe file could not be created)", folder.display()))
         }
     }
 }
@@ -432,6 +738,30 @@ mod tests {
         assert_eq!(all.len(), 4);
     }
 
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn linked_folders_are_listed_whatever_their_name_and_loops_once() {
+        use std::os::unix::fs::symlink;
+        let dir = tree(&["in/2018/11/a.json", "elsewhere/late/b.json", "elsewhere/late/c.txt"]);
+        let root = dir.path().join("in");
+        symlink(dir.path().join("elsewhere/late"), root.join("2018/late")).unwrap();
+        symlink(".", root.join("2018/11/loop.json")).unwrap();
+        symlink(root.join("2018/11/a.json"), root.join("2018/11/again.json")).unwrap();
+        symlink(dir.path().join("nowhere"), root.join("2018/11/broken.json")).unwrap();
+        let glob = compile_glob("**/*.json").unwrap();
+        let (files, notes) = list_local(&root, &glob).unwrap();
+        let rel: Vec<_> = files.iter().map(|o| o.relative.as_str()).collect();
+        assert_eq!(rel, vec!["2018/11/a.json", "2018/late/b.json"]);
+        assert_eq!(
+            notes,
+            vec![
+                "2018/11/broken.json is a link that cannot be followed (no such file or folder): skipped",
+                "2018/11/loop.json leads to a folder already listed (2018/11): read once",
+                "2018/11/again.json is the same file as 2018/11/a.json: read once",
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn missing_root_is_not_found_but_empty_root_is_fine() {
         let dir = tempfile::tempdir().unwrap();
@@ -448,14 +778,22 @@ mod tests {
             run_id: "r1".into(),
             rows: 1,
             partition_by: Vec::new(),
-            files: files.iter().map(|(p, s)| ManifestFile { path: p.to_string(), size: *s }).collect(),
+            files: files.iter().map(|(p, s)| ManifestFile { path: p.to_string(), size: *s, rows: None }).collect(),
             fingerprint: None,
         }
     }
 
+    /// A folder holding the table `t` as an earlier run published it.
+    fn published() -> tempfile::TempDir {
+        let dir = tree(&["t/old.parquet"]);
+        let json = serde_json::to_vec(&manifest(&[("old.parquet", 13)])).unwrap();
+        std::fs::write(dir.path().join("t").join(MANIFEST), json).unwrap();
+        dir
+    }
+
     #[tokio::test]
     async fn a_committed_table_replaces_the_old_one_whole() {
-        let dir = tree(&["t/old.parquet"]);
+        let dir = published();
         let target = dir.path().join("t").display().to_string();
         let write = LocalStorage.begin_table(&target, "r1").await.unwrap();
         let file = LocalStorage.table_file(&write, "a=1/new.parquet");
@@ -474,7 +812,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_with_a_short_file_keeps_the_old_table() {
-        let dir = tree(&["t/old.parquet"]);
+        let dir = published();
         let target = dir.path().join("t").display().to_string();
         let write = LocalStorage.begin_table(&target, "r1").await.unwrap();
         LocalStorage.write(&LocalStorage.table_file(&write, "new.parquet").path, b"da".to_vec()).await.unwrap();
@@ -483,6 +821,25 @@ mod tests {
         assert!(dir.path().join("t/old.parquet").exists());
         LocalStorage.abort_table(&write, &[]).await.unwrap();
         assert!(!dir.path().join(".t.staging-r1").exists());
+    }
+
+    #[tokio::test]
+    async fn a_folder_dagrun_did_not_publish_is_never_replaced() {
+        let dir = tree(&["t/input.json"]);
+        let target = dir.path().join("t").display().to_string();
+        let err = LocalStorage.begin_table(&target, "r1").await.unwrap_err();
+        assert!(err.to_string().contains("refusing to replace"), "{err}");
+        assert!(err.message.contains("such as `input.json`"), "{err}");
+        // Even when the folder appears between the start and the swap.
+        let dir = tree(&[]);
+        let target = dir.path().join("t").display().to_string();
+        let write = LocalStorage.begin_table(&target, "r1").await.unwrap();
+        LocalStorage.write(&LocalStorage.table_file(&write, "new.parquet").path, b"data".to_vec()).await.unwrap();
+        std::fs::create_dir_all(dir.path().join("t")).unwrap();
+        std::fs::write(dir.path().join("t/mine.txt"), "user data").unwrap();
+        let err = LocalStorage.commit_table(&write, &manifest(&[("new.parquet", 4)])).await.unwrap_err();
+        assert!(err.message.contains("such as `mine.txt`"), "{err}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("t/mine.txt")).unwrap(), "user data");
     }
 
     #[tokio::test]

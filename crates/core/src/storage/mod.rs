@@ -22,8 +22,27 @@ pub use local::LocalStorage;
 
 /// The marker written last into a complete table folder.
 pub const SUCCESS_MARKER: &str = "_SUCCESS";
-/// The manifest of a published table: which files it holds. Written before `_SUCCESS`.
+/// The manifest of a published table: which files it holds. Written before `_SUCCESS`. It is also
+/// dagrun's mark on a table folder: publishing replaces only a folder that holds a manifest (or
+/// [`TABLE_MARKER`], or nothing at all), so it never deletes what dagrun did not create.
 pub const MANIFEST: &str = "_manifest.json";
+/// Written into a table's place on S3 before its first file, so that the files of a first load
+/// that was killed are known as dagrun's own.
+pub const TABLE_MARKER: &str = "_dagrun_table";
+
+/// Whether `bytes` are a manifest dagrun wrote.
+pub fn is_manifest(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<TableManifest>(bytes).is_ok()
+}
+
+/// Why a place holding other files is not replaced, for both storages' errors.
+pub fn not_a_table_message(first: &str) -> String {
+    format!(
+        "it holds files that dagrun did not publish (such as `{first}`) and no {MANIFEST}; \
+         dagrun only replaces tables it created and never deletes anything else: \
+         move those files away or choose another path"
+    )
+}
 
 /// One listed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +64,10 @@ pub enum StorageErrorKind {
     PermissionDenied,
     /// Throttling, timeouts, resets: worth retrying.
     Transient,
+    /// [`Storage::create_new`] found something already there.
+    AlreadyExists,
+    /// A conditional write or delete found the object changed (S3's 412 Precondition Failed).
+    Conflict,
     Other,
 }
 
@@ -112,7 +135,35 @@ pub struct ManifestFile {
     /// Relative to the table folder.
     pub path: String,
     pub size: u64,
+    /// Rows in the file, when the writer counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
+
+impl TableManifest {
+    /// What must hold before a table is published: no file is named twice, and where the files'
+    /// rows are known they add up to the table's rows.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::with_capacity(self.files.len());
+        for f in &self.files {
+            if !seen.insert(f.path.as_str()) {
+                return Err(format!("the file {} is listed twice", f.path));
+            }
+        }
+        if self.files.iter().all(|f| f.rows.is_some()) {
+            let written: u64 = self.files.iter().filter_map(|f| f.rows).sum();
+            if written != self.rows {
+                return Err(format!("its files hold {written} rows, but the table has {}", self.rows));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A version of a small object, to change it only if nobody else did in between: an S3 ETag, or
+/// a hash of a local file's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
 
 /// What `validate --env` found for one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +221,25 @@ pub trait Storage: Send + Sync {
     /// Whether `path` can be read (`write` false) or written (`write` true), without listing
     /// anything unrelated.
     async fn check_access(&self, path: &str, write: bool) -> AccessCheck;
+
+    /// Creates the small object `path` only if nothing is there (S3 `If-None-Match: *`, on disk an
+    /// exclusive create); fails with [`StorageErrorKind::AlreadyExists`] otherwise.
+    async fn create_new(&self, path: &str, data: Vec<u8>) -> Result<Version, StorageError>;
+
+    /// Reads a small object and its version.
+    async fn read_versioned(&self, path: &str) -> Result<(Vec<u8>, Version), StorageError>;
+
+    /// Replaces `path` only if it is still at `version` (S3 `If-Match`); fails with
+    /// [`StorageErrorKind::Conflict`] if it changed, [`StorageErrorKind::NotFound`] if it is gone.
+    async fn replace_if(&self, path: &str, data: Vec<u8>, version: &Version) -> Result<Version, StorageError>;
+
+    /// Deletes `path` only if it is still at `version`.
+    async fn delete_if(&self, path: &str, version: &Version) -> Result<(), StorageError>;
+
+    /// Removes what runs that ended without finishing (killed, or stopped mid-load) left of the
+    /// table at `target`: staging folders on disk, unnamed files on S3. Only call it while holding
+    /// the lake's lease, so that no live run's files are taken. Returns what was removed.
+    async fn remove_leftovers(&self, target: &str) -> Result<Vec<String>, StorageError>;
 }
 
 /// Picks the storage for a path: `s3://` URIs go to S3 (when available), the rest to local disk.
@@ -224,9 +294,7 @@ impl Storages {
     }
 }
 
-pub fn is_s3(path: &str) -> bool {
-    path.starts_with("s3://")
-}
+pub use crate::path::is_s3;
 
 /// Whether a path component is hidden from readers (`_SUCCESS`, `.staging`, `_dagrun`).
 pub fn is_hidden_name(name: &str) -> bool {

@@ -1,0 +1,459 @@
+//! Never lose data, never mix runs: a run never writes where it reads, never replaces a folder it
+//! did not publish, reads every input once (links included), keeps every row, holds the lake alone,
+//! and leaves no staging behind. Each test here reproduces a failure an adversarial test found.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Every file under `dir` with its bytes: to prove nothing was touched.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    files(dir).into_iter().map(|f| (f.clone(), fs::read(dir.join(&f)).unwrap())).collect()
+}
+
+fn set(key: &str, path: &Path) -> String {
+    format!("{key}={}", path.display())
+}
+
+#[test]
+fn a_load_over_its_own_input_is_refused_and_the_input_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let input = lake.join("songs");
+    copy_dir(&sample(), &input);
+    let before = contents(&input);
+    let pipeline = sparkify();
+    let args = |cmd: &'static str| {
+        let mut v = vec![cmd.to_string(), pipeline.display().to_string()];
+        v.extend(["--set".into(), set("input", &input), "--set".into(), set("output", &lake)]);
+        v
+    };
+    for cmd in ["validate", "run"] {
+        let run = Run::from(dagrun().args(args(cmd)).output().unwrap()).expect(2);
+        let expected = format!(
+            "error: load `load_songs` writes {0}/songs, which contains the input of extract `staging_songs` ({0}/songs/song_data)",
+            lake.display()
+        );
+        assert!(run.stderr.contains(&expected), "{cmd}: {}", run.stderr);
+        // Both places are shown with their lines.
+        assert!(run.stderr.contains("    path: ${output}/songs"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("note: extract `staging_songs` reads {}/songs/song_data", lake.display()))
+        );
+        assert!(run.stderr.contains("    path: ${input}/song_data"), "{}", run.stderr);
+    }
+    assert_eq!(contents(&input), before, "the input is untouched");
+    assert!(!lake.join("_dagrun").exists(), "nothing was written");
+}
+
+#[test]
+fn loads_and_runs_folders_inside_or_around_an_input_are_refused_through_links_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample_copy(tmp.path());
+    let text = fs::read_to_string(sparkify()).unwrap();
+    // A load written straight into an input folder, and into the input root.
+    for path in ["${input}/song_data", "${input}"] {
+        let p = pipeline(tmp.path(), "p.yaml", &text.replace("path: ${output}/songs", &format!("path: {path}")));
+        let run = Run::from(
+            dagrun().args(["validate", p.to_str().unwrap(), "--set", &set("input", &input)]).output().unwrap(),
+        )
+        .expect(2);
+        assert!(run.stderr.contains("error: load `load_songs` writes"), "{path}: {}", run.stderr);
+    }
+    // The runs folder as a table, and inside an input.
+    let runs_as_table = text.replace("name: sparkify\n", "name: sparkify\nruns: ${output}/songs\n");
+    let p = pipeline(tmp.path(), "runs.yaml", &runs_as_table);
+    let run = Run::from(dagrun().args(["validate", p.to_str().unwrap()]).output().unwrap()).expect(2);
+    assert!(
+        run.stderr.contains("error: load `load_songs` writes output/songs, the same folder as the runs folder"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("note: the runs folder is output/songs\n 5 | runs: ${output}/songs"), "{}", run.stderr);
+    let runs_in_input = text.replace("name: sparkify\n", "name: sparkify\nruns: ${input}/log_data/_runs\n");
+    let p = pipeline(tmp.path(), "runs2.yaml", &runs_in_input);
+    let run = Run::from(dagrun().args(["validate", p.to_str().unwrap()]).output().unwrap()).expect(2);
+    assert!(
+        run.stderr
+            .contains("error: the runs folder is data/log_data/_runs, inside the input of extract `staging_events`"),
+        "{}",
+        run.stderr
+    );
+    // The output reached through a link to the input's folder is the input's folder.
+    std::os::unix::fs::symlink(&input, tmp.path().join("alias")).unwrap();
+    let run = run_sparkify(&input, &tmp.path().join("alias/song_data/..").join("song_data"), &[]);
+    let run = run.expect(2);
+    assert!(run.stderr.contains("(that is "), "the resolved place is shown: {}", run.stderr);
+    assert!(run.stderr.contains("inside the input of extract `staging_songs`"), "{}", run.stderr);
+}
+
+#[test]
+fn a_folder_dagrun_did_not_publish_is_never_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lake");
+    fs::create_dir_all(out.join("songs/mine")).unwrap();
+    fs::write(out.join("songs/mine/notes.txt"), "keep me").unwrap();
+    let run = run_sparkify(&sample(), &out, &["-q"]).expect(1);
+    assert_eq!(state(&run.stdout, "load_songs"), "failed");
+    assert!(run.stdout.contains("refusing to replace"), "{}", run.stdout);
+    assert!(run.stdout.contains("dagrun only replaces tables it created"), "{}", run.stdout);
+    assert_eq!(fs::read_to_string(out.join("songs/mine/notes.txt")).unwrap(), "keep me");
+    assert_eq!(files(&out.join("songs")), vec!["mine/notes.txt"]);
+    // The other tables are published as usual.
+    assert_eq!(read_table(&out.join("songplays")).len(), 6820);
+}
+
+#[test]
+fn linked_input_folders_are_read_whatever_their_name_and_loops_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample_copy(tmp.path());
+    // Half of November's logs live elsewhere, reached through a link named like a folder.
+    let elsewhere = tmp.path().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let november = input.join("log_data/2018/11");
+    for (i, name) in files(&november).into_iter().enumerate() {
+        if i % 2 == 0 {
+            fs::rename(november.join(&name), elsewhere.join(&name)).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink(&elsewhere, input.join("log_data/2018/late")).unwrap();
+    // A loop whose name matches the glob, and one file reached twice.
+    std::os::unix::fs::symlink(".", november.join("loop.json")).unwrap();
+    let one = files(&elsewhere).into_iter().next().unwrap();
+    std::os::unix::fs::symlink(elsewhere.join(&one), november.join("again.json")).unwrap();
+    let out = tmp.path().join("lake");
+    let run = run_sparkify(&input, &out, &[]).expect(0);
+    assert_eq!(read_table(&out.join("songplays")).len(), 6820);
+    assert!(
+        run.stderr.contains("2018/11/loop.json leads to a folder already listed (2018/11): read once"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("is the same file as"), "{}", run.stderr);
+    assert!(run.stderr.contains("staging_events"), "the warning names its task: {}", run.stderr);
+}
+
+/// One song file whose JSON is given in full.
+fn add_song_json(input: &Path, name: &str, json: &str) {
+    let dir = input.join("song_data/Z/Z/Z");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(format!("{name}.json")), json).unwrap();
+}
+
+fn song(song_id: &str, artist_id: &str) -> String {
+    format!(
+        "{{\"num_songs\": 1, \"artist_id\": {artist_id}, \"artist_latitude\": null, \"artist_longitude\": null, \"artist_location\": \"\", \"artist_name\": \"Test\", \"song_id\": \"{song_id}\", \"title\": \"T\", \"duration\": 100.0, \"year\": 1999}}"
+    )
+}
+
+#[test]
+fn rows_whose_partition_values_share_a_folder_are_all_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample_copy(tmp.path());
+    add_song_json(&input, "null", &song("SONULL", "null"));
+    add_song_json(&input, "empty", &song("SOEMPTY", "\"\""));
+    add_song_json(&input, "literal", &song("SOLIT", "\"__HIVE_DEFAULT_PARTITION__\""));
+    let out = tmp.path().join("lake");
+    run_sparkify(&input, &out, &["-q"]).expect(0);
+    let songs = read_table(&out.join("songs"));
+    assert_eq!(songs.len(), 74);
+    let mut added: Vec<(&str, &str)> = songs
+        .iter()
+        .filter(|r| ["SONULL", "SOEMPTY", "SOLIT"].contains(&r["song_id"].as_str()))
+        .map(|r| (r["song_id"].as_str(), r["artist_id"].as_str()))
+        .collect();
+    added.sort();
+    assert_eq!(
+        added,
+        vec![
+            ("SOEMPTY", "__HIVE_DEFAULT_PARTITION__"),
+            ("SOLIT", "%5F_HIVE_DEFAULT_PARTITION__"),
+            ("SONULL", "__HIVE_DEFAULT_PARTITION__")
+        ]
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("songs/_manifest.json")).unwrap()).unwrap();
+    let paths: Vec<&str> = manifest["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let mut unique = paths.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), paths.len(), "no file is listed twice");
+    let rows: u64 = manifest["files"].as_array().unwrap().iter().map(|f| f["rows"].as_u64().unwrap()).sum();
+    assert_eq!((rows, manifest["rows"].as_u64().unwrap()), (74, 74));
+}
+
+const BLOCKED: &str = r#"name: blocked
+vars: {input: in, output: out}
+tasks:
+  - id: events
+    kind: extract
+    path: ${input}
+    format: jsonl
+    schema: {ts: int}
+  - id: load
+    kind: load
+    depends_on: [events]
+    table: events
+    path: ${output}/events
+"#;
+
+/// A run of [`BLOCKED`] in `dir` stuck reading a FIFO, started and waited for until it reads.
+struct Stuck {
+    child: std::process::Child,
+    fifo: PathBuf,
+    stderr: BufReader<std::process::ChildStderr>,
+}
+
+impl Stuck {
+    fn start(dir: &Path, extra: &[&str]) -> Stuck {
+        let p = pipeline(dir, "blocked.yaml", BLOCKED);
+        let fifo = dir.join("in/stuck.json");
+        if !fifo.exists() {
+            fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+            let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        }
+        let mut child = dagrun()
+            .current_dir(dir)
+            .arg(p.to_str().unwrap())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "dagrun ended early: {seen}");
+            seen.push_str(&line);
+            if line.contains("events: reading") {
+                break;
+            }
+        }
+        Stuck { child, fifo, stderr }
+    }
+
+    /// Feeds the FIFO one record, so the run finishes.
+    fn release(mut self) -> Run {
+        let mut w = fs::OpenOptions::new().write(true).open(&self.fifo).unwrap();
+        w.write_all(b"{\"ts\": 1}\n").unwrap();
+        drop(w);
+        let output = self.child.wait_with_output().unwrap();
+        let mut run = Run::from(output);
+        std::io::Read::read_to_string(&mut self.stderr, &mut run.stderr).unwrap();
+        run
+    }
+}
+
+#[test]
+fn a_second_run_into_the_same_lake_stops_naming_the_holder_or_waits_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Stuck::start(tmp.path(), &["--run-id", "first"]);
+    let p = tmp.path().join("blocked.yaml");
+    // The same run id changes nothing: the lease names a process, not a run id.
+    for id in ["second", "first"] {
+        let run =
+            Run::from(dagrun().current_dir(tmp.path()).args([p.to_str().unwrap(), "--run-id", id]).output().unwrap())
+                .expect(1);
+        assert!(
+            run.stderr.contains(
+                "error: another run holds the lake at out/_dagrun/lease.json: run first of pipeline `blocked` on host"
+            ),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(&format!("(pid {})", first.child.id())), "{}", run.stderr);
+        assert!(run.stderr.contains("lease expires 20"), "{}", run.stderr);
+        assert!(run.stderr.contains("nothing was written"), "{}", run.stderr);
+    }
+    // A run that may wait (reading other input into the same lake) gets it once the first is done.
+    fs::create_dir_all(tmp.path().join("in2")).unwrap();
+    fs::write(tmp.path().join("in2/a.json"), "{\"ts\": 2}").unwrap();
+    let waiting = dagrun()
+        .current_dir(tmp.path())
+        .args([p.to_str().unwrap(), "--run-id", "third", "--wait-for-lock", "60s", "--set", "input=in2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    first.release().expect(0);
+    let third = Run::from(waiting.wait_with_output().unwrap()).expect(0);
+    assert!(third.stderr.contains("waiting for the lake: run first"), "{}", third.stderr);
+    assert!(!tmp.path().join("out/_dagrun/lease.json").exists(), "released at the end");
+}
+
+#[test]
+fn the_lease_of_a_run_that_died_is_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lake");
+    fs::create_dir_all(out.join("_dagrun")).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let lease = |host: &str, expires: u64| {
+        serde_json::json!({
+            "run_id": "dead", "token": "0", "pipeline": "sparkify", "host": host, "pid": 2_000_000_000u32,
+            "started_at_ms": now - 60_000, "renewed_at_ms": now - 60_000, "expires_at_ms": expires
+        })
+        .to_string()
+    };
+    // Another host's lease that expired a minute ago.
+    fs::write(out.join("_dagrun/lease.json"), lease("elsewhere", now - 1)).unwrap();
+    let run = run_sparkify(&sample(), &out, &[]).expect(0);
+    assert!(run.stderr.contains("took over the lease of a run that stopped renewing it: run dead"), "{}", run.stderr);
+    // A lease of this host whose process is gone needs no waiting.
+    fs::write(out.join("_dagrun/lease.json"), lease(&host(), now + 3_600_000)).unwrap();
+    let run = run_sparkify(&sample(), &out, &["--force"]).expect(0);
+    assert!(
+        run.stderr.contains("took over the lease of a run that is no longer running on this host"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn host() -> String {
+    let out = std::process::Command::new("hostname").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn staging_left_by_a_killed_run_is_removed_by_the_next_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lake");
+    run_sparkify(&sample(), &out, &["-q"]).expect(0);
+    // What kill -9 leaves: staging folders beside two tables.
+    for leftover in [".songs.staging-20260101T000000Z-dead-abcd1234-1", ".users.staging-x-1.old"] {
+        fs::create_dir_all(out.join(leftover).join("year=2018")).unwrap();
+        fs::write(out.join(leftover).join("year=2018/part-00000.parquet"), "partial").unwrap();
+    }
+    fs::create_dir_all(out.join(".mine")).unwrap();
+    let run = run_sparkify(&sample(), &out, &["--force"]).expect(0);
+    assert!(run.stderr.contains("removed what an unfinished run left"), "{}", run.stderr);
+    let hidden: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert_eq!(hidden, vec![".mine"], "only dagrun's own leftovers go");
+}
+
+/// Sparkify-shaped data large enough that a run takes a while.
+fn generated(dir: &Path) -> PathBuf {
+    let data = dir.join("gen");
+    run(&["generate", "--out", data.to_str().unwrap(), "--songs", "3000", "--events", "40000", "--seed", "7"])
+        .expect(0);
+    data
+}
+
+/// Whether `pid` has installed a handler for SIGTERM (bit 15 of SigCgt in /proc/PID/status).
+fn catches_sigterm(pid: u32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+}
+
+#[test]
+fn sigterm_at_any_moment_exits_130_and_leaves_no_staging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = generated(tmp.path());
+    let pipeline = sparkify();
+    // As early as possible (the moment the handler exists), then at later and later moments.
+    let delays: Vec<u64> =
+        [0u64, 0, 0, 0, 1, 2, 5, 10, 20, 40, 80, 120, 160, 200, 300, 400, 600, 800, 1000, 1500].to_vec();
+    for (i, delay) in delays.into_iter().enumerate() {
+        let out = tmp.path().join(format!("out{i}"));
+        let child = dagrun()
+            .args([pipeline.to_str().unwrap(), "--set", &set("input", &input), "--set", &set("output", &out), "-q"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !catches_sigterm(child.id()) {
+            assert!(start.elapsed() < Duration::from_secs(30), "no SIGTERM handler after 30 s");
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(delay));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let run = Run::from(child.wait_with_output().unwrap());
+        assert!(
+            run.code == 130 || (run.code == 0 && delay >= 200),
+            "delay {delay} ms: exit {} (killed by the signal's default action if -1)\n{}\n{}",
+            run.code,
+            run.stdout,
+            run.stderr
+        );
+        if out.exists() {
+            let hidden: Vec<String> = fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.'))
+                .collect();
+            assert!(hidden.is_empty(), "delay {delay} ms: staging left behind: {hidden:?}");
+            assert!(!out.join("_dagrun/lease.json").exists(), "delay {delay} ms: the lease was not released");
+        }
+    }
+}
+
+#[test]
+fn timestamps_readers_cannot_read_are_quarantined_and_duckdb_reads_the_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample_copy(tmp.path());
+    let events = input.join("log_data/2018/11/2018-11-30-events.json");
+    let text = fs::read_to_string(&events).unwrap();
+    let first = text.lines().next().unwrap();
+    let ts = first.split("\"ts\":").nth(1).unwrap().split(',').next().unwrap();
+    let far = first.replace(&format!("\"ts\":{ts}"), "\"ts\":1000000000000000000");
+    fs::write(&events, format!("{text}\n{far}")).unwrap();
+    let out = tmp.path().join("lake");
+    let run = run_sparkify(&input, &out, &["-q"]).expect(0);
+    assert!(run.stdout.contains("1 record quarantined in"), "{}", run.stdout);
+    let q = files(&out.join("_dagrun")).into_iter().find(|f| f.ends_with("quarantine/staging_events.jsonl")).unwrap();
+    let record = fs::read_to_string(out.join("_dagrun").join(q)).unwrap();
+    assert!(record.contains("outside the years 0001 to 9999"), "{record}");
+    let script = format!(
+        "import duckdb\nfor t in ('songplays', 'time'):\n    print(t, duckdb.sql(\"SELECT count(*) FROM read_parquet('{}/' || '\" + t + \"' || '/**/*.parquet', hive_partitioning=true)\").fetchall()[0][0])",
+        out.display()
+    );
+    let read = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "songplays 6820\ntime 6813\n");
+}
+
+#[test]
+fn a_byte_order_mark_costs_no_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample_copy(tmp.path());
+    let file = input.join("log_data/2018/11/2018-11-30-events.json");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend(fs::read(&file).unwrap());
+    fs::write(&file, bytes).unwrap();
+    let out = tmp.path().join("lake");
+    let run = run_sparkify(&input, &out, &["-q"]).expect(0);
+    assert!(!run.stdout.contains("quarantined in"), "{}", run.stdout);
+    assert_eq!(read_table(&out.join("songplays")).len(), 6820);
+}
+
+#[test]
+fn generate_never_replaces_data_it_did_not_make() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample_copy(tmp.path());
+    let before = contents(&input);
+    let refused = run(&["generate", "--out", input.to_str().unwrap(), "--songs", "5", "--events", "10"]).expect(1);
+    assert!(refused.stderr.contains("was not made by `dagrun generate`"), "{}", refused.stderr);
+    assert_eq!(contents(&input), before);
+    // Its own output it replaces.
+    let data = tmp.path().join("gen");
+    run(&["generate", "--out", data.to_str().unwrap(), "--songs", "5", "--events", "10"]).expect(0);
+    run(&["generate", "--out", data.to_str().unwrap(), "--songs", "6", "--events", "10"]).expect(0);
+    assert_eq!(files(&data.join("song_data")).len(), 6);
+}
