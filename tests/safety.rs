@@ -365,13 +365,10 @@ fn sigterm_at_any_moment_exits_130_and_leaves_no_staging() {
     let tmp = tempfile::tempdir().unwrap();
     let input = generated(tmp.path());
     let pipeline = sparkify();
-    // As early as possible (the moment the handler exists), then at later and later moments.
-    let delays: Vec<u64> =
-        [0u64, 0, 0, 0, 1, 2, 5, 10, 20, 40, 80, 120, 160, 200, 300, 400, 600, 800, 1000, 1500].to_vec();
-    for (i, delay) in delays.into_iter().enumerate() {
-        let out = tmp.path().join(format!("out{i}"));
+    // Starts a run, waits until it catches SIGTERM, waits `delay` more, then signals it (or not).
+    let run_signalled = |out: &Path, delay: Option<Duration>| -> (Run, Duration) {
         let child = dagrun()
-            .args([pipeline.to_str().unwrap(), "--set", &set("input", &input), "--set", &set("output", &out), "-q"])
+            .args([pipeline.to_str().unwrap(), "--set", &set("input", &input), "--set", &set("output", out), "-q"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -381,16 +378,29 @@ fn sigterm_at_any_moment_exits_130_and_leaves_no_staging() {
             assert!(start.elapsed() < Duration::from_secs(30), "no SIGTERM handler after 30 s");
             std::thread::yield_now();
         }
-        std::thread::sleep(Duration::from_millis(delay));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let caught = Instant::now();
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
         let run = Run::from(child.wait_with_output().unwrap());
-        assert!(
-            run.code == 130 || (run.code == 0 && delay >= 200),
-            "delay {delay} ms: exit {} (killed by the signal's default action if -1)\n{}\n{}",
-            run.code,
-            run.stdout,
-            run.stderr
+        (run, caught.elapsed())
+    };
+    // How long a whole run takes here, from the moment it catches the signal.
+    let (whole, length) = run_signalled(&tmp.path().join("whole"), None);
+    whole.expect(0);
+    // As early as possible (the moment the handler exists), then at moments spread over the whole
+    // run: reading, transforming, loading.
+    let mut delays = vec![Duration::ZERO; 4];
+    delays.extend((1..=20).map(|k| length.mul_f64(f64::from(k) / 25.0)));
+    for (i, delay) in delays.into_iter().enumerate() {
+        let out = tmp.path().join(format!("out{i}"));
+        let (run, _) = run_signalled(&out, Some(delay));
+        assert_eq!(
+            run.code, 130,
+            "after {delay:?} of {length:?}: exit {} (-1: killed by the signal)\n{}\n{}",
+            run.code, run.stdout, run.stderr
         );
         if out.exists() {
             let hidden: Vec<String> = fs::read_dir(&out)
@@ -398,8 +408,8 @@ fn sigterm_at_any_moment_exits_130_and_leaves_no_staging() {
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .filter(|n| n.starts_with('.'))
                 .collect();
-            assert!(hidden.is_empty(), "delay {delay} ms: staging left behind: {hidden:?}");
-            assert!(!out.join("_dagrun/lease.json").exists(), "delay {delay} ms: the lease was not released");
+            assert!(hidden.is_empty(), "after {delay:?} of {length:?}: staging left behind: {hidden:?}");
+            assert!(!out.join("_dagrun/lease.json").exists(), "after {delay:?}: the lease was not released");
         }
     }
 }
@@ -456,4 +466,40 @@ fn generate_never_replaces_data_it_did_not_make() {
     run(&["generate", "--out", data.to_str().unwrap(), "--songs", "5", "--events", "10"]).expect(0);
     run(&["generate", "--out", data.to_str().unwrap(), "--songs", "6", "--events", "10"]).expect(0);
     assert_eq!(files(&data.join("song_data")).len(), 6);
+}
+
+#[test]
+fn validate_env_proves_an_output_folder_writable_instead_of_trusting_mode_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lake, mount) = (tmp.path().join("lake"), tmp.path().join("mounted"));
+    fs::create_dir_all(&lake).unwrap();
+    fs::create_dir_all(&mount).unwrap();
+    let pipeline = sparkify();
+    // A read-only mount whose folders still say rwx: only a real write finds out. The mount lives
+    // in a mount namespace of its own (as root, or as a user mapped to root where that is allowed).
+    let script = format!(
+        "mount --bind -o ro '{lake}' '{mount}' && exec '{dagrun}' validate --env '{pipeline}' --set input='{input}' --set output='{mount}/out'",
+        lake = lake.display(),
+        mount = mount.display(),
+        dagrun = env!("CARGO_BIN_EXE_dagrun"),
+        pipeline = pipeline.display(),
+        input = sample().display(),
+    );
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let namespace: &[&str] = if root { &["--mount"] } else { &["--mount", "--map-root-user"] };
+    let out = std::process::Command::new("unshare").args(namespace).args(["sh", "-c", &script]).output().unwrap();
+    let run = Run::from(out).expect(1);
+    assert!(run.stdout.contains(&format!("FAIL write {}/out/songs", mount.display())), "{}", run.stdout);
+    assert!(run.stdout.contains("is on a read-only file system (a probe file could not be created)"), "{}", run.stdout);
+    // The same folder, writable, passes, and the probe leaves nothing behind.
+    let ok = run_validate_env(&pipeline, &lake);
+    assert!(ok.stdout.contains(&format!("ok   write {}/out/songs", lake.display())), "{}", ok.stdout);
+    assert!(files(&lake).is_empty(), "{:?}", files(&lake));
+}
+
+fn run_validate_env(pipeline: &Path, lake: &Path) -> Run {
+    let output = format!("output={}/out", lake.display());
+    let input = format!("input={}", sample().display());
+    run(&["validate", "--env", pipeline.to_str().unwrap(), "--set", &input, "--set", &output]).expect(0)
 }
