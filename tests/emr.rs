@@ -387,7 +387,7 @@ fn invalid_emr_settings_are_reported_with_their_locations() {
             .replace("release_label: emr-7.5.0", "release_label: 7.5.0")
             .replace("instance_type: m5.xlarge, count: 1}", "instance_type: m5.xlarge, count: 2}")
             .replace("idle_timeout: 45m", "idle_timeout: 30s")
-            .replace("staging: s3://lake/staging", "staging: /tmp/staging"),
+            .replace("staging: s3://lake/staging", "staging: /srv/staging"),
         &[
             "release_label `7.5.0` should look like emr-7.5.0",
             "the master group has exactly 1 instance, found 2",

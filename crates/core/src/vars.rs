@@ -429,14 +429,14 @@ mod tests {
         let vars =
             vec![declared("root", "/lake"), declared("output", "${root}/out"), declared("input", "${env:IN:-in}")];
         let inputs = VarInputs {
-            overrides: vec![("root".into(), "/tmp/x".into())],
+            overrides: vec![("root".into(), "/srv/x".into())],
             env: Some(BTreeMap::new()),
             ..Default::default()
         };
         let mut diags = Vec::new();
         let (resolved, unknown) = resolve(&vars, &inputs, &source, &mut diags);
         assert!(diags.is_empty() && unknown.is_empty());
-        assert_eq!(resolved.get("output"), Some("/tmp/x/out"));
+        assert_eq!(resolved.get("output"), Some("/srv/x/out"));
         assert_eq!(resolved.get("input"), Some("in"));
     }
 
