@@ -272,6 +272,9 @@ fn a_second_run_into_the_same_lake_stops_naming_the_holder_or_waits_for_it() {
         assert!(run.stderr.contains("lease expires 20"), "{}", run.stderr);
         assert!(run.stderr.contains("nothing was written"), "{}", run.stderr);
     }
+    // A dry run and validate take no lease: they work while the lake is held.
+    Run::from(dagrun().current_dir(tmp.path()).args([p.to_str().unwrap(), "--dry-run"]).output().unwrap()).expect(0);
+    Run::from(dagrun().current_dir(tmp.path()).args(["validate", p.to_str().unwrap()]).output().unwrap()).expect(0);
     // A run that may wait (reading other input into the same lake) gets it once the first is done.
     fs::create_dir_all(tmp.path().join("in2")).unwrap();
     fs::write(tmp.path().join("in2/a.json"), "{\"ts\": 2}").unwrap();

@@ -62,3 +62,68 @@ fn the_spark_step_program_publishes_the_same_tables_as_the_local_engine() {
         assert!(spark_out.join(table).join("_SUCCESS").exists());
     }
 }
+
+#[test]
+fn globs_match_the_same_files_on_both_engines() {
+    let globs = [
+        "**",
+        "**/*.json",
+        "*.json",
+        "*/*.json",
+        "log_data/**",
+        "a/**/b",
+        "{2018,2019}/*.json",
+        "*/{a,b*}/*.json",
+        "[0-9]*.json",
+        "[!0-9]*.json",
+        "[a-c]/x?.json",
+        "file?.json",
+        "\\*.json",
+        "song_data/*/*/*/*.json",
+    ];
+    let paths = [
+        "c.json",
+        "a/c.json",
+        "a/b/c.json",
+        "log_data",
+        "log_data/x/y",
+        "a/b",
+        "a/x/y/b",
+        "2019/x.json",
+        "2020/x.json",
+        "x/a/y.json",
+        "x/bz/y.json",
+        "x/c/y.json",
+        "1a.json",
+        "za.json",
+        "b/x1.json",
+        "d/x1.json",
+        "file1.json",
+        "file/.json",
+        "*.json",
+        "song_data/A/B/C/TRA.json",
+        "song_data/A/B/TRA.json",
+    ];
+    let script = format!(
+        "import importlib.util, json, sys\n\
+         spec = importlib.util.spec_from_file_location('dagrun_step', {:?})\n\
+         step = importlib.util.module_from_spec(spec)\n\
+         spec.loader.exec_module(step)\n\
+         globs, paths = json.loads(sys.argv[1])\n\
+         print(json.dumps([[bool(step.glob_regex(g).match(p)) for p in paths] for g in globs]))",
+        repo().join("deploy/emr/dagrun_step.py").display().to_string()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script, &serde_json::json!([globs, paths]).to_string()])
+        .output()
+        .expect("python3 runs (scripts/test.sh installs pyspark)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spark: Vec<Vec<bool>> = serde_json::from_slice(&out.stdout).unwrap();
+    for (glob, on_spark) in globs.iter().zip(spark) {
+        let matcher = dagrun_core::storage::compile_glob(glob).unwrap();
+        let local: Vec<bool> = paths.iter().map(|p| matcher.is_match(p)).collect();
+        let differ: Vec<&str> =
+            paths.iter().zip(local.iter().zip(&on_spark)).filter(|(_, (a, b))| a != b).map(|(p, _)| *p).collect();
+        assert!(differ.is_empty(), "`{glob}` matches differently on Spark for {differ:?}");
+    }
+}

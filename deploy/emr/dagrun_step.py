@@ -116,26 +116,70 @@ def hidden(rel):
 
 
 def glob_regex(glob):
-    """dagrun's globs: `*` stays within a folder, `**` crosses folders."""
+    """dagrun's globs, as the local engine's globset reads them (literal separators): `*` and `?`
+    stay within a folder, `**` crosses folders (`**/x`, `x/**`, `a/**/b`), `[abc]`, `[a-z]` and
+    `[!abc]` are classes, `{a,b}` are alternatives, and a backslash makes the next character
+    literal."""
+    return re.compile(_glob_part(glob, top=True) + r"\Z")
+
+
+def _glob_part(glob, top=False):
     out = ""
     i = 0
-    while i < len(glob):
-        if glob.startswith("**/", i):
-            out += "(?:.*/)?"
-            i += 3
-        elif glob.startswith("**", i):
-            out += ".*"
-            i += 2
-        elif glob[i] == "*":
+    n = len(glob)
+    while i < n:
+        c = glob[i]
+        if glob.startswith("**", i) and (i == 0 or glob[i - 1] == "/") and (i + 2 == n or glob[i + 2] == "/"):
+            if i + 2 == n:
+                # `**` at the end: everything below.
+                out += ".*"
+                i += 2
+            else:
+                # `**/`: zero or more folders.
+                out += "(?:.*/)?"
+                i += 3
+        elif c == "*":
             out += "[^/]*"
             i += 1
-        elif glob[i] == "?":
+        elif c == "?":
             out += "[^/]"
             i += 1
+        elif c == "\\" and i + 1 < n:
+            out += re.escape(glob[i + 1])
+            i += 2
+        elif c == "[":
+            end = i + 1
+            if end < n and glob[end] in "!^":
+                end += 1
+            if end < n and glob[end] == "]":
+                end += 1
+            while end < n and glob[end] != "]":
+                end += 1
+            if end >= n:
+                raise StepError(f"invalid glob `{glob}`: unclosed character class")
+            body = glob[i + 1 : end]
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            escaped = "".join("\\" + ch if ch in "\\^]" else ch for ch in body)
+            out += f"[^/{escaped}]" if negate else f"[{escaped}]"
+            i = end + 1
+        elif c == "{":
+            depth, end = 1, i + 1
+            while end < n and depth:
+                depth += {"{": 1, "}": -1}.get(glob[end], 0)
+                end += 1
+            if depth:
+                raise StepError(f"invalid glob `{glob}`: unclosed alternatives")
+            inner = glob[i + 1 : end - 1]
+            if "{" in inner:
+                raise StepError(f"invalid glob `{glob}`: nested alternatives")
+            out += "(?:" + "|".join(_glob_part(a) for a in inner.split(",")) + ")"
+            i = end
         else:
-            out += re.escape(glob[i])
+            out += re.escape(c)
             i += 1
-    return re.compile(out + r"\Z")
+    return out
 
 
 # --- reading ---------------------------------------------------------------------------------
