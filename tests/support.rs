@@ -198,7 +198,7 @@ fn row_of(batch: &RecordBatch, i: usize) -> Row {
                 other => panic!("unexpected column type {other:?} in {}", field.name()),
             }
         };
-        row.insert(field.name().clone(), value);
+        row.insert(field.name().to_string(), value);
     }
     row
 }

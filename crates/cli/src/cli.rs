@@ -292,7 +292,7 @@ pub fn hoist_global_flags(args: impl IntoIterator<Item = std::ffi::OsString>) ->
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    dagrun_core::decode::parse_duration(text)
+    dagrun_core::units::parse_duration(text)
 }
 
 fn parse_lease_ttl(text: &str) -> Result<std::time::Duration, String> {
@@ -325,26 +325,12 @@ pub enum SpillAbove {
     Never,
 }
 
-/// `1GiB`, `512MiB`, `64KiB`, `1000000` (bytes), `2GB` (powers of 1000), or `never`.
+/// A size as everywhere else (`1GiB`, `512MiB`, `2GB`, a number of bytes), or `never`.
 fn parse_spill_size(text: &str) -> Result<SpillAbove, String> {
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("never") {
+    if text.trim().eq_ignore_ascii_case("never") {
         return Ok(SpillAbove::Never);
     }
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a size: try 512MiB, 2GiB or never"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        other => return Err(format!("unknown size unit `{other}`: use B, KiB, MiB, GiB, KB, MB or GB")),
-    };
-    Ok(SpillAbove::Bytes((number * scale) as u64))
+    dagrun_core::units::parse_size(text).map(SpillAbove::Bytes).map_err(|e| format!("{e}, or never"))
 }
 
 #[cfg(test)]
@@ -379,7 +365,10 @@ mod spill_size_tests {
         assert_eq!(parse_spill_size("2GB"), Ok(SpillAbove::Bytes(2_000_000_000)));
         assert_eq!(parse_spill_size("1000"), Ok(SpillAbove::Bytes(1000)));
         assert_eq!(parse_spill_size("never"), Ok(SpillAbove::Never));
-        assert!(parse_spill_size("lots").unwrap_err().contains("not a size"));
-        assert!(parse_spill_size("3TB").unwrap_err().contains("unknown size unit `tb`"));
+        assert_eq!(parse_spill_size("1TiB"), Ok(SpillAbove::Bytes(1 << 40)));
+        assert_eq!(
+            parse_spill_size("lots").unwrap_err(),
+            "invalid size `lots`: expected e.g. 16MiB, 8MB, 2GiB or 1048576, or never"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! What each subcommand does. Every command starts from the same [`Plan::load_file`], so
+//! What each subcommand does. Every command starts from the same [`compile::compile_file`], so
 //! `validate`, `graph`, `--dry-run` and a real run agree on what the pipeline is.
 
 use std::io::Write;
@@ -10,10 +10,11 @@ use dagrun_aws::emr::EmrEngine;
 use dagrun_core::Diagnostics;
 use dagrun_core::engine::{Engines, Exchange};
 
+use dagrun_core::compile::{self, LoadError, PlanError, PlanOptions};
 use dagrun_core::executor::{self, ExecutorOptions};
 use dagrun_core::graph::{self, GraphFormat};
 use dagrun_core::lease::{self, Holder, Lease, LeaseError, LeaseOptions};
-use dagrun_core::plan::{Action, LoadError, Plan, PlanError, PlanOptions, join_path};
+use dagrun_core::plan::{Action, Plan, join_path};
 use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
 use dagrun_core::resume::{self, Force};
 use dagrun_core::storage::Storages;
@@ -53,7 +54,7 @@ pub fn plan_options() -> PlanOptions {
 async fn storages(plan: &Plan) -> Storages {
     let mut storages = Storages::default();
     if plan.uses_s3() {
-        storages.s3 = Some(Arc::new(S3Storage::connect(&plan.s3).await));
+        storages.s3 = Some(Arc::new(S3Storage::connect(plan.s3()).await));
     }
     storages
 }
@@ -67,7 +68,7 @@ async fn engines(storages: &Storages, plan: &Plan, local_options: LocalOptions) 
         .with_exchange(exchange.clone());
     let local = Arc::new(local);
     let mut engines = Engines::new().with(local.clone());
-    if let Some(settings) = &plan.emr {
+    if let Some(settings) = plan.emr() {
         let s3 = storages
             .s3
             .clone()
@@ -81,10 +82,10 @@ async fn engines(storages: &Storages, plan: &Plan, local_options: LocalOptions) 
 /// Loads and validates a pipeline; problems become a located report and exit code 2.
 pub fn load_plan(path: &Path, set: &[(String, String)], options: &PlanOptions) -> Result<Plan, Exit> {
     let inputs = VarInputs { overrides: set.to_vec(), ..Default::default() };
-    match Plan::load_file(path, &inputs, options) {
+    match compile::compile_file(path, &inputs, options) {
         Ok(plan) => {
-            if !plan.warnings.is_empty() {
-                let report = Diagnostics::new(plan.source.clone(), plan.warnings.clone());
+            if !plan.warnings().is_empty() {
+                let report = Diagnostics::new(plan.source().clone(), plan.warnings().to_vec());
                 eprint!("{}", report.render());
             }
             Ok(plan)
@@ -103,8 +104,8 @@ pub async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
     println!(
         "{} is valid: pipeline {}, {} tasks in {waves} waves",
         args.pipeline.pipeline.display(),
-        plan.name,
-        plan.tasks.len()
+        plan.name(),
+        plan.tasks().len()
     );
     if !args.env {
         return Ok(0);
@@ -190,7 +191,7 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     let engines = engines(&storages, &plan, local_options).await?;
     if args.dry_run {
         // What is already published from the same inputs (reads listings and manifests only).
-        let freshness = resume::assess(&mut plan, &storages, &force).await;
+        let freshness = resume::assess(&plan, &storages, &force).await;
         print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness));
         return Ok(0);
     }
@@ -207,14 +208,14 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     }
     // One writing run per lake: nothing is written before the lease is ours.
     let lease_storage =
-        storages.for_path(&plan.runs_dir).map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
-    let me = Holder::this_process(&options.run_id, &options.instance, &plan.name);
+        storages.for_path(plan.runs_dir()).map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+    let me = Holder::this_process(&options.run_id, &options.instance, plan.name());
     let lease_options = LeaseOptions {
         ttl: args.lease_ttl.unwrap_or(lease::DEFAULT_TTL),
         wait: args.wait_for_lock,
         ..LeaseOptions::default()
     };
-    let lease = match Lease::acquire(lease_storage.clone(), &plan.runs_dir, me, &lease_options, &cancel).await {
+    let lease = match Lease::acquire(lease_storage.clone(), plan.runs_dir(), me, &lease_options, &cancel).await {
         Ok(lease) => lease,
         Err(LeaseError::Cancelled(_)) => {
             return Err(Exit {
@@ -225,7 +226,7 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
         Err(e @ LeaseError::Held { .. }) => {
             let advice = match &e {
                 LeaseError::Held { waited: Some(w), .. } => {
-                    format!("waited {} (--wait-for-lock); nothing was written", dagrun_core::decode::format_duration(*w))
+                    format!("waited {} (--wait-for-lock); nothing was written", dagrun_core::units::format_duration(*w))
                 }
                 _ => "nothing was written; wait for it with --wait-for-lock DURATION, or, if that run is dead, run again once its lease expires".into(),
             };
@@ -275,22 +276,22 @@ async fn run_leased(
 ) -> Result<u8, Exit> {
     remove_leftovers(plan, storages).await.map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
     dagrun_polars::remove_dead_spills();
-    let mut plan = plan.clone();
     // What is already published from the same inputs (reads listings and manifests only).
-    let freshness = resume::assess(&mut plan, storages, &force).await;
-    options.fresh = freshness.fresh.clone();
-    let plan = Arc::new(plan);
-    info!(pipeline = %plan.name, run = %options.run_id, tasks = plan.tasks.len(), jobs = options.jobs, "run started");
+    let freshness = resume::assess(plan, storages, &force).await;
+    options.fresh = freshness.fresh;
+    options.fingerprints = freshness.fingerprints;
+    let plan = Arc::new(plan.clone());
+    info!(pipeline = %plan.name(), run = %options.run_id, tasks = plan.tasks().len(), jobs = options.jobs, "run started");
 
-    let id_width = plan.tasks.iter().map(|t| t.id.len() + 2).max().unwrap_or(8);
+    let id_width = plan.tasks().iter().map(|t| t.id().len() + 2).max().unwrap_or(8);
     let observer = Arc::new(ProgressObserver::new(terminal.clone(), id_width));
     let report = executor::execute(plan.clone(), engines, &options, observer, cancel).await;
     terminal.multi.clear().ok();
     print_stdout(&render::summary(&report));
     let code = report.exit_code() as u8;
 
-    let record = RunRecord::new(&plan, report, join_path(&plan.runs_dir, &options.run_id));
-    match records::write(&record, storages, &plan.runs_dir).await {
+    let record = RunRecord::new(&plan, report, join_path(plan.runs_dir(), &options.run_id));
+    match records::write(&record, storages, plan.runs_dir()).await {
         Ok(path) => print_stdout(&format!("run record: {path}\n")),
         Err(e) => error!("could not write the run record: {e}"),
     }
@@ -320,8 +321,8 @@ async fn run_leased(
 /// (staging folders, unnamed files), and this run's own once it is over. Only while holding the
 /// lease: then no live run's files are taken.
 async fn remove_leftovers(plan: &Plan, storages: &Storages) -> Result<(), String> {
-    for task in &plan.tasks {
-        let Action::Load(load) = &task.action else { continue };
+    for task in plan.tasks() {
+        let Action::Load(load) = &task.action() else { continue };
         let storage = storages.for_path(&load.path).map_err(|e| e.to_string())?;
         let removed = storage
             .remove_leftovers(&load.path)
@@ -356,10 +357,10 @@ fn force_of(flags: &[String], plan: &Plan) -> Result<Force, Exit> {
     }
     for id in flags {
         if plan.task(id).is_none() {
-            let hint = dagrun_core::diagnostic::suggestion(id, plan.tasks.iter().map(|t| t.id.as_str()))
+            let hint = dagrun_core::diagnostic::suggestion(id, plan.tasks().iter().map(|t| t.id()))
                 .map(|h| format!("; {h}"))
                 .unwrap_or_default();
-            return Err(Exit::config(format!("error: --force={id}: no task `{id}` in {}{hint}", plan.name)));
+            return Err(Exit::config(format!("error: --force={id}: no task `{id}` in {}{hint}", plan.name())));
         }
     }
     Ok(Force::Tasks(flags.to_vec()))

@@ -12,6 +12,7 @@ use dagrun_core::plan::{S3Settings, join_path};
 use dagrun_core::record::RUN_RECORD;
 use dagrun_core::spec::TaskKind;
 use dagrun_core::storage::{Storages, is_s3};
+use dagrun_core::units::format_duration;
 
 use crate::cli::{GcArgs, SpecsArgs};
 use crate::commands::{Exit, load_plan, plan_options, print_stdout};
@@ -21,7 +22,7 @@ async fn verdict(cluster: &ClusterSummary, storages: &Storages, older_than: Opti
     if let (Some(limit), Some(age)) = (older_than, cluster.age)
         && age > limit
     {
-        return Some(format!("older than {}", humantime(limit)));
+        return Some(format!("older than {}", format_duration(limit)));
     }
     if cluster.runs_dir().is_empty() || cluster.run().is_empty() {
         return None;
@@ -29,16 +30,6 @@ async fn verdict(cluster: &ClusterSummary, storages: &Storages, older_than: Opti
     let record = join_path(cluster.runs_dir(), &format!("{}/{RUN_RECORD}", cluster.run()));
     let storage = storages.for_path(&record).ok()?;
     storage.read(&record).await.ok().map(|_| format!("its run is over ({record})"))
-}
-
-fn humantime(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s >= 86400 && s % 86400 == 0 => format!("{}d", s / 86400),
-        s if s >= 3600 => format!("{:.1}h", s as f64 / 3600.0),
-        s if s >= 60 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }
 
 pub async fn gc(args: &GcArgs) -> Result<u8, Exit> {
@@ -56,7 +47,7 @@ pub async fn gc(args: &GcArgs) -> Result<u8, Exit> {
     let mut doomed = Vec::new();
     let mut lines = String::new();
     for c in &clusters {
-        let age = c.age.map_or_else(|| "?".to_string(), humantime);
+        let age = c.age.map_or_else(|| "?".to_string(), format_duration);
         let why = verdict(c, &storages, args.older_than).await;
         let action = match &why {
             Some(why) if args.dry_run => format!("would terminate: {why}"),
@@ -94,11 +85,11 @@ pub fn specs(args: &SpecsArgs) -> Result<u8, Exit> {
     let tables = join_path(&root, "tables");
     let mut specs = Vec::new();
     for i in plan.waves().into_iter().flatten() {
-        let task = &plan.tasks[i];
-        if task.kind == TaskKind::QualityCheck {
+        let task = &plan.tasks()[i];
+        if task.kind() == TaskKind::QualityCheck {
             continue;
         }
-        let spec = step::spec(&plan, task, &args.run_id, 1, &root, &|t| step::table_location(&tables, t))
+        let spec = step::spec(&plan, task, &args.run_id, 1, None, &root, &|t| step::table_location(&tables, t))
             .map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
         specs.push(spec);
     }

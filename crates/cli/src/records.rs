@@ -8,8 +8,8 @@ use dagrun_core::plan::join_path;
 use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
 use dagrun_core::storage::{StorageError, Storages};
 
-use crate::render::{short_duration, thousands};
 use crate::report::escape;
+use dagrun_core::units::{format_elapsed, thousands};
 
 /// Writes `run.json` into the run's folder and points `LATEST` at it. Returns the record's path.
 pub async fn write(record: &RunRecord, storages: &Storages, runs_dir: &str) -> Result<String, StorageError> {
@@ -105,7 +105,7 @@ pub fn markdown(record: &RunRecord) -> String {
         "### dagrun `{}`: {} in {}\n\nrun `{}` · exit code {}\n\n| task | kind | state | attempts | time | rows out | note |\n| --- | --- | --- | ---: | ---: | ---: | --- |\n",
         record.pipeline(),
         record.outcome,
-        short_duration(r.duration),
+        format_elapsed(r.duration),
         r.run_id,
         record.exit_code
     );
@@ -125,7 +125,7 @@ pub fn markdown(record: &RunRecord) -> String {
             t.kind,
             t.state.as_str(),
             t.attempts.len(),
-            if t.attempts.is_empty() { String::new() } else { short_duration(t.duration) },
+            if t.attempts.is_empty() { String::new() } else { format_elapsed(t.duration) },
             o.and_then(|o| o.rows_out).map(thousands).unwrap_or_default(),
             cell(&note)
         );

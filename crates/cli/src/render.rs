@@ -1,41 +1,13 @@
 //! Text the CLI prints on stdout: the dry-run plan and the end-of-run summary table.
 
 use std::fmt::Write;
-use std::time::Duration;
 
-use dagrun_core::decode::format_duration;
 use dagrun_core::engine::Engines;
 use dagrun_core::executor::{RunReport, TaskState};
 use dagrun_core::plan::{Action, Plan};
 use dagrun_core::resume::Freshness;
 use dagrun_core::spec::CheckSeverity;
-
-/// `1234567` -> `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A short duration for tables: `0.21s`, `4.2s`, `1m05s`, `1h02m`.
-pub fn short_duration(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 10.0 {
-        format!("{secs:.2}s")
-    } else if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else if secs < 3600.0 {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    } else {
-        format!("{}h{:02}m", d.as_secs() / 3600, (d.as_secs() % 3600) / 60)
-    }
-}
+use dagrun_core::units::{format_duration, format_elapsed, thousands};
 
 /// The dry run: what a run would do, in the order it would do it. Reads and writes nothing.
 pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshness) -> String {
@@ -44,29 +16,29 @@ pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshnes
     let _ = writeln!(
         out,
         "dry run of {}: {} tasks in {} waves, up to {jobs} at a time; no data is read or written (only listings and manifests)",
-        plan.name,
-        plan.tasks.len(),
+        plan.name(),
+        plan.tasks().len(),
         waves.len()
     );
-    if let Some(d) = &plan.description {
+    if let Some(d) = &plan.description() {
         let _ = writeln!(out, "{}", d.trim());
     }
     let vars: Vec<String> = plan
-        .vars
+        .vars()
         .values
         .keys()
         .map(|k| {
-            let mark = if plan.vars.overridden.contains(k) { " (--set)" } else { "" };
-            format!("{k}={}{mark}", plan.vars.shown(k))
+            let mark = if plan.vars().overridden.contains(k) { " (--set)" } else { "" };
+            format!("{k}={}{mark}", plan.vars().shown(k))
         })
         .collect();
     if !vars.is_empty() {
         let _ = writeln!(out, "vars: {}", vars.join("  "));
     }
-    let _ = writeln!(out, "run records: {}/<run-id>/", plan.runs_dir);
-    let used = engines.iter().filter(|e| plan.tasks.iter().any(|t| t.engine == e.name())).count();
+    let _ = writeln!(out, "run records: {}/<run-id>/", plan.runs_dir());
+    let used = engines.iter().filter(|e| plan.tasks().iter().any(|t| t.engine() == e.name())).count();
     for engine in engines.iter() {
-        let here: Vec<&str> = plan.tasks.iter().filter(|t| t.engine == engine.name()).map(|t| t.id.as_str()).collect();
+        let here: Vec<&str> = plan.tasks().iter().filter(|t| t.engine() == engine.name()).map(|t| t.id()).collect();
         if here.is_empty() {
             continue;
         }
@@ -84,29 +56,29 @@ pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshnes
     for (w, wave) in waves.iter().enumerate() {
         let _ = writeln!(out, "\nwave {}", w + 1);
         for &i in wave {
-            let task = &plan.tasks[i];
-            let deps: Vec<&str> = task.deps.iter().map(|&d| plan.tasks[d].id.as_str()).collect();
+            let task = &plan.tasks()[i];
+            let deps: Vec<&str> = task.deps().iter().map(|&d| plan.tasks()[d].id()).collect();
             let after = if deps.is_empty() { String::new() } else { format!("  after {}", deps.join(", ")) };
-            let _ = writeln!(out, "  {} ({} on {}){after}", task.id, task.kind, task.engine);
+            let _ = writeln!(out, "  {} ({} on {}){after}", task.id(), task.kind(), task.engine());
             if let Some(reason) = freshness.fresh.get(&i) {
                 let _ = writeln!(out, "      skipped, {reason}");
             } else if let Some(reason) = freshness.stale.get(&i) {
                 let _ = writeln!(out, "      runs: {reason}");
             }
-            let _ = writeln!(out, "      timeout {}; retry: {}", format_duration(task.timeout), task.retry);
+            let _ = writeln!(out, "      timeout {}; retry: {}", format_duration(task.timeout()), task.retry());
             for input in task.inputs() {
                 let _ = writeln!(out, "      reads   {input}");
             }
             for output in task.outputs() {
                 let _ = writeln!(out, "      writes  {output}");
             }
-            if let Action::QualityCheck(q) = &task.action {
+            if let Action::QualityCheck(q) = &task.action() {
                 for check in &q.checks {
                     let warn = if check.severity == CheckSeverity::Warn { " (warn)" } else { "" };
                     let _ = writeln!(out, "      checks  {}{warn}", check.name);
                 }
             }
-            if let Some(engine) = engines.get(&task.engine) {
+            if let Some(engine) = engines.get(task.engine()) {
                 for line in engine.describe(task) {
                     let _ = writeln!(out, "      {line}");
                 }
@@ -136,7 +108,7 @@ pub fn summary(report: &RunReport) -> String {
             t.kind.clone(),
             t.state.as_str().to_string(),
             if t.attempts.is_empty() { String::new() } else { t.attempts.len().to_string() },
-            if t.attempts.is_empty() { String::new() } else { short_duration(t.duration) },
+            if t.attempts.is_empty() { String::new() } else { format_elapsed(t.duration) },
             num(out.and_then(|o| o.rows_in)),
             num(out.and_then(|o| o.rows_out)),
             out.map(|o| if o.quarantined > 0 { thousands(o.quarantined) } else { String::new() }).unwrap_or_default(),
@@ -145,7 +117,7 @@ pub fn summary(report: &RunReport) -> String {
     let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let numeric = [false, false, false, true, true, true, true, true];
     let mut out = String::new();
-    let _ = writeln!(out, "\nrun {} of {} took {}", report.run_id, report.pipeline, short_duration(report.duration));
+    let _ = writeln!(out, "\nrun {} of {} took {}", report.run_id, report.pipeline, format_elapsed(report.duration));
     for row in &rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
@@ -229,23 +201,4 @@ pub fn summary(report: &RunReport) -> String {
     };
     let _ = writeln!(out, "\n{verdict}");
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_get_thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(6820), "6,820");
-        assert_eq!(thousands(1234567), "1,234,567");
-    }
-
-    #[test]
-    fn durations_stay_short() {
-        assert_eq!(short_duration(Duration::from_millis(210)), "0.21s");
-        assert_eq!(short_duration(Duration::from_secs(65)), "1m05s");
-        assert_eq!(short_duration(Duration::from_secs(3720)), "1h02m");
-    }
 }

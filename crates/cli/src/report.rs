@@ -8,16 +8,17 @@ use std::fmt::Write;
 
 use dagrun_core::executor::{TaskRecord, TaskState};
 use dagrun_core::record::RunRecord;
+use dagrun_core::spec::ChartKind;
 use dagrun_core::storage::Storages;
 use polars::prelude::*;
 use polars::sql::SQLContext;
 
-use crate::render::{short_duration, thousands};
+use dagrun_core::units::{format_elapsed, thousands};
 
 /// The answer to one report query: a small table, or why it could not be computed.
 pub struct Answer {
     pub title: String,
-    pub chart: String,
+    pub chart: ChartKind,
     pub result: Result<(Vec<String>, Vec<Vec<String>>), String>,
 }
 
@@ -49,7 +50,7 @@ pub async fn answers(record: &RunRecord, storages: &Storages) -> Vec<Answer> {
             let df = cx.execute(&q.sql).and_then(|lf| lf.limit(50).collect()).map_err(|e| e.to_string())?;
             Ok(rows_of(&df))
         })();
-        out.push(Answer { title: q.title.clone(), chart: q.chart.clone(), result });
+        out.push(Answer { title: q.title.clone(), chart: q.chart, result });
     }
     out
 }
@@ -316,7 +317,7 @@ pub fn render(record: &RunRecord, answers: &[Answer]) -> String {
         outcome = escape(&record.outcome),
         start = fmt_time(report.started_at),
         end = fmt_time(ended),
-        dur = short_duration(report.duration),
+        dur = format_elapsed(report.duration),
         code = record.exit_code,
         file = escape(&record.pipeline_file),
         hash = &record.pipeline_sha256[..12.min(record.pipeline_sha256.len())],
@@ -362,7 +363,7 @@ pub fn render(record: &RunRecord, answers: &[Answer]) -> String {
             t.state.as_str(),
             t.state.as_str(),
             t.attempts.len(),
-            if t.attempts.is_empty() { String::new() } else { short_duration(t.duration) },
+            if t.attempts.is_empty() { String::new() } else { format_elapsed(t.duration) },
             num(o.and_then(|o| o.rows_in)),
             num(o.and_then(|o| o.rows_out)),
             o.map(|o| o.quarantined).filter(|q| *q > 0).map(thousands).unwrap_or_default(),
@@ -445,7 +446,7 @@ pub fn render(record: &RunRecord, answers: &[Answer]) -> String {
             match &a.result {
                 Ok((_, rows)) if rows.is_empty() => html.push_str("<p>No rows.</p>"),
                 Ok((header, rows)) => {
-                    if a.chart == "bar"
+                    if a.chart == ChartKind::Bar
                         && let Some(svg) = bar_svg(header, rows)
                     {
                         html.push_str(&svg);

@@ -259,27 +259,27 @@ impl Observer for ProgressObserver {
     fn attempt_started(&self, task: &PlannedTask, attempt: u32) -> Arc<dyn TaskProgress> {
         let bar = self.terminal.multi.add(ProgressBar::new_spinner());
         bar.set_style(spinner_style(self.id_width));
-        let prefix = if attempt > 1 { format!("{}#{attempt}", task.id) } else { task.id.clone() };
+        let prefix = if attempt > 1 { format!("{}#{attempt}", task.id()) } else { task.id().to_string() };
         bar.set_prefix(prefix);
-        bar.set_message(task.kind.to_string());
+        bar.set_message(task.kind().to_string());
         if self.terminal.bars {
             bar.enable_steady_tick(Duration::from_millis(120));
         }
 
-        if let Some(old) = self.bars.lock().expect("bars").insert(task.id.clone(), bar.clone()) {
+        if let Some(old) = self.bars.lock().expect("bars").insert(task.id().to_string(), bar.clone()) {
             old.finish_and_clear();
         }
         Arc::new(BarProgress { bar, id_width: self.id_width })
     }
 
     fn attempt_failed(&self, task: &PlannedTask, _attempt: u32, _error: &TaskError, _retry_in: Option<Duration>) {
-        if let Some(bar) = self.bars.lock().expect("bars").remove(&task.id) {
+        if let Some(bar) = self.bars.lock().expect("bars").remove(task.id()) {
             bar.finish_and_clear();
         }
     }
 
     fn task_finished(&self, task: &PlannedTask, _record: &TaskRecord) {
-        if let Some(bar) = self.bars.lock().expect("bars").remove(&task.id) {
+        if let Some(bar) = self.bars.lock().expect("bars").remove(task.id()) {
             bar.finish_and_clear();
         }
     }

@@ -8,6 +8,7 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use crate::diagnostic::{Diagnostic, Pos, SourceFile, suggestion};
+use crate::units::{parse_duration, parse_size};
 use crate::yaml::{Key, Node, Value};
 
 /// A decoded value with the position it came from.
@@ -328,79 +329,6 @@ impl Decode for ByteSize {
     }
 }
 
-/// Parses `16MiB`, `8 MB`, `512KiB`, `1GB` or a bare number of bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let s = text.trim();
-    let invalid = || format!("invalid size `{text}`: expected e.g. 16MiB, 8MB or 1048576");
-    let digits = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let number: f64 = s[..digits].parse().map_err(|_| invalid())?;
-    let factor: f64 = match s[digits..].trim() {
-        "" | "B" => 1.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(invalid()),
-    };
-    Ok((number * factor).round() as u64)
-}
-
-/// Parses `250ms`, `30s`, `5m`, `1h30m`, `2d`, `1.5h` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let s = text.trim();
-    let invalid = || format!("invalid duration `{text}`: expected e.g. 250ms, 30s, 5m, 1h30m or 2d");
-    if s.is_empty() {
-        return Err(invalid());
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return if secs >= 0.0 && secs.is_finite() { Ok(Duration::from_secs_f64(secs)) } else { Err(invalid()) };
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(invalid());
-        }
-        let number: f64 = rest[..digits].parse().map_err(|_| invalid())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let factor = match rest[..unit_len].trim() {
-            "ms" | "millis" | "milliseconds" => 0.001,
-            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
-            "d" | "day" | "days" => 86400.0,
-            _ => return Err(invalid()),
-        };
-        rest = &rest[unit_len..];
-        total += number * factor;
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
-/// Formats a duration the way pipeline files write them: `1h30m`, `45s`, `250ms`.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    if !ms.is_multiple_of(1000) && ms < 60_000 {
-        return if ms < 1000 { format!("{ms}ms") } else { format!("{:.1}s", d.as_secs_f64()) };
-    }
-    let mut secs = d.as_secs();
-    let mut out = String::new();
-    for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if secs >= size {
-            out.push_str(&format!("{}{unit}", secs / size));
-            secs %= size;
-        }
-    }
-    out
-}
-
 /// Declares a spec struct whose fields are decoded from a mapping with exactly these keys.
 ///
 /// ```ignore
@@ -493,26 +421,5 @@ mod tests {
         let (value, diags) = decode::<Sample>("name: 6.10\n");
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(value.unwrap().name, "6.10");
-    }
-
-    #[test]
-    fn durations_parse_in_all_forms() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("5x").unwrap_err().contains("invalid duration `5x`"));
-        assert_eq!(parse_duration("10 minutes").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
-        assert_eq!(parse_size("8 MB").unwrap(), 8_000_000);
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert!(parse_size("8 parsecs").is_err());
-
-        assert_eq!(parse_duration("1 hour 30 min").unwrap(), Duration::from_secs(5400));
-
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("m").is_err());
-        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
     }
 }

@@ -78,6 +78,9 @@ pub struct TaskContext {
     pub instance: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// What the task's output is made from ([`crate::resume`]); a load records it in its
+    /// table's manifest, so that an unchanged re-run can skip it.
+    pub fingerprint: Option<String>,
     /// Cancelled on Ctrl-C, SIGTERM, `--fail-fast` or when the attempt times out. Long-running
     /// engines should watch it and clean up; the executor stops waiting after a grace period.
     pub cancel: CancellationToken,

@@ -20,9 +20,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::decode::format_duration;
 use crate::engine::{CANCEL_GRACE, Engine, Engines, TaskContext, TaskError, TaskOutput, TaskProgress};
-use crate::plan::{Action, Plan, PlannedTask};
+use crate::plan::{Plan, PlannedTask};
+use crate::units::format_duration;
 
 /// How a run is carried out.
 #[derive(Debug, Clone)]
@@ -40,6 +40,8 @@ pub struct ExecutorOptions {
     pub cancel_grace: Duration,
     /// Tasks not to run because their outputs are up to date (resume), with the reason.
     pub fresh: BTreeMap<usize, String>,
+    /// What each task's output is made from (resume), handed to its attempts.
+    pub fingerprints: BTreeMap<usize, String>,
 }
 
 impl ExecutorOptions {
@@ -52,6 +54,7 @@ impl ExecutorOptions {
             jitter_seed: None,
             cancel_grace: CANCEL_GRACE,
             fresh: BTreeMap::new(),
+            fingerprints: BTreeMap::new(),
         }
     }
 }
@@ -198,8 +201,8 @@ pub async fn execute(
     for task in &plan.tasks {
         *engine_users.entry(task.engine.clone()).or_default() += 1;
     }
-    let reads = reads_of(&plan);
-    let readers_of = readers(&plan, &reads);
+    let reads = plan.producers_read();
+    let readers_of = plan.readers();
     let mut readers_left: Vec<usize> = readers_of.iter().map(BTreeSet::len).collect();
 
     loop {
@@ -236,8 +239,8 @@ pub async fn execute(
                 cancel: stop.child_token(),
                 run_id: options.run_id.clone(),
                 instance: options.instance.clone(),
+                fingerprint: options.fingerprints.get(&i).cloned(),
                 grace,
-
                 rng: StdRng::seed_from_u64(rand::RngExt::random(&mut seed_rng)),
             };
             running.spawn(async move { (i, runner.run(task).await) });
@@ -275,7 +278,7 @@ pub async fn execute(
 
         match state {
             TaskState::Succeeded | TaskState::UpToDate => {
-                for d in plan.dependents(i) {
+                for &d in plan.dependents(i) {
                     waiting[d] -= 1;
                     if waiting[d] == 0 && records[d].is_none() {
                         ready.insert(d);
@@ -375,38 +378,6 @@ pub async fn execute(
     }
 }
 
-/// For each task, the tasks that read its output: direct dependents plus tasks naming its table.
-fn readers(plan: &Plan, reads: &[Vec<usize>]) -> Vec<BTreeSet<usize>> {
-    let mut out: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); plan.tasks.len()];
-    for task in &plan.tasks {
-        for &d in &task.deps {
-            out[d].insert(task.index);
-        }
-        for &producer in &reads[task.index] {
-            out[producer].insert(task.index);
-        }
-    }
-    out
-}
-
-/// For each task, the producers of the tables it reads.
-fn reads_of(plan: &Plan) -> Vec<Vec<usize>> {
-    let producers: std::collections::HashMap<&str, usize> =
-        plan.tasks.iter().filter_map(|t| t.table().map(|name| (name, t.index))).collect();
-    plan.tasks
-        .iter()
-        .map(|task| {
-            let names: Vec<&str> = match &task.action {
-                Action::Transform(t) => t.tables.iter().map(String::as_str).collect(),
-                Action::QualityCheck(q) => q.tables.iter().map(String::as_str).collect(),
-                Action::Load(l) => vec![l.table.as_str()],
-                Action::Extract(_) => Vec::new(),
-            };
-            names.iter().filter_map(|n| producers.get(n).copied()).collect()
-        })
-        .collect()
-}
-
 async fn release_engine_if_unused(task: &PlannedTask, engines: &Engines, users: &mut BTreeMap<String, usize>) {
     let Some(count) = users.get_mut(&task.engine) else {
         return;
@@ -449,6 +420,7 @@ struct AttemptRunner {
     cancel: CancellationToken,
     run_id: String,
     instance: String,
+    fingerprint: Option<String>,
     grace: Duration,
     rng: StdRng,
 }
@@ -474,6 +446,7 @@ impl AttemptRunner {
                 run_id: self.run_id.clone(),
                 instance: self.instance.clone(),
                 attempt,
+                fingerprint: self.fingerprint.clone(),
                 cancel: attempt_cancel.clone(),
                 progress,
             };

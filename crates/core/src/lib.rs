@@ -11,16 +11,19 @@
 //! | [`vars`] | `${var}`, `${env:NAME}`, `--set` |
 //! | [`lease`] | the lease on a lake: one writing run at a time |
 //! | [`path`] | local and S3 paths: normalizing, links resolved, which folder holds which |
-//! | [`plan`] | validation: spec -> plan |
+//! | [`compile`] | spec -> plan: every rule of the file format, every problem located |
+//! | [`plan`] | the validated, immutable plan and the questions later layers ask of it |
 //! | [`sql`] | static SQL reading (syntax errors, referenced tables) |
 //! | [`retry`] | the retry policy |
 //! | [`emr`] | the `engines.emr` section: EMR cluster settings and their checks |
 //! | [`executor`] | running a plan: concurrency, retries, timeouts, cancellation |
 //! | [`engine`] | where tasks run (`Engine`) |
 //! | [`storage`] | where bytes live (`Storage`), local disk, atomic publish |
+//! | [`units`] | sizes and durations: parse and format |
 //! | [`graph`] | ascii / DOT / Mermaid |
 //! | [`diagnostic`] | located errors with source line and caret |
 
+pub mod compile;
 pub mod decode;
 pub mod diagnostic;
 pub mod emr;
@@ -36,12 +39,14 @@ pub mod retry;
 pub mod spec;
 pub mod sql;
 pub mod storage;
+pub mod units;
 pub mod vars;
 pub mod yaml;
 
+pub use compile::{PlanError, PlanOptions};
 pub use diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile};
 pub use engine::{Engine, Engines, TaskContext, TaskError, TaskOutput};
 pub use executor::{ExecutorOptions, RunReport, TaskRecord, TaskState, execute};
-pub use plan::{Plan, PlanError, PlanOptions};
+pub use plan::Plan;
 pub use storage::{Storage, Storages};
 pub use vars::VarInputs;

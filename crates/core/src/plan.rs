@@ -1,29 +1,24 @@
-//! The validated plan: tasks with resolved variables, dependencies as graph edges, defaults filled
-//! in and retry policies computed. [`Plan::load`] is the only way from a pipeline file to a plan; it
-//! reports every problem at once, each with its position. `validate`, `graph`, `--dry-run` and a
-//! real run all start here.
+//! The validated plan: what [`crate::compile`] makes of a pipeline file, and what everything after
+//! it reads. Tasks have their variables resolved, defaults filled in and retry policies computed;
+//! dependencies are indices. A plan never changes once made: its fields are the crate's, and other
+//! crates read them through methods. It answers the questions every later layer asks (which tables
+//! a task reads, who reads a task's output, what depends on what, the waves, where quarantined
+//! records go) so that each has one answer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use petgraph::algo::tarjan_scc;
-use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
 
-use crate::decode::{Decode, Decoder, DurationValue, Entries, Located};
-use crate::diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile, suggestion};
-use crate::emr::{self, EmrSettings, EnginesSpec};
+use crate::diagnostic::{Diagnostic, Pos, SourceFile, suggestion};
+use crate::emr::EmrSettings;
 pub use crate::path::join_path;
-use crate::record::ReportQuery;
 use crate::retry::RetryPolicy;
 use crate::spec::{
-    ChartKind, CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, JsonFormat, ReportQuerySpec,
-    RetrySpec, S3Spec, ServerSideEncryption, StorageClass, StorageSpec, TaskKind, TaskParams, TaskSpec,
+    ChartKind, CheckSeverity, ColumnType, Compression, JsonFormat, ServerSideEncryption, StorageClass, TaskKind,
 };
-use crate::sql;
-use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
-use crate::yaml::{self, Node, Value};
+use crate::vars::Vars;
 
 /// Built-in default timeout of one attempt.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -33,24 +28,34 @@ pub const DEFAULT_ENGINE: &str = "local";
 /// A validated pipeline.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub name: String,
-    pub description: Option<String>,
-    pub source: Arc<SourceFile>,
-    pub vars: Vars,
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) source: Arc<SourceFile>,
+    pub(crate) vars: Vars,
     /// Tasks in file order; a task's `index` is its place here.
-    pub tasks: Vec<PlannedTask>,
-    /// Edges point from a dependency to its dependent.
-    pub graph: DiGraph<usize, ()>,
+    pub(crate) tasks: Vec<PlannedTask>,
+    /// For each task, the tasks that depend on it directly, in file order: the reverse of each
+    /// task's `deps`, kept once so that walking down is as cheap as walking up.
+    pub(crate) dependents: Vec<Vec<usize>>,
     /// Where run records and quarantined records go (`runs:`; default `${output}/_dagrun`).
-    pub runs_dir: String,
+    pub(crate) runs_dir: String,
     /// How to talk to S3, when any path is an `s3://` URI.
-    pub s3: S3Settings,
+    pub(crate) s3: S3Settings,
     /// Questions the HTML report answers from the published tables (`report:`).
-    pub report: Vec<ReportQuery>,
+    pub(crate) report: Vec<ReportQuery>,
     /// How EMR clusters are made (`engines.emr`), when a task runs on `emr`.
-    pub emr: Option<EmrSettings>,
+    pub(crate) emr: Option<EmrSettings>,
     /// Problems worth knowing that do not stop a run.
-    pub warnings: Vec<Diagnostic>,
+    pub(crate) warnings: Vec<Diagnostic>,
+}
+
+/// A named query over published tables, shown in the HTML report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportQuery {
+    pub title: String,
+    pub sql: String,
+    /// `bar` draws the first column as labels and the last as bar lengths; `table` only lists.
+    pub chart: ChartKind,
 }
 
 /// How to talk to S3 (`storage.s3`), with defaults filled in.
@@ -98,21 +103,18 @@ pub struct PlanPath {
 /// One validated task.
 #[derive(Debug, Clone)]
 pub struct PlannedTask {
-    pub index: usize,
-    pub id: String,
-    pub description: Option<String>,
-    pub kind: TaskKind,
-    pub action: Action,
-    /// Direct dependencies, as indices into [`Plan::tasks`].
-    pub deps: Vec<usize>,
-    pub engine: String,
-    pub retry: RetryPolicy,
-    pub timeout: Duration,
+    pub(crate) index: usize,
+    pub(crate) id: String,
+    pub(crate) description: Option<String>,
+    pub(crate) kind: TaskKind,
+    pub(crate) action: Action,
+    /// Direct dependencies, as indices into the plan's tasks, in the order the file names them.
+    pub(crate) deps: Vec<usize>,
+    pub(crate) engine: String,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Duration,
     /// Where the task is declared.
-    pub pos: Pos,
-    /// What this task's output is made from (set by [`crate::resume::assess`]); loads record it
-    /// in their table's manifest.
-    pub fingerprint: Option<String>,
+    pub(crate) pos: Pos,
 }
 
 /// What a task does, with everything resolved.
@@ -185,6 +187,63 @@ pub struct Load {
 }
 
 impl PlannedTask {
+    /// Its place in the plan's tasks.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Its id: also the name of the table it produces, if any.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    pub fn kind(&self) -> TaskKind {
+        self.kind
+    }
+
+    /// What it does, with everything resolved.
+    pub fn action(&self) -> &Action {
+        &self.action
+    }
+
+    /// Its direct dependencies, as indices into the plan's tasks.
+    pub fn deps(&self) -> &[usize] {
+        &self.deps
+    }
+
+    /// The engine it runs on (`local`, `emr`).
+    pub fn engine(&self) -> &str {
+        &self.engine
+    }
+
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// How long one attempt may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Where the task is declared in the pipeline file.
+    pub fn pos(&self) -> Pos {
+        self.pos
+    }
+
+    /// The names of the tables it reads: a transform's SQL, a check's tables, a load's table.
+    pub fn tables_read(&self) -> Vec<&str> {
+        match &self.action {
+            Action::Transform(t) => t.tables.iter().map(String::as_str).collect(),
+            Action::QualityCheck(q) => q.tables.iter().map(String::as_str).collect(),
+            Action::Load(l) => vec![l.table.as_str()],
+            Action::Extract(_) => Vec::new(),
+        }
+    }
+
     /// The name of the table this task produces, if any (extracts and transforms).
     pub fn table(&self) -> Option<&str> {
         match self.action {
@@ -221,100 +280,90 @@ impl PlannedTask {
     }
 }
 
-/// What the caller knows that the file does not: engines available in this build, and where the
-/// local engine would spill tables.
-#[derive(Debug, Clone)]
-pub struct PlanOptions {
-    pub engines: Vec<String>,
-    /// The folder (`TMPDIR`) in which spilled tables get a new folder of their own, if any.
-    pub spill_dir: Option<String>,
-}
-
-impl Default for PlanOptions {
-    fn default() -> Self {
-        Self { engines: vec![DEFAULT_ENGINE.to_string()], spill_dir: None }
-    }
-}
-
-/// A pipeline that could not be planned: located diagnostics, or `--set` misuse.
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    /// The file has problems; each diagnostic has a position.
-    #[error("{0}")]
-    Invalid(Diagnostics),
-    /// `--set` named variables the pipeline does not declare.
-    #[error("{}", .0.join("\n"))]
-    UnknownOverrides(Vec<String>),
-}
-
 impl Plan {
-    /// Reads and validates the pipeline at `path`.
-    pub fn load_file(path: &Path, inputs: &VarInputs, options: &PlanOptions) -> Result<Plan, LoadError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| LoadError::Read { path: path.display().to_string(), error: e.to_string() })?;
-        let text = String::from_utf8(bytes).map_err(|e| not_utf8(path, e))?;
-        let mut inputs = inputs.clone();
-        if !inputs.builtins.contains_key("pipeline_dir") {
-            let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
-            inputs.builtins.insert("pipeline_dir".into(), dir.unwrap_or(Path::new(".")).display().to_string());
-        }
-        Plan::load(SourceFile::new(path.display().to_string(), text), &inputs, options).map_err(LoadError::Plan)
-    }
-
-    /// Validates a pipeline's text. Every problem found is reported, sorted by position.
-    pub fn load(source: Arc<SourceFile>, inputs: &VarInputs, options: &PlanOptions) -> Result<Plan, PlanError> {
-        let mut diags = Vec::new();
-        let root = match yaml::parse(&source) {
-            Ok(root) => root,
-            Err(d) => return Err(PlanError::Invalid(Diagnostics::new(source, vec![d]))),
-        };
-        if !matches!(root.value, Value::Map(_)) {
-            let d = Diagnostic::error(
-                root.pos,
-                format!("expected a mapping with `name` and `tasks`, found {}", root.value.describe()),
-            );
-            return Err(PlanError::Invalid(Diagnostics::new(source, vec![d])));
-        }
-
-        // Variables first: they are resolved before anything else is read.
-        let declared = declared_vars(&root, &source, &mut diags);
-        let (vars, unknown_overrides) = vars::resolve(&declared, inputs, &source, &mut diags);
-        if !unknown_overrides.is_empty() {
-            return Err(PlanError::UnknownOverrides(unknown_overrides));
-        }
-        let mut tree = root.clone();
-        if let Value::Map(entries) = &mut tree.value {
-            for (key, value) in entries.iter_mut() {
-                // `engines` is read after the tasks: only a run that uses an engine needs its values.
-                if key.name != "vars" && key.name != "engines" {
-                    vars::interpolate_tree(value, &vars, &declared, inputs, &source, &mut diags);
-                }
+    /// Fills in what is derived from the tasks (the reverse edges). Only the compiler and
+    /// [`Plan::select`] make plans.
+    pub(crate) fn indexed(mut self) -> Self {
+        let mut dependents = vec![Vec::new(); self.tasks.len()];
+        for task in &self.tasks {
+            for &d in &task.deps {
+                dependents[d].push(task.index);
             }
         }
+        self.dependents = dependents;
+        self
+    }
 
-        let mut cx = Decoder::new(&source);
-        let top = TopLevel::decode(&tree, &mut cx);
-        diags.append(&mut cx.diagnostics);
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 
-        let mut builder = Builder { source: &source, options, diags, warnings: Vec::new(), places: Vec::new() };
-        let mut plan = top.and_then(|top| builder.build(top, vars.clone()));
-        let Builder { mut diags, warnings, mut places, .. } = builder;
-        if let Some(plan) = plan.as_mut() {
-            let (emr, emr_places) =
-                engine_settings(plan, root.get("engines"), &vars, &declared, inputs, &source, &mut diags);
-            plan.emr = emr;
-            places.extend(emr_places);
-            places::check(&places, &mut diags);
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The pipeline file the plan was made from.
+    pub fn source(&self) -> &Arc<SourceFile> {
+        &self.source
+    }
+
+    /// The variables, resolved.
+    pub fn vars(&self) -> &Vars {
+        &self.vars
+    }
+
+    /// The tasks in file order; a task's [`PlannedTask::index`] is its place here.
+    pub fn tasks(&self) -> &[PlannedTask] {
+        &self.tasks
+    }
+
+    /// Where run records, quarantined records and the lake's lease go.
+    pub fn runs_dir(&self) -> &str {
+        &self.runs_dir
+    }
+
+    /// How to talk to S3.
+    pub fn s3(&self) -> &S3Settings {
+        &self.s3
+    }
+
+    /// The questions the HTML report answers (`report:`).
+    pub fn report(&self) -> &[ReportQuery] {
+        &self.report
+    }
+
+    /// How EMR clusters are made, when a task runs on `emr`.
+    pub fn emr(&self) -> Option<&EmrSettings> {
+        self.emr.as_ref()
+    }
+
+    /// Problems worth knowing that do not stop a run.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// Where the records an extract quarantines in run `run_id` are written.
+    pub fn quarantine_path(&self, run_id: &str, task: &str) -> String {
+        join_path(&self.runs_dir, &format!("{run_id}/quarantine/{task}.jsonl"))
+    }
+
+    /// For each task, the producers of the tables it reads.
+    pub fn producers_read(&self) -> Vec<Vec<usize>> {
+        let producers: HashMap<&str, usize> =
+            self.tasks.iter().filter_map(|t| t.table().map(|name| (name, t.index))).collect();
+        self.tasks.iter().map(|t| t.tables_read().iter().filter_map(|n| producers.get(n).copied()).collect()).collect()
+    }
+
+    /// For each task, the tasks that read its output: its direct dependents and every task that
+    /// names its table.
+    pub fn readers(&self) -> Vec<BTreeSet<usize>> {
+        let mut out: Vec<BTreeSet<usize>> = self.dependents.iter().map(|d| d.iter().copied().collect()).collect();
+        for (reader, producers) in self.producers_read().into_iter().enumerate() {
+            for producer in producers {
+                out[producer].insert(reader);
+            }
         }
-
-        if diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error) || plan.is_none() {
-            let mut all = diags;
-            all.extend(warnings);
-            return Err(PlanError::Invalid(Diagnostics::new(source, all)));
-        }
-        let mut plan = plan.expect("checked above");
-        plan.warnings = warnings;
-        Ok(plan)
+        out
     }
 
     /// Every folder or prefix the plan reads or writes, in plan order.
@@ -344,11 +393,9 @@ impl Plan {
         self.tasks.iter().find(|t| t.id == id)
     }
 
-    /// Indices of tasks that depend directly on `index`.
-    pub fn dependents(&self, index: usize) -> Vec<usize> {
-        let mut out: Vec<usize> = self.graph.neighbors(NodeIndex::new(index)).map(|n| self.graph[n]).collect();
-        out.sort_unstable();
-        out
+    /// Indices of tasks that depend directly on `index`, in file order.
+    pub fn dependents(&self, index: usize) -> &[usize] {
+        &self.dependents[index]
     }
 
     /// Every task `index` depends on, directly or not.
@@ -366,7 +413,7 @@ impl Plan {
     /// Every task that depends on `index`, directly or not.
     pub fn descendants(&self, index: usize) -> BTreeSet<usize> {
         let mut seen = BTreeSet::new();
-        let mut stack = self.dependents(index);
+        let mut stack = self.dependents(index).to_vec();
         while let Some(i) = stack.pop() {
             if seen.insert(i) {
                 stack.extend(self.dependents(i));
@@ -422,7 +469,7 @@ impl Plan {
         let mut order = Vec::with_capacity(self.tasks.len());
         while let Some(i) = ready.pop_first() {
             order.push(i);
-            for d in self.dependents(i) {
+            for &d in self.dependents(i) {
                 remaining[d] -= 1;
                 if remaining[d] == 0 {
                     ready.insert(d);
@@ -455,848 +502,6 @@ impl Plan {
                 t
             })
             .collect();
-        let graph = build_graph(&tasks);
-        Ok(Plan { tasks, graph, ..self.clone() })
+        Ok(Plan { tasks, dependents: Vec::new(), ..self.clone() }.indexed())
     }
 }
-
-/// A pipeline file that is not UTF-8: where the first bad byte is, as offset, line and column.
-fn not_utf8(path: &Path, error: std::string::FromUtf8Error) -> LoadError {
-    let at = error.utf8_error().valid_up_to();
-    let bytes = error.into_bytes();
-    let byte = bytes[at];
-    let source = SourceFile::new(path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned());
-    let before = String::from_utf8_lossy(&bytes[..at]);
-    let line = before.matches('\n').count() as u32 + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
-    let pos = Pos { line, col, offset: Some(at), len: 1 };
-    let d = Diagnostic::error(
-        pos,
-        format!("the file is not UTF-8 text: byte 0x{byte:02X} at offset {at} starts no character"),
-    )
-    .with_hint("save the pipeline as UTF-8");
-    LoadError::Plan(PlanError::Invalid(Diagnostics::new(source, vec![d])))
-}
-
-/// Reading the file failed, or its content is invalid.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The pipeline file could not be read.
-    #[error("cannot read pipeline {path}: {error}")]
-    Read { path: String, error: String },
-    /// The pipeline is invalid.
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-}
-
-fn build_graph(tasks: &[PlannedTask]) -> DiGraph<usize, ()> {
-    let mut graph = DiGraph::with_capacity(tasks.len(), tasks.len() * 2);
-    for t in tasks {
-        graph.add_node(t.index);
-    }
-    for t in tasks {
-        for &d in &t.deps {
-            graph.add_edge(NodeIndex::new(d), NodeIndex::new(t.index), ());
-        }
-    }
-    graph
-}
-
-/// The top-level keys, decoded one by one so one bad task does not hide problems in the others.
-struct TopLevel {
-    name: Option<Located<String>>,
-    description: Option<Located<String>>,
-    runs: Option<Located<String>>,
-    storage: Option<StorageSpec>,
-    report: Option<Vec<ReportQuerySpec>>,
-    defaults: Option<DefaultsSpec>,
-    /// Decoded tasks; `None` where a task had errors (its id is still known when readable).
-    tasks: Vec<(Option<TaskSpec>, Option<Located<String>>)>,
-    tasks_pos: Pos,
-    has_tasks_key: bool,
-}
-
-const TOP_KEYS: &[&str] = &["name", "description", "vars", "runs", "storage", "engines", "defaults", "tasks", "report"];
-
-impl Decode for TopLevel {
-    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
-        let map = cx.map(node, "the pipeline", TOP_KEYS)?;
-        let name = map.field::<Located<String>>(cx, "name");
-        let description = map.field::<Option<Located<String>>>(cx, "description").flatten();
-        let runs = map.field::<Option<Located<String>>>(cx, "runs").flatten();
-        let storage = map.field::<Option<StorageSpec>>(cx, "storage").flatten();
-        let report = map.field::<Option<Vec<ReportQuerySpec>>>(cx, "report").flatten();
-        let defaults = map.field::<Option<DefaultsSpec>>(cx, "defaults").flatten();
-        let mut tasks = Vec::new();
-        let tasks_pos = map.node("tasks").map_or(node.pos, |n| n.pos);
-        match map.node("tasks").map(|n| (n, &n.value)) {
-            Some((_, Value::Seq(items))) => {
-                for item in items {
-                    let id = item.get("id").and_then(|n| match &n.value {
-                        Value::Str(s) => Some(Located::new(s.clone(), n.pos)),
-                        _ => None,
-                    });
-                    tasks.push((TaskSpec::decode(item, cx), id));
-                }
-            }
-            Some((n, _)) => cx.expected(n, "a list of tasks"),
-            None => cx.error(node.pos, "missing required key `tasks` in the pipeline"),
-        }
-        let has_tasks_key = map.node("tasks").is_some();
-        Some(TopLevel { name, description, runs, storage, report, defaults, tasks, tasks_pos, has_tasks_key })
-    }
-}
-
-/// The `engines:` section, read once the tasks say which engines the run uses. The EMR settings
-/// are interpolated and checked in full only when a task runs on `emr` (roles and log URI are
-/// variables a local run may leave unset); otherwise only their keys are checked.
-fn engine_settings(
-    plan: &Plan,
-    node: Option<&Node>,
-    vars: &Vars,
-    declared: &[DeclaredVar],
-    inputs: &VarInputs,
-    source: &SourceFile,
-    diags: &mut Vec<Diagnostic>,
-) -> (Option<EmrSettings>, Vec<places::Place>) {
-    let mut emr_places = Vec::new();
-    let on_emr: Vec<&PlannedTask> = plan.tasks.iter().filter(|t| t.engine == emr::ENGINE).collect();
-    for t in &on_emr {
-        let (verb, path) = match &t.action {
-            Action::QualityCheck(_) => {
-                let message = format!("task `{}`: quality checks run on the local engine, not on emr", t.id);
-                diags.push(Diagnostic::error(t.pos, message));
-                continue;
-            }
-            Action::Extract(e) => ("reads", &e.path),
-            Action::Load(l) => ("writes", &l.path),
-            Action::Transform(_) => continue,
-        };
-        if !crate::storage::is_s3(path) {
-            let message = format!("task `{}` runs on emr and {verb} `{path}`: EMR steps use s3:// paths only", t.id);
-            diags.push(
-                Diagnostic::error(t.pos, message).with_hint("pass an s3:// URI with --set, or run the task on local"),
-            );
-        }
-    }
-
-    let mut cx = Decoder::new(source);
-    let settings = match node {
-        Some(node) if !on_emr.is_empty() => {
-            let mut node = node.clone();
-            vars::interpolate_tree(&mut node, vars, declared, inputs, source, diags);
-            let spec = EnginesSpec::decode(&node, &mut cx);
-            spec.and_then(|s| s.emr).map(|emr| {
-                let settings = emr::validate(&emr, diags);
-                emr_places.push(places::Place::output("engines.emr.staging", &settings.staging, emr.staging.pos));
-                emr_places.push(places::Place::output(
-                    "engines.emr.log_uri (where EMR writes logs)",
-                    &settings.log_uri,
-                    emr.log_uri.pos,
-                ));
-                settings
-            })
-        }
-        Some(node) => {
-            emr::check_keys_only(node, &mut cx);
-            None
-        }
-        None => None,
-    };
-    diags.append(&mut cx.diagnostics);
-    if settings.is_none()
-        && let Some(first) = on_emr.first()
-        && !diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error)
-    {
-        diags.push(Diagnostic::error(
-            first.pos,
-            format!("task `{}` runs on emr, but the pipeline has no `engines.emr` section", first.id),
-        ));
-    }
-    (settings, emr_places)
-}
-
-fn declared_vars(root: &Node, source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Vec<DeclaredVar> {
-    let Some(vars_node) = root.get("vars") else {
-        return Vec::new();
-    };
-    if vars_node.value == Value::Null {
-        return Vec::new();
-    }
-    let mut cx = Decoder::new(source);
-    let entries = Entries::<Located<Option<String>>>::decode(vars_node, &mut cx);
-    diags.append(&mut cx.diagnostics);
-    let Some(entries) = entries else {
-        return Vec::new();
-    };
-    let Value::Map(nodes) = &vars_node.value else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for ((key, value), (_, node)) in entries.0.into_iter().zip(nodes) {
-        let pos = Pos { len: key.name.len(), ..key.pos };
-        if !vars::is_identifier(&key.name) {
-            diags.push(Diagnostic::error(
-                pos,
-                format!("invalid variable name `{}`: use letters, digits and _", key.name),
-            ));
-            continue;
-        }
-        if BUILTIN_VARS.contains(&key.name.as_str()) {
-            diags.push(Diagnostic::error(pos, format!("`{}` is a built-in variable and cannot be declared", key.name)));
-            continue;
-        }
-        out.push(DeclaredVar { name: key.name, name_pos: key.pos, raw: value.value, value_node: Some(node.clone()) });
-    }
-    out
-}
-
-struct Builder<'a> {
-    source: &'a SourceFile,
-    options: &'a PlanOptions,
-    diags: Vec<Diagnostic>,
-    warnings: Vec<Diagnostic>,
-    /// The folders the plan reads and writes, checked once the EMR section is read too.
-    places: Vec<places::Place>,
-}
-
-impl Builder<'_> {
-    fn error(&mut self, pos: Pos, message: impl Into<String>) -> &mut Diagnostic {
-        self.diags.push(Diagnostic::error(pos, message));
-        self.diags.last_mut().expect("just pushed")
-    }
-
-    fn build(&mut self, top: TopLevel, vars: Vars) -> Option<Plan> {
-        let name = top.name.map(|n| {
-            if n.trim().is_empty() {
-                self.error(n.pos, "the pipeline name is empty");
-            }
-            n.value
-        });
-
-        let defaults =
-            top.defaults.unwrap_or(DefaultsSpec { engine: None, timeout: None, retry: None, pos: Pos::UNKNOWN });
-        let default_engine = defaults.engine.clone().map(|e| {
-            self.check_engine(&e);
-            e.value
-        });
-        let default_timeout = defaults.timeout.map(|t| self.check_timeout(t)).unwrap_or(DEFAULT_TIMEOUT);
-        let default_retry = match &defaults.retry {
-            Some(r) => self.retry_policy(&RetryPolicy::default(), r),
-            None => RetryPolicy::default(),
-        };
-
-        if top.tasks.is_empty() && top.has_tasks_key {
-            self.error(top.tasks_pos, "the pipeline has no tasks");
-        }
-
-        // Ids: every readable id counts as known, even for tasks with other errors, so their
-        // dependents do not get a second, misleading "unknown dependency" error.
-        let mut known: BTreeMap<String, Pos> = BTreeMap::new();
-        for (_, id) in &top.tasks {
-            let Some(id) = id else { continue };
-            let pos = Pos { len: id.len(), ..id.pos };
-            if !is_task_id(id) {
-                self.error(pos, format!("invalid task id `{}`", id.value)).hint =
-                    Some("ids are table names in SQL: start with a letter or _, then letters, digits, _".into());
-            }
-            if let Some(first) = known.get(id.as_str()) {
-                let line = first.line;
-                self.error(pos, format!("duplicate task id `{}`", id.value)).hint =
-                    Some(format!("first declared on line {line}"));
-            } else {
-                known.insert(id.value.clone(), id.pos);
-            }
-        }
-        let all_decoded = top.tasks.iter().all(|(t, _)| t.is_some());
-        let specs: Vec<TaskSpec> = top.tasks.into_iter().filter_map(|(t, _)| t).collect();
-        let mut index_of: HashMap<String, usize> = HashMap::new();
-        for (i, spec) in specs.iter().enumerate() {
-            index_of.entry(spec.id.value.clone()).or_insert(i);
-        }
-
-        // Dependencies.
-        let mut deps: Vec<Vec<usize>> = Vec::with_capacity(specs.len());
-        for spec in &specs {
-            let mut mine: Vec<usize> = Vec::new();
-            for dep in &spec.depends_on {
-                let pos = Pos { len: dep.len(), ..dep.pos };
-                if dep.value == spec.id.value {
-                    self.error(pos, format!("task `{}` depends on itself", spec.id.value));
-                    continue;
-                }
-                match index_of.get(dep.as_str()) {
-                    Some(&i) if mine.contains(&i) => {
-                        self.error(pos, format!("`{}` is listed twice in depends_on", dep.value));
-                    }
-                    Some(&i) => mine.push(i),
-                    None if known.contains_key(dep.as_str()) => {}
-                    None => {
-                        let hint = suggestion(dep, known.keys().map(String::as_str));
-                        self.error(pos, format!("unknown dependency `{}` of task `{}`", dep.value, spec.id.value))
-                            .hint = hint;
-                    }
-                }
-            }
-            deps.push(mine);
-        }
-
-        let has_cycle = self.check_cycles(&specs, &deps);
-
-        // Per-task settings and actions.
-        let mut tasks = Vec::with_capacity(specs.len());
-        for (i, spec) in specs.iter().enumerate() {
-            let engine = match &spec.engine {
-                Some(e) => {
-                    self.check_engine(e);
-                    e.value.clone()
-                }
-                None => default_engine.clone().unwrap_or_else(|| DEFAULT_ENGINE.to_string()),
-            };
-            let retry = match &spec.retry {
-                Some(r) => self.retry_policy(&default_retry, r),
-                None => default_retry,
-            };
-            let timeout = spec.timeout.clone().map(|t| self.check_timeout(t)).unwrap_or(default_timeout);
-            let Some(action) = self.action(spec) else {
-                continue;
-            };
-            tasks.push(PlannedTask {
-                index: i,
-                id: spec.id.value.clone(),
-                description: spec.description.as_ref().map(|d| d.value.clone()),
-                kind: spec.kind.value,
-                action,
-                deps: deps[i].clone(),
-                engine,
-                retry,
-                timeout,
-                pos: spec.pos,
-                fingerprint: None,
-            });
-        }
-        if !all_decoded || tasks.len() != specs.len() || has_cycle {
-            return None;
-        }
-
-        let runs_dir = match &top.runs {
-            Some(runs) => {
-                self.check_path(runs, "runs");
-                runs.value.clone()
-            }
-            None => match vars.get("output") {
-                Some(output) => join_path(output, "_dagrun"),
-                None => "_dagrun".to_string(),
-            },
-        };
-        let s3 = self.s3_settings(top.storage.as_ref().and_then(|s| s.s3.as_ref()));
-        let report_specs = top.report.unwrap_or_default();
-        let graph = build_graph(&tasks);
-        let plan = Plan {
-            name: name?,
-            description: top.description.map(|d| d.value),
-            runs_dir,
-            s3,
-            report: report_specs
-                .iter()
-                .map(|q| ReportQuery {
-                    title: q.title.value.clone(),
-                    sql: q.sql.value.clone(),
-                    chart: q.chart.as_ref().map_or(ChartKind::Table, |c| c.value).as_str().to_string(),
-                })
-                .collect(),
-            source: Arc::new(self.source.clone()),
-            vars,
-            tasks,
-            graph,
-            warnings: Vec::new(),
-            emr: None,
-        };
-        self.check_tables(&plan, &specs);
-        self.check_report(&plan, &report_specs);
-        self.check_outputs(&plan, &specs);
-        self.places = self.places(&plan, &specs, top.runs.as_ref());
-        Some(plan)
-    }
-
-    fn s3_settings(&mut self, spec: Option<&S3Spec>) -> S3Settings {
-        let mut settings = S3Settings::default();
-        let Some(spec) = spec else { return settings };
-        let text = |v: &Option<Located<String>>| v.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        settings.endpoint_url = text(&spec.endpoint_url);
-        if let (Some(url), Some(node)) = (&settings.endpoint_url, &spec.endpoint_url)
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            self.error(node.pos, format!("endpoint_url `{url}` must start with http:// or https://"));
-        }
-        settings.region = text(&spec.region);
-        settings.path_style = spec.path_style.as_ref().map(|p| p.value);
-        if let Some(c) = &spec.max_concurrency {
-            if !(1..=1024).contains(&c.value) {
-                self.error(c.pos, format!("max_concurrency must be between 1 and 1024, found {}", c.value));
-            }
-            settings.max_concurrency = c.value.clamp(1, 1024) as usize;
-        }
-        if let Some(a) = &spec.max_attempts {
-            if a.value == 0 {
-                self.error(a.pos, "max_attempts must be at least 1");
-            }
-            settings.max_attempts = a.value.max(1);
-        }
-        if let Some(size) = &spec.part_size {
-            if size.value.0 < 5 << 20 {
-                self.error(size.pos, "part_size must be at least 5MiB (S3's smallest part)");
-            }
-            settings.part_size = size.value.0.max(5 << 20);
-        }
-        if let Some(size) = &spec.multipart_threshold {
-            settings.multipart_threshold = size.value.0;
-        }
-        if settings.multipart_threshold < settings.part_size {
-            let pos = spec.multipart_threshold.as_ref().or(spec.part_size.as_ref()).map_or(spec.pos, |s| s.pos);
-            self.error(pos, "multipart_threshold must be at least part_size");
-        }
-        settings.server_side_encryption = spec.server_side_encryption.as_ref().map(|s| s.value);
-
-        settings.kms_key_id = text(&spec.kms_key_id);
-        if let Some(key) = &spec.kms_key_id
-            && settings.server_side_encryption != Some(ServerSideEncryption::AwsKms)
-        {
-            self.error(key.pos, "kms_key_id needs `server_side_encryption: aws:kms`");
-        }
-        settings.storage_class = spec.storage_class.as_ref().map(|s| s.value);
-        settings
-    }
-
-    fn check_engine(&mut self, engine: &Located<String>) {
-        if !self.options.engines.iter().any(|e| e == engine.as_str()) {
-            let hint = suggestion(engine, self.options.engines.iter().map(String::as_str))
-                .unwrap_or_else(|| format!("available engines: {}", self.options.engines.join(", ")));
-            let pos = Pos { len: engine.len(), ..engine.pos };
-            self.error(pos, format!("unknown engine `{}`", engine.value)).hint = Some(hint);
-        }
-    }
-
-    fn check_timeout(&mut self, t: Located<DurationValue>) -> Duration {
-        if t.value.0.is_zero() {
-            self.error(t.pos, "timeout must be longer than zero");
-        }
-        t.value.0
-    }
-
-    fn retry_policy(&mut self, base: &RetryPolicy, spec: &RetrySpec) -> RetryPolicy {
-        let mut policy = *base;
-        if let Some(n) = &spec.max_attempts {
-            if n.value == 0 {
-                self.error(n.pos, "max_attempts must be at least 1 (1 means no retries)");
-            }
-            policy.max_attempts = n.value.max(1);
-        }
-        if let Some(d) = &spec.initial_delay {
-            policy.initial_delay = d.value.0;
-        }
-        if let Some(m) = &spec.multiplier {
-            if m.value < 1.0 {
-                self.error(m.pos, format!("multiplier must be at least 1, found {}", m.value));
-            }
-            policy.multiplier = m.value;
-        }
-        if let Some(d) = &spec.max_delay {
-            policy.max_delay = d.value.0;
-        }
-        if let Some(j) = &spec.jitter {
-            policy.jitter = j.value;
-        }
-        if policy.max_delay < policy.initial_delay {
-            let pos = spec
-                .max_delay
-                .as_ref()
-                .map(|d| d.pos)
-                .or(spec.initial_delay.as_ref().map(|d| d.pos))
-                .unwrap_or(spec.pos);
-            self.error(
-                pos,
-                format!(
-                    "max_delay ({}) is shorter than initial_delay ({})",
-                    crate::decode::format_duration(policy.max_delay),
-                    crate::decode::format_duration(policy.initial_delay)
-                ),
-            );
-        }
-        policy
-    }
-
-    /// Reports every dependency cycle, naming its whole chain. Returns whether there was one.
-    fn check_cycles(&mut self, specs: &[TaskSpec], deps: &[Vec<usize>]) -> bool {
-        let mut graph: DiGraph<usize, ()> = DiGraph::new();
-        for i in 0..specs.len() {
-            graph.add_node(i);
-        }
-        for (i, ds) in deps.iter().enumerate() {
-            for &d in ds {
-                graph.add_edge(NodeIndex::new(i), NodeIndex::new(d), ());
-            }
-        }
-        let mut found = false;
-        let mut sccs = tarjan_scc(&graph);
-        sccs.sort_by_key(|c| c.iter().map(|n| n.index()).min());
-        for scc in sccs {
-            if scc.len() < 2 {
-                continue;
-            }
-            found = true;
-            let members: BTreeSet<usize> = scc.iter().map(|n| n.index()).collect();
-            let start = *members.first().expect("non-empty");
-            let mut chain = cycle_through(start, &members, deps);
-            // Point at the dependency entry that closes the loop.
-            let last = chain[chain.len() - 2];
-            let closing = specs[last].depends_on.iter().find(|d| d.value == specs[start].id.value);
-            let pos = closing.map_or(specs[last].id.pos, |d| Pos { len: d.len(), ..d.pos });
-            // Name the chain in data-flow order, like the graph: `a -> b` means b depends on a.
-            chain.reverse();
-            let names: Vec<&str> = chain.iter().map(|&i| specs[i].id.as_str()).collect();
-            self.error(pos, format!("dependency cycle: {}", names.join(" -> "))).hint =
-                Some("a task cannot depend, directly or not, on its own result".into());
-        }
-        found
-    }
-
-    fn action(&mut self, spec: &TaskSpec) -> Option<Action> {
-        match &spec.params {
-            TaskParams::Extract(e) => {
-                let glob = e.glob.as_ref().map_or("**".to_string(), |g| g.value.clone());
-                if let Some(g) = &e.glob
-                    && let Err(err) = globset::Glob::new(g)
-                {
-                    self.error(g.pos, format!("invalid glob `{}`: {}", g.value, err.kind()));
-                }
-                self.check_path(&e.path, "path");
-                if e.schema.0.is_empty() {
-                    self.error(spec.pos, format!("task `{}` declares an empty schema", spec.id.value));
-                }
-                let schema = e
-                    .schema
-                    .0
-                    .iter()
-                    .map(|(key, col)| Column {
-                        name: key.name.clone(),
-                        ty: col.ty.value,
-                        from: col.from.as_ref().map_or(key.name.clone(), |f| f.value.clone()),
-                    })
-                    .collect();
-                Some(Action::Extract(Extract {
-                    path: e.path.value.clone(),
-                    glob,
-                    format: e.format.value,
-                    schema,
-                    max_bad_records: e.max_bad_records.as_ref().map_or(0, |m| m.value),
-                }))
-            }
-            TaskParams::Transform(t) => {
-                let tables = match sql::referenced_tables(&t.sql) {
-                    Ok(tables) => tables,
-                    Err(err) => {
-                        let pos = sql::locate(self.source, &t.sql, err.line, err.column);
-                        self.error(pos, format!("SQL of task `{}` does not parse: {}", spec.id.value, err.message));
-                        Vec::new()
-                    }
-                };
-                Some(Action::Transform(Transform { sql: t.sql.value.clone(), tables }))
-            }
-            TaskParams::QualityCheck(q) => {
-                let mut checks = Vec::new();
-                let mut tables = vec![q.table.value.clone()];
-                if q.checks.is_empty() {
-                    self.error(spec.pos, format!("task `{}` has no checks", spec.id.value));
-                }
-                for c in &q.checks {
-                    let severity = c.severity.as_ref().map_or(CheckSeverity::Error, |s| s.value);
-                    let kinds: Vec<(String, CheckKind)> = match &c.check {
-                        CheckKindSpec::NotNull(cols) => cols
-                            .iter()
-                            .map(|col| {
-                                (format!("not_null({})", col.value), CheckKind::NotNull { column: col.value.clone() })
-                            })
-                            .collect(),
-                        CheckKindSpec::Unique(cols) => {
-                            let columns: Vec<String> = cols.iter().map(|c| c.value.clone()).collect();
-                            vec![(format!("unique({})", columns.join(", ")), CheckKind::Unique { columns })]
-                        }
-                        CheckKindSpec::RowCount { min, max } => {
-                            if let (Some(lo), Some(hi)) = (min, max)
-                                && lo.value > hi.value
-                            {
-                                self.error(hi.pos, format!("row_count max ({}) is below min ({})", hi.value, lo.value));
-                            }
-                            let name = match (min, max) {
-                                (Some(lo), Some(hi)) => {
-                                    format!("row_count({}..{})", lo.value, hi.value)
-                                }
-                                (Some(lo), None) => format!("row_count(>= {})", lo.value),
-                                (None, Some(hi)) => format!("row_count(<= {})", hi.value),
-                                (None, None) => {
-                                    self.error(c.pos, "row_count needs `min`, `max` or both");
-                                    "row_count".into()
-                                }
-                            };
-                            vec![(
-                                name,
-                                CheckKind::RowCount {
-                                    min: min.as_ref().map(|m| m.value),
-                                    max: max.as_ref().map(|m| m.value),
-                                },
-                            )]
-                        }
-                        CheckKindSpec::AcceptedValues { column, values } => vec![(
-                            format!("accepted_values({})", column.value),
-                            CheckKind::AcceptedValues {
-                                column: column.value.clone(),
-                                values: values.iter().map(|v| v.value.clone()).collect(),
-                            },
-                        )],
-                        CheckKindSpec::Relationships { column, to, field } => {
-                            tables.push(to.value.clone());
-                            vec![(
-                                format!("relationships({} -> {}.{})", column.value, to.value, field.value),
-                                CheckKind::Relationships {
-                                    column: column.value.clone(),
-                                    to: to.value.clone(),
-                                    field: field.value.clone(),
-                                },
-                            )]
-                        }
-                        CheckKindSpec::Sql(query) => {
-                            match sql::referenced_tables(query) {
-                                Ok(t) => tables.extend(t),
-                                Err(err) => {
-                                    let pos = sql::locate(self.source, query, err.line, err.column);
-                                    self.error(pos, format!("SQL check does not parse: {}", err.message));
-                                }
-                            }
-                            vec![("sql".into(), CheckKind::Sql { sql: query.value.clone() })]
-                        }
-                    };
-                    for (default_name, kind) in kinds {
-                        let name = c.name.as_ref().map_or(default_name, |n| n.value.clone());
-                        checks.push(Check { name, severity, kind });
-                    }
-                }
-                let mut seen = BTreeSet::new();
-                tables.retain(|t| seen.insert(t.clone()));
-                Some(Action::QualityCheck(QualityCheck { table: q.table.value.clone(), checks, tables }))
-            }
-            TaskParams::Load(l) => {
-                self.check_path(&l.path, "path");
-                let partition_by: Vec<String> =
-                    l.partition_by.as_ref().map(|p| p.0.iter().map(|c| c.value.clone()).collect()).unwrap_or_default();
-                if let Some(p) = &l.partition_by {
-                    let mut seen = BTreeSet::new();
-                    for col in &p.0 {
-                        if col.trim().is_empty() {
-                            self.error(col.pos, "empty partition column name");
-                        } else if !seen.insert(col.value.clone()) {
-                            self.error(col.pos, format!("partition column `{}` is listed twice", col.value));
-                        }
-                    }
-                }
-                Some(Action::Load(Load {
-                    table: l.table.value.clone(),
-                    path: l.path.value.clone(),
-                    partition_by,
-                    compression: l.compression.as_ref().map_or(Compression::Zstd, |c| c.value),
-                }))
-            }
-        }
-    }
-
-    fn check_path(&mut self, path: &Located<String>, key: &str) {
-        if path.trim().is_empty() {
-            self.error(path.pos, format!("`{key}` is empty"));
-        } else if let Some(rest) = path.strip_prefix("s3://")
-            && rest.split('/').next().is_none_or(str::is_empty)
-        {
-            self.error(path.pos, format!("`{}` names no bucket: expected s3://bucket/prefix", path.value));
-        } else if path.contains("://") && !path.starts_with("s3://") {
-            let scheme = path.split("://").next().unwrap_or("");
-            self.error(path.pos, format!("unsupported scheme `{scheme}://` in `{}`", path.value)).hint =
-                Some("use a local path or s3://bucket/prefix".into());
-        }
-    }
-
-    /// Every table a task reads must be produced by a task it depends on (directly or not).
-    fn check_tables(&mut self, plan: &Plan, specs: &[TaskSpec]) {
-        let producers: BTreeMap<&str, usize> =
-            plan.tasks.iter().filter_map(|t| t.table().map(|name| (name, t.index))).collect();
-        let levels = plan.levels();
-        for task in &plan.tasks {
-            let spec = &specs[task.index];
-            let reads: Vec<(String, Pos)> = match (&task.action, &spec.params) {
-                (Action::Transform(t), TaskParams::Transform(s)) => {
-                    t.tables.iter().map(|name| (name.clone(), sql::locate_word(self.source, &s.sql, name))).collect()
-                }
-                (Action::QualityCheck(_), TaskParams::QualityCheck(s)) => {
-                    let mut reads = vec![(s.table.value.clone(), s.table.pos)];
-                    for c in &s.checks {
-                        match &c.check {
-                            CheckKindSpec::Relationships { to, .. } => reads.push((to.value.clone(), to.pos)),
-                            CheckKindSpec::Sql(query) => {
-                                for name in sql::referenced_tables(query).unwrap_or_default() {
-                                    let pos = sql::locate_word(self.source, query, &name);
-                                    reads.push((name, pos));
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    reads
-                }
-                (Action::Load(l), TaskParams::Load(s)) => vec![(l.table.clone(), s.table.pos)],
-                _ => Vec::new(),
-            };
-            for (name, pos) in reads {
-                let pos = Pos { len: if pos.len == 0 { name.len() } else { pos.len }, ..pos };
-                match producers.get(name.as_str()) {
-                    None => {
-                        let hint = suggestion(&name, producers.keys().copied()).unwrap_or_else(|| {
-                            "tables are named after the extract and transform tasks that produce them".into()
-                        });
-                        self.error(pos, format!("task `{}` reads unknown table `{name}`", task.id)).hint = Some(hint);
-                    }
-                    Some(&producer) if producer == task.index => {
-                        self.error(pos, format!("task `{}` reads its own table `{name}`", task.id));
-                    }
-                    Some(&producer) if !plan.depends_on(task.index, producer, &levels) => {
-                        self.error(
-                            pos,
-                            format!("task `{}` reads table `{name}` but does not depend on task `{name}`", task.id),
-                        )
-                        .hint = Some(format!("add `{name}` to its depends_on"));
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-    }
-
-    /// Report queries read published tables only (by the name their load gives them).
-    fn check_report(&mut self, plan: &Plan, queries: &[ReportQuerySpec]) {
-        let published: Vec<&str> = plan
-            .tasks
-            .iter()
-            .filter_map(|t| match &t.action {
-                Action::Load(l) => Some(l.table.as_str()),
-                _ => None,
-            })
-            .collect();
-        for q in queries {
-            match sql::referenced_tables(&q.sql) {
-                Ok(tables) => {
-                    for name in tables {
-                        if !published.contains(&name.as_str()) {
-                            let pos = sql::locate_word(self.source, &q.sql, &name);
-                            let hint = suggestion(&name, published.iter().copied())
-                                .unwrap_or_else(|| format!("published tables: {}", published.join(", ")));
-                            self.error(
-                                Pos { len: name.len(), ..pos },
-                                format!("report query `{}` reads `{name}`, which no load publishes", q.title.value),
-                            )
-                            .hint = Some(hint);
-                        }
-                    }
-                }
-                Err(err) => {
-                    let pos = sql::locate(self.source, &q.sql, err.line, err.column);
-                    self.error(pos, format!("report query `{}` does not parse: {}", q.title.value, err.message));
-                }
-            }
-        }
-    }
-
-    /// A table should not be published unchecked. (Where loads write is checked with every other
-    /// place in [`places`].)
-    fn check_outputs(&mut self, plan: &Plan, specs: &[TaskSpec]) {
-        let mut checks_of: HashMap<&str, Vec<&PlannedTask>> = HashMap::new();
-        for check in &plan.tasks {
-            if let Action::QualityCheck(q) = &check.action {
-                checks_of.entry(q.table.as_str()).or_default().push(check);
-            }
-        }
-        let levels = plan.levels();
-        for task in &plan.tasks {
-            let Action::Load(load) = &task.action else { continue };
-            let Some(checks) = checks_of.get(load.table.as_str()) else { continue };
-            for check in checks {
-                if !plan.depends_on(task.index, check.index, &levels) {
-                    self.warnings.push(
-                        Diagnostic::warning(
-                            specs[task.index].id.pos,
-                            format!(
-                                "task `{}` publishes `{}` without waiting for its checks in `{}`",
-                                task.id, load.table, check.id
-                            ),
-                        )
-                        .with_hint(format!("add `{}` to its depends_on", check.id)),
-                    );
-                }
-            }
-        }
-    }
-
-    /// Every folder the plan reads or writes, with where the file says so.
-    fn places(&self, plan: &Plan, specs: &[TaskSpec], runs: Option<&Located<String>>) -> Vec<places::Place> {
-        let mut out = Vec::new();
-        for spec in specs {
-            match &spec.params {
-                TaskParams::Extract(e) => out.push(places::Place::extract(&spec.id, &e.path, e.path.pos)),
-                TaskParams::Load(l) => out.push(places::Place::load(&spec.id, &l.path, l.path.pos)),
-                _ => {}
-            }
-        }
-        let (name, pos) = match runs {
-            Some(r) => ("the runs folder", r.pos),
-            None => ("the runs folder (by default `${output}/_dagrun`)", Pos::UNKNOWN),
-        };
-        out.push(places::Place::output(name, &plan.runs_dir, pos));
-        if let Some(dir) = &self.options.spill_dir {
-            let mut spill = places::Place::output("the spill folder (TMPDIR)", dir, Pos::UNKNOWN);
-            spill.fresh_child = true;
-            out.push(spill);
-        }
-        out
-    }
-}
-
-/// A cycle through `start` inside one strongly connected component, as a closed chain of indices.
-fn cycle_through(start: usize, members: &BTreeSet<usize>, deps: &[Vec<usize>]) -> Vec<usize> {
-    // Depth-first search from `start` along dependency edges until we come back to it.
-    let mut stack = vec![(start, 0usize)];
-    let mut path = vec![start];
-    let mut visited = BTreeSet::from([start]);
-    while let Some((node, next)) = stack.pop() {
-        let edges: Vec<usize> = deps[node].iter().copied().filter(|d| members.contains(d)).collect();
-        if next < edges.len() {
-            stack.push((node, next + 1));
-            let d = edges[next];
-            if d == start {
-                path.push(start);
-                return path;
-            }
-            if visited.insert(d) {
-                path.push(d);
-                stack.push((d, 0));
-            }
-        } else {
-            path.pop();
-        }
-    }
-    vec![start, start]
-}
-
-fn is_task_id(id: &str) -> bool {
-    vars::is_identifier(id)
-}
-
-mod places;
-
-#[cfg(test)]
-mod tests;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::executor::{RunReport, TaskState};
-use crate::plan::{Action, Plan, S3Settings};
+use crate::plan::{Action, Plan, ReportQuery, S3Settings};
 
 /// The file name of a run record inside its run folder.
 pub const RUN_RECORD: &str = "run.json";
@@ -45,15 +45,6 @@ pub struct RunRecord {
     pub s3_region: Option<String>,
     #[serde(default)]
     pub s3_path_style: Option<bool>,
-}
-
-/// A named query over published tables, shown in the HTML report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportQuery {
-    pub title: String,
-    pub sql: String,
-    /// `bar` draws the first column as labels and the last as bar lengths; `table` only lists.
-    pub chart: String,
 }
 
 impl RunRecord {

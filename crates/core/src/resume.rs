@@ -43,7 +43,7 @@ fn hex(digest: &[u8]) -> String {
 }
 
 /// Computes fingerprints and decides what is up to date. Reads listings and manifests only.
-pub async fn assess(plan: &mut Plan, storages: &Storages, force: &Force) -> Freshness {
+pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshness {
     let mut out = Freshness::default();
     let order = plan.topological_order();
 
@@ -64,10 +64,6 @@ pub async fn assess(plan: &mut Plan, storages: &Storages, force: &Force) -> Fres
         }
         out.fingerprints.insert(i, hex(&h.finalize()));
     }
-    for (&i, fp) in &out.fingerprints {
-        plan.tasks[i].fingerprint = Some(fp.clone());
-    }
-
     let forced: BTreeSet<usize> = match force {
         Force::Nothing => BTreeSet::new(),
         Force::All => (0..plan.tasks.len()).collect(),
@@ -192,8 +188,8 @@ async fn published(storages: &Storages, path: &str) -> Result<TableManifest, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::PlanOptions;
     use crate::diagnostic::SourceFile;
-    use crate::plan::PlanOptions;
     use crate::storage::{ManifestFile, Storage};
     use crate::vars::VarInputs;
 
@@ -211,7 +207,7 @@ tasks:
             root.display()
         );
         let inputs = VarInputs { env: Some(BTreeMap::new()), ..Default::default() };
-        Plan::load(SourceFile::new("t.yaml", text), &inputs, &PlanOptions::default()).unwrap()
+        crate::compile::compile(SourceFile::new("t.yaml", text), &inputs, &PlanOptions::default()).unwrap()
     }
 
     /// Publishes a one-file table at `path` carrying `fingerprint`.
@@ -247,23 +243,23 @@ tasks:
     #[tokio::test]
     async fn nothing_published_means_everything_runs() {
         let dir = setup();
-        let mut p = plan(dir.path());
-        let f = assess(&mut p, &Storages::default(), &Force::Nothing).await;
+        let p = plan(dir.path());
+        let f = assess(&p, &Storages::default(), &Force::Nothing).await;
         assert!(f.fresh.is_empty());
         assert_eq!(f.stale.values().next().unwrap(), "not published yet");
-        assert!(p.tasks.iter().all(|t| t.fingerprint.is_some()));
+        assert_eq!(f.fingerprints.len(), p.tasks.len(), "every task has a fingerprint");
     }
 
     #[tokio::test]
     async fn a_load_published_from_the_same_inputs_is_skipped_with_what_only_feeds_it() {
         let dir = setup();
-        let mut p = plan(dir.path());
-        let first = assess(&mut p, &Storages::default(), &Force::Nothing).await;
+        let p = plan(dir.path());
+        let first = assess(&p, &Storages::default(), &Force::Nothing).await;
         let load_a = p.task("load_a").unwrap().index;
         publish(&dir.path().join("out/a"), &first.fingerprints[&load_a]).await;
 
-        let mut p = plan(dir.path());
-        let again = assess(&mut p, &Storages::default(), &Force::Nothing).await;
+        let p = plan(dir.path());
+        let again = assess(&p, &Storages::default(), &Force::Nothing).await;
         // `a` also feeds `both`, which records nothing and so always runs: `a` must run too.
         assert_eq!(ids(&p, &again.fresh), vec!["load_a"]);
         assert_eq!(again.fresh[&load_a], "up to date: published by run r0 from the same inputs");
@@ -272,26 +268,26 @@ tasks:
     #[tokio::test]
     async fn changed_inputs_forcing_and_missing_files_make_a_load_stale() {
         let dir = setup();
-        let mut p = plan(dir.path());
-        let first = assess(&mut p, &Storages::default(), &Force::Nothing).await;
+        let p = plan(dir.path());
+        let first = assess(&p, &Storages::default(), &Force::Nothing).await;
         let load_b = p.task("load_b").unwrap().index;
         publish(&dir.path().join("out/b"), &first.fingerprints[&load_b]).await;
 
-        let mut p = plan(dir.path());
-        let unchanged = assess(&mut p, &Storages::default(), &Force::Nothing).await;
+        let p = plan(dir.path());
+        let unchanged = assess(&p, &Storages::default(), &Force::Nothing).await;
         assert_eq!(ids(&p, &unchanged.fresh), vec!["load_b"]);
 
-        let forced = assess(&mut p, &Storages::default(), &Force::Tasks(vec!["b".into()])).await;
+        let forced = assess(&p, &Storages::default(), &Force::Tasks(vec!["b".into()])).await;
         assert!(forced.fresh.is_empty());
         assert_eq!(forced.stale[&load_b], "forced");
 
         std::fs::write(dir.path().join("in_b/1.json"), "{\"x\": 2}\n").unwrap();
-        let changed = assess(&mut p, &Storages::default(), &Force::Nothing).await;
+        let changed = assess(&p, &Storages::default(), &Force::Nothing).await;
         assert!(changed.fresh.is_empty());
         assert_eq!(changed.stale[&load_b], "inputs or configuration changed since it was published");
 
         std::fs::remove_file(dir.path().join("out/b/part-00000.parquet")).unwrap();
-        let broken = assess(&mut p, &Storages::default(), &Force::Nothing).await;
+        let broken = assess(&p, &Storages::default(), &Force::Nothing).await;
         assert!(broken.stale[&load_b].starts_with("the published table is incomplete"), "{:?}", broken.stale);
     }
 }

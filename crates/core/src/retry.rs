@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rand::RngExt;
 
-use crate::decode::format_duration;
 use crate::spec::Jitter;
+use crate::units::format_duration;
 
 /// A validated retry policy.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,5 +1,7 @@
 //! The raw pipeline spec: types that mirror the YAML file key for key, with positions, before any
-//! cross-checking. [`crate::plan`] turns a spec into a validated plan; nothing else should read specs.
+//! cross-checking: the whole file ([`PipelineSpec`]), its tasks, storage settings, report queries
+//! and the `engines.emr` section. [`crate::compile`] turns a spec into a validated plan; nothing
+//! else should read specs.
 //!
 //! The YAML reference in the README documents these types; keep the two in step.
 
@@ -36,6 +38,22 @@ macro_rules! decode_enum {
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        // In run records: the canonical name, so the JSON reads as the pipeline file does.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::from_name(&text).ok_or_else(|| {
+                    serde::de::Error::custom(format!("unknown {} `{text}`: expected one of {}", $what, Self::NAMES.join(", ")))
+                })
             }
         }
 
@@ -233,18 +251,6 @@ decode_struct! {
         title: Located<String>,
         sql: Located<String>,
         chart: Option<Located<ChartKind>>,
-    }
-}
-
-decode_struct! {
-    /// A whole pipeline file.
-
-    pub struct PipelineSpec as "the pipeline" {
-        name: Located<String>,
-        description: Option<Located<String>>,
-        vars: Option<Entries<Located<Option<String>>>>,
-        defaults: Option<DefaultsSpec>,
-        tasks: Vec<TaskSpec>,
     }
 }
 
@@ -559,6 +565,133 @@ fn decode_check_kind(key: &str, map: &MapReader<'_>, cx: &mut Decoder) -> Option
         }
         "sql" => Located::<String>::decode(node, cx).map(CheckKindSpec::Sql),
         _ => None,
+    }
+}
+
+/// A whole pipeline file as written, decoded key by key so that one bad task does not hide the
+/// problems of the others. `vars` and `engines` are read apart: variables before anything else,
+/// the EMR section only when a task runs there.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    pub name: Option<Located<String>>,
+    pub description: Option<Located<String>>,
+    pub runs: Option<Located<String>>,
+    pub storage: Option<StorageSpec>,
+    pub report: Option<Vec<ReportQuerySpec>>,
+    pub defaults: Option<DefaultsSpec>,
+    /// Decoded tasks; `None` where a task had errors (its id is still known when readable).
+    pub tasks: Vec<(Option<TaskSpec>, Option<Located<String>>)>,
+    pub tasks_pos: Pos,
+    pub has_tasks_key: bool,
+}
+
+pub const TOP_KEYS: &[&str] =
+    &["name", "description", "vars", "runs", "storage", "engines", "defaults", "tasks", "report"];
+
+impl Decode for PipelineSpec {
+    fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
+        let map = cx.map(node, "the pipeline", TOP_KEYS)?;
+        let name = map.field::<Located<String>>(cx, "name");
+        let description = map.field::<Option<Located<String>>>(cx, "description").flatten();
+        let runs = map.field::<Option<Located<String>>>(cx, "runs").flatten();
+        let storage = map.field::<Option<StorageSpec>>(cx, "storage").flatten();
+        let report = map.field::<Option<Vec<ReportQuerySpec>>>(cx, "report").flatten();
+        let defaults = map.field::<Option<DefaultsSpec>>(cx, "defaults").flatten();
+        let mut tasks = Vec::new();
+        let tasks_pos = map.node("tasks").map_or(node.pos, |n| n.pos);
+        match map.node("tasks").map(|n| (n, &n.value)) {
+            Some((_, Value::Seq(items))) => {
+                for item in items {
+                    let id = item.get("id").and_then(|n| match &n.value {
+                        Value::Str(s) => Some(Located::new(s.clone(), n.pos)),
+                        _ => None,
+                    });
+                    tasks.push((TaskSpec::decode(item, cx), id));
+                }
+            }
+            Some((n, _)) => cx.expected(n, "a list of tasks"),
+            None => cx.error(node.pos, "missing required key `tasks` in the pipeline"),
+        }
+        let has_tasks_key = map.node("tasks").is_some();
+        Some(PipelineSpec { name, description, runs, storage, report, defaults, tasks, tasks_pos, has_tasks_key })
+    }
+}
+
+// --- engines.emr -----------------------------------------------------------------------------
+
+decode_struct! {
+    /// One instance group (`instance_groups:`).
+    pub struct InstanceGroupSpec as "an instance group" {
+        role: Located<InstanceRole>,
+        instance_type: Located<String>,
+        count: Located<u32>,
+        market: Option<Located<Market>>,
+        bid_price: Option<Located<String>>,
+        name: Option<Located<String>>,
+    }
+}
+
+decode_struct! {
+    /// One instance fleet (`instance_fleets:`).
+    pub struct InstanceFleetSpec as "an instance fleet" {
+        role: Located<InstanceRole>,
+        instance_types: Vec<Located<String>>,
+        on_demand: Option<Located<u32>>,
+        spot: Option<Located<u32>>,
+        name: Option<Located<String>>,
+    }
+}
+
+decode_struct! {
+    /// A bootstrap action.
+    pub struct BootstrapSpec as "a bootstrap action" {
+        name: Located<String>,
+        path: Located<String>,
+        args: Option<Vec<Located<String>>>,
+    }
+}
+
+decode_struct! {
+    /// A configuration classification (`spark-defaults`, `spark-env`, ...).
+    pub struct ConfigurationSpec as "a configuration" {
+        classification: Located<String>,
+        properties: Option<Entries<Located<String>>>,
+    }
+}
+
+decode_struct! {
+    /// `engines.emr`.
+    pub struct EmrSpec as "EMR settings" {
+        /// Cluster name; default `dagrun <pipeline> <run-id>`.
+        name: Option<Located<String>>,
+        release_label: Located<String>,
+        /// Default `[Spark]`.
+        applications: Option<Vec<Located<String>>>,
+        instance_groups: Option<Vec<InstanceGroupSpec>>,
+        instance_fleets: Option<Vec<InstanceFleetSpec>>,
+        service_role: Located<String>,
+        instance_profile: Located<String>,
+        log_uri: Located<String>,
+        subnet_id: Option<Located<String>>,
+        security_configuration: Option<Located<String>>,
+        bootstrap_actions: Option<Vec<BootstrapSpec>>,
+        tags: Option<Entries<Located<String>>>,
+        configurations: Option<Vec<ConfigurationSpec>>,
+        /// Idle time after which EMR terminates the cluster itself (default 1h, 1m to 7d).
+        idle_timeout: Option<Located<DurationValue>>,
+        /// The `s3://` prefix where a run's step program, task specs and tables go.
+        staging: Located<String>,
+        /// The EMR region (default: the SDK's region chain, then us-east-1).
+        region: Option<Located<String>>,
+        /// The longest pause between two status polls (default 10s; polls start at 1s and double).
+        poll_interval: Option<Located<DurationValue>>,
+    }
+}
+
+decode_struct! {
+    /// `engines:`.
+    pub struct EnginesSpec as "engine settings" {
+        emr: Option<EmrSpec>,
     }
 }
 

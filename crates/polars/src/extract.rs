@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::json::{BadRecord, Batch, RecordSchema};
-use crate::load::human_bytes;
+use dagrun_core::units::format_size;
 
 /// Bytes read per batch: bounds memory on large inputs while keeping many reads in flight.
 const BATCH_BYTES: u64 = 256 << 20;
@@ -142,7 +142,7 @@ pub async fn run(
         }
         let (names, contents) = current.take().expect("each batch is read before it is parsed");
         bytes_read += contents.iter().map(|c| c.len() as u64).sum::<u64>();
-        cx.progress.set_message(&format!("{} of {}", human_bytes(bytes_read), human_bytes(total_bytes)));
+        cx.progress.set_message(&format!("{} of {}", format_size(bytes_read), format_size(total_bytes)));
         let schema = schema.clone();
         let format = spec.format;
         let parsing = crate::on_workers(move || parse(&schema, format, &names, &contents));

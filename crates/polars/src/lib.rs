@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dagrun_core::engine::{Engine, Exchange, TableExport, TaskContext, TaskError, TaskOutput};
-use dagrun_core::plan::{Action, Load, PlannedTask, join_path};
+use dagrun_core::plan::{Action, Load, PlannedTask};
 use dagrun_core::spec::Compression;
 use dagrun_core::storage::Storages;
 use polars::prelude::{Column, DataFrame};
@@ -261,10 +261,10 @@ impl LocalEngine {
     }
 
     async fn run_task(&self, task: &PlannedTask, cx: &TaskContext) -> Result<TaskOutput, TaskError> {
-        match &task.action {
+        match &task.action() {
             Action::Extract(spec) => {
                 let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
-                let mut carry = self.carries.lock().expect("carries").remove(&task.id).unwrap_or_default();
+                let mut carry = self.carries.lock().expect("carries").remove(task.id()).unwrap_or_default();
                 let result =
                     extract::run(spec, &self.storages, storage, cx, self.options.read_concurrency, &mut carry).await;
                 let out = match result {
@@ -272,7 +272,7 @@ impl LocalEngine {
                     Err(e) => {
                         let error = TaskError::from(e);
                         if error.retryable {
-                            self.carries.lock().expect("carries").insert(task.id.clone(), carry);
+                            self.carries.lock().expect("carries").insert(task.id().to_string(), carry);
                         }
                         return Err(error);
                     }
@@ -283,11 +283,11 @@ impl LocalEngine {
                     rows_out: Some(rows),
                     quarantined: out.bad.len() as u64,
                     files: Some(out.files as u64),
-                    outputs: vec![format!("table {}", task.id)],
+                    outputs: vec![format!("table {}", task.id())],
                     ..Default::default()
                 };
                 if !out.bad.is_empty() {
-                    let path = join_path(&cx.plan.runs_dir, &format!("{}/quarantine/{}.jsonl", cx.run_id, task.id));
+                    let path = cx.plan.quarantine_path(&cx.run_id, task.id());
                     write_quarantine(&self.storages, &path, &out.bad).await?;
                     output.quarantine_path = Some(path.clone());
                     let first = &out.bad[0];
@@ -306,22 +306,22 @@ impl LocalEngine {
                     }
                     warn!("{message}");
                 }
-                self.put(&task.id, out.table, cx).await?;
+                self.put(task.id(), out.table, cx).await?;
                 Ok(output)
             }
             Action::Transform(spec) => {
                 let inputs = self.entries_of(&spec.tables).await?;
                 let rows_in: u64 = inputs.iter().map(|(_, t)| t.height() as u64).sum();
-                let id = task.id.clone();
+                let id = task.id().to_string();
                 let sql = spec.sql.clone();
                 cx.progress.set_message("running SQL");
                 let df = on_workers(move || transform::run(&id, &sql, inputs)).await??;
                 let rows = df.height() as u64;
-                self.put(&task.id, df, cx).await?;
+                self.put(task.id(), df, cx).await?;
                 Ok(TaskOutput {
                     rows_in: Some(rows_in),
                     rows_out: Some(rows),
-                    outputs: vec![format!("table {}", task.id)],
+                    outputs: vec![format!("table {}", task.id())],
                     ..Default::default()
                 })
             }
@@ -364,7 +364,7 @@ impl LocalEngine {
                 let df = self.table(&spec.table).await?;
                 let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
                 let out =
-                    load::run(task.fingerprint.clone(), df, spec, storage, cx, self.options.write_concurrency).await?;
+                    load::run(cx.fingerprint.clone(), df, spec, storage, cx, self.options.write_concurrency).await?;
                 let mut details = BTreeMap::new();
                 if out.partitions > 0 {
                     details.insert("partitions".to_string(), out.partitions.to_string());
@@ -408,7 +408,7 @@ impl Engine for LocalEngine {
     }
 
     fn forget(&self, task: &PlannedTask) {
-        let table = self.tables.lock().expect("table store").remove(&task.id);
+        let table = self.tables.lock().expect("table store").remove(task.id());
         if table.is_some() {
             drop(table);
             release_free_memory();

@@ -12,6 +12,7 @@ use dagrun_core::engine::TaskContext;
 use dagrun_core::plan::Load;
 use dagrun_core::spec::Compression;
 use dagrun_core::storage::{ManifestFile, Storage, TableFile, TableManifest};
+use dagrun_core::units::format_size;
 use polars::prelude::*;
 use rayon::prelude::*;
 use tracing::info;
@@ -265,7 +266,7 @@ pub async fn run(
                 None => writing.await?,
             }
             cx.progress.inc(n);
-            cx.progress.set_message(&format!("{} written", human_bytes(written)));
+            cx.progress.set_message(&format!("{} written", format_size(written)));
         }
         // The last moment to back out: a cancelled or timed-out attempt publishes nothing.
         if cx.cancel.is_cancelled() {
@@ -293,18 +294,6 @@ pub async fn run(
         return Err(e);
     }
     Ok(Loaded { rows, files: count, partitions })
-}
-
-/// `1536` -> `1.5 KiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]

@@ -94,8 +94,8 @@ impl EmrEngine {
         Self {
             client: client(settings.region.as_deref()).await,
             s3,
-            pipeline: plan.name.clone(),
-            runs_dir: plan.runs_dir.clone(),
+            pipeline: plan.name().to_string(),
+            runs_dir: plan.runs_dir().to_string(),
             settings,
             exchange,
             exporter,
@@ -281,8 +281,8 @@ impl EmrEngine {
     }
 
     async fn run_step(&self, task: &PlannedTask, cx: &TaskContext) -> Result<TaskOutput, TaskError> {
-        if matches!(task.action, Action::QualityCheck(_)) {
-            return Err(TaskError::permanent(format!("task `{}`: quality checks run on the local engine", task.id)));
+        if matches!(task.action(), Action::QualityCheck(_)) {
+            return Err(TaskError::permanent(format!("task `{}`: quality checks run on the local engine", task.id())));
         }
         let cluster = self.ready_cluster(cx).await?;
         let run_root = self.run_root(&cx.run_id);
@@ -296,11 +296,11 @@ impl EmrEngine {
                 self.exchange.set(&table, &location);
             }
         }
-        let spec = step::spec(&cx.plan, task, &cx.run_id, cx.attempt, &run_root, &|t| {
+        let spec = step::spec(&cx.plan, task, &cx.run_id, cx.attempt, cx.fingerprint.clone(), &run_root, &|t| {
             self.exchange.location(t).unwrap_or_else(|| step::table_location(&tables_root, t))
         })
         .map_err(TaskError::permanent)?;
-        let spec_uri = join_path(&run_root, &format!("tasks/{}-{}.json", task.id, cx.attempt));
+        let spec_uri = join_path(&run_root, &format!("tasks/{}-{}.json", task.id(), cx.attempt));
         let json = serde_json::to_vec_pretty(&spec).expect("a step spec serializes");
         self.s3.write(&spec_uri, json).await.map_err(TaskError::from)?;
         let runner = self.runner_uri(&cx.run_id).await?;
@@ -308,14 +308,14 @@ impl EmrEngine {
         // A previous attempt still running is cancelled before this one starts.
         if cx.attempt > 1
             && let Some(old) =
-                self.active_step(&cluster, &step_name(&self.pipeline, &cx.run_id, &task.id, cx.attempt - 1)).await?
+                self.active_step(&cluster, &step_name(&self.pipeline, &cx.run_id, task.id(), cx.attempt - 1)).await?
         {
             self.cancel_step(&cluster, &old).await;
         }
-        let name = step_name(&self.pipeline, &cx.run_id, &task.id, cx.attempt);
+        let name = step_name(&self.pipeline, &cx.run_id, task.id(), cx.attempt);
         let step_id = match self.active_step(&cluster, &name).await? {
             Some(id) => {
-                self.note(format!("step {id} ({}): reattached at {}", task.id, now()));
+                self.note(format!("step {id} ({}): reattached at {}", task.id(), now()));
                 id
             }
             None => {
@@ -323,7 +323,7 @@ impl EmrEngine {
                 let out =
                     request.send_with(&self.client).send().await.map_err(|e| sdk_error("adding the EMR step", e))?;
                 let id = out.step_ids().first().cloned().unwrap_or_default();
-                self.note(format!("step {id} ({}): added at {}", task.id, now()));
+                self.note(format!("step {id} ({}): added at {}", task.id(), now()));
                 id
             }
         };
@@ -345,7 +345,7 @@ impl EmrEngine {
             let status = out.step().and_then(|s| s.status());
             let state = status.and_then(|s| s.state()).cloned().unwrap_or(StepState::Pending);
             if state.as_str() != last {
-                self.note(format!("step {step_id} ({}): {} at {}", task.id, state.as_str(), now()));
+                self.note(format!("step {step_id} ({}): {} at {}", task.id(), state.as_str(), now()));
                 last = state.as_str().to_string();
                 cx.progress.set_message(&format!("EMR step {step_id}: {last}"));
             }
@@ -385,7 +385,7 @@ impl EmrEngine {
             }
         }
         if let Some(out) = &spec.output {
-            self.exchange.set(&task.id, out);
+            self.exchange.set(task.id(), out);
         }
         let mut output = TaskOutput::default();
         if let Ok(bytes) = self.s3.read(spec.result.as_deref().unwrap_or_default()).await
@@ -396,7 +396,7 @@ impl EmrEngine {
             output.quarantined = result["quarantined"].as_u64().unwrap_or(0);
             output.files = result["files"].as_u64();
         }
-        output.outputs = match &task.action {
+        output.outputs = match &task.action() {
             Action::Load(l) => vec![l.path.clone()],
             _ => spec.output.iter().cloned().collect(),
         };
@@ -431,13 +431,13 @@ impl Engine for EmrEngine {
     }
 
     fn describe(&self, task: &PlannedTask) -> Vec<String> {
-        let name = step_name(&self.pipeline, "<run-id>", &task.id, 1);
+        let name = step_name(&self.pipeline, "<run-id>", task.id(), 1);
         let root = self.run_root("<run-id>");
         let request = add_step(
             "<cluster-id>",
             name,
             &join_path(&root, "dagrun_step.py"),
-            &join_path(&root, &format!("tasks/{}-1.json", task.id)),
+            &join_path(&root, &format!("tasks/{}-1.json", task.id())),
         );
         let mut lines = vec!["AddJobFlowSteps:".to_string()];
         lines.extend(serde_json::to_string_pretty(&request).expect("serializes").lines().map(|l| format!("  {l}")));
@@ -445,7 +445,7 @@ impl Engine for EmrEngine {
     }
 
     fn describe_run(&self, plan: &Plan) -> Vec<String> {
-        let request = run_job_flow(&self.settings, &plan.name, "<run-id>", &plan.runs_dir);
+        let request = run_job_flow(&self.settings, plan.name(), "<run-id>", plan.runs_dir());
         let mut lines =
             vec!["RunJobFlow (when the first emr task is ready; terminated when none is left):".to_string()];
         lines.extend(serde_json::to_string_pretty(&request).expect("serializes").lines().map(|l| format!("  {l}")));

@@ -65,7 +65,7 @@ pub struct LoadStep {
 
 /// The tables a task reads (by name).
 pub fn inputs_of(task: &PlannedTask) -> Vec<String> {
-    match &task.action {
+    match &task.action() {
         Action::Transform(t) => t.tables.clone(),
         Action::Load(l) => vec![l.table.clone()],
         Action::QualityCheck(q) => q.tables.clone(),
@@ -85,27 +85,28 @@ pub fn spec(
     task: &PlannedTask,
     run_id: &str,
     attempt: u32,
+    fingerprint: Option<String>,
     run_root: &str,
     location: &dyn Fn(&str) -> String,
 ) -> Result<StepSpec, String> {
     let tables_root = join_path(run_root, "tables");
     let mut spec = StepSpec {
         format: 1,
-        pipeline: plan.name.clone(),
+        pipeline: plan.name().to_string(),
         run_id: run_id.to_string(),
-        task: task.id.clone(),
+        task: task.id().to_string(),
         attempt,
-        kind: task.kind.to_string(),
+        kind: task.kind().to_string(),
         inputs: inputs_of(task).into_iter().map(|t| (t.clone(), location(&t))).collect(),
         extract: None,
         sql: None,
         load: None,
         output: None,
         quarantine: None,
-        result: Some(join_path(run_root, &format!("results/{}-{attempt}.json", task.id))),
-        fingerprint: task.fingerprint.clone(),
+        result: Some(join_path(run_root, &format!("results/{}-{attempt}.json", task.id()))),
+        fingerprint,
     };
-    match &task.action {
+    match &task.action() {
         Action::Extract(e) => {
             spec.extract = Some(ExtractStep {
                 path: e.path.clone(),
@@ -118,12 +119,12 @@ pub fn spec(
                     .collect(),
                 max_bad_records: e.max_bad_records,
             });
-            spec.output = Some(table_location(&tables_root, &task.id));
-            spec.quarantine = Some(join_path(&plan.runs_dir, &format!("{run_id}/quarantine/{}.jsonl", task.id)));
+            spec.output = Some(table_location(&tables_root, task.id()));
+            spec.quarantine = Some(plan.quarantine_path(run_id, task.id()));
         }
         Action::Transform(t) => {
             spec.sql = Some(t.sql.clone());
-            spec.output = Some(table_location(&tables_root, &task.id));
+            spec.output = Some(table_location(&tables_root, task.id()));
         }
         Action::Load(l) => {
             spec.load = Some(LoadStep {
@@ -133,7 +134,7 @@ pub fn spec(
                 compression: l.compression.to_string(),
             });
         }
-        Action::QualityCheck(_) => return Err(format!("task `{}`: quality checks run on the local engine", task.id)),
+        Action::QualityCheck(_) => return Err(format!("task `{}`: quality checks run on the local engine", task.id())),
     }
     Ok(spec)
 }

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 
 use super::*;
+use crate::compile::PlanOptions;
 use crate::diagnostic::SourceFile;
 use crate::engine::{EngineError, NoProgress};
-use crate::plan::PlanOptions;
 use crate::vars::VarInputs;
 
 /// What one attempt of a scripted task does.
@@ -112,7 +112,9 @@ fn plan(tasks: &[(&str, &[&str])], retry: &str, timeout: &str) -> Arc<Plan> {
     }
     let options = PlanOptions { engines: vec!["test".into()], ..PlanOptions::default() };
     let inputs = VarInputs { env: Some(BTreeMap::new()), ..Default::default() };
-    Arc::new(Plan::load(SourceFile::new("t.yaml", text), &inputs, &options).unwrap_or_else(|e| panic!("{e}")))
+    Arc::new(
+        crate::compile::compile(SourceFile::new("t.yaml", text), &inputs, &options).unwrap_or_else(|e| panic!("{e}")),
+    )
 }
 
 const NO_JITTER: &str = "{max_attempts: 3, initial_delay: 2s, multiplier: 3, max_delay: 1m, jitter: none}";
@@ -133,6 +135,7 @@ async fn run(
         jitter_seed: Some(1),
         cancel_grace: Duration::from_secs(5),
         fresh: BTreeMap::new(),
+        fingerprints: BTreeMap::new(),
     };
     execute(plan, &engines, &options, Arc::new(Quiet), cancel).await
 }
