@@ -31,7 +31,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use dagrun_core::plan::S3Settings;
 use dagrun_core::spec::ServerSideEncryption;
 use dagrun_core::storage::{
-    AccessCheck, MANIFEST, ObjectMeta, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TABLE_MARKER,
+    AccessCheck, MANIFEST, ObjectMeta, Op, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TABLE_MARKER,
     TableFile, TableManifest, TableWrite, Version, is_hidden_name, is_manifest, not_a_table_message,
 };
 use futures::{StreamExt, TryStreamExt, stream};
@@ -49,10 +49,10 @@ impl S3Uri {
     pub fn parse(uri: &str) -> Result<Self, StorageError> {
         let rest = uri
             .strip_prefix("s3://")
-            .ok_or_else(|| StorageError::new(StorageErrorKind::Other, "parsing", uri, "not an s3:// URI"))?;
+            .ok_or_else(|| StorageError::new(StorageErrorKind::Other, Op::Parsing, uri, "not an s3:// URI"))?;
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(StorageError::new(StorageErrorKind::Other, "parsing", uri, "no bucket name"));
+            return Err(StorageError::new(StorageErrorKind::Other, Op::Parsing, uri, "no bucket name"));
         }
         Ok(Self { bucket: bucket.to_string(), key: key.trim_start_matches('/').to_string() })
     }
@@ -176,7 +176,7 @@ impl S3Storage {
 
     fn error<E>(
         &self,
-        action: &'static str,
+        action: Op,
         uri: &str,
         bucket: &str,
         err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
@@ -205,7 +205,7 @@ impl S3Storage {
         if let Some(class) = self.settings.storage_class {
             request = request.storage_class(class.as_str().into());
         }
-        request.send().await.map(|_| ()).map_err(|e| self.error("writing", &full, &uri.bucket, e))
+        request.send().await.map(|_| ()).map_err(|e| self.error(Op::Writing, &full, &uri.bucket, e))
     }
 
     async fn put_multipart(&self, uri: &S3Uri, data: &[u8]) -> Result<(), StorageError> {
@@ -227,7 +227,7 @@ impl S3Storage {
         }
         let upload = self
             .retrying(|| async {
-                create.clone().send().await.map_err(|e| self.error("starting the upload of", &full, &uri.bucket, e))
+                create.clone().send().await.map_err(|e| self.error(Op::StartingUpload, &full, &uri.bucket, e))
             })
             .await?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
@@ -247,7 +247,7 @@ impl S3Storage {
                         .body(ByteStream::from(chunk.to_vec()))
                         .send()
                         .await
-                        .map_err(|e| self.error("uploading a part of", full, &uri.bucket, e))?;
+                        .map_err(|e| self.error(Op::UploadingPart, full, &uri.bucket, e))?;
                     // The SDK checksums each part; completing the upload must repeat the checksums.
                     Ok(CompletedPart::builder()
                         .part_number(number)
@@ -289,7 +289,7 @@ impl S3Storage {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| self.error("completing the upload of", &full, &uri.bucket, e))
+                .map_err(|e| self.error(Op::CompletingUpload, &full, &uri.bucket, e))
         })
         .await
     }
@@ -309,7 +309,7 @@ impl S3Storage {
                         .set_continuation_token(token.clone())
                         .send()
                         .await
-                        .map_err(|e| self.error("listing", display, &root.bucket, e))
+                        .map_err(|e| self.error(Op::Listing, display, &root.bucket, e))
                 })
                 .await?;
             out.extend(page.contents().iter().cloned());
@@ -332,7 +332,7 @@ impl S3Storage {
             Ok(_) => {
                 return Err(StorageError::new(
                     StorageErrorKind::Other,
-                    "refusing to replace",
+                    Op::RefusingToReplace,
                     display,
                     format!("its {MANIFEST} was not written by dagrun; dagrun only replaces tables it created"),
                 ));
@@ -354,14 +354,14 @@ impl S3Storage {
                     .max_keys(1)
                     .send()
                     .await
-                    .map_err(|e| self.error("checking", display, &uri.bucket, e))
+                    .map_err(|e| self.error(Op::Checking, display, &uri.bucket, e))
             })
             .await?;
         if let Some(first) = page.contents().first().and_then(|o| o.key()) {
             let name = first.strip_prefix(&prefix).unwrap_or(first);
             return Err(StorageError::new(
                 StorageErrorKind::Other,
-                "refusing to replace",
+                Op::RefusingToReplace,
                 display,
                 not_a_table_message(name),
             ));
@@ -376,7 +376,7 @@ impl S3Storage {
                 chunk.iter().filter_map(|k| ObjectIdentifier::builder().key(k).build().ok()).collect();
             let delete =
                 Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(|e| {
-                    StorageError::new(StorageErrorKind::Other, "deleting under", display, e.to_string())
+                    StorageError::new(StorageErrorKind::Other, Op::DeletingUnder, display, e.to_string())
                 })?;
             let out = self
                 .retrying(|| async {
@@ -386,13 +386,13 @@ impl S3Storage {
                         .delete(delete.clone())
                         .send()
                         .await
-                        .map_err(|e| self.error("deleting under", display, bucket, e))
+                        .map_err(|e| self.error(Op::DeletingUnder, display, bucket, e))
                 })
                 .await?;
             if let Some(first) = out.errors().first() {
                 return Err(StorageError::new(
                     StorageErrorKind::Other,
-                    "deleting",
+                    Op::Deleting,
                     format!("s3://{bucket}/{}", first.key().unwrap_or("")),
                     first.message().unwrap_or("refused").to_string(),
                 ));
@@ -422,7 +422,7 @@ fn content_type(key: &str) -> &'static str {
 
 /// Turns an SDK error into a storage error that says what happened and whether to retry.
 fn classify<E>(
-    action: &'static str,
+    action: Op,
     uri: &str,
     bucket: &str,
     endpoint: &str,
@@ -431,7 +431,7 @@ fn classify<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    debug!(action, uri, error = %DisplayErrorContext(&err), "S3 request failed");
+    debug!(action = action.as_str(), uri, error = %DisplayErrorContext(&err), "S3 request failed");
     let status = err.raw_response().map(|r| r.status().as_u16());
 
     let code = err.code().map(String::from);
@@ -440,7 +440,7 @@ where
             (StorageErrorKind::NotFound, format!("bucket `{bucket}` does not exist"))
         }
         // HeadBucket has no body: a bare 404 "NotFound" is the bucket itself.
-        (SdkError::ServiceError(_), Some(404), Some("NotFound")) if action == "checking" => {
+        (SdkError::ServiceError(_), Some(404), Some("NotFound")) if action == Op::Checking => {
             (StorageErrorKind::NotFound, format!("bucket `{bucket}` does not exist"))
         }
         (SdkError::ServiceError(_), Some(404), Some("NoSuchKey" | "NotFound") | None) => {
@@ -511,12 +511,8 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     last
 }
 
-fn verb(action: &str) -> &'static str {
-    if action.starts_with("reading") || action.starts_with("listing") || action.starts_with("checking") {
-        "read"
-    } else {
-        "write to"
-    }
+fn verb(action: Op) -> &'static str {
+    if action.reads() { "read" } else { "write to" }
 }
 
 /// A GET's body as one buffer, sized from Content-Length.
@@ -545,7 +541,12 @@ impl Storage for S3Storage {
         let uri = S3Uri::parse(root)?;
         let objects = self.list_all(&uri, root).await?;
         if objects.is_empty() {
-            return Err(StorageError::new(StorageErrorKind::NotFound, "listing", root, "no objects under this prefix"));
+            return Err(StorageError::new(
+                StorageErrorKind::NotFound,
+                Op::Listing,
+                root,
+                "no objects under this prefix",
+            ));
         }
         let prefix = uri.prefix();
         let mut out: Vec<ObjectMeta> = objects
@@ -583,9 +584,9 @@ impl Storage for S3Storage {
                 .key(&uri.key)
                 .send()
                 .await
-                .map_err(|e| self.error("reading", path, &uri.bucket, e))?;
+                .map_err(|e| self.error(Op::Reading, path, &uri.bucket, e))?;
             body_bytes(output).await.map_err(|m| {
-                StorageError::new(StorageErrorKind::Transient, "reading", path, format!("the body broke off: {m}"))
+                StorageError::new(StorageErrorKind::Transient, Op::Reading, path, format!("the body broke off: {m}"))
             })
         })
         .await
@@ -632,7 +633,7 @@ impl Storage for S3Storage {
     }
 
     async fn commit_table(&self, write: &TableWrite, manifest: &TableManifest) -> Result<(), StorageError> {
-        manifest.check().map_err(|m| StorageError::new(StorageErrorKind::Other, "publishing", &write.target, m))?;
+        manifest.check().map_err(|m| StorageError::new(StorageErrorKind::Other, Op::Publishing, &write.target, m))?;
         let uri = S3Uri::parse(&write.target)?;
         let listed = self.list_all(&uri, &write.target).await?;
         let prefix = uri.prefix();
@@ -644,7 +645,7 @@ impl Storage for S3Storage {
             if let Some(foreign) = listed.iter().filter_map(|o| o.key()).find(|k| !named.contains(*k)) {
                 return Err(StorageError::new(
                     StorageErrorKind::Other,
-                    "refusing to replace",
+                    Op::RefusingToReplace,
                     &write.target,
                     not_a_table_message(foreign.strip_prefix(&prefix).unwrap_or(foreign)),
                 ));
@@ -659,7 +660,7 @@ impl Storage for S3Storage {
                 Some(&size) => {
                     return Err(StorageError::new(
                         StorageErrorKind::Other,
-                        "checking",
+                        Op::Checking,
                         uri.child(&file.path),
                         format!("{size} bytes stored, {} written", file.size),
                     ));
@@ -667,7 +668,7 @@ impl Storage for S3Storage {
                 None => {
                     return Err(StorageError::new(
                         StorageErrorKind::Other,
-                        "checking",
+                        Op::Checking,
                         uri.child(&file.path),
                         "missing after upload",
                     ));
@@ -716,13 +717,13 @@ impl Storage for S3Storage {
                     .body(ByteStream::from(data.clone()))
                     .send()
                     .await
-                    .map_err(|e| self.error("creating", path, &uri.bucket, e))
+                    .map_err(|e| self.error(Op::Creating, path, &uri.bucket, e))
             })
             .await;
         match result {
             Ok(out) => Ok(Version(out.e_tag().unwrap_or_default().to_string())),
             Err(e) if e.kind == StorageErrorKind::Conflict => {
-                Err(StorageError::new(StorageErrorKind::AlreadyExists, "creating", path, "already exists"))
+                Err(StorageError::new(StorageErrorKind::AlreadyExists, Op::Creating, path, "already exists"))
             }
             Err(e) => Err(e),
         }
@@ -738,10 +739,10 @@ impl Storage for S3Storage {
                 .key(&uri.key)
                 .send()
                 .await
-                .map_err(|e| self.error("reading", path, &uri.bucket, e))?;
+                .map_err(|e| self.error(Op::Reading, path, &uri.bucket, e))?;
             let version = Version(output.e_tag().unwrap_or_default().to_string());
             let body = body_bytes(output).await.map_err(|m| {
-                StorageError::new(StorageErrorKind::Transient, "reading", path, format!("the body broke off: {m}"))
+                StorageError::new(StorageErrorKind::Transient, Op::Reading, path, format!("the body broke off: {m}"))
             })?;
             Ok((body, version))
         })
@@ -761,7 +762,7 @@ impl Storage for S3Storage {
                     .body(ByteStream::from(data.clone()))
                     .send()
                     .await
-                    .map_err(|e| self.error("replacing", path, &uri.bucket, e))
+                    .map_err(|e| self.error(Op::Replacing, path, &uri.bucket, e))
             })
             .await?;
         Ok(Version(out.e_tag().unwrap_or_default().to_string()))
@@ -778,7 +779,7 @@ impl Storage for S3Storage {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| self.error("deleting", path, &uri.bucket, e))
+                .map_err(|e| self.error(Op::Deleting, path, &uri.bucket, e))
         })
         .await
     }
@@ -828,7 +829,7 @@ impl Storage for S3Storage {
                     .bucket(&uri.bucket)
                     .send()
                     .await
-                    .map_err(|e| self.error("checking", path, &uri.bucket, e))
+                    .map_err(|e| self.error(Op::Checking, path, &uri.bucket, e))
             })
             .await?;
             if write {
@@ -843,11 +844,11 @@ impl Storage for S3Storage {
                         .max_keys(1)
                         .send()
                         .await
-                        .map_err(|e| self.error("checking", path, &uri.bucket, e))
+                        .map_err(|e| self.error(Op::Checking, path, &uri.bucket, e))
                 })
                 .await?;
             if page.contents().is_empty() {
-                Err(StorageError::new(StorageErrorKind::NotFound, "checking", path, "no objects under this prefix"))
+                Err(StorageError::new(StorageErrorKind::NotFound, Op::Checking, path, "no objects under this prefix"))
             } else {
                 Ok(format!("bucket `{}` reachable, prefix holds objects", uri.bucket))
             }

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use dagrun_core::executor::TaskState;
 use dagrun_core::plan::join_path;
 use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
+use dagrun_core::spec::CheckSeverity;
 use dagrun_core::storage::{StorageError, Storages};
 
 use crate::report::escape;
@@ -30,7 +31,7 @@ pub fn junit(record: &RunRecord) -> String {
     let skipped = tasks.iter().filter(|t| matches!(t.state, TaskState::Skipped | TaskState::UpToDate)).count();
     let checks: Vec<_> =
         tasks.iter().flat_map(|t| t.output.iter().flat_map(move |o| o.checks.iter().map(move |c| (t, c)))).collect();
-    let check_failures = checks.iter().filter(|(_, c)| !c.passed && c.severity == "error").count();
+    let check_failures = checks.iter().filter(|(_, c)| !c.passed && c.severity == CheckSeverity::Error).count();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
@@ -49,7 +50,7 @@ pub fn junit(record: &RunRecord) -> String {
         let _ = write!(
             x,
             r#"    <testcase classname="{name}.{}" name="{}" time="{:.3}""#,
-            escape(&t.kind),
+            escape(t.kind.as_str()),
             escape(&t.id),
             t.duration.as_secs_f64()
         );

@@ -105,7 +105,7 @@ pub fn summary(report: &RunReport) -> String {
         let num = |v: Option<u64>| v.map(thousands).unwrap_or_default();
         rows.push([
             t.id.clone(),
-            t.kind.clone(),
+            t.kind.to_string(),
             t.state.as_str().to_string(),
             if t.attempts.is_empty() { String::new() } else { t.attempts.len().to_string() },
             if t.attempts.is_empty() { String::new() } else { format_elapsed(t.duration) },
@@ -151,8 +151,12 @@ pub fn summary(report: &RunReport) -> String {
                         o.quarantine_path.as_deref().unwrap_or("?")
                     );
                 }
-                let warned: Vec<&str> =
-                    o.checks.iter().filter(|c| !c.passed && c.severity == "warn").map(|c| c.name.as_str()).collect();
+                let warned: Vec<&str> = o
+                    .checks
+                    .iter()
+                    .filter(|c| !c.passed && c.severity == CheckSeverity::Warn)
+                    .map(|c| c.name.as_str())
+                    .collect();
                 if t.state == TaskState::Succeeded && !warned.is_empty() {
                     note = format!("warnings: {}", warned.join(", "));
                 }

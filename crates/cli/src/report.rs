@@ -179,7 +179,7 @@ pub fn dag_svg(tasks: &[TaskRecord]) -> String {
             tx = x + 10.0,
             ty = y + 16.0,
             ty2 = y + 30.0,
-            kind = escape(&t.kind),
+            kind = escape(t.kind.as_str()),
         );
     }
     svg.push_str("</svg>");
@@ -314,7 +314,7 @@ pub fn render(record: &RunRecord, answers: &[Answer]) -> String {
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>dagrun · {name} · {run}</title><style>{STYLE}</style></head><body><header><h1>{name} <span class="outcome {outcome}">{outcome}</span></h1><div class="meta">run <b>{run}</b> · {start} → {end} ({dur}) · exit code {code} · pipeline <code>{file}</code> (sha256 {hash}) · dagrun {version}</div></header><main>"#,
         name = escape(record.pipeline()),
         run = escape(&report.run_id),
-        outcome = escape(&record.outcome),
+        outcome = escape(record.outcome.as_str()),
         start = fmt_time(report.started_at),
         end = fmt_time(ended),
         dur = format_elapsed(report.duration),
@@ -358,7 +358,7 @@ pub fn render(record: &RunRecord, answers: &[Answer]) -> String {
             html,
             r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="state-{}">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{note}</td></tr>"#,
             escape(&t.id),
-            escape(&t.kind),
+            escape(t.kind.as_str()),
             escape(&t.engine),
             t.state.as_str(),
             t.state.as_str(),
@@ -409,7 +409,7 @@ pub fn render(record: &RunRecord, answers: &[Answer]) -> String {
                 r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="{class}">{verdict}</td><td class="num">{}</td><td>{detail}</td></tr>"#,
                 escape(&t.id),
                 escape(&c.name),
-                escape(&c.severity),
+                escape(c.severity.as_str()),
                 thousands(c.failing),
             );
         }

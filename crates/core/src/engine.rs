@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{Plan, PlannedTask};
+use crate::spec::CheckSeverity;
+use crate::storage::{StorageError, StorageErrorKind};
 
 /// Why an attempt failed, and whether trying again could help.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -46,6 +48,12 @@ impl TaskError {
     /// The first line, for one-line summaries.
     pub fn summary(&self) -> &str {
         self.message.lines().next().unwrap_or("")
+    }
+}
+
+impl From<StorageError> for TaskError {
+    fn from(e: StorageError) -> Self {
+        TaskError { retryable: e.kind == StorageErrorKind::Transient, message: e.to_string(), partial: None }
     }
 }
 
@@ -91,8 +99,7 @@ pub struct TaskContext {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
     pub name: String,
-    /// `error` or `warn`.
-    pub severity: String,
+    pub severity: CheckSeverity,
     pub passed: bool,
     /// How many rows (or groups) failed.
     pub failing: u64,

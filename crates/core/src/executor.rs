@@ -22,6 +22,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::engine::{CANCEL_GRACE, Engine, Engines, TaskContext, TaskError, TaskOutput, TaskProgress};
 use crate::plan::{Plan, PlannedTask};
+use crate::spec::TaskKind;
 use crate::units::format_duration;
 
 /// How a run is carried out.
@@ -118,7 +119,7 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub id: String,
-    pub kind: String,
+    pub kind: TaskKind,
     pub engine: String,
     /// The tasks it depends on, by id.
     #[serde(default)]
@@ -401,7 +402,7 @@ fn finished(
 ) -> TaskRecord {
     TaskRecord {
         id: task.id.clone(),
-        kind: task.kind.to_string(),
+        kind: task.kind,
         engine: task.engine.clone(),
         deps: Vec::new(),
         state,

@@ -11,6 +11,34 @@ use sha2::{Digest, Sha256};
 use crate::executor::{RunReport, TaskState};
 use crate::plan::{Action, Plan, ReportQuery, S3Settings};
 
+/// How a run ended, as its record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every task succeeded or was up to date.
+    Succeeded,
+    /// A task failed, or an engine could not clean up.
+    Failed,
+    /// Ctrl-C, SIGTERM or a lost lease stopped it.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The file name of a run record inside its run folder.
 pub const RUN_RECORD: &str = "run.json";
 /// A text file in the runs folder naming the latest run.
@@ -28,8 +56,7 @@ pub struct RunRecord {
     pub vars: BTreeMap<String, String>,
     /// Where this record and the run's quarantine files live.
     pub run_dir: String,
-    /// `succeeded`, `failed` or `interrupted`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub exit_code: i32,
     #[serde(flatten)]
     pub report: RunReport,
@@ -50,11 +77,11 @@ pub struct RunRecord {
 impl RunRecord {
     pub fn new(plan: &Plan, report: RunReport, run_dir: String) -> Self {
         let outcome = if report.interrupted {
-            "interrupted"
+            Outcome::Interrupted
         } else if report.succeeded() {
-            "succeeded"
+            Outcome::Succeeded
         } else {
-            "failed"
+            Outcome::Failed
         };
         let tables = plan
             .tasks
@@ -71,7 +98,7 @@ impl RunRecord {
             pipeline_sha256: Sha256::digest(plan.source.text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
             vars: plan.vars.values.keys().map(|k| (k.clone(), plan.vars.shown(k))).collect(),
             run_dir,
-            outcome: outcome.to_string(),
+            outcome,
             exit_code: report.exit_code(),
             report,
             tables,

@@ -117,7 +117,7 @@ pub fn run(check: &Check, table_name: &str, tables: &BTreeMap<String, DataFrame>
     let passed = failing == 0;
     Ok(CheckResult {
         name: check.name.clone(),
-        severity: check.severity.as_str().to_string(),
+        severity: check.severity,
         passed,
         failing,
         sample: if passed { Vec::new() } else { sample_df.map(|d| format_rows(&d)).unwrap_or_default() },

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dagrun_core::engine::{Engine, Exchange, TableExport, TaskContext, TaskError, TaskOutput};
 use dagrun_core::plan::{Action, Load, PlannedTask};
-use dagrun_core::spec::Compression;
+use dagrun_core::spec::{CheckSeverity, Compression};
 use dagrun_core::storage::Storages;
 use polars::prelude::{Column, DataFrame};
 use tracing::{info, warn};
@@ -337,8 +337,8 @@ impl LocalEngine {
                 .await??;
                 cx.progress.inc(results.len() as u64);
                 let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
-                let errors: Vec<_> = failed.iter().filter(|r| r.severity == "error").collect();
-                for r in failed.iter().filter(|r| r.severity != "error") {
+                let errors: Vec<_> = failed.iter().filter(|r| r.severity == CheckSeverity::Error).collect();
+                for r in failed.iter().filter(|r| r.severity != CheckSeverity::Error) {
                     warn!(check = %r.name, failing = r.failing, "check failed (warn): {}", r.detail.as_deref().unwrap_or(""));
                 }
                 let output = TaskOutput { rows_in: Some(rows), checks: results.clone(), ..Default::default() };

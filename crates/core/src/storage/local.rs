@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    AccessCheck, MANIFEST, ObjectMeta, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TableFile,
+    AccessCheck, MANIFEST, ObjectMeta, Op, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TableFile,
     TableManifest, TableWrite, Version, is_hidden_name,
 };
 
@@ -38,7 +38,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// An I/O error as a storage error, with the path and the action.
-pub fn io_error(action: &'static str, path: &Path, error: &io::Error) -> StorageError {
+pub fn io_error(action: Op, path: &Path, error: &io::Error) -> StorageError {
     let kind = match error.kind() {
         io::ErrorKind::NotFound => StorageErrorKind::NotFound,
         io::ErrorKind::PermissionDenied => StorageErrorKind::PermissionDenied,
@@ -64,9 +64,14 @@ const LIST_THREADS: usize = 8;
 /// (device, inode), so a link loop is listed once and a file reached through two links is read
 /// once; both are reported.
 fn list_local(root: &Path, glob: &globset::GlobMatcher) -> Result<(Vec<ObjectMeta>, Vec<String>), StorageError> {
-    let meta = std::fs::metadata(root).map_err(|e| io_error("listing", root, &e))?;
+    let meta = std::fs::metadata(root).map_err(|e| io_error(Op::Listing, root, &e))?;
     if !meta.is_dir() {
-        return Err(StorageError::new(StorageErrorKind::Other, "listing", root.display().to_string(), "not a folder"));
+        return Err(StorageError::new(
+            StorageErrorKind::Other,
+            Op::Listing,
+            root.display().to_string(),
+            "not a folder",
+        ));
     }
     let mut notes = Vec::new();
     let mut folders_seen: HashMap<FileId, String> = HashMap::new();
@@ -86,7 +91,12 @@ fn list_local(root: &Path, glob: &globset::GlobMatcher) -> Result<(Vec<ObjectMet
                     .into_iter()
                     .map(|h| {
                         h.join().unwrap_or_else(|_| {
-                            Err(StorageError::new(StorageErrorKind::Other, "listing", "", "a listing thread panicked"))
+                            Err(StorageError::new(
+                                StorageErrorKind::Other,
+                                Op::Listing,
+                                "",
+                                "a listing thread panicked",
+                            ))
                         })
                     })
                     .collect()
@@ -171,29 +181,29 @@ struct Listed {
 fn list_folders(folders: &[(PathBuf, String)], glob: &globset::GlobMatcher) -> Result<Listed, StorageError> {
     let mut listed = Listed { files: Vec::new(), folders: Vec::new(), notes: Vec::new() };
     for (dir, rel) in folders {
-        let entries = std::fs::read_dir(dir).map_err(|e| io_error("listing", dir, &e))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| io_error(Op::Listing, dir, &e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| io_error("listing", dir, &e))?;
+            let entry = entry.map_err(|e| io_error(Op::Listing, dir, &e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_hidden_name(&name) {
                 continue;
             }
             let relative = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
             let path = entry.path();
-            let file_type = entry.file_type().map_err(|e| io_error("listing", &path, &e))?;
+            let file_type = entry.file_type().map_err(|e| io_error(Op::Listing, &path, &e))?;
             let meta = if file_type.is_symlink() {
                 match std::fs::metadata(&path) {
                     Ok(meta) => meta,
                     Err(e) => {
                         if glob.is_match(&relative) {
-                            let why = io_error("following", &path, &e).message;
+                            let why = io_error(Op::Following, &path, &e).message;
                             listed.notes.push(format!("{relative} is a link that cannot be followed ({why}): skipped"));
                         }
                         continue;
                     }
                 }
             } else if file_type.is_dir() || glob.is_match(&relative) {
-                entry.metadata().map_err(|e| io_error("listing", &path, &e))?
+                entry.metadata().map_err(|e| io_error(Op::Listing, &path, &e))?
             } else {
                 continue;
             };
@@ -235,11 +245,11 @@ fn exchange(_: &Path, _: &Path) -> io::Result<()> {
 /// or hold a dagrun manifest. Checked before the first file is written and again at the swap.
 fn check_replaceable(target: &Path) -> Result<(), StorageError> {
     let refuse = |message: String| {
-        Err(StorageError::new(StorageErrorKind::Other, "refusing to replace", target.display().to_string(), message))
+        Err(StorageError::new(StorageErrorKind::Other, Op::RefusingToReplace, target.display().to_string(), message))
     };
     match std::fs::symlink_metadata(target) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_error("checking", target, &e)),
+        Err(e) => return Err(io_error(Op::Checking, target, &e)),
         Ok(meta) if !meta.is_dir() => return refuse("it exists and is not a folder".into()),
         Ok(_) => {}
     }
@@ -248,7 +258,7 @@ fn check_replaceable(target: &Path) -> Result<(), StorageError> {
     {
         return Ok(());
     }
-    let first = std::fs::read_dir(target).map_err(|e| io_error("checking", target, &e))?.next();
+    let first = std::fs::read_dir(target).map_err(|e| io_error(Op::Checking, target, &e))?.next();
     match first {
         None => Ok(()),
         Some(entry) => {
@@ -263,20 +273,20 @@ fn publish_local(staging: &Path, target: &Path) -> Result<(), StorageError> {
     if !staging.join(SUCCESS_MARKER).exists() {
         return Err(StorageError::new(
             StorageErrorKind::Other,
-            "publishing",
+            Op::Publishing,
             staging.display().to_string(),
             "the staged table is incomplete (no _SUCCESS marker)",
         ));
     }
     match std::fs::symlink_metadata(target) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return std::fs::rename(staging, target).map_err(|e| io_error("publishing to", target, &e));
+            return std::fs::rename(staging, target).map_err(|e| io_error(Op::PublishingTo, target, &e));
         }
-        Err(e) => return Err(io_error("publishing to", target, &e)),
+        Err(e) => return Err(io_error(Op::PublishingTo, target, &e)),
         Ok(meta) if !meta.is_dir() => {
             return Err(StorageError::new(
                 StorageErrorKind::Other,
-                "publishing to",
+                Op::PublishingTo,
                 target.display().to_string(),
                 "exists and is not a folder",
             ));
@@ -285,17 +295,17 @@ fn publish_local(staging: &Path, target: &Path) -> Result<(), StorageError> {
     }
     match exchange(staging, target) {
         // `staging` now holds the previous table.
-        Ok(()) => std::fs::remove_dir_all(staging).map_err(|e| io_error("removing the previous table at", staging, &e)),
+        Ok(()) => std::fs::remove_dir_all(staging).map_err(|e| io_error(Op::RemovingPrevious, staging, &e)),
         Err(_) => {
             // No atomic exchange here: move the old table aside, then the new one in. Readers may
             // briefly find no table, but never a mix.
             let aside = PathBuf::from(format!("{}.old", staging.display()));
-            std::fs::rename(target, &aside).map_err(|e| io_error("moving aside", target, &e))?;
+            std::fs::rename(target, &aside).map_err(|e| io_error(Op::MovingAside, target, &e))?;
             if let Err(e) = std::fs::rename(staging, target) {
                 let _ = std::fs::rename(&aside, target);
-                return Err(io_error("publishing to", target, &e));
+                return Err(io_error(Op::PublishingTo, target, &e));
             }
-            std::fs::remove_dir_all(&aside).map_err(|e| io_error("removing the previous table at", &aside, &e))
+            std::fs::remove_dir_all(&aside).map_err(|e| io_error(Op::RemovingPrevious, &aside, &e))
         }
     }
 }
@@ -306,7 +316,7 @@ fn publish_local(staging: &Path, target: &Path) -> Result<(), StorageError> {
 /// is already in the page cache.
 fn read_file(path: &Path) -> Result<Vec<u8>, StorageError> {
     use std::io::Read;
-    let fail = |e: std::io::Error| io_error("reading", path, &e);
+    let fail = |e: std::io::Error| io_error(Op::Reading, path, &e);
     let mut file = std::fs::File::open(path).map_err(fail)?;
     let size = file.metadata().map_err(fail)?.len() as usize;
     let mut data = Vec::with_capacity(size + 1);
@@ -341,7 +351,7 @@ fn advise_huge_pages(_: &mut Vec<u8>) {}
 /// kernel releases the lock if the process dies.
 fn with_file_lock<T>(path: &Path, f: impl FnOnce() -> Result<T, StorageError>) -> Result<T, StorageError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, &e))?;
+    std::fs::create_dir_all(dir).map_err(|e| io_error(Op::Creating, dir, &e))?;
     let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
     let lock_path = dir.join(format!(".{name}.lock"));
     let file = std::fs::OpenOptions::new()
@@ -349,8 +359,8 @@ fn with_file_lock<T>(path: &Path, f: impl FnOnce() -> Result<T, StorageError>) -
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| io_error("locking", &lock_path, &e))?;
-    lock_exclusive(&file).map_err(|e| io_error("locking", &lock_path, &e))?;
+        .map_err(|e| io_error(Op::Locking, &lock_path, &e))?;
+    lock_exclusive(&file).map_err(|e| io_error(Op::Locking, &lock_path, &e))?;
     let result = f();
     drop(file);
     result
@@ -394,20 +404,20 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StorageError> {
     });
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(io_error("writing", path, &e));
+        return Err(io_error(Op::Writing, path, &e));
     }
     Ok(())
 }
 
 /// The current content and version of a small file, under its lock.
 fn current(path: &Path) -> Result<(Vec<u8>, Version), StorageError> {
-    let bytes = std::fs::read(path).map_err(|e| io_error("reading", path, &e))?;
+    let bytes = std::fs::read(path).map_err(|e| io_error(Op::Reading, path, &e))?;
     let version = version_of(&bytes);
     Ok((bytes, version))
 }
 
 fn changed(path: &Path) -> StorageError {
-    StorageError::new(StorageErrorKind::Conflict, "replacing", path.display().to_string(), "changed by someone else")
+    StorageError::new(StorageErrorKind::Conflict, Op::Replacing, path.display().to_string(), "changed by someone else")
 }
 
 /// The staging folders (and folders moved aside) that loads of the table at `target` leave
@@ -419,7 +429,7 @@ fn local_leftovers(target: &Path) -> Result<Vec<String>, StorageError> {
     let entries = match std::fs::read_dir(parent) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("listing", parent, &e)),
+        Err(e) => return Err(io_error(Op::Listing, parent, &e)),
     };
     let mut removed = Vec::new();
     for entry in entries.flatten() {
@@ -439,7 +449,7 @@ fn local_leftovers(target: &Path) -> Result<Vec<String>, StorageError> {
             }
         }
         match result {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error("removing", &path, &e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(Op::Removing, &path, &e)),
             _ => removed.push(path.display().to_string()),
         }
     }
@@ -492,9 +502,9 @@ impl Storage for LocalStorage {
         let path = PathBuf::from(path);
         blocking(move || {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io_error("creating", parent, &e))?;
+                std::fs::create_dir_all(parent).map_err(|e| io_error(Op::Creating, parent, &e))?;
             }
-            std::fs::write(&path, data).map_err(|e| io_error("writing", &path, &e))
+            std::fs::write(&path, data).map_err(|e| io_error(Op::Writing, &path, &e))
         })
         .await
     }
@@ -508,7 +518,7 @@ impl Storage for LocalStorage {
             dirs.sort_unstable();
             dirs.dedup();
             for dir in dirs {
-                std::fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, &e))?;
+                std::fs::create_dir_all(dir).map_err(|e| io_error(Op::Creating, dir, &e))?;
             }
             let workers = concurrency.clamp(1, 8).min(files.len().max(1));
             let chunk = files.len().div_ceil(workers).max(1);
@@ -518,7 +528,7 @@ impl Storage for LocalStorage {
                     .map(|part| {
                         scope.spawn(move || {
                             for (path, data) in part {
-                                std::fs::write(path, data).map_err(|e| io_error("writing", Path::new(path), &e))?;
+                                std::fs::write(path, data).map_err(|e| io_error(Op::Writing, Path::new(path), &e))?;
                             }
                             Ok(())
                         })
@@ -526,7 +536,7 @@ impl Storage for LocalStorage {
                     .collect();
                 handles.into_iter().try_for_each(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Err(StorageError::new(StorageErrorKind::Other, "writing", "", "a writer thread panicked"))
+                        Err(StorageError::new(StorageErrorKind::Other, Op::Writing, "", "a writer thread panicked"))
                     })
                 })
             })
@@ -537,7 +547,7 @@ impl Storage for LocalStorage {
     async fn remove_all(&self, path: &str) -> Result<(), StorageError> {
         let path = PathBuf::from(path);
         blocking(move || match std::fs::remove_dir_all(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("removing", &path, &e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(Op::Removing, &path, &e)),
             _ => Ok(()),
         })
         .await
@@ -556,7 +566,7 @@ impl Storage for LocalStorage {
     }
 
     async fn commit_table(&self, write: &TableWrite, manifest: &TableManifest) -> Result<(), StorageError> {
-        manifest.check().map_err(|m| StorageError::new(StorageErrorKind::Other, "publishing", &write.target, m))?;
+        manifest.check().map_err(|m| StorageError::new(StorageErrorKind::Other, Op::Publishing, &write.target, m))?;
         let staging = PathBuf::from(&write.root);
         let target = PathBuf::from(&write.target);
         let manifest_json = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
@@ -565,20 +575,20 @@ impl Storage for LocalStorage {
             // Check what was staged before it becomes the table.
             for (relative, size) in &files {
                 let path = staging.join(relative);
-                let meta = std::fs::metadata(&path).map_err(|e| io_error("checking the staged file", &path, &e))?;
+                let meta = std::fs::metadata(&path).map_err(|e| io_error(Op::CheckingStaged, &path, &e))?;
                 if meta.len() != *size {
                     return Err(StorageError::new(
                         StorageErrorKind::Other,
-                        "checking the staged file",
+                        Op::CheckingStaged,
                         path.display().to_string(),
                         format!("{} bytes on disk, {size} written", meta.len()),
                     ));
                 }
             }
             let manifest_path = staging.join(MANIFEST);
-            std::fs::write(&manifest_path, manifest_json).map_err(|e| io_error("writing", &manifest_path, &e))?;
+            std::fs::write(&manifest_path, manifest_json).map_err(|e| io_error(Op::Writing, &manifest_path, &e))?;
             let marker = staging.join(SUCCESS_MARKER);
-            std::fs::write(&marker, b"").map_err(|e| io_error("writing", &marker, &e))?;
+            std::fs::write(&marker, b"").map_err(|e| io_error(Op::Writing, &marker, &e))?;
             publish_local(&staging, &target)
         })
         .await
@@ -595,7 +605,7 @@ impl Storage for LocalStorage {
                 if std::fs::symlink_metadata(&path).is_ok() {
                     return Err(StorageError::new(
                         StorageErrorKind::AlreadyExists,
-                        "creating",
+                        Op::Creating,
                         path.display().to_string(),
                         "already exists",
                     ));
@@ -635,7 +645,7 @@ impl Storage for LocalStorage {
                 if current(&path)?.1 != version {
                     return Err(changed(&path));
                 }
-                std::fs::remove_file(&path).map_err(|e| io_error("deleting", &path, &e))
+                std::fs::remove_file(&path).map_err(|e| io_error(Op::Deleting, &path, &e))
             })
         })
         .await
@@ -664,7 +674,7 @@ fn check_local(path: &Path, write: bool) -> Result<String, String> {
         return match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => Ok("folder exists".into()),
             Ok(_) => Err("exists but is not a folder".into()),
-            Err(e) => Err(io_error("reading", path, &e).message),
+            Err(e) => Err(io_error(Op::Reading, path, &e).message),
         };
     }
     let mut probe = path.to_path_buf();

@@ -16,8 +16,6 @@ use async_trait::async_trait;
 use futures::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::TaskError;
-
 pub use local::LocalStorage;
 
 /// The marker written last into a complete table folder.
@@ -71,31 +69,90 @@ pub enum StorageErrorKind {
     Other,
 }
 
+/// What a storage was doing when it failed: named in the message, and telling reads from writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Listing,
+    Reading,
+    Writing,
+    Checking,
+    Creating,
+    PublishingTo,
+    Replacing,
+    Removing,
+    RemovingPrevious,
+    Publishing,
+    Parsing,
+    Locking,
+    Deleting,
+    DeletingUnder,
+    UploadingPart,
+    StartingUpload,
+    RefusingToReplace,
+    Opening,
+    MovingAside,
+    Following,
+    CompletingUpload,
+    CheckingStaged,
+}
+
+impl Op {
+    /// The words messages use: `reading s3://bucket/key: ...`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Op::Listing => "listing",
+            Op::Reading => "reading",
+            Op::Writing => "writing",
+            Op::Checking => "checking",
+            Op::Creating => "creating",
+            Op::PublishingTo => "publishing to",
+            Op::Replacing => "replacing",
+            Op::Removing => "removing",
+            Op::RemovingPrevious => "removing the previous table at",
+            Op::Publishing => "publishing",
+            Op::Parsing => "parsing",
+            Op::Locking => "locking",
+            Op::Deleting => "deleting",
+            Op::DeletingUnder => "deleting under",
+            Op::UploadingPart => "uploading a part of",
+            Op::StartingUpload => "starting the upload of",
+            Op::RefusingToReplace => "refusing to replace",
+            Op::Opening => "opening",
+            Op::MovingAside => "moving aside",
+            Op::Following => "following",
+            Op::CompletingUpload => "completing the upload of",
+            Op::CheckingStaged => "checking the staged file",
+        }
+    }
+
+    /// Whether it only reads (so a denial means the credentials may not read).
+    pub fn reads(&self) -> bool {
+        matches!(
+            self,
+            Op::Checking | Op::CheckingStaged | Op::Following | Op::Listing | Op::Opening | Op::Parsing | Op::Reading
+        )
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A storage failure, with the path and the action that failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{action} {path}: {message}")]
 pub struct StorageError {
     pub kind: StorageErrorKind,
-    /// e.g. "reading", "listing", "publishing to".
-    pub action: &'static str,
+    pub action: Op,
     pub path: String,
     pub message: String,
 }
 
 impl StorageError {
-    pub fn new(
-        kind: StorageErrorKind,
-        action: &'static str,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(kind: StorageErrorKind, action: Op, path: impl Into<String>, message: impl Into<String>) -> Self {
         Self { kind, action, path: path.into(), message: message.into() }
-    }
-}
-
-impl From<StorageError> for TaskError {
-    fn from(e: StorageError) -> Self {
-        TaskError { retryable: e.kind == StorageErrorKind::Transient, message: e.to_string(), partial: None }
     }
 }
 
@@ -264,7 +321,7 @@ impl Storages {
     pub fn for_path(&self, path: &str) -> Result<&Arc<dyn Storage>, StorageError> {
         if is_s3(path) {
             self.s3.as_ref().ok_or_else(|| {
-                StorageError::new(StorageErrorKind::Other, "opening", path, "S3 is not configured for this run")
+                StorageError::new(StorageErrorKind::Other, Op::Opening, path, "S3 is not configured for this run")
             })
         } else {
             Ok(&self.local)
@@ -276,7 +333,7 @@ impl Storages {
     /// 100,000 small files are listed once per run, and the fingerprint names exactly what was read.
     pub async fn list_and_keep(&self, path: &str, glob: &str) -> Result<Vec<ObjectMeta>, StorageError> {
         let matcher = compile_glob(glob)
-            .map_err(|e| StorageError::new(StorageErrorKind::Other, "listing", path, format!("invalid glob: {e}")))?;
+            .map_err(|e| StorageError::new(StorageErrorKind::Other, Op::Listing, path, format!("invalid glob: {e}")))?;
         let files = self.for_path(path)?.list(path, &matcher).await?;
         self.listings.lock().expect("listings").insert((path.to_string(), glob.to_string()), files.clone());
         Ok(files)
@@ -289,7 +346,7 @@ impl Storages {
             return Ok(files);
         }
         let matcher = compile_glob(glob)
-            .map_err(|e| StorageError::new(StorageErrorKind::Other, "listing", path, format!("invalid glob: {e}")))?;
+            .map_err(|e| StorageError::new(StorageErrorKind::Other, Op::Listing, path, format!("invalid glob: {e}")))?;
         self.for_path(path)?.list(path, &matcher).await
     }
 }
