@@ -133,7 +133,13 @@ fn a_run_killed_during_load_leaves_the_published_tables_readable() {
             break;
         }
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Kill it once the first file of its new table has landed, while the others are in flight.
+    let before: std::collections::BTreeSet<String> = moto.keys("lake", "star").into_iter().collect();
+    let start = std::time::Instant::now();
+    while !moto.keys("lake", "star").iter().any(|k| k.ends_with(".parquet") && !before.contains(k)) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "no file of the new run landed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     moto.faults(json!([]));

@@ -278,17 +278,25 @@ fn a_second_run_into_the_same_lake_stops_naming_the_holder_or_waits_for_it() {
     // A run that may wait (reading other input into the same lake) gets it once the first is done.
     fs::create_dir_all(tmp.path().join("in2")).unwrap();
     fs::write(tmp.path().join("in2/a.json"), "{\"ts\": 2}").unwrap();
-    let waiting = dagrun()
+    let mut waiting = dagrun()
         .current_dir(tmp.path())
         .args([p.to_str().unwrap(), "--run-id", "third", "--wait-for-lock", "60s", "--set", "input=in2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Release the first run only once the third says it waits.
+    let mut third_err = BufReader::new(waiting.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("waiting for the lake: run first") {
+        let mut line = String::new();
+        assert!(third_err.read_line(&mut line).unwrap() > 0, "the third run did not wait: {said}");
+        said.push_str(&line);
+    }
     first.release().expect(0);
-    let third = Run::from(waiting.wait_with_output().unwrap()).expect(0);
-    assert!(third.stderr.contains("waiting for the lake: run first"), "{}", third.stderr);
+    Run::from(waiting.wait_with_output().unwrap()).expect(0);
+    std::io::Read::read_to_string(&mut third_err, &mut said).unwrap();
+    assert!(said.contains("waiting for the lake: run first"), "{said}");
     assert!(!tmp.path().join("out/_dagrun/lease.json").exists(), "released at the end");
 }
 

@@ -29,7 +29,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use dagrun_core::plan::S3Settings;
-use dagrun_core::spec::ServerSideEncryption;
+use dagrun_core::retry::RetryPolicy;
+use dagrun_core::spec::{Jitter, ServerSideEncryption};
 use dagrun_core::storage::{
     AccessCheck, MANIFEST, ObjectMeta, Op, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TABLE_MARKER,
     TableFile, TableManifest, TableWrite, Version, is_hidden_name, is_manifest, not_a_table_message,
@@ -153,12 +154,19 @@ impl S3Storage {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
     {
+        let budget = RetryPolicy {
+            max_attempts: OBJECT_ROUNDS,
+            initial_delay: Duration::from_secs(1),
+            multiplier: 2.0,
+            max_delay: Duration::from_secs(2),
+            jitter: Jitter::Full,
+        };
         let mut round = 1;
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.kind == StorageErrorKind::Transient && round < OBJECT_ROUNDS => {
-                    let wait = Duration::from_secs(1 << (round - 1)).mul_f64(rand::random::<f64>());
+                Err(e) if e.kind == StorageErrorKind::Transient && round < budget.max_attempts => {
+                    let wait = budget.delay(round + 1, &mut rand::rng());
                     debug!(error = %e, round, wait_ms = wait.as_millis() as u64, "transient S3 failure; trying again");
                     tokio::time::sleep(wait).await;
                     round += 1;

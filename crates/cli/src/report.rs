@@ -102,22 +102,9 @@ fn state_color(state: TaskState) -> (&'static str, &'static str) {
 /// The DAG, left to right by dependency depth, nodes colored by state.
 pub fn dag_svg(tasks: &[TaskRecord]) -> String {
     let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
-    let mut level = vec![0usize; tasks.len()];
-    // Records are in plan order, which lists a task after... not necessarily its dependencies:
-    // relax until stable (the graph is acyclic, so this ends).
-    loop {
-        let mut changed = false;
-        for (i, t) in tasks.iter().enumerate() {
-            let l = t.deps.iter().filter_map(|d| index.get(d.as_str())).map(|&d| level[d] + 1).max().unwrap_or(0);
-            if l != level[i] {
-                level[i] = l;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
+    let deps: Vec<Vec<usize>> =
+        tasks.iter().map(|t| t.deps.iter().filter_map(|d| index.get(d.as_str()).copied()).collect()).collect();
+    let level = dagrun_core::plan::levels(&deps.iter().map(Vec::as_slice).collect::<Vec<_>>());
     let depth = level.iter().copied().max().map_or(0, |m| m + 1);
     let mut columns: Vec<Vec<usize>> = vec![Vec::new(); depth];
     let mut row = vec![0f64; tasks.len()];

@@ -49,6 +49,33 @@ pub struct Plan {
     pub(crate) warnings: Vec<Diagnostic>,
 }
 
+/// Each node's wave in a DAG given as each node's dependencies: the number of links of its longest
+/// dependency chain. The plan's waves and the report's drawing of a run record both come from here.
+/// Dependencies outside the list are ignored; the graph must be acyclic.
+pub fn levels(deps: &[&[usize]]) -> Vec<usize> {
+    let n = deps.len();
+    let mut dependents = vec![Vec::new(); n];
+    let mut remaining: Vec<usize> = vec![0; n];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds.iter().filter(|&&d| d < n) {
+            dependents[d].push(i);
+            remaining[i] += 1;
+        }
+    }
+    let mut level = vec![0usize; n];
+    let mut ready: Vec<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    while let Some(i) = ready.pop() {
+        for &d in &dependents[i] {
+            level[d] = level[d].max(level[i] + 1);
+            remaining[d] -= 1;
+            if remaining[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    level
+}
+
 /// A named query over published tables, shown in the HTML report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportQuery {
@@ -118,7 +145,7 @@ pub struct PlannedTask {
 }
 
 /// What a task does, with everything resolved.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Action {
     Extract(Extract),
     Transform(Transform),
@@ -126,7 +153,7 @@ pub enum Action {
     Load(Load),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Extract {
     /// A local folder or an `s3://bucket/prefix` URI.
     pub path: String,
@@ -137,7 +164,7 @@ pub struct Extract {
     pub max_bad_records: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Column {
     pub name: String,
     pub ty: ColumnType,
@@ -145,14 +172,14 @@ pub struct Column {
     pub from: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transform {
     pub sql: String,
     /// Upstream tables the query reads.
     pub tables: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QualityCheck {
     pub table: String,
     pub checks: Vec<Check>,
@@ -160,14 +187,14 @@ pub struct QualityCheck {
     pub tables: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
     pub name: String,
     pub severity: CheckSeverity,
     pub kind: CheckKind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum CheckKind {
     NotNull { column: String },
     Unique { columns: Vec<String> },
@@ -177,7 +204,7 @@ pub enum CheckKind {
     Sql { sql: String },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Load {
     pub table: String,
     /// A local folder or an `s3://bucket/prefix` URI; the table's files live under it.
@@ -424,11 +451,7 @@ impl Plan {
 
     /// Each task's wave: the number of links of its longest dependency chain.
     pub fn levels(&self) -> Vec<usize> {
-        let mut level = vec![0usize; self.tasks.len()];
-        for i in self.topological_order() {
-            level[i] = self.tasks[i].deps.iter().map(|&d| level[d] + 1).max().unwrap_or(0);
-        }
-        level
+        levels(&self.tasks.iter().map(|t| t.deps.as_slice()).collect::<Vec<_>>())
     }
 
     /// Whether `task` depends on `ancestor`, directly or not. `levels` is [`Plan::levels`]: no task

@@ -52,7 +52,10 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshnes
         let task = &plan.tasks[i];
         let mut h = Sha256::new();
         h.update(format!("dagrun {}\n", env!("CARGO_PKG_VERSION")));
-        h.update(format!("task {} {}\n{:?}\n", task.id, task.kind, task.action));
+        // A stable serialization: field names and values, not Rust's Debug output, which may change
+        // with any compiler or refactor.
+        let action = serde_json::to_string(&task.action).expect("an action serializes");
+        h.update(format!("task {} {}\n{action}\n", task.id, task.kind));
         let mut deps: Vec<(&str, &String)> =
             task.deps.iter().map(|&d| (plan.tasks[d].id.as_str(), &out.fingerprints[&d])).collect();
         deps.sort();

@@ -29,6 +29,8 @@ use aws_sdk_emr::types::{ClusterState, StepState};
 use dagrun_core::emr::EmrSettings;
 use dagrun_core::engine::{Engine, EngineError, Exchange, TableExport, TaskContext, TaskError, TaskOutput};
 use dagrun_core::plan::{Action, Plan, PlannedTask, join_path};
+use dagrun_core::retry::RetryPolicy;
+use dagrun_core::spec::Jitter;
 use dagrun_core::storage::Storage;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
@@ -115,9 +117,16 @@ impl EmrEngine {
         join_path(&self.settings.staging, run_id)
     }
 
-    /// Polls with backoff: 1s doubling up to the configured maximum.
-    fn next_wait(&self, waited: Duration) -> Duration {
-        waited.saturating_mul(2).clamp(Duration::from_millis(100).min(self.poll_max), self.poll_max)
+    /// How status polls back off: 1s doubling up to the configured longest pause, with no jitter
+    /// (one poller per cluster or step) and no attempt limit (each task's timeout bounds a wait).
+    fn polls(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: u32::MAX,
+            initial_delay: Duration::from_secs(1).min(self.poll_max),
+            multiplier: 2.0,
+            max_delay: self.poll_max,
+            jitter: Jitter::None,
+        }
     }
 
     /// The run's cluster, created or found again, and ready for steps.
@@ -151,7 +160,8 @@ impl EmrEngine {
                 c
             }
         };
-        let mut wait = Duration::from_secs(1).min(self.poll_max);
+        let polls = self.polls();
+        let mut poll = 1;
         while !cluster.ready {
             let out = self
                 .client
@@ -185,13 +195,13 @@ impl EmrEngine {
                 }
                 _ => {
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = tokio::time::sleep(polls.backoff(poll + 1)) => {}
                         _ = cx.cancel.cancelled() => {
                             *guard = Some(cluster.clone());
                             return Err(TaskError::permanent("cancelled while the cluster was starting"));
                         }
                     }
-                    wait = self.next_wait(wait);
+                    poll += 1;
                 }
             }
         }
@@ -289,11 +299,11 @@ impl EmrEngine {
         let tables_root = join_path(&run_root, "tables");
 
         // The tables this task reads must be where Spark can read them.
-        for table in step::inputs_of(task) {
-            if self.exchange.location(&table).is_none() {
-                let location = step::table_location(&tables_root, &table);
-                self.exporter.export(&table, &location, cx).await?;
-                self.exchange.set(&table, &location);
+        for table in task.tables_read() {
+            if self.exchange.location(table).is_none() {
+                let location = step::table_location(&tables_root, table);
+                self.exporter.export(table, &location, cx).await?;
+                self.exchange.set(table, &location);
             }
         }
         let spec = step::spec(&cx.plan, task, &cx.run_id, cx.attempt, cx.fingerprint.clone(), &run_root, &|t| {
@@ -331,7 +341,8 @@ impl EmrEngine {
 
         // Follow the step to a terminal state.
         let started = Instant::now();
-        let mut wait = Duration::from_secs(1).min(self.poll_max);
+        let polls = self.polls();
+        let mut poll = 1;
         let mut last = String::new();
         loop {
             let out = self
@@ -374,13 +385,13 @@ impl EmrEngine {
                 }
                 _ => {
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = tokio::time::sleep(polls.backoff(poll + 1)) => {}
                         _ = cx.cancel.cancelled() => {
                             self.cancel_step(&cluster, &step_id).await;
                             return Err(TaskError::permanent(format!("cancelled; EMR step {step_id} cancelled")));
                         }
                     }
-                    wait = self.next_wait(wait);
+                    poll += 1;
                 }
             }
         }

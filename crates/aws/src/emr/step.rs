@@ -63,16 +63,6 @@ pub struct LoadStep {
     pub compression: String,
 }
 
-/// The tables a task reads (by name).
-pub fn inputs_of(task: &PlannedTask) -> Vec<String> {
-    match &task.action() {
-        Action::Transform(t) => t.tables.clone(),
-        Action::Load(l) => vec![l.table.clone()],
-        Action::QualityCheck(q) => q.tables.clone(),
-        Action::Extract(_) => Vec::new(),
-    }
-}
-
 /// Where the run's intermediate tables go under a staging root.
 pub fn table_location(tables_root: &str, table: &str) -> String {
     join_path(tables_root, table)
@@ -97,7 +87,7 @@ pub fn spec(
         task: task.id().to_string(),
         attempt,
         kind: task.kind().to_string(),
-        inputs: inputs_of(task).into_iter().map(|t| (t.clone(), location(&t))).collect(),
+        inputs: task.tables_read().into_iter().map(|t| (t.to_string(), location(t))).collect(),
         extract: None,
         sql: None,
         load: None,

@@ -625,6 +625,17 @@ impl Builder<'_> {
                 for c in &q.checks {
                     let severity = c.severity.as_ref().map_or(CheckSeverity::Error, |s| s.value);
                     let kinds: Vec<(String, CheckKind)> = match &c.check {
+                        CheckKindSpec::NotNull(cols) if cols.is_empty() => {
+                            self.error(c.pos, "not_null needs at least one column");
+                            Vec::new()
+                        }
+                        CheckKindSpec::Unique(cols) if cols.is_empty() => {
+                            self.error(
+                                c.pos,
+                                "unique needs at least one column (a list means the combination is unique)",
+                            );
+                            Vec::new()
+                        }
                         CheckKindSpec::NotNull(cols) => cols
                             .iter()
                             .map(|col| {

@@ -263,3 +263,15 @@ fn only_keeps_the_task_and_its_upstream() {
         "--only chek_users: no task `chek_users` in demo; did you mean `check_users`?"
     );
 }
+
+#[test]
+fn a_check_on_no_columns_is_an_error_not_a_crash_at_run_time() {
+    let text = GOOD.replace("      - unique: user", "      - unique: []\n      - not_null: []");
+    assert_eq!(
+        problems(&text),
+        vec![
+            "29:9 unique needs at least one column (a list means the combination is unique)",
+            "30:9 not_null needs at least one column"
+        ]
+    );
+}
