@@ -190,9 +190,15 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     }
     let engines = engines(&storages, &plan, local_options).await?;
     if args.dry_run {
-        // What is already published from the same inputs (reads listings and manifests only).
+        // What is already published from the same inputs (reads listings and manifests only),
+        // then the real executor walked with engines that only describe.
         let freshness = resume::assess(&plan, &storages, &force).await;
-        print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness));
+        let mut options = ExecutorOptions::new("dry-run");
+        options.jobs = jobs;
+        options.fail_fast = args.fail_fast;
+        options.fresh = freshness.fresh.clone();
+        let walk = dagrun_core::dry_run::walk(Arc::new(plan.clone()), &engines, &options);
+        print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness, &walk));
         return Ok(0);
     }
 

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use dagrun_core::dry_run::Walk;
 use dagrun_core::engine::Engines;
 use dagrun_core::executor::{RunReport, TaskState};
 use dagrun_core::plan::{Action, Plan};
@@ -10,7 +11,7 @@ use dagrun_core::spec::CheckSeverity;
 use dagrun_core::units::{format_duration, format_elapsed, thousands};
 
 /// The dry run: what a run would do, in the order it would do it. Reads and writes nothing.
-pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshness) -> String {
+pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshness, walk: &Walk) -> String {
     let mut out = String::new();
     let waves = plan.waves();
     let _ = writeln!(
@@ -53,9 +54,19 @@ pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshnes
         }
     }
 
-    for (w, wave) in waves.iter().enumerate() {
-        let _ = writeln!(out, "\nwave {}", w + 1);
-        for &i in wave {
+    // As the executor starts them: a task starts once its own dependencies are done and a slot
+    // of --jobs is free.
+    let mut sections: Vec<(String, Vec<usize>)> = Vec::new();
+    if !walk.up_to_date.is_empty() {
+        sections.push(("up to date: not run".into(), walk.up_to_date.clone()));
+    }
+    for (s, step) in walk.steps.iter().enumerate() {
+        let running = if step.len() == 1 { "1 task starts".to_string() } else { format!("{} tasks start", step.len()) };
+        sections.push((format!("step {}: {running}", s + 1), step.clone()));
+    }
+    for (heading, tasks) in sections {
+        let _ = writeln!(out, "\n{heading}");
+        for i in tasks {
             let task = &plan.tasks()[i];
             let deps: Vec<&str> = task.deps().iter().map(|&d| plan.tasks()[d].id()).collect();
             let after = if deps.is_empty() { String::new() } else { format!("  after {}", deps.join(", ")) };

@@ -16,6 +16,7 @@
 //! | [`sql`] | static SQL reading (syntax errors, referenced tables) |
 //! | [`retry`] | the retry policy |
 //! | [`emr`] | the `engines.emr` section: EMR cluster settings and their checks |
+//! | [`dry_run`] | the dry run: the executor walked with engines that only describe |
 //! | [`executor`] | running a plan: concurrency, retries, timeouts, cancellation |
 //! | [`engine`] | where tasks run (`Engine`) |
 //! | [`storage`] | where bytes live (`Storage`), local disk, atomic publish |
@@ -26,6 +27,7 @@
 pub mod compile;
 pub mod decode;
 pub mod diagnostic;
+pub mod dry_run;
 pub mod emr;
 pub mod engine;
 pub mod executor;
