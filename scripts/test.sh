@@ -30,6 +30,7 @@ apt_install() {
 command -v chromium >/dev/null 2>&1 || apt_install chromium
 command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 
-
+# Everything is installed: a test that finds a runtime missing fails instead of skipping.
+export DAGRUN_REQUIRE_ALL=1
 cargo test --workspace --locked "$@"
 

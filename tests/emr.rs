@@ -134,6 +134,9 @@ fn finish(child: Child) -> Run {
 
 #[test]
 fn emr_tasks_run_as_steps_on_one_cluster_that_is_terminated_after_success() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let s = setup();
     s.mode(json!({"steps": "complete", "start_polls": 3}));
     let run = s.run(&["--run-id", "run-ok"]).expect(0);
@@ -209,6 +212,9 @@ fn emr_tasks_run_as_steps_on_one_cluster_that_is_terminated_after_success() {
 
 #[test]
 fn a_failed_step_reports_its_reason_and_stderr_and_the_cluster_is_terminated() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let s = setup();
     s.mode(json!({
         "steps": "complete",
@@ -228,6 +234,9 @@ fn a_failed_step_reports_its_reason_and_stderr_and_the_cluster_is_terminated() {
 
 #[test]
 fn sigterm_cancels_the_running_step_and_terminates_the_cluster() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let s = setup();
     s.mode(json!({"steps": "hold"}));
     let child = s.spawn_until_step("run-term", "plays");
@@ -241,6 +250,9 @@ fn sigterm_cancels_the_running_step_and_terminates_the_cluster() {
 
 #[test]
 fn a_timeout_cancels_the_step_before_the_retry_and_the_cluster_is_terminated() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let s = setup_with(&PIPELINE.replace("max_attempts: 1", "max_attempts: 2"));
     s.mode(json!({"steps": "hold"}));
     let run = s.run(&["--run-id", "run-slow", "--set", "timeout=1500ms"]).expect(1);
@@ -254,6 +266,9 @@ fn a_timeout_cancels_the_step_before_the_retry_and_the_cluster_is_terminated() {
 
 #[test]
 fn a_restarted_run_reattaches_to_its_cluster_and_running_step() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let s = setup();
     s.mode(json!({"steps": "hold"}));
     let mut child = s.spawn_until_step("run-again", "plays");
@@ -275,6 +290,9 @@ fn a_restarted_run_reattaches_to_its_cluster_and_running_step() {
 
 #[test]
 fn emr_gc_terminates_clusters_whose_run_is_over_or_too_old() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let s = setup();
     // Two clusters left alive by dagrun processes that were killed outright.
     s.mode(json!({"steps": "hold"}));
@@ -325,6 +343,9 @@ fn emr_gc_terminates_clusters_whose_run_is_over_or_too_old() {
 
 #[test]
 fn dry_run_prints_the_exact_emr_requests_and_where_each_task_runs() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let s = setup();
     let run = s.run(&["--dry-run"]).expect(0);
     assert!(run.stdout.contains("on local: events"), "{}", run.stdout);
@@ -339,6 +360,9 @@ fn dry_run_prints_the_exact_emr_requests_and_where_each_task_runs() {
 
 #[test]
 fn sparkify_on_emr_is_one_setting_and_its_emr_variables_are_reachable_with_set() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let repo = repo();
     let sparkify = repo.join("pipelines/sparkify.yaml");
     let missing = run(&["validate", sparkify.to_str().unwrap(), "--set", "engine=emr"]).expect(2);
@@ -369,6 +393,9 @@ fn sparkify_on_emr_is_one_setting_and_its_emr_variables_are_reachable_with_set()
 
 #[test]
 fn invalid_emr_settings_are_reported_with_their_locations() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let check = |name: &str, text: String, expected: &[&str]| {
         let p = pipeline(dir.path(), name, &text);
@@ -411,6 +438,9 @@ fn invalid_emr_settings_are_reported_with_their_locations() {
 
 #[test]
 fn a_task_on_emr_needs_s3_paths_and_an_engines_section() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), "emr.yaml", PIPELINE);
     let local = run(&["validate", p.to_str().unwrap(), "--set", "input=data", "--set", "output=out"]).expect(2);
@@ -425,6 +455,9 @@ fn a_task_on_emr_needs_s3_paths_and_an_engines_section() {
 
 #[test]
 fn sparkify_with_engine_emr_publishes_the_same_tables_as_the_local_run() {
+    if !runtimes(&[Runtime::Moto, Runtime::Spark]) {
+        return;
+    }
     // Steps run for real: the harness runs each step's program with PySpark on a local mirror of
     // what it reads from S3 and puts back what it writes, one step at a time like a cluster.
     let moto = Moto::start();

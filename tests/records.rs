@@ -152,6 +152,9 @@ fn chromium(args: &[&str], page: &Path) -> String {
 
 #[test]
 fn the_html_report_renders_offline_in_a_browser() {
+    if !runtimes(&[Runtime::Chromium]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("lake");
     let page = tmp.path().join("report.html");

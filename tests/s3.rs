@@ -47,6 +47,9 @@ fn setup() -> (Moto, tempfile::TempDir) {
 
 #[test]
 fn s3_to_s3_gives_the_same_tables_as_the_local_run() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, tmp) = setup();
     let reference = local_reference(tmp.path());
     let run = run_s3(&moto, &["-q"]).expect(0);
@@ -79,6 +82,9 @@ fn s3_to_s3_gives_the_same_tables_as_the_local_run() {
 
 #[test]
 fn transient_failures_are_retried_and_the_output_is_identical() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, tmp) = setup();
     let reference = local_reference(tmp.path());
     moto.faults(json!([
@@ -99,6 +105,9 @@ fn transient_failures_are_retried_and_the_output_is_identical() {
 
 #[test]
 fn a_run_killed_during_load_leaves_the_published_tables_readable() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, tmp) = setup();
     let reference = local_reference(tmp.path());
     run_s3(&moto, &["-q"]).expect(0);
@@ -144,19 +153,22 @@ fn a_run_killed_during_load_leaves_the_published_tables_readable() {
     child.wait().unwrap();
     moto.faults(json!([]));
 
-    // Readers following the manifests see exactly the previous tables, every file present.
+    // Each table is wholly the previous one or wholly the new one (the same rows, as the input is
+    // the same): its manifest names only files that are all there. The kill came mid-load, so at
+    // least one table is still the previous one.
+    let mut unchanged = 0;
+    let mut named = 0;
     for (t, before) in TABLES.iter().zip(&manifests_before) {
         let after = moto.download_table("lake", &format!("star/{t}"), &tmp.path().join("after").join(t));
-        assert_eq!(&after, before, "{t}: the manifest changed");
+        unchanged += usize::from(&after == before);
+        named += after.len();
     }
+    assert!(unchanged > 0, "every load had finished: the kill came too late to test anything");
     let after: Vec<Vec<Row>> = TABLES.iter().map(|t| sorted_rows(&tmp.path().join("after").join(t))).collect();
     assert_eq!(after, reference);
     // The next run removes the killed run's leftovers before it starts.
-    let left: usize = TABLES
-        .iter()
-        .zip(&manifests_before)
-        .map(|(t, before)| moto.keys("lake", &format!("star/{t}")).len() - (before.len() + 3))
-        .sum();
+    let all: usize = TABLES.iter().map(|t| moto.keys("lake", &format!("star/{t}")).len()).sum();
+    let left = all - named - 3 * TABLES.len();
     let next = run_s3(&moto, &[]).expect(0);
     assert_eq!(left > 0, next.stderr.contains("unfinished run"), "{left} files left: {}", next.stderr);
     let keys = moto.keys("lake", "star/songs");
@@ -170,6 +182,9 @@ fn a_run_killed_during_load_leaves_the_published_tables_readable() {
 
 #[test]
 fn missing_buckets_denied_access_and_missing_prefixes_fail_clearly() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, _tmp) = setup();
     let pipeline = sparkify();
     let run_with = |input: &str, output: &str| {
@@ -217,6 +232,9 @@ fn missing_buckets_denied_access_and_missing_prefixes_fail_clearly() {
 
 #[test]
 fn validate_env_checks_every_bucket_without_listing_others() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, _tmp) = setup();
     let pipeline = sparkify();
     let ok = Run::from(
@@ -268,6 +286,9 @@ fn validate_env_checks_every_bucket_without_listing_others() {
 
 #[test]
 fn the_endpoint_can_come_from_the_pipeline_and_credentials_are_never_printed() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, tmp) = setup();
     let text = std::fs::read_to_string(sparkify())
         .unwrap()
@@ -294,6 +315,9 @@ fn the_endpoint_can_come_from_the_pipeline_and_credentials_are_never_printed() {
 
 #[test]
 fn listings_page_and_large_files_go_up_in_parts_with_the_configured_class_and_encryption() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, tmp) = setup();
     // More than 1,000 song objects: S3 answers a listing 1,000 keys at a time.
     let generated = tmp.path().join("gen");
@@ -371,6 +395,9 @@ tasks:
 
 #[test]
 fn a_load_over_its_own_input_on_s3_is_refused_before_anything_is_written() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, _tmp) = setup();
     moto.upload(&sample(), "lake", "star/songs");
     let pipeline = sparkify();
@@ -403,6 +430,9 @@ fn a_load_over_its_own_input_on_s3_is_refused_before_anything_is_written() {
 
 #[test]
 fn a_prefix_of_objects_dagrun_did_not_publish_is_never_replaced_on_s3() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, tmp) = setup();
     let mine = tmp.path().join("mine");
     std::fs::create_dir_all(mine.join("2018")).unwrap();
@@ -430,6 +460,9 @@ fn plant_lease(moto: &Moto, dir: &Path, expires_in_ms: i64) {
 
 #[test]
 fn the_lease_on_s3_is_taken_with_conditional_writes() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, tmp) = setup();
     // A live holder: the create (If-None-Match: *) is refused, so the run stops, naming it.
     plant_lease(&moto, tmp.path(), 600_000);
@@ -451,6 +484,9 @@ fn the_lease_on_s3_is_taken_with_conditional_writes() {
 
 #[test]
 fn two_runs_into_one_lake_on_s3_never_mix() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, _tmp) = setup();
     // The first run reads slowly, so the second starts while it holds the lake.
     moto.faults(json!([{"kind": "delay", "method": "GET", "match": "song_data", "seconds": 0.3}]));
@@ -482,6 +518,9 @@ fn two_runs_into_one_lake_on_s3_never_mix() {
 
 #[test]
 fn sustained_faults_on_ten_thousand_objects_slow_a_run_down_but_do_not_fail_it() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
     let (moto, tmp) = setup();
     let data = tmp.path().join("gen");
     run(&["generate", "--out", data.to_str().unwrap(), "--songs", "10000", "--events", "2000", "--seed", "3"])

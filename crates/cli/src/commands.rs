@@ -5,10 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dagrun_aws::S3Storage;
-use dagrun_aws::emr::EmrEngine;
 use dagrun_core::Diagnostics;
-use dagrun_core::engine::{Engines, Exchange};
+use dagrun_core::engine::Engines;
 
 use dagrun_core::compile::{self, LoadError, PlanError, PlanOptions};
 use dagrun_core::executor::{self, ExecutorOptions};
@@ -19,14 +17,13 @@ use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
 use dagrun_core::resume::{self, Force};
 use dagrun_core::storage::Storages;
 use dagrun_core::vars::VarInputs;
-use dagrun_polars::{LocalEngine, LocalOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::cli::{GraphArgs, GraphFormatArg, ReportArgs, RunArgs, SpillAbove, ValidateArgs};
 use crate::ui::{ProgressObserver, Terminal};
 use crate::{EXIT_CONFIG, EXIT_INTERRUPTED};
-use crate::{records, render, report};
+use crate::{build, records, render, report};
 
 /// A failure that ends the command with a documented exit code and a message.
 pub struct Exit {
@@ -40,43 +37,13 @@ impl Exit {
     }
 }
 
-/// The engines this build can run, by name (validation needs them before anything is built).
-pub const ENGINES: &[&str] = &["local", "emr"];
-
+/// What validation knows: every engine the file format has (a lean build still validates them),
+/// and the folder in which the local engine would spill.
 pub fn plan_options() -> PlanOptions {
     PlanOptions {
-        engines: ENGINES.iter().map(|e| e.to_string()).collect(),
+        engines: build::KNOWN_ENGINES.iter().map(|e| e.to_string()).collect(),
         spill_dir: Some(std::env::temp_dir().display().to_string()),
     }
-}
-
-/// Where the plan's bytes live: the local disk, plus S3 when a path is an `s3://` URI.
-async fn storages(plan: &Plan) -> Storages {
-    let mut storages = Storages::default();
-    if plan.uses_s3() {
-        storages.s3 = Some(Arc::new(S3Storage::connect(plan.s3()).await));
-    }
-    storages
-}
-
-/// The engines of a run, sharing its storages and one table exchange (a table made on EMR is
-/// read locally from where it was published, and the other way round).
-async fn engines(storages: &Storages, plan: &Plan, local_options: LocalOptions) -> Result<Engines, Exit> {
-    let exchange = Arc::new(Exchange::default());
-    let local = LocalEngine::new(storages.clone(), local_options)
-        .map_err(|e| Exit { code: 1, message: e.to_string() })?
-        .with_exchange(exchange.clone());
-    let local = Arc::new(local);
-    let mut engines = Engines::new().with(local.clone());
-    if let Some(settings) = plan.emr() {
-        let s3 = storages
-            .s3
-            .clone()
-            .ok_or_else(|| Exit::config("error: the emr engine needs S3 for engines.emr.staging"))?;
-        let emr = EmrEngine::connect(settings.clone(), s3, local, exchange, plan).await;
-        engines = engines.with(Arc::new(emr));
-    }
-    Ok(engines)
 }
 
 /// Loads and validates a pipeline; problems become a located report and exit code 2.
@@ -111,12 +78,12 @@ pub async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
         return Ok(0);
     }
     // The environment: can every folder or bucket be read or written as the plan needs?
-    let storages = storages(&plan).await;
+    let storages = build::storages(&plan).await;
     // S3 writes only need their bucket: check each bucket once.
     let mut checks: Vec<(String, bool, Vec<String>)> = Vec::new();
     for p in plan.paths() {
-        let key = match dagrun_aws::s3::S3Uri::parse(&p.path) {
-            Ok(uri) if p.write => format!("s3://{}", uri.bucket),
+        let key = match dagrun_core::path::bucket_of(&p.path) {
+            Some(bucket) if p.write => format!("s3://{bucket}"),
             _ => p.path.clone(),
         };
         match checks.iter_mut().find(|(k, w, _)| *k == key && *w == p.write) {
@@ -181,14 +148,12 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     }
     let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |j| j as usize);
     let force = force_of(&args.force, &plan)?;
-    let storages = storages(&plan).await;
-    let mut local_options = LocalOptions::default();
-    match args.spill_above {
-        Some(SpillAbove::Bytes(n)) => local_options.spill_above = Some(n),
-        Some(SpillAbove::Never) => local_options.spill_above = None,
-        None => {}
-    }
-    let engines = engines(&storages, &plan, local_options).await?;
+    let storages = build::storages(&plan).await;
+    let spill_above = args.spill_above.map(|s| match s {
+        SpillAbove::Bytes(n) => Some(n),
+        SpillAbove::Never => None,
+    });
+    let engines = build::engines(&storages, &plan, spill_above).await?;
     if args.dry_run {
         // What is already published from the same inputs (reads listings and manifests only),
         // then the real executor walked with engines that only describe.
@@ -197,7 +162,7 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
         options.jobs = jobs;
         options.fail_fast = args.fail_fast;
         options.fresh = freshness.fresh.clone();
-        let walk = dagrun_core::dry_run::walk(Arc::new(plan.clone()), &engines, &options);
+        let walk = dagrun_core::dry_run::walk(Arc::new(plan.clone()), build::KNOWN_ENGINES, &options);
         print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness, &walk));
         return Ok(0);
     }
@@ -206,6 +171,7 @@ pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     options.jobs = jobs;
     options.fail_fast = args.fail_fast;
 
+    build::check_engines(&plan)?;
     if cancel.is_cancelled() {
         return Err(Exit {
             code: EXIT_INTERRUPTED,
@@ -281,7 +247,7 @@ async fn run_leased(
     cancel: CancellationToken,
 ) -> Result<u8, Exit> {
     remove_leftovers(plan, storages).await.map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
-    dagrun_polars::remove_dead_spills();
+    build::remove_dead_spills();
     // What is already published from the same inputs (reads listings and manifests only).
     let freshness = resume::assess(plan, storages, &force).await;
     options.fresh = freshness.fresh;
@@ -380,7 +346,10 @@ pub async fn report(args: &ReportArgs) -> Result<u8, Exit> {
         if run.ends_with(".json") { vec![run.clone()] } else { vec![join_path(&run, RUN_RECORD), run.clone()] };
     let mut storages = Storages::default();
     if dagrun_core::storage::is_s3(&run) {
-        storages.s3 = Some(Arc::new(S3Storage::connect(&dagrun_core::plan::S3Settings::default()).await));
+        storages.s3 = build::s3(&dagrun_core::plan::S3Settings::default()).await;
+        if storages.s3.is_none() {
+            return Err(fail(build::missing("reading run records on S3", "aws")));
+        }
     }
     let storage = storages.for_path(&run).map_err(|e| fail(e.to_string()))?.clone();
     let mut record_path = None;
@@ -403,7 +372,7 @@ pub async fn report(args: &ReportArgs) -> Result<u8, Exit> {
     let record: RunRecord =
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("{record_path} is not a run record: {e}")))?;
     if record.tables.values().any(|p| dagrun_core::storage::is_s3(p)) {
-        storages.s3 = Some(Arc::new(S3Storage::connect(&record.s3_settings()).await));
+        storages.s3 = build::s3(&record.s3_settings()).await;
     }
     let answers = report::answers(&record, &storages).await;
     let output = args.output.clone().unwrap_or_else(|| {

@@ -1,8 +1,10 @@
 //! The `dagrun` binary: parse flags, set up logging, run the command, map the result to a
 //! documented exit code (0 ok, 1 a task failed, 2 usage or config error, 130 interrupted).
 
+mod build;
 mod cli;
 mod commands;
+#[cfg(feature = "aws")]
 mod emr;
 mod generate;
 mod records;
@@ -39,8 +41,7 @@ fn main() -> ExitCode {
         Some(Command::Graph(args)) => commands::graph(args).map(|()| 0),
         Some(Command::Generate(args)) => generate::run(args).map(|()| 0),
         Some(Command::Report(args)) => block_on(commands::report(args)),
-        Some(Command::Emr(EmrCommand::Gc(args))) => block_on(emr::gc(args)),
-        Some(Command::Emr(EmrCommand::Specs(args))) => emr::specs(args),
+        Some(Command::Emr(command)) => emr_command(command),
         Some(Command::Run(args)) => block_on(commands::run(args, &terminal)),
         None => block_on(commands::run(&cli.run, &terminal)),
     };
@@ -51,6 +52,19 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+#[cfg(feature = "aws")]
+fn emr_command(command: &EmrCommand) -> Result<u8, Exit> {
+    match command {
+        EmrCommand::Gc(args) => block_on(emr::gc(args)),
+        EmrCommand::Specs(args) => emr::specs(args),
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+fn emr_command(_: &EmrCommand) -> Result<u8, Exit> {
+    Err(Exit::config(format!("error: {}", build::missing("`dagrun emr`", "aws"))))
 }
 
 fn block_on<T>(future: impl Future<Output = Result<T, Exit>>) -> Result<T, Exit> {

@@ -37,6 +37,12 @@ pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshnes
         let _ = writeln!(out, "vars: {}", vars.join("  "));
     }
     let _ = writeln!(out, "run records: {}/<run-id>/", plan.runs_dir());
+    for name in crate::build::KNOWN_ENGINES {
+        if !crate::build::has_engine(name) && plan.tasks().iter().any(|t| t.engine() == *name) {
+            let what = format!("the `{name}` engine, which a run of this plan needs,");
+            let _ = writeln!(out, "note: {}", crate::build::missing(&what, crate::build::feature_of(name)));
+        }
+    }
     let used = engines.iter().filter(|e| plan.tasks().iter().any(|t| t.engine() == e.name())).count();
     for engine in engines.iter() {
         let here: Vec<&str> = plan.tasks().iter().filter(|t| t.engine() == engine.name()).map(|t| t.id()).collect();

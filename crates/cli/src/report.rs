@@ -3,14 +3,16 @@
 //! retries show as separate bars), the task table, check results with failing samples, quarantine
 //! counts, and the answers to the pipeline's `report:` queries over the published tables.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use dagrun_core::executor::{TaskRecord, TaskState};
 use dagrun_core::record::RunRecord;
 use dagrun_core::spec::ChartKind;
 use dagrun_core::storage::Storages;
+#[cfg(feature = "polars")]
 use polars::prelude::*;
+#[cfg(feature = "polars")]
 use polars::sql::SQLContext;
 
 use dagrun_core::units::{format_elapsed, thousands};
@@ -22,12 +24,20 @@ pub struct Answer {
     pub result: Result<(Vec<String>, Vec<Vec<String>>), String>,
 }
 
+/// Without the local engine, the answers say so (the rest of the report is drawn as usual).
+#[cfg(not(feature = "polars"))]
+pub async fn answers(record: &RunRecord, _storages: &Storages) -> Vec<Answer> {
+    let why = crate::build::missing("answering report queries", "polars");
+    record.queries.iter().map(|q| Answer { title: q.title.clone(), chart: q.chart, result: Err(why.clone()) }).collect()
+}
+
 /// Runs the record's report queries over its published tables (read through their manifests).
+#[cfg(feature = "polars")]
 pub async fn answers(record: &RunRecord, storages: &Storages) -> Vec<Answer> {
     if record.queries.is_empty() {
         return Vec::new();
     }
-    let mut tables: BTreeMap<String, Result<DataFrame, String>> = BTreeMap::new();
+    let mut tables: std::collections::BTreeMap<String, Result<DataFrame, String>> = Default::default();
     for (name, path) in &record.tables {
         let loaded = match storages.for_path(path) {
             Ok(storage) => dagrun_polars::published::read_published(storage, path).await.map_err(|e| e.to_string()),
@@ -55,6 +65,7 @@ pub async fn answers(record: &RunRecord, storages: &Storages) -> Vec<Answer> {
     out
 }
 
+#[cfg(feature = "polars")]
 fn rows_of(df: &DataFrame) -> (Vec<String>, Vec<Vec<String>>) {
     let header: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
     let rows = (0..df.height())

@@ -14,6 +14,13 @@ pub fn is_s3(path: &str) -> bool {
     path.starts_with("s3://")
 }
 
+/// The bucket of an `s3://bucket/prefix` URI.
+pub fn bucket_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("s3://")?;
+    let bucket = rest.split('/').next().unwrap_or("");
+    (!bucket.is_empty()).then_some(bucket)
+}
+
 /// Joins a root and a relative part with exactly one `/`.
 pub fn join_path(root: &str, rest: &str) -> String {
     if rest.is_empty() {

@@ -1,0 +1,132 @@
+//! What this build of dagrun carries: its engines and storages, chosen by cargo features
+//! (`polars`: the local engine and the report's answers; `aws`: S3 and EMR). Everything else asks
+//! here, so that a lean build (`cargo build --no-default-features`) validates, graphs and dry-runs
+//! any pipeline, and says which feature a run would need instead of failing obscurely.
+
+use std::sync::Arc;
+
+use dagrun_core::engine::{Engines, Exchange};
+use dagrun_core::plan::{Plan, S3Settings};
+use dagrun_core::storage::{Storage, Storages};
+
+use crate::commands::Exit;
+
+/// Every engine the file format knows, whether or not this build carries it.
+pub const KNOWN_ENGINES: &[&str] = &["local", "emr"];
+
+/// The cargo feature that carries an engine.
+pub fn feature_of(engine: &str) -> &'static str {
+    match engine {
+        "emr" => "aws",
+        _ => "polars",
+    }
+}
+
+/// Whether this build carries `engine`.
+pub fn has_engine(engine: &str) -> bool {
+    (engine == "local" && cfg!(feature = "polars")) || (engine == "emr" && cfg!(feature = "aws"))
+}
+
+/// The enabled features, for `--version` and messages.
+pub fn features() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if cfg!(feature = "polars") {
+        out.push("polars");
+    }
+    if cfg!(feature = "aws") {
+        out.push("aws");
+    }
+    out
+}
+
+/// Why something needs a feature this build lacks.
+pub fn missing(what: &str, feature: &str) -> String {
+    format!(
+        "{what} is not in this build of dagrun (features: {}); build it with `cargo build --features {feature}` \
+         (the default build has every feature)",
+        if features().is_empty() { "none".to_string() } else { features().join(", ") }
+    )
+}
+
+/// Stops a run before anything happens if one of its tasks needs an engine this build lacks.
+pub fn check_engines(plan: &Plan) -> Result<(), Exit> {
+    for task in plan.tasks() {
+        if !has_engine(task.engine()) {
+            let what = format!("task `{}` runs on `{}`, which", task.id(), task.engine());
+            return Err(Exit::config(format!("error: {}", missing(&what, feature_of(task.engine())))));
+        }
+    }
+    Ok(())
+}
+
+/// The S3 storage, when this build has it.
+pub async fn s3(settings: &S3Settings) -> Option<Arc<dyn Storage>> {
+    #[cfg(feature = "aws")]
+    {
+        Some(Arc::new(dagrun_aws::S3Storage::connect(settings).await))
+    }
+    #[cfg(not(feature = "aws"))]
+    {
+        let _ = settings;
+        None
+    }
+}
+
+/// Where a plan's bytes live: the local disk, plus S3 when a path is an `s3://` URI and this
+/// build has it.
+pub async fn storages(plan: &Plan) -> Storages {
+    let mut storages = Storages::default();
+    if plan.uses_s3() {
+        storages.s3 = s3(plan.s3()).await;
+    }
+    storages
+}
+
+/// The engines of a run that this build carries, sharing its storages and one table exchange
+/// (a table made on EMR is read locally from where it was published, and the other way round).
+pub async fn engines(storages: &Storages, plan: &Plan, spill_above: Option<Option<u64>>) -> Result<Engines, Exit> {
+    let exchange = Arc::new(Exchange::default());
+    let engines = Engines::new();
+    #[cfg(feature = "polars")]
+    let (engines, local) = {
+        let mut options = dagrun_polars::LocalOptions::default();
+        if let Some(spill) = spill_above {
+            options.spill_above = spill;
+        }
+        let local = dagrun_polars::LocalEngine::new(storages.clone(), options)
+            .map_err(|e| Exit { code: 1, message: e.to_string() })?
+            .with_exchange(exchange.clone());
+        let local = Arc::new(local);
+        (engines.with(local.clone()), local)
+    };
+    #[cfg(not(feature = "polars"))]
+    let _ = (spill_above, storages);
+    #[cfg(feature = "aws")]
+    let engines = match plan.emr() {
+        Some(settings) => {
+            let s3 = storages
+                .s3
+                .clone()
+                .ok_or_else(|| Exit::config("error: the emr engine needs S3 for engines.emr.staging"))?;
+            #[cfg(feature = "polars")]
+            let exporter: Arc<dyn dagrun_core::engine::TableExport> = local;
+            #[cfg(not(feature = "polars"))]
+            let exporter: Arc<dyn dagrun_core::engine::TableExport> = return Err(Exit::config(format!(
+                "error: {}",
+                missing("the local engine, which EMR runs need", "polars")
+            )));
+            let emr = dagrun_aws::emr::EmrEngine::connect(settings.clone(), s3, exporter, exchange, plan).await;
+            engines.with(Arc::new(emr))
+        }
+        None => engines,
+    };
+    #[cfg(not(feature = "aws"))]
+    let _ = (plan, exchange);
+    Ok(engines)
+}
+
+/// Removes the spill folders of dagrun processes on this host that are gone.
+pub fn remove_dead_spills() {
+    #[cfg(feature = "polars")]
+    dagrun_polars::remove_dead_spills();
+}
