@@ -14,12 +14,12 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The real public Sparkify sample (`../shared/data/sparkify-sample`, or `$SPARKIFY_SAMPLE`).
-pub fn sample() -> PathBuf {
+pub(crate) fn sample() -> PathBuf {
     let path = std::env::var_os("SPARKIFY_SAMPLE")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("../shared/data/sparkify-sample"));
@@ -31,19 +31,19 @@ pub fn sample() -> PathBuf {
     path
 }
 
-pub fn sparkify() -> PathBuf {
+pub(crate) fn sparkify() -> PathBuf {
     repo().join("pipelines/sparkify.yaml")
 }
 
 /// The finished process, with its output as text.
-pub struct Run {
+pub(crate) struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
 impl Run {
-    pub fn from(output: Output) -> Self {
+    pub(crate) fn from(output: Output) -> Self {
         Self {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -52,7 +52,7 @@ impl Run {
     }
 
     /// Fails the test with both streams when the exit code is not `code`.
-    pub fn expect(self, code: i32) -> Self {
+    pub(crate) fn expect(self, code: i32) -> Self {
         assert_eq!(
             self.code, code,
             "exit code {} (wanted {code})\n--- stdout\n{}\n--- stderr\n{}",
@@ -62,19 +62,19 @@ impl Run {
     }
 }
 
-pub fn dagrun() -> Command {
+pub(crate) fn dagrun() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagrun"));
     cmd.env("NO_COLOR", "1").env_remove("DAGRUN_LOG").stdin(Stdio::null());
     cmd
 }
 
 /// Runs `dagrun ARGS` to completion.
-pub fn run(args: &[&str]) -> Run {
+pub(crate) fn run(args: &[&str]) -> Run {
     Run::from(dagrun().args(args).output().expect("dagrun runs"))
 }
 
 /// Runs the Sparkify pipeline from `input` into `output` with extra arguments.
-pub fn run_sparkify(input: &Path, output: &Path, extra: &[&str]) -> Run {
+pub(crate) fn run_sparkify(input: &Path, output: &Path, extra: &[&str]) -> Run {
     let input = format!("input={}", input.display());
     let output = format!("output={}", output.display());
     let pipeline = sparkify();
@@ -84,20 +84,20 @@ pub fn run_sparkify(input: &Path, output: &Path, extra: &[&str]) -> Run {
 }
 
 /// Writes a pipeline file into `dir` and returns its path.
-pub fn pipeline(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn pipeline(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     fs::write(&path, text).unwrap();
     path
 }
 
 /// Copies the real sample into a fresh folder so a test may add to it.
-pub fn sample_copy(dir: &Path) -> PathBuf {
+pub(crate) fn sample_copy(dir: &Path) -> PathBuf {
     let target = dir.join("input");
     copy_dir(&sample(), &target);
     target
 }
 
-pub fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -111,7 +111,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Every file under `dir`, relative, sorted.
-pub fn files(dir: &Path) -> Vec<String> {
+pub(crate) fn files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -129,11 +129,11 @@ pub fn files(dir: &Path) -> Vec<String> {
 }
 
 /// A row of a table: column name -> value as text (`null` for nulls).
-pub type Row = BTreeMap<String, String>;
+pub(crate) type Row = BTreeMap<String, String>;
 
 /// Reads a hive-partitioned Parquet table with the `parquet` crate (a reader independent of
 /// Polars), adding partition columns from the folder names.
-pub fn read_table(dir: &Path) -> Vec<Row> {
+pub(crate) fn read_table(dir: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
     for rel in files(dir) {
         if !rel.ends_with(".parquet") {
@@ -204,7 +204,7 @@ fn row_of(batch: &RecordBatch, i: usize) -> Row {
 }
 
 /// The STATE column of `task`'s row in a run summary.
-pub fn state(summary: &str, task: &str) -> String {
+pub(crate) fn state(summary: &str, task: &str) -> String {
     summary
         .lines()
         .find_map(|line| {
@@ -216,13 +216,13 @@ pub fn state(summary: &str, task: &str) -> String {
 
 /// A test-only AWS server (moto behind a fault-injecting middleware, `tests/moto/server.py`) on
 /// 127.0.0.1 and a free port. Stopped when dropped.
-pub struct Moto {
+pub(crate) struct Moto {
     child: std::process::Child,
     pub port: u16,
 }
 
 impl Moto {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         use std::io::BufRead;
         let mut child = Command::new("python3")
             .arg(repo().join("tests/moto/server.py"))
@@ -241,18 +241,18 @@ impl Moto {
         Self { child, port }
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// `dagrun` with credentials for this server only: nothing from the machine's AWS setup.
-    pub fn dagrun(&self) -> Command {
+    pub(crate) fn dagrun(&self) -> Command {
         let mut cmd = dagrun();
         self.configure(&mut cmd);
         cmd
     }
 
-    pub fn configure(&self, cmd: &mut Command) {
+    pub(crate) fn configure(&self, cmd: &mut Command) {
         cmd.env("AWS_ENDPOINT_URL", self.endpoint())
             .env("AWS_ACCESS_KEY_ID", "dagrun-test-key-id")
             .env("AWS_SECRET_ACCESS_KEY", "dagrun-test-secret-never-printed")
@@ -266,7 +266,7 @@ impl Moto {
     }
 
     /// Calls a control route of the harness.
-    pub fn control(&self, route: &str, body: serde_json::Value) -> serde_json::Value {
+    pub(crate) fn control(&self, route: &str, body: serde_json::Value) -> serde_json::Value {
         use std::io::{Read, Write};
         let body = body.to_string();
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
@@ -285,30 +285,30 @@ impl Moto {
     }
 
     /// Uploads a local folder to `s3://bucket/prefix`.
-    pub fn upload(&self, dir: &Path, bucket: &str, prefix: &str) {
+    pub(crate) fn upload(&self, dir: &Path, bucket: &str, prefix: &str) {
         self.control("upload", serde_json::json!({"bucket": bucket, "prefix": prefix, "dir": dir}));
     }
 
     /// Downloads the table at `s3://bucket/prefix` as a reader following the convention does:
     /// only the files its `_manifest.json` names.
-    pub fn download_table(&self, bucket: &str, prefix: &str, dir: &Path) -> Vec<String> {
+    pub(crate) fn download_table(&self, bucket: &str, prefix: &str, dir: &Path) -> Vec<String> {
         let out = self
             .control("download", serde_json::json!({"bucket": bucket, "prefix": prefix, "dir": dir, "manifest": true}));
         out["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect()
     }
 
     /// Every key under a prefix.
-    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+    pub(crate) fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let tmp = tempfile::tempdir().unwrap();
         let out = self.control("download", serde_json::json!({"bucket": bucket, "prefix": prefix, "dir": tmp.path()}));
         out["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect()
     }
 
-    pub fn faults(&self, rules: serde_json::Value) {
+    pub(crate) fn faults(&self, rules: serde_json::Value) {
         self.control("faults", serde_json::json!({ "rules": rules }));
     }
 
-    pub fn stats(&self) -> serde_json::Value {
+    pub(crate) fn stats(&self) -> serde_json::Value {
         self.control("stats", serde_json::json!({}))
     }
 }
@@ -321,19 +321,19 @@ impl Drop for Moto {
 }
 
 /// A table's rows in a stable order, for comparing two runs.
-pub fn sorted_rows(dir: &Path) -> Vec<Row> {
+pub(crate) fn sorted_rows(dir: &Path) -> Vec<Row> {
     let mut rows = read_table(dir);
     rows.sort();
     rows
 }
 
-pub const TABLES: [&str; 5] = ["songplays", "users", "songs", "artists", "time"];
+pub(crate) const TABLES: [&str; 5] = ["songplays", "users", "songs", "artists", "time"];
 
 /// What a group of tests needs beyond cargo. Without it, a test of the group is skipped with
 /// the reason, on stderr past the test harness's capture; `.ci/run` sets `DAGRUN_REQUIRE_ALL=1`,
 /// which turns every skip into a failure, so CI always runs them all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Runtime {
+pub(crate) enum Runtime {
     /// moto's S3 and EMR in server mode (`pip install -r tests/requirements.txt`).
     Moto,
     /// PySpark with Java 17, for the EMR step program.
@@ -394,7 +394,7 @@ impl Runtime {
 
 /// Whether every runtime in `needs` is here. If one is not, says so and the caller returns (the
 /// test is skipped), unless `DAGRUN_REQUIRE_ALL` is set, when the test fails instead.
-pub fn runtimes(needs: &[Runtime]) -> bool {
+pub(crate) fn runtimes(needs: &[Runtime]) -> bool {
     use std::io::Write;
     use std::sync::{Mutex, OnceLock};
     static CHECKED: OnceLock<Mutex<std::collections::HashMap<String, Result<(), String>>>> = OnceLock::new();

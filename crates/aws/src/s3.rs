@@ -40,14 +40,14 @@ use tracing::{debug, warn};
 
 /// An `s3://bucket/key` URI, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Uri {
+pub(crate) struct S3Uri {
     pub bucket: String,
     /// The key or prefix, without a leading `/`.
     pub key: String,
 }
 
 impl S3Uri {
-    pub fn parse(uri: &str) -> Result<Self, StorageError> {
+    pub(crate) fn parse(uri: &str) -> Result<Self, StorageError> {
         let rest = uri
             .strip_prefix("s3://")
             .ok_or_else(|| StorageError::new(StorageErrorKind::Other, Op::Parsing, uri, "not an s3:// URI"))?;
@@ -59,19 +59,19 @@ impl S3Uri {
     }
 
     /// The key as a folder prefix: empty, or ending with `/`.
-    pub fn prefix(&self) -> String {
+    pub(crate) fn prefix(&self) -> String {
         let key = self.key.trim_end_matches('/');
         if key.is_empty() { String::new() } else { format!("{key}/") }
     }
 
-    pub fn child(&self, relative: &str) -> String {
+    pub(crate) fn child(&self, relative: &str) -> String {
         format!("s3://{}/{}{}", self.bucket, self.prefix(), relative)
     }
 }
 
 /// Requests (each retried by the SDK up to `max_attempts` times) made for one object before its
 /// failure is given up as transient: the per-object budget.
-pub const OBJECT_ROUNDS: u32 = 3;
+pub(crate) const OBJECT_ROUNDS: u32 = 3;
 
 /// The S3 storage.
 pub struct S3Storage {
@@ -82,7 +82,7 @@ pub struct S3Storage {
 }
 
 /// Whether an endpoint's host is an IP address or `localhost` (path-style addressing is needed).
-pub fn wants_path_style(endpoint: &str) -> bool {
+pub(crate) fn wants_path_style(endpoint: &str) -> bool {
     let without_scheme = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
     let authority = without_scheme.split('/').next().unwrap_or("");
     let host = if let Some(v6) = authority.strip_prefix('[') {
@@ -534,7 +534,7 @@ async fn body_bytes(output: aws_sdk_s3::operation::get_object::GetObjectOutput) 
 }
 
 /// `part-00000.parquet` -> `part-00000-<tag>.parquet`: the name a tagged file has on S3.
-pub fn tagged_name(relative: &str, tag: &str) -> String {
+pub(crate) fn tagged_name(relative: &str, tag: &str) -> String {
     let (dir, file) = relative.rsplit_once('/').map_or(("", relative), |(d, f)| (d, f));
     let tagged = match file.rsplit_once('.') {
         Some((stem, ext)) => format!("{stem}-{tag}.{ext}"),

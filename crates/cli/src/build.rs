@@ -12,10 +12,10 @@ use dagrun_core::storage::{Storage, Storages};
 use crate::commands::Exit;
 
 /// Every engine the file format knows, whether or not this build carries it.
-pub const KNOWN_ENGINES: &[&str] = &["local", "emr"];
+pub(crate) const KNOWN_ENGINES: &[&str] = &["local", "emr"];
 
 /// The cargo feature that carries an engine.
-pub fn feature_of(engine: &str) -> &'static str {
+pub(crate) fn feature_of(engine: &str) -> &'static str {
     match engine {
         "emr" => "aws",
         _ => "polars",
@@ -23,12 +23,12 @@ pub fn feature_of(engine: &str) -> &'static str {
 }
 
 /// Whether this build carries `engine`.
-pub fn has_engine(engine: &str) -> bool {
+pub(crate) fn has_engine(engine: &str) -> bool {
     (engine == "local" && cfg!(feature = "polars")) || (engine == "emr" && cfg!(feature = "aws"))
 }
 
 /// The enabled features, for `--version` and messages.
-pub fn features() -> Vec<&'static str> {
+pub(crate) fn features() -> Vec<&'static str> {
     let mut out = Vec::new();
     if cfg!(feature = "polars") {
         out.push("polars");
@@ -40,7 +40,7 @@ pub fn features() -> Vec<&'static str> {
 }
 
 /// Why something needs a feature this build lacks.
-pub fn missing(what: &str, feature: &str) -> String {
+pub(crate) fn missing(what: &str, feature: &str) -> String {
     format!(
         "{what} is not in this build of dagrun (features: {}); build it with `cargo build --features {feature}` \
          (the default build has every feature)",
@@ -49,7 +49,7 @@ pub fn missing(what: &str, feature: &str) -> String {
 }
 
 /// Stops a run before anything happens if one of its tasks needs an engine this build lacks.
-pub fn check_engines(plan: &Plan) -> Result<(), Exit> {
+pub(crate) fn check_engines(plan: &Plan) -> Result<(), Exit> {
     for task in plan.tasks() {
         if !has_engine(task.engine()) {
             let what = format!("task `{}` runs on `{}`, which", task.id(), task.engine());
@@ -60,7 +60,7 @@ pub fn check_engines(plan: &Plan) -> Result<(), Exit> {
 }
 
 /// The S3 storage, when this build has it.
-pub async fn s3(settings: &S3Settings) -> Option<Arc<dyn Storage>> {
+pub(crate) async fn s3(settings: &S3Settings) -> Option<Arc<dyn Storage>> {
     #[cfg(feature = "aws")]
     {
         Some(Arc::new(dagrun_aws::S3Storage::connect(settings).await))
@@ -74,7 +74,7 @@ pub async fn s3(settings: &S3Settings) -> Option<Arc<dyn Storage>> {
 
 /// Where a plan's bytes live: the local disk, plus S3 when a path is an `s3://` URI and this
 /// build has it.
-pub async fn storages(plan: &Plan) -> Storages {
+pub(crate) async fn storages(plan: &Plan) -> Storages {
     let mut storages = Storages::default();
     if plan.uses_s3() {
         storages.s3 = s3(plan.s3()).await;
@@ -84,7 +84,11 @@ pub async fn storages(plan: &Plan) -> Storages {
 
 /// The engines of a run that this build carries, sharing its storages and one table exchange
 /// (a table made on EMR is read locally from where it was published, and the other way round).
-pub async fn engines(storages: &Storages, plan: &Plan, spill_above: Option<Option<u64>>) -> Result<Engines, Exit> {
+pub(crate) async fn engines(
+    storages: &Storages,
+    plan: &Plan,
+    spill_above: Option<Option<u64>>,
+) -> Result<Engines, Exit> {
     let exchange = Arc::new(Exchange::default());
     let engines = Engines::new();
     #[cfg(feature = "polars")]
@@ -126,7 +130,7 @@ pub async fn engines(storages: &Storages, plan: &Plan, spill_above: Option<Optio
 }
 
 /// Removes the spill folders of dagrun processes on this host that are gone.
-pub fn remove_dead_spills() {
+pub(crate) fn remove_dead_spills() {
     #[cfg(feature = "polars")]
     dagrun_polars::remove_dead_spills();
 }

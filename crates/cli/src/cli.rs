@@ -21,7 +21,7 @@ Exit codes:
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -33,7 +33,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a pipeline (the default command).
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
@@ -54,7 +54,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum EmrCommand {
+pub(crate) enum EmrCommand {
     /// List clusters tagged by dagrun that are still alive, and terminate those whose run is over
     /// (its run.json says so) or that are older than --older-than.
     Gc(GcArgs),
@@ -65,7 +65,7 @@ pub enum EmrCommand {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct SpecsArgs {
+pub(crate) struct SpecsArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
@@ -79,7 +79,7 @@ pub struct SpecsArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct GcArgs {
+pub(crate) struct GcArgs {
     /// Only list what would be terminated.
     #[arg(long)]
     pub dry_run: bool,
@@ -94,7 +94,7 @@ pub struct GcArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct PipelineArgs {
+pub(crate) struct PipelineArgs {
     /// The pipeline file.
     #[arg(value_name = "PIPELINE.yaml")]
     pub pipeline: PathBuf,
@@ -105,7 +105,7 @@ pub struct PipelineArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
@@ -116,7 +116,7 @@ pub struct ValidateArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The pipeline file.
     #[arg(value_name = "PIPELINE.yaml", required = true)]
     pub pipeline: Option<PathBuf>,
@@ -181,7 +181,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// A run record: a run.json (local or s3://), a run's folder, or a runs folder (its latest run).
     #[arg(value_name = "RUN")]
     pub run: String,
@@ -192,7 +192,7 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct GraphArgs {
+pub(crate) struct GraphArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
@@ -202,7 +202,7 @@ pub struct GraphArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GraphFormatArg {
+pub(crate) enum GraphFormatArg {
     /// A picture for the terminal.
     Ascii,
     /// Graphviz DOT.
@@ -212,7 +212,7 @@ pub enum GraphFormatArg {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// Folder to write song_data/ and log_data/ into. A folder that already holds them is replaced
     /// only if this command made it (it holds `.dagrun-generated`).
     #[arg(long, value_name = "DIR")]
@@ -236,7 +236,7 @@ pub struct GenerateArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     /// More log detail (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -251,7 +251,7 @@ pub struct LogArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Short human-readable lines.
     Text,
     /// One JSON object per event.
@@ -261,7 +261,7 @@ pub enum LogFormat {
 /// Moves the global logging flags that come before the subcommand (or the pipeline) to just
 /// after it: `dagrun -vv run X` means `dagrun run -vv X`. (With the pipeline allowed in place of a
 /// subcommand, clap would otherwise take `run` for the pipeline once a flag came first.)
-pub fn hoist_global_flags(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+pub(crate) fn hoist_global_flags(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
     let mut leading = Vec::new();
     let mut i = 1;
@@ -320,7 +320,7 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 
 /// `--spill-above`: a size in bytes, or never.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SpillAbove {
+pub(crate) enum SpillAbove {
     Bytes(u64),
     Never,
 }

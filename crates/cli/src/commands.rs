@@ -26,20 +26,20 @@ use crate::{EXIT_CONFIG, EXIT_INTERRUPTED};
 use crate::{build, records, render, report};
 
 /// A failure that ends the command with a documented exit code and a message.
-pub struct Exit {
+pub(crate) struct Exit {
     pub code: u8,
     pub message: String,
 }
 
 impl Exit {
-    pub fn config(message: impl Into<String>) -> Self {
+    pub(crate) fn config(message: impl Into<String>) -> Self {
         Self { code: EXIT_CONFIG, message: message.into() }
     }
 }
 
 /// What validation knows: every engine the file format has (a lean build still validates them),
 /// and the folder in which the local engine would spill.
-pub fn plan_options() -> PlanOptions {
+pub(crate) fn plan_options() -> PlanOptions {
     PlanOptions {
         engines: build::KNOWN_ENGINES.iter().map(|e| e.to_string()).collect(),
         spill_dir: Some(std::env::temp_dir().display().to_string()),
@@ -47,7 +47,7 @@ pub fn plan_options() -> PlanOptions {
 }
 
 /// Loads and validates a pipeline; problems become a located report and exit code 2.
-pub fn load_plan(path: &Path, set: &[(String, String)], options: &PlanOptions) -> Result<Plan, Exit> {
+pub(crate) fn load_plan(path: &Path, set: &[(String, String)], options: &PlanOptions) -> Result<Plan, Exit> {
     let inputs = VarInputs { overrides: set.to_vec(), ..Default::default() };
     match compile::compile_file(path, &inputs, options) {
         Ok(plan) => {
@@ -65,7 +65,7 @@ pub fn load_plan(path: &Path, set: &[(String, String)], options: &PlanOptions) -
     }
 }
 
-pub async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
+pub(crate) async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
     let plan = load_plan(&args.pipeline.pipeline, &args.pipeline.set, &plan_options())?;
     let waves = plan.waves().len();
     println!(
@@ -109,7 +109,7 @@ pub async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
     Ok(0)
 }
 
-pub fn graph(args: &GraphArgs) -> Result<(), Exit> {
+pub(crate) fn graph(args: &GraphArgs) -> Result<(), Exit> {
     let plan = load_plan(&args.pipeline.pipeline, &args.pipeline.set, &plan_options())?;
     let format = match args.format {
         GraphFormatArg::Ascii => GraphFormat::Ascii,
@@ -121,7 +121,7 @@ pub fn graph(args: &GraphArgs) -> Result<(), Exit> {
 }
 
 /// Prints to stdout; a closed pipe (`dagrun graph | head`) is not an error.
-pub fn print_stdout(text: &str) {
+pub(crate) fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
@@ -132,7 +132,7 @@ fn run_id() -> String {
     format!("{now}-{suffix:04x}")
 }
 
-pub async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
+pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit> {
     // Before anything else happens: from here on Ctrl-C and SIGTERM cancel the run (and let it
     // clean up) instead of killing the process.
     let cancel = CancellationToken::new();
@@ -339,7 +339,7 @@ fn force_of(flags: &[String], plan: &Plan) -> Result<Force, Exit> {
 }
 
 /// `dagrun report RUN`: renders a run record as HTML.
-pub async fn report(args: &ReportArgs) -> Result<u8, Exit> {
+pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
     let fail = |message: String| Exit { code: 1, message: format!("error: {message}") };
     let run = args.run.trim_end_matches('/').to_string();
     let candidates =

@@ -32,7 +32,7 @@ async fn verdict(cluster: &ClusterSummary, storages: &Storages, older_than: Opti
     storage.read(&record).await.ok().map(|_| format!("its run is over ({record})"))
 }
 
-pub async fn gc(args: &GcArgs) -> Result<u8, Exit> {
+pub(crate) async fn gc(args: &GcArgs) -> Result<u8, Exit> {
     let fail = |e: dagrun_core::engine::TaskError| Exit { code: 1, message: format!("error: {}", e.message) };
     let client = dagrun_aws::emr::client(args.region.as_deref()).await;
     let clusters = gc::active_clusters(&client).await.map_err(fail)?;
@@ -75,7 +75,7 @@ pub async fn gc(args: &GcArgs) -> Result<u8, Exit> {
 }
 
 /// `dagrun emr specs`: the step specs of every Spark-capable task, in run order.
-pub fn specs(args: &SpecsArgs) -> Result<u8, Exit> {
+pub(crate) fn specs(args: &SpecsArgs) -> Result<u8, Exit> {
     let plan = load_plan(&args.pipeline.pipeline, &args.pipeline.set, &plan_options())?;
     let fail =
         |what: &str, e: std::io::Error| Exit { code: 1, message: format!("error: {what} {}: {e}", args.out.display()) };

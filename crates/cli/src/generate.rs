@@ -425,9 +425,9 @@ fn write_all(files: Vec<(PathBuf, String)>) -> Result<(), String> {
 }
 
 /// Marks a folder whose `song_data/` and `log_data/` this command wrote (and may replace).
-pub const GENERATED_MARKER: &str = ".dagrun-generated";
+pub(crate) const GENERATED_MARKER: &str = ".dagrun-generated";
 
-pub fn run(args: &GenerateArgs) -> Result<(), Exit> {
+pub(crate) fn run(args: &GenerateArgs) -> Result<(), Exit> {
     let fail = |message: String| Exit { code: 1, message: format!("error: {message}") };
     let mut rng = StdRng::seed_from_u64(args.seed);
     let (artists, songs) = artists_and_songs(&mut rng, args.songs);

@@ -19,7 +19,9 @@ use clap::Parser;
 use crate::cli::{Cli, Command, EmrCommand};
 use crate::commands::Exit;
 
+/// Usage or configuration error: nothing ran.
 pub const EXIT_CONFIG: u8 = 2;
+/// Interrupted by Ctrl-C or SIGTERM (or a lost lease).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {

@@ -13,7 +13,7 @@ use crate::report::escape;
 use dagrun_core::units::{format_elapsed, thousands};
 
 /// Writes `run.json` into the run's folder and points `LATEST` at it. Returns the record's path.
-pub async fn write(record: &RunRecord, storages: &Storages, runs_dir: &str) -> Result<String, StorageError> {
+pub(crate) async fn write(record: &RunRecord, storages: &Storages, runs_dir: &str) -> Result<String, StorageError> {
     let path = join_path(&record.run_dir, RUN_RECORD);
     let storage = storages.for_path(&path)?;
     let json = serde_json::to_vec_pretty(record).expect("a run record serializes");
@@ -24,7 +24,7 @@ pub async fn write(record: &RunRecord, storages: &Storages, runs_dir: &str) -> R
 
 /// JUnit XML: one suite of tasks, one of checks. Failed tasks and error checks are failures,
 /// skipped and up-to-date tasks are skipped, warning checks pass with their detail as output.
-pub fn junit(record: &RunRecord) -> String {
+pub(crate) fn junit(record: &RunRecord) -> String {
     let name = escape(record.pipeline());
     let tasks = &record.report.tasks;
     let failures = tasks.iter().filter(|t| matches!(t.state, TaskState::Failed | TaskState::Cancelled)).count();
@@ -100,7 +100,7 @@ pub fn junit(record: &RunRecord) -> String {
 }
 
 /// A Markdown summary for `$GITHUB_STEP_SUMMARY`.
-pub fn markdown(record: &RunRecord) -> String {
+pub(crate) fn markdown(record: &RunRecord) -> String {
     let r = &record.report;
     let mut md = format!(
         "### dagrun `{}`: {} in {}\n\nrun `{}` · exit code {}\n\n| task | kind | state | attempts | time | rows out | note |\n| --- | --- | --- | ---: | ---: | ---: | --- |\n",

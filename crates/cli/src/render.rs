@@ -11,7 +11,7 @@ use dagrun_core::spec::CheckSeverity;
 use dagrun_core::units::{format_duration, format_elapsed, thousands};
 
 /// The dry run: what a run would do, in the order it would do it. Reads and writes nothing.
-pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshness, walk: &Walk) -> String {
+pub(crate) fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshness, walk: &Walk) -> String {
     let mut out = String::new();
     let waves = plan.waves();
     let _ = writeln!(
@@ -106,7 +106,7 @@ pub fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshnes
 }
 
 /// The end-of-run table: state, attempts, duration, rows and a one-line reason per task.
-pub fn summary(report: &RunReport) -> String {
+pub(crate) fn summary(report: &RunReport) -> String {
     let mut rows: Vec<[String; 8]> = vec![[
         "TASK".into(),
         "KIND".into(),

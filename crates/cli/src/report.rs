@@ -18,7 +18,7 @@ use polars::sql::SQLContext;
 use dagrun_core::units::{format_elapsed, thousands};
 
 /// The answer to one report query: a small table, or why it could not be computed.
-pub struct Answer {
+pub(crate) struct Answer {
     pub title: String,
     pub chart: ChartKind,
     pub result: Result<(Vec<String>, Vec<Vec<String>>), String>,
@@ -26,14 +26,14 @@ pub struct Answer {
 
 /// Without the local engine, the answers say so (the rest of the report is drawn as usual).
 #[cfg(not(feature = "polars"))]
-pub async fn answers(record: &RunRecord, _storages: &Storages) -> Vec<Answer> {
+pub(crate) async fn answers(record: &RunRecord, _storages: &Storages) -> Vec<Answer> {
     let why = crate::build::missing("answering report queries", "polars");
     record.queries.iter().map(|q| Answer { title: q.title.clone(), chart: q.chart, result: Err(why.clone()) }).collect()
 }
 
 /// Runs the record's report queries over its published tables (read through their manifests).
 #[cfg(feature = "polars")]
-pub async fn answers(record: &RunRecord, storages: &Storages) -> Vec<Answer> {
+pub(crate) async fn answers(record: &RunRecord, storages: &Storages) -> Vec<Answer> {
     if record.queries.is_empty() {
         return Vec::new();
     }
@@ -85,7 +85,7 @@ fn rows_of(df: &DataFrame) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -111,7 +111,7 @@ fn state_color(state: TaskState) -> (&'static str, &'static str) {
 }
 
 /// The DAG, left to right by dependency depth, nodes colored by state.
-pub fn dag_svg(tasks: &[TaskRecord]) -> String {
+pub(crate) fn dag_svg(tasks: &[TaskRecord]) -> String {
     let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
     let deps: Vec<Vec<usize>> =
         tasks.iter().map(|t| t.deps.iter().filter_map(|d| index.get(d.as_str()).copied()).collect()).collect();
@@ -301,7 +301,7 @@ const SCRIPT: &str = r#"
 "#;
 
 /// The whole page.
-pub fn render(record: &RunRecord, answers: &[Answer]) -> String {
+pub(crate) fn render(record: &RunRecord, answers: &[Answer]) -> String {
     let report = &record.report;
     let mut html = String::with_capacity(64 * 1024);
     let ended = report.started_at + report.duration;

@@ -26,20 +26,20 @@ use crate::cli::{LogArgs, LogFormat};
 
 /// Shared terminal state: the bars, and whether to draw them.
 #[derive(Clone)]
-pub struct Terminal {
+pub(crate) struct Terminal {
     pub multi: MultiProgress,
     pub bars: bool,
 }
 
 impl Terminal {
-    pub fn new(args: &LogArgs) -> Self {
+    pub(crate) fn new(args: &LogArgs) -> Self {
         let bars = !args.quiet && io::stderr().is_terminal() && std::env::var_os("CI").is_none();
         let target = if bars { ProgressDrawTarget::stderr_with_hz(10) } else { ProgressDrawTarget::hidden() };
         Self { multi: MultiProgress::with_draw_target(target), bars }
     }
 
     /// Sets up tracing: text or JSON on stderr, through the bars.
-    pub fn init_logging(&self, args: &LogArgs) {
+    pub(crate) fn init_logging(&self, args: &LogArgs) {
         let level = match (args.quiet, args.verbose) {
             (true, _) => "warn",
             (false, 0) => "info",
@@ -202,14 +202,14 @@ where
 }
 
 /// Progress bars per running task, implementing the executor's observer.
-pub struct ProgressObserver {
+pub(crate) struct ProgressObserver {
     terminal: Terminal,
     bars: Mutex<HashMap<String, ProgressBar>>,
     id_width: usize,
 }
 
 impl ProgressObserver {
-    pub fn new(terminal: Terminal, id_width: usize) -> Self {
+    pub(crate) fn new(terminal: Terminal, id_width: usize) -> Self {
         Self { terminal, bars: Mutex::new(HashMap::new()), id_width }
     }
 }

@@ -13,13 +13,13 @@ use crate::yaml::{Key, Node, Value};
 
 /// A decoded value with the position it came from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Located<T> {
+pub(crate) struct Located<T> {
     pub value: T,
     pub pos: Pos,
 }
 
 impl<T> Located<T> {
-    pub fn new(value: T, pos: Pos) -> Self {
+    pub(crate) fn new(value: T, pos: Pos) -> Self {
         Self { value, pos }
     }
 }
@@ -32,31 +32,31 @@ impl<T> Deref for Located<T> {
 }
 
 /// Collects diagnostics while decoding.
-pub struct Decoder<'a> {
+pub(crate) struct Decoder<'a> {
     pub source: &'a SourceFile,
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl<'a> Decoder<'a> {
-    pub fn new(source: &'a SourceFile) -> Self {
+    pub(crate) fn new(source: &'a SourceFile) -> Self {
         Self { source, diagnostics: Vec::new() }
     }
 
-    pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic::error(pos, message));
     }
 
-    pub fn push(&mut self, diagnostic: Diagnostic) {
+    pub(crate) fn push(&mut self, diagnostic: Diagnostic) {
         self.diagnostics.push(diagnostic);
     }
 
     /// Reports "expected X, found Y" at `node`.
-    pub fn expected(&mut self, node: &Node, expected: &str) {
+    pub(crate) fn expected(&mut self, node: &Node, expected: &str) {
         self.error(node.pos, format!("expected {expected}, found {}", node.value.describe()));
     }
 
     /// Opens `node` as a mapping whose keys must be among `allowed`; every other key is reported.
-    pub fn map<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<MapReader<'n>> {
+    pub(crate) fn map<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<MapReader<'n>> {
         let Value::Map(entries) = &node.value else {
             self.expected(node, &format!("a mapping for {what}"));
             return None;
@@ -69,7 +69,7 @@ impl<'a> Decoder<'a> {
         Some(MapReader { node, entries, what: what.to_string() })
     }
 
-    pub fn unknown_key(&mut self, key: &Key, what: &str, allowed: &[&str]) {
+    pub(crate) fn unknown_key(&mut self, key: &Key, what: &str, allowed: &[&str]) {
         let hint = suggestion(&key.name, allowed.iter().copied())
             .unwrap_or_else(|| format!("expected one of: {}", allowed.join(", ")));
         let pos = Pos { len: key.name.len(), ..key.pos };
@@ -77,7 +77,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// The source text a scalar node was written as, when it can be recovered exactly.
-    pub fn raw_text(&self, node: &Node) -> Option<&'a str> {
+    pub(crate) fn raw_text(&self, node: &Node) -> Option<&'a str> {
         let offset = node.pos.offset?;
         let text = self.source.text.get(offset..offset + node.pos.len)?;
         (!text.is_empty()).then_some(text)
@@ -85,31 +85,27 @@ impl<'a> Decoder<'a> {
 }
 
 /// Reads fields of one mapping. Unknown keys were reported when it was opened.
-pub struct MapReader<'n> {
+pub(crate) struct MapReader<'n> {
     node: &'n Node,
     entries: &'n [(Key, Node)],
     what: String,
 }
 
 impl<'n> MapReader<'n> {
-    pub fn pos(&self) -> Pos {
+    pub(crate) fn pos(&self) -> Pos {
         self.node.pos
     }
 
-    pub fn what(&self) -> &str {
-        &self.what
-    }
-
-    pub fn node(&self, name: &str) -> Option<&'n Node> {
+    pub(crate) fn node(&self, name: &str) -> Option<&'n Node> {
         self.entries.iter().find(|(k, _)| k.name == name).map(|(_, v)| v)
     }
 
-    pub fn key(&self, name: &str) -> Option<&'n Key> {
+    pub(crate) fn key(&self, name: &str) -> Option<&'n Key> {
         self.entries.iter().find(|(k, _)| k.name == name).map(|(k, _)| k)
     }
 
     /// Decodes field `name`. A missing field is an error unless `T` has a missing value (`Option`).
-    pub fn field<T: Decode>(&self, cx: &mut Decoder, name: &str) -> Option<T> {
+    pub(crate) fn field<T: Decode>(&self, cx: &mut Decoder, name: &str) -> Option<T> {
         match self.node(name) {
             Some(node) => T::decode(node, cx),
             None => {
@@ -126,7 +122,7 @@ impl<'n> MapReader<'n> {
 
 /// Decoding from a located YAML node. Problems are pushed to the decoder; `None` means "could not
 /// decode" and a diagnostic has been recorded.
-pub trait Decode: Sized {
+pub(crate) trait Decode: Sized {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self>;
 
     /// The value of an absent field, or `None` if the field is required.
@@ -253,7 +249,7 @@ impl<T: Decode> Decode for Vec<T> {
 
 /// One name or a list of names: `not_null: user_id` and `not_null: [user_id, ts]` both decode.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OneOrMany<T>(pub Vec<T>);
+pub(crate) struct OneOrMany<T>(pub Vec<T>);
 
 impl<T: Decode> Decode for OneOrMany<T> {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
@@ -266,7 +262,7 @@ impl<T: Decode> Decode for OneOrMany<T> {
 
 /// A mapping with free-form keys, kept in file order (column order in a schema matters).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entries<T>(pub Vec<(Key, T)>);
+pub(crate) struct Entries<T>(pub Vec<(Key, T)>);
 
 impl<T: Decode> Decode for Entries<T> {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
@@ -288,7 +284,7 @@ impl<T: Decode> Decode for Entries<T> {
 
 /// A duration written as `250ms`, `30s`, `5m`, `1h30m`, `2d`, or a bare number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationValue(pub Duration);
+pub(crate) struct DurationValue(pub Duration);
 
 impl Decode for DurationValue {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
@@ -310,7 +306,7 @@ impl Decode for DurationValue {
 
 /// A size in bytes written as `16MiB`, `8 MB`, `512KiB` or a bare number of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
+pub(crate) struct ByteSize(pub u64);
 
 impl Decode for ByteSize {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
@@ -349,19 +345,19 @@ macro_rules! decode_struct {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq)]
-        pub struct $name {
-            $( $(#[$fmeta])* pub $field: $ty, )*
+        pub(crate) struct $name {
+            $( $(#[$fmeta])* pub(crate) $field: $ty, )*
             /// Where this mapping starts in the file.
-            pub pos: $crate::diagnostic::Pos,
+            pub(crate) pos: $crate::diagnostic::Pos,
         }
 
         impl $name {
             /// The keys this mapping accepts.
-            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+            pub(crate) const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
 
             /// Reads the fields from an opened mapping whose keys were already checked (a task's
             /// kind parameters share the task's mapping).
-            pub fn decode_from(map: &$crate::decode::MapReader<'_>, cx: &mut $crate::decode::Decoder) -> Option<Self> {
+            pub(crate) fn decode_from(map: &$crate::decode::MapReader<'_>, cx: &mut $crate::decode::Decoder) -> Option<Self> {
                 $( let $field = map.field::<$ty>(cx, stringify!($field)); )*
                 Some(Self { $( $field: $field?, )* pos: map.pos() })
             }

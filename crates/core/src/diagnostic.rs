@@ -10,7 +10,9 @@ use std::sync::Arc;
 /// A pipeline file's name (as the user spelled it) and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFile {
+    /// The name as the user spelled it (`pipelines/sparkify.yaml`).
     pub name: String,
+    /// The whole text.
     pub text: String,
     /// Byte offsets where lines start, made on first use: positions are found by binary search,
     /// so locating every node of a 20,000-task file stays linear.
@@ -18,6 +20,7 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
+    /// A source file, shared.
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Arc<Self> {
         Arc::new(Self { name: name.into(), text: text.into(), line_starts: std::sync::OnceLock::new() })
     }
@@ -39,7 +42,7 @@ impl SourceFile {
     }
 
     /// The position of a byte offset, as 1-based line and character column.
-    pub fn pos_of_offset(&self, offset: usize, len: usize) -> Pos {
+    pub(crate) fn pos_of_offset(&self, offset: usize, len: usize) -> Pos {
         let mut offset = offset.min(self.text.len());
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
@@ -55,16 +58,20 @@ impl SourceFile {
 /// `offset` is the byte offset when known, `len` the length in bytes of the text to underline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Pos {
+    /// The 1-based line; 0 when unknown.
     pub line: u32,
+    /// The 1-based column, in characters; 0 when unknown.
     pub col: u32,
+    /// The byte offset, when known.
     pub offset: Option<usize>,
+    /// How many bytes to underline.
     pub len: usize,
 }
 
 impl Pos {
-    pub const UNKNOWN: Pos = Pos { line: 0, col: 0, offset: None, len: 0 };
+    pub(crate) const UNKNOWN: Pos = Pos { line: 0, col: 0, offset: None, len: 0 };
 
-    pub fn is_known(&self) -> bool {
+    pub(crate) fn is_known(&self) -> bool {
         self.line > 0
     }
 }
@@ -72,16 +79,22 @@ impl Pos {
 /// How serious a diagnostic is: errors stop the run (exit code 2), warnings are only printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Stops the run: exit 2.
     Error,
+    /// Printed only.
     Warning,
 }
 
 /// One located problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Error or warning.
     pub severity: Severity,
+    /// Where the problem is.
     pub pos: Pos,
+    /// What the problem is, in one sentence.
     pub message: String,
+    /// How to fix it, when there is a likely fix.
     pub hint: Option<String>,
     /// Other places the problem involves, each drawn with its own source line.
     pub notes: Vec<Note>,
@@ -90,31 +103,35 @@ pub struct Diagnostic {
 /// A second place a diagnostic points at ("the input it overlaps is read here").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
+    /// The other place.
     pub pos: Pos,
+    /// What is there.
     pub message: String,
 }
 
 impl Diagnostic {
+    /// An error at `pos`.
     pub fn error(pos: Pos, message: impl Into<String>) -> Self {
         Self { severity: Severity::Error, pos, message: message.into(), hint: None, notes: Vec::new() }
     }
 
+    /// A warning at `pos`.
     pub fn warning(pos: Pos, message: impl Into<String>) -> Self {
         Self { severity: Severity::Warning, pos, message: message.into(), hint: None, notes: Vec::new() }
     }
 
     /// Adds another located place to the diagnostic.
-    pub fn with_note(mut self, pos: Pos, message: impl Into<String>) -> Self {
+    pub(crate) fn with_note(mut self, pos: Pos, message: impl Into<String>) -> Self {
         self.notes.push(Note { pos, message: message.into() });
         self
     }
 
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
-    pub fn with_hint_opt(mut self, hint: Option<String>) -> Self {
+    pub(crate) fn with_hint_opt(mut self, hint: Option<String>) -> Self {
         self.hint = hint;
         self
     }
@@ -123,32 +140,33 @@ impl Diagnostic {
 /// A batch of diagnostics about one source file, sorted by position when rendered.
 #[derive(Debug, Clone)]
 pub struct Diagnostics {
+    /// The file they are about.
     pub source: Arc<SourceFile>,
+    /// The problems, sorted by position.
     pub items: Vec<Diagnostic>,
 }
 
 impl Diagnostics {
+    /// The problems of one file, sorted by position and without repeats.
     pub fn new(source: Arc<SourceFile>, mut items: Vec<Diagnostic>) -> Self {
         items.sort_by_key(|a| (a.pos.line, a.pos.col, a.severity));
         items.dedup();
         Self { source, items }
     }
 
+    /// The errors.
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.items.iter().filter(|d| d.severity == Severity::Error)
     }
 
+    /// The warnings.
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
         self.items.iter().filter(|d| d.severity == Severity::Warning)
     }
 
-    pub fn has_errors(&self) -> bool {
-        self.errors().next().is_some()
-    }
-
     /// Renders one diagnostic: `file:line:col: error: message`, the source line, a caret, its
     /// notes the same way, then a hint.
-    pub fn render_one(&self, d: &Diagnostic, out: &mut String) {
+    pub(crate) fn render_one(&self, d: &Diagnostic, out: &mut String) {
         let level = match d.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
@@ -181,6 +199,7 @@ impl Diagnostics {
         }
     }
 
+    /// Everything as `validate` prints it, with a count of errors and warnings at the end.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for d in &self.items {
@@ -220,7 +239,7 @@ fn caret_width(line: &str, col: usize, len_bytes: usize) -> usize {
 }
 
 /// The closest candidate to `word` by edit distance, if it is close enough to be a plausible typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     // Fewest edits first; Jaro-Winkler similarity breaks ties and admits longer near-misses.
     let mut best: Option<((usize, i64), &str)> = None;
     for candidate in candidates {

@@ -21,7 +21,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// the tasks that would not run (up to date), by index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Walk {
+    /// For each step (one tick of the paused clock), the tasks that start in it, in start order.
     pub steps: Vec<Vec<usize>>,
+    /// The tasks that would not run, their outputs being up to date.
     pub up_to_date: Vec<usize>,
 }
 

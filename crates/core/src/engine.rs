@@ -68,7 +68,7 @@ pub trait TaskProgress: Send + Sync {
 }
 
 /// Progress that goes nowhere (tests, `--quiet`).
-pub struct NoProgress;
+pub(crate) struct NoProgress;
 
 impl TaskProgress for NoProgress {
     fn set_length(&self, _: Option<u64>, _: &str) {}
@@ -79,7 +79,9 @@ impl TaskProgress for NoProgress {
 /// What one attempt of a task can see.
 #[derive(Clone)]
 pub struct TaskContext {
+    /// The plan being run.
     pub plan: Arc<Plan>,
+    /// The run's id.
     pub run_id: String,
     /// Unique to this process: what it writes in passing (staging) carries it, so two processes
     /// never share a staging folder, even with one run id.
@@ -92,14 +94,18 @@ pub struct TaskContext {
     /// Cancelled on Ctrl-C, SIGTERM, `--fail-fast` or when the attempt times out. Long-running
     /// engines should watch it and clean up; the executor stops waiting after a grace period.
     pub cancel: CancellationToken,
+    /// Where to report progress.
     pub progress: Arc<dyn TaskProgress>,
 }
 
 /// The result of one quality check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
+    /// The check's name.
     pub name: String,
+    /// `error` fails the task; `warn` only reports.
     pub severity: CheckSeverity,
+    /// Whether it passed.
     pub passed: bool,
     /// How many rows (or groups) failed.
     pub failing: u64,
@@ -119,11 +125,13 @@ pub struct TaskOutput {
     pub rows_out: Option<u64>,
     /// Records set aside as unreadable, with where they were written.
     pub quarantined: u64,
+    /// Where those records were written.
     pub quarantine_path: Option<String>,
     /// Files read or written.
     pub files: Option<u64>,
     /// Paths (or tables) this attempt published.
     pub outputs: Vec<String>,
+    /// The results of a quality check task's checks.
     pub checks: Vec<CheckResult>,
     /// Engine-specific facts for the run record (cluster id, step id, ...).
     pub details: BTreeMap<String, String>,
@@ -185,23 +193,28 @@ pub struct Engines {
 }
 
 impl Engines {
+    /// No engines yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds an engine under its name.
     pub fn with(mut self, engine: Arc<dyn Engine>) -> Self {
         self.engines.insert(engine.name(), engine);
         self
     }
 
+    /// The engine called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Engine>> {
         self.engines.get(name)
     }
 
+    /// The engines' names, sorted.
     pub fn names(&self) -> Vec<&'static str> {
         self.engines.keys().copied().collect()
     }
 
+    /// The engines, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Engine>> {
         self.engines.values()
     }
@@ -222,10 +235,12 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// Where `table` was published for another engine, if it was.
     pub fn location(&self, table: &str) -> Option<String> {
         self.locations.lock().expect("exchange").get(table).cloned()
     }
 
+    /// Notes that `table` is published at `location`.
     pub fn set(&self, table: &str, location: &str) {
         self.locations.lock().expect("exchange").insert(table.to_string(), location.to_string());
     }
@@ -234,8 +249,9 @@ impl Exchange {
 /// An engine that can publish a table it holds to a folder, for another engine to read.
 #[async_trait]
 pub trait TableExport: Send + Sync {
+    /// Publishes `table` at `location` with dagrun's convention.
     async fn export(&self, table: &str, location: &str, cx: &TaskContext) -> Result<(), TaskError>;
 }
 
 /// How long the executor waits for a cancelled task before giving up on it.
-pub const CANCEL_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(30);

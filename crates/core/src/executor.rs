@@ -32,6 +32,7 @@ pub struct ExecutorOptions {
     pub jobs: usize,
     /// Stop everything at the first task that fails for good.
     pub fail_fast: bool,
+    /// The run's id (`20261124T105042Z-3f2a`, or `--run-id`).
     pub run_id: String,
     /// Unique to this process (see [`TaskContext::instance`]).
     pub instance: String,
@@ -46,6 +47,7 @@ pub struct ExecutorOptions {
 }
 
 impl ExecutorOptions {
+    /// Options for run `run_id`: as many jobs as cores, no fail-fast, nothing up to date.
     pub fn new(run_id: impl Into<String>) -> Self {
         Self {
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -61,7 +63,7 @@ impl ExecutorOptions {
 }
 
 /// A short random token naming this process among others that may share a run id.
-pub fn new_instance() -> String {
+pub(crate) fn new_instance() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
 
@@ -79,9 +81,11 @@ pub trait Observer: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
+    /// Its last attempt succeeded.
     Succeeded,
     /// Not run: its published outputs are complete for unchanged inputs and config (resume).
     UpToDate,
+    /// Its last attempt failed, with no retry left or a permanent error.
     Failed,
     /// Never started: an upstream task failed, `--fail-fast` stopped the run, or it was interrupted.
     Skipped,
@@ -90,6 +94,7 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// The state as summaries and records spell it.
     pub fn as_str(&self) -> &'static str {
         match self {
             TaskState::Succeeded => "succeeded",
@@ -104,44 +109,61 @@ impl TaskState {
 /// One attempt of a task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttemptRecord {
+    /// 1 for the first attempt.
     pub number: u32,
     #[serde(with = "system_time", rename = "started_at_ms")]
+    /// When it started.
     pub started_at: SystemTime,
     #[serde(with = "duration_secs", rename = "duration_s")]
+    /// How long it took.
     pub duration: Duration,
     /// `None` when the attempt succeeded.
     pub error: Option<String>,
+    /// Whether its error was worth another attempt.
     pub retryable: bool,
+    /// Whether it ran into the task's timeout.
     pub timed_out: bool,
 }
 
 /// What happened to one task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskRecord {
+    /// The task's id.
     pub id: String,
+    /// The task's kind.
     pub kind: TaskKind,
+    /// The engine it ran on.
     pub engine: String,
     /// The tasks it depends on, by id.
     #[serde(default)]
     pub deps: Vec<String>,
+    /// How it ended.
     pub state: TaskState,
+    /// Its attempts, in order.
     pub attempts: Vec<AttemptRecord>,
     #[serde(with = "duration_secs", rename = "duration_s")]
+    /// From its first attempt's start to its end, retry waits included.
     pub duration: Duration,
     /// One line: why it failed, was skipped or cancelled.
     pub reason: Option<String>,
+    /// What it reported (or found before failing).
     pub output: Option<TaskOutput>,
 }
 
 /// The whole run, in plan order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
+    /// The run's id.
     pub run_id: String,
+    /// The pipeline's name.
     pub pipeline: String,
     #[serde(with = "system_time", rename = "started_at_ms")]
+    /// When the run started.
     pub started_at: SystemTime,
     #[serde(with = "duration_secs", rename = "duration_s")]
+    /// How long it took.
     pub duration: Duration,
+    /// Every task, in plan order.
     pub tasks: Vec<TaskRecord>,
     /// Ctrl-C or SIGTERM arrived.
     pub interrupted: bool,
@@ -153,6 +175,7 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Whether every task succeeded or was up to date, and every engine cleaned up.
     pub fn succeeded(&self) -> bool {
         !self.interrupted
             && self.shutdown_errors.is_empty()
@@ -567,11 +590,13 @@ pub mod system_time {
 
     use serde::Deserialize;
 
+    /// Writes a time as epoch milliseconds.
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         let ms = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         s.serialize_u64(ms)
     }
 
+    /// Reads a time from epoch milliseconds.
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::deserialize(d)?))
     }
@@ -583,10 +608,12 @@ pub mod duration_secs {
 
     use serde::Deserialize;
 
+    /// Writes a duration as seconds, to the millisecond.
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
     }
 
+    /// Reads a duration from seconds.
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_secs_f64(f64::deserialize(d)?.max(0.0)))
     }

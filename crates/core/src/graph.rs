@@ -9,11 +9,15 @@ use crate::spec::TaskKind;
 /// Output format of `dagrun graph`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphFormat {
+    /// A picture for the terminal.
     Ascii,
+    /// Graphviz DOT.
     Dot,
+    /// A Mermaid flowchart.
     Mermaid,
 }
 
+/// The plan's DAG in `format`; the terminal picture fits `width` columns.
 pub fn render(plan: &Plan, format: GraphFormat, width: usize) -> String {
     match format {
         GraphFormat::Ascii => ascii(plan, width),

@@ -21,21 +21,28 @@ use crate::path::join_path;
 use crate::storage::{Storage, StorageError, StorageErrorKind, Version};
 
 /// The lease's file name in the runs folder.
-pub const LEASE_FILE: &str = "lease.json";
+pub(crate) const LEASE_FILE: &str = "lease.json";
 /// How long a lease lasts without renewal, by default.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
 
 /// What a lease says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
+    /// The run's id.
     pub run_id: String,
     /// Unique to the holding process: two processes with one run id are still told apart.
     pub token: String,
+    /// The pipeline's name.
     pub pipeline: String,
+    /// The host the process runs on.
     pub host: String,
+    /// The process's id on that host.
     pub pid: u32,
+    /// When the lease was taken, in epoch milliseconds.
     pub started_at_ms: u64,
+    /// When it was last renewed.
     pub renewed_at_ms: u64,
+    /// When it expires unless renewed.
     pub expires_at_ms: u64,
 }
 
@@ -80,6 +87,7 @@ impl Holder {
 /// How a run asks for the lease.
 #[derive(Debug, Clone)]
 pub struct LeaseOptions {
+    /// How long the lease lasts without renewal.
     pub ttl: Duration,
     /// How long to wait for a live holder; `None`: do not wait.
     pub wait: Option<Duration>,
@@ -98,10 +106,22 @@ impl Default for LeaseOptions {
 pub enum LeaseError {
     /// Another live run holds it.
     #[error("another run holds the lake at {path}: {}", holder.describe())]
-    Held { path: String, holder: Box<Holder>, waited: Option<Duration> },
+    Held {
+        /// Where the lease is.
+        path: String,
+        /// Who holds it.
+        holder: Box<Holder>,
+        /// How long this run waited, when it was allowed to.
+        waited: Option<Duration>,
+    },
     /// The lease file is not one dagrun wrote.
     #[error("{path} is not a dagrun lease ({why}); if no run is using this lake, delete it")]
-    Foreign { path: String, why: String },
+    Foreign {
+        /// Where the file is.
+        path: String,
+        /// Why it is not a lease.
+        why: String,
+    },
     /// Reading or writing it failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -297,12 +317,12 @@ fn to_json(holder: &Holder) -> Vec<u8> {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `2026-12-01 22:08:56 UTC` for epoch milliseconds.
-pub fn format_time(ms: u64) -> String {
+pub(crate) fn format_time(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     let days = secs.div_euclid(86_400);
     let rest = secs.rem_euclid(86_400);
@@ -320,7 +340,7 @@ pub fn format_time(ms: u64) -> String {
 }
 
 /// This machine's host name.
-pub fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     #[cfg(unix)]
     {
         let mut buf = [0u8; 256];

@@ -25,7 +25,7 @@
 //! | [`diagnostic`] | located errors with source line and caret |
 
 pub mod compile;
-pub mod decode;
+pub(crate) mod decode;
 pub mod diagnostic;
 pub mod dry_run;
 pub mod emr;
@@ -43,7 +43,7 @@ pub mod sql;
 pub mod storage;
 pub mod units;
 pub mod vars;
-pub mod yaml;
+pub(crate) mod yaml;
 
 pub use compile::{PlanError, PlanOptions};
 pub use diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile};

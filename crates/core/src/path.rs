@@ -30,7 +30,7 @@ pub fn join_path(root: &str, rest: &str) -> String {
 }
 
 /// The path with `.`, empty segments and trailing `/` removed and `..` applied lexically.
-pub fn normalize_path(path: &str) -> String {
+pub(crate) fn normalize_path(path: &str) -> String {
     let trimmed = path.trim_end_matches('/');
     let mut parts: Vec<&str> = Vec::new();
     let (prefix, rest) = match trimmed.strip_prefix("s3://") {
@@ -51,7 +51,7 @@ pub fn normalize_path(path: &str) -> String {
 }
 
 /// Whether `inner` lies strictly inside the folder `outer` (both normalized).
-pub fn is_inside(inner: &str, outer: &str) -> bool {
+pub(crate) fn is_inside(inner: &str, outer: &str) -> bool {
     if outer == "/" {
         return inner.len() > 1 && inner.starts_with('/');
     }
@@ -60,7 +60,7 @@ pub fn is_inside(inner: &str, outer: &str) -> bool {
 
 /// How two places relate, seen from the first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overlap {
+pub(crate) enum Overlap {
     /// The same folder.
     Same,
     /// The first lies inside the second.
@@ -70,7 +70,7 @@ pub enum Overlap {
 }
 
 /// How `a` and `b` (both from [`resolve`]) overlap, if they do.
-pub fn overlap(a: &str, b: &str) -> Option<Overlap> {
+pub(crate) fn overlap(a: &str, b: &str) -> Option<Overlap> {
     if a == b {
         Some(Overlap::Same)
     } else if is_inside(a, b) {
@@ -84,7 +84,7 @@ pub fn overlap(a: &str, b: &str) -> Option<Overlap> {
 
 /// A local path made absolute against the current folder and normalized, links left as they are;
 /// S3 URIs normalized.
-pub fn absolute(path: &str) -> String {
+pub(crate) fn absolute(path: &str) -> String {
     if is_s3(path) || path.starts_with('/') {
         return normalize_path(path);
     }
@@ -97,7 +97,7 @@ pub fn absolute(path: &str) -> String {
 /// The place a path names, comparable with [`overlap`]: S3 URIs normalized; local paths made
 /// absolute, with every symbolic link along the part that exists resolved (as the kernel would),
 /// and the part that does not exist yet normalized lexically.
-pub fn resolve(path: &str) -> String {
+pub(crate) fn resolve(path: &str) -> String {
     if is_s3(path) {
         return normalize_path(path);
     }
@@ -130,7 +130,7 @@ pub fn resolve(path: &str) -> String {
 
 /// The folders that contain `resolved`, nearest last, ending with `resolved` itself:
 /// `/a/b/c` gives `/`, `/a`, `/a/b`, `/a/b/c`; `s3://b/x/y` gives `s3://b`, `s3://b/x`, `s3://b/x/y`.
-pub fn ancestors_and_self(resolved: &str) -> Vec<&str> {
+pub(crate) fn ancestors_and_self(resolved: &str) -> Vec<&str> {
     let start = if let Some(rest) = resolved.strip_prefix("s3://") {
         let bucket_end = rest.find('/').map_or(resolved.len(), |i| i + 5);
         let mut out = vec![&resolved[..bucket_end]];

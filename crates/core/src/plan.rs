@@ -21,9 +21,9 @@ use crate::spec::{
 use crate::vars::Vars;
 
 /// Built-in default timeout of one attempt.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Built-in default engine.
-pub const DEFAULT_ENGINE: &str = "local";
+pub(crate) const DEFAULT_ENGINE: &str = "local";
 
 /// A validated pipeline.
 #[derive(Debug, Clone)]
@@ -79,7 +79,9 @@ pub fn levels(deps: &[&[usize]]) -> Vec<usize> {
 /// A named query over published tables, shown in the HTML report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportQuery {
+    /// The heading the report shows above the answer.
     pub title: String,
+    /// One SELECT over published tables, by the names their loads give them.
     pub sql: String,
     /// `bar` draws the first column as labels and the last as bar lengths; `table` only lists.
     pub chart: ChartKind,
@@ -88,16 +90,25 @@ pub struct ReportQuery {
 /// How to talk to S3 (`storage.s3`), with defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct S3Settings {
+    /// An S3-compatible endpoint; `None`: AWS (or `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`).
     pub endpoint_url: Option<String>,
+    /// The region; `None`: the AWS configuration chain.
     pub region: Option<String>,
     /// `None`: decide from the endpoint (IP address or localhost: path style).
     pub path_style: Option<bool>,
+    /// Requests in flight at once.
     pub max_concurrency: usize,
+    /// Attempts per request (the SDK's standard retry mode).
     pub max_attempts: u32,
+    /// Files at least this large (bytes) are uploaded in parts.
     pub multipart_threshold: u64,
+    /// The size of each part of a multipart upload, in bytes.
     pub part_size: u64,
+    /// How objects dagrun writes are encrypted at rest, if asked.
     pub server_side_encryption: Option<ServerSideEncryption>,
+    /// The KMS key for `aws:kms` encryption; `None`: the bucket's default key.
     pub kms_key_id: Option<String>,
+    /// The storage class of the objects dagrun writes; `None`: the bucket's default.
     pub storage_class: Option<StorageClass>,
 }
 
@@ -121,7 +132,9 @@ impl Default for S3Settings {
 /// A path a plan reads or writes, for access checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanPath {
+    /// A local folder or an `s3://bucket/prefix` URI.
     pub path: String,
+    /// Whether the plan writes there (else it only reads).
     pub write: bool,
     /// The task (or `runs`) that uses it.
     pub user: String,
@@ -147,69 +160,127 @@ pub struct PlannedTask {
 /// What a task does, with everything resolved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Action {
+    /// `kind: extract`: files in, a table out.
     Extract(Extract),
+    /// `kind: transform`: SQL over upstream tables.
     Transform(Transform),
+    /// `kind: quality_check`: checks that gate what depends on them.
     QualityCheck(QualityCheck),
+    /// `kind: load`: a table published as partitioned Parquet.
     Load(Load),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// An extract: which files to read and how to turn their records into a table.
 pub struct Extract {
     /// A local folder or an `s3://bucket/prefix` URI.
     pub path: String,
     /// Glob relative to `path` (`**` for every file).
     pub glob: String,
+    /// JSON documents per file, or one object per line.
     pub format: JsonFormat,
+    /// The declared columns, in order.
     pub schema: Vec<Column>,
+    /// How many records may be quarantined before the task fails.
     pub max_bad_records: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// One declared column of an extract.
 pub struct Column {
+    /// The column's name in the table.
     pub name: String,
+    /// Its type; a value that cannot be cast quarantines its record.
     pub ty: ColumnType,
     /// The JSON field this column is read from.
     pub from: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// A transform: one SQL SELECT over the tables of tasks it depends on.
 pub struct Transform {
+    /// The query, as written (Polars SQL locally, Spark SQL on EMR).
     pub sql: String,
     /// Upstream tables the query reads.
     pub tables: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// A quality check task: checks over one table, with its relationships.
 pub struct QualityCheck {
+    /// The table checked.
     pub table: String,
+    /// The checks, each with its name and severity.
     pub checks: Vec<Check>,
     /// Every table the checks read (`table`, relationship targets, tables in SQL checks).
     pub tables: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// One check of a quality check task.
 pub struct Check {
+    /// Its name in summaries and records (`unique(song_id)`, or as given).
     pub name: String,
+    /// `error` fails the task; `warn` only reports.
     pub severity: CheckSeverity,
+    /// What it checks.
     pub kind: CheckKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// What a check checks. Nulls are ignored by `unique`, `accepted_values` and `relationships`, as in
+/// dbt.
 pub enum CheckKind {
-    NotNull { column: String },
-    Unique { columns: Vec<String> },
-    RowCount { min: Option<u64>, max: Option<u64> },
-    AcceptedValues { column: String, values: Vec<String> },
-    Relationships { column: String, to: String, field: String },
-    Sql { sql: String },
+    /// No value of `column` is null.
+    NotNull {
+        /// The column checked.
+        column: String,
+    },
+    /// No two rows share the values of `columns` (a list means the combination).
+    Unique {
+        /// The columns whose combined values must be unique.
+        columns: Vec<String>,
+    },
+    /// The table's row count lies within the bounds.
+    RowCount {
+        /// The fewest rows allowed.
+        min: Option<u64>,
+        /// The most rows allowed.
+        max: Option<u64>,
+    },
+    /// Every value of `column` is one of `values`.
+    AcceptedValues {
+        /// The column checked.
+        column: String,
+        /// The values allowed, as text.
+        values: Vec<String>,
+    },
+    /// Every value of `column` appears in `field` of table `to`.
+    Relationships {
+        /// The column checked.
+        column: String,
+        /// The table it refers to.
+        to: String,
+        /// The column of `to` it must match.
+        field: String,
+    },
+    /// Custom SQL: every row it returns is a failure.
+    Sql {
+        /// The query.
+        sql: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// A load: where a table is published and how its files are laid out.
 pub struct Load {
+    /// The table published (the id of the task that produces it).
     pub table: String,
     /// A local folder or an `s3://bucket/prefix` URI; the table's files live under it.
     pub path: String,
+    /// Columns that become hive folders (`year=2018/`), in order.
     pub partition_by: Vec<String>,
+    /// The Parquet compression.
     pub compression: Compression,
 }
 
@@ -224,10 +295,12 @@ impl PlannedTask {
         &self.id
     }
 
+    /// Its `description:`, if any.
     pub fn description(&self) -> Option<&str> {
         self.description.as_deref()
     }
 
+    /// Which kind of task it is.
     pub fn kind(&self) -> TaskKind {
         self.kind
     }
@@ -247,6 +320,7 @@ impl PlannedTask {
         &self.engine
     }
 
+    /// Its retry policy (its own `retry:` over `defaults.retry`).
     pub fn retry(&self) -> &RetryPolicy {
         &self.retry
     }
@@ -321,10 +395,12 @@ impl Plan {
         self
     }
 
+    /// The pipeline's `name:`.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The pipeline's `description:`, if any.
     pub fn description(&self) -> Option<&str> {
         self.description.as_deref()
     }
@@ -375,7 +451,7 @@ impl Plan {
     }
 
     /// For each task, the producers of the tables it reads.
-    pub fn producers_read(&self) -> Vec<Vec<usize>> {
+    pub(crate) fn producers_read(&self) -> Vec<Vec<usize>> {
         let producers: HashMap<&str, usize> =
             self.tasks.iter().filter_map(|t| t.table().map(|name| (name, t.index))).collect();
         self.tasks.iter().map(|t| t.tables_read().iter().filter_map(|n| producers.get(n).copied()).collect()).collect()
@@ -416,17 +492,18 @@ impl Plan {
         self.paths().iter().any(|p| crate::storage::is_s3(&p.path))
     }
 
+    /// The task with this id.
     pub fn task(&self, id: &str) -> Option<&PlannedTask> {
         self.tasks.iter().find(|t| t.id == id)
     }
 
     /// Indices of tasks that depend directly on `index`, in file order.
-    pub fn dependents(&self, index: usize) -> &[usize] {
+    pub(crate) fn dependents(&self, index: usize) -> &[usize] {
         &self.dependents[index]
     }
 
     /// Every task `index` depends on, directly or not.
-    pub fn ancestors(&self, index: usize) -> BTreeSet<usize> {
+    pub(crate) fn ancestors(&self, index: usize) -> BTreeSet<usize> {
         let mut seen = BTreeSet::new();
         let mut stack = self.tasks[index].deps.clone();
         while let Some(i) = stack.pop() {
@@ -438,7 +515,7 @@ impl Plan {
     }
 
     /// Every task that depends on `index`, directly or not.
-    pub fn descendants(&self, index: usize) -> BTreeSet<usize> {
+    pub(crate) fn descendants(&self, index: usize) -> BTreeSet<usize> {
         let mut seen = BTreeSet::new();
         let mut stack = self.dependents(index).to_vec();
         while let Some(i) = stack.pop() {
@@ -486,7 +563,7 @@ impl Plan {
     }
 
     /// Task indices with every task after its dependencies; ties keep file order.
-    pub fn topological_order(&self) -> Vec<usize> {
+    pub(crate) fn topological_order(&self) -> Vec<usize> {
         let mut remaining: Vec<usize> = self.tasks.iter().map(|t| t.deps.len()).collect();
         let mut ready: BTreeSet<usize> = (0..self.tasks.len()).filter(|&i| remaining[i] == 0).collect();
         let mut order = Vec::with_capacity(self.tasks.len());

@@ -24,6 +24,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome as records and reports spell it.
     pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Succeeded => "succeeded",
@@ -47,8 +48,11 @@ pub const LATEST: &str = "LATEST";
 /// A run record. Versioned by `format`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// The record's format version.
     pub format: u32,
+    /// The dagrun that ran it.
     pub dagrun_version: String,
+    /// The pipeline file, as given.
     pub pipeline_file: String,
     /// SHA-256 of the pipeline file's text.
     pub pipeline_sha256: String,
@@ -56,9 +60,12 @@ pub struct RunRecord {
     pub vars: BTreeMap<String, String>,
     /// Where this record and the run's quarantine files live.
     pub run_dir: String,
+    /// How the run ended.
     pub outcome: Outcome,
+    /// The exit code dagrun gave.
     pub exit_code: i32,
     #[serde(flatten)]
+    /// What the executor reported, task by task.
     pub report: RunReport,
     /// Published tables by name: where the load wrote them (for reports and readers).
     pub tables: BTreeMap<String, String>,
@@ -69,12 +76,15 @@ pub struct RunRecord {
     #[serde(default)]
     pub s3_endpoint_url: Option<String>,
     #[serde(default)]
+    /// The S3 region, when set.
     pub s3_region: Option<String>,
     #[serde(default)]
+    /// Path-style S3 addressing, when set.
     pub s3_path_style: Option<bool>,
 }
 
 impl RunRecord {
+    /// The record of a run of `plan`, kept in `run_dir`.
     pub fn new(plan: &Plan, report: RunReport, run_dir: String) -> Self {
         let outcome = if report.interrupted {
             Outcome::Interrupted
@@ -124,6 +134,7 @@ impl RunRecord {
         &self.report.pipeline
     }
 
+    /// How many tasks ended in `state`.
     pub fn count(&self, state: TaskState) -> usize {
         self.report.tasks.iter().filter(|t| t.state == state).count()
     }

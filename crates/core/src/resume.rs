@@ -21,7 +21,9 @@ use crate::storage::{MANIFEST, Storages, TableManifest, compile_glob};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Force {
     #[default]
+    /// Only what is stale runs.
     Nothing,
+    /// Everything runs.
     All,
     /// These tasks and everything downstream of them.
     Tasks(Vec<String>),

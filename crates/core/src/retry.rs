@@ -15,9 +15,13 @@ use crate::units::format_duration;
 pub struct RetryPolicy {
     /// Attempts in all, the first one included (1 = no retries).
     pub max_attempts: u32,
+    /// The wait before the first retry, before jitter.
     pub initial_delay: Duration,
+    /// How much longer each further wait is.
     pub multiplier: f64,
+    /// The longest wait, before jitter.
     pub max_delay: Duration,
+    /// How waits are randomised.
     pub jitter: Jitter,
 }
 

@@ -23,14 +23,14 @@ macro_rules! decode_enum {
 
         impl $name {
             /// The names accepted in a pipeline file (canonical names first).
-            pub const NAMES: &'static [&'static str] = &[$($text),*];
+            pub(crate) const NAMES: &'static [&'static str] = &[$($text),*];
 
             /// The canonical name.
             pub fn as_str(&self) -> &'static str {
                 match self { $( $name::$variant => $text ),* }
             }
 
-            pub fn from_name(name: &str) -> Option<Self> {
+            pub(crate) fn from_name(name: &str) -> Option<Self> {
                 match name { $( $text $(| $alias)* => Some($name::$variant), )* _ => None }
             }
         }
@@ -103,9 +103,13 @@ decode_enum! {
 decode_enum! {
     /// A column type in an extract schema.
     pub enum ColumnType as "column type" {
+        /// Text, kept byte-exact; numbers keep their source spelling.
         String = "string" | "str" | "text" | "varchar",
+        /// A 64-bit integer; whole floats such as `1.0` count.
         Int = "int" | "bigint" | "long" | "int64" | "integer",
+        /// A 64-bit float.
         Float = "float" | "double" | "float64",
+        /// `true` or `false`.
         Bool = "bool" | "boolean",
         /// Epoch milliseconds, read as a UTC timestamp.
         TimestampMs = "timestamp_ms",
@@ -115,8 +119,11 @@ decode_enum! {
 decode_enum! {
     /// Parquet compression codec.
     pub enum Compression as "compression" {
+        /// Zstandard (the default): small files, fast to read.
         Zstd = "zstd",
+        /// Snappy: what many Spark jobs write.
         Snappy = "snappy",
+        /// No compression.
         Uncompressed = "none" | "uncompressed",
     }
 }
@@ -156,13 +163,21 @@ decode_enum! {
 decode_enum! {
     /// S3 storage class of written objects.
     pub enum StorageClass as "storage class" {
+        /// S3 Standard.
         Standard = "STANDARD",
+        /// Standard-Infrequent Access: each object billed as at least 128 KB for 30 days.
         StandardIa = "STANDARD_IA",
+        /// One Zone-Infrequent Access.
         OnezoneIa = "ONEZONE_IA",
+        /// Intelligent-Tiering.
         IntelligentTiering = "INTELLIGENT_TIERING",
+        /// Reduced Redundancy (deprecated by AWS).
         ReducedRedundancy = "REDUCED_REDUNDANCY",
+        /// Glacier Instant Retrieval.
         GlacierIr = "GLACIER_IR",
+        /// Glacier Flexible Retrieval: objects must be restored before they are read.
         Glacier = "GLACIER",
+        /// Glacier Deep Archive: objects must be restored before they are read.
         DeepArchive = "DEEP_ARCHIVE",
     }
 }
@@ -199,15 +214,18 @@ decode_struct! {
 decode_enum! {
     /// The role of an EMR instance group or fleet.
     pub enum InstanceRole as "instance role" {
+        /// The one node that runs the driver.
         Master = "master" | "MASTER" | "primary",
+        /// Nodes that run executors and hold HDFS.
         Core = "core" | "CORE",
+        /// Nodes that only run executors.
         Task = "task" | "TASK",
     }
 }
 
 impl InstanceRole {
     /// The name in EMR's API.
-    pub fn api(&self) -> &'static str {
+    pub(crate) fn api(&self) -> &'static str {
         match self {
             InstanceRole::Master => "MASTER",
             InstanceRole::Core => "CORE",
@@ -219,14 +237,16 @@ impl InstanceRole {
 decode_enum! {
     /// How EMR instances are bought.
     pub enum Market as "market" {
+        /// At the on-demand price.
         OnDemand = "on_demand" | "ON_DEMAND" | "on-demand",
+        /// Spare capacity at the spot price, which AWS may take back.
         Spot = "spot" | "SPOT",
     }
 }
 
 impl Market {
     /// The name in EMR's API.
-    pub fn api(&self) -> &'static str {
+    pub(crate) fn api(&self) -> &'static str {
         match self {
             Market::OnDemand => "ON_DEMAND",
             Market::Spot => "SPOT",
@@ -276,7 +296,7 @@ decode_struct! {
 
 /// One task as written.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaskSpec {
+pub(crate) struct TaskSpec {
     pub pos: Pos,
     pub id: Located<String>,
     pub kind: Located<TaskKind>,
@@ -290,7 +310,7 @@ pub struct TaskSpec {
 
 /// The parameters of each task kind.
 #[derive(Debug, Clone, PartialEq)]
-pub enum TaskParams {
+pub(crate) enum TaskParams {
     Extract(ExtractSpec),
     Transform(TransformSpec),
     QualityCheck(QualityCheckSpec),
@@ -298,11 +318,11 @@ pub enum TaskParams {
 }
 
 /// Keys every task accepts, whatever its kind.
-pub const TASK_COMMON_KEYS: &[&str] = &["id", "kind", "description", "depends_on", "engine", "retry", "timeout"];
+pub(crate) const TASK_COMMON_KEYS: &[&str] = &["id", "kind", "description", "depends_on", "engine", "retry", "timeout"];
 
 impl TaskKind {
     /// The kind-specific keys of a task of this kind.
-    pub fn param_keys(&self) -> &'static [&'static str] {
+    pub(crate) fn param_keys(&self) -> &'static [&'static str] {
         match self {
             TaskKind::Extract => ExtractSpec::KEYS,
             TaskKind::Transform => TransformSpec::KEYS,
@@ -311,7 +331,8 @@ impl TaskKind {
         }
     }
 
-    pub const ALL: [TaskKind; 4] = [TaskKind::Extract, TaskKind::Transform, TaskKind::QualityCheck, TaskKind::Load];
+    pub(crate) const ALL: [TaskKind; 4] =
+        [TaskKind::Extract, TaskKind::Transform, TaskKind::QualityCheck, TaskKind::Load];
 }
 
 impl Decode for TaskSpec {
@@ -436,7 +457,7 @@ decode_struct! {
 
 /// A schema column: a type, or a type read from a differently named source field.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ColumnSpec {
+pub(crate) struct ColumnSpec {
     pub pos: Pos,
     pub ty: Located<ColumnType>,
     /// The JSON field to read; `None` means the column's own name.
@@ -466,7 +487,7 @@ impl Decode for ColumnSpec {
 
 /// One check in a `quality_check` task: exactly one check key, plus optional `name` and `severity`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CheckSpec {
+pub(crate) struct CheckSpec {
     pub pos: Pos,
     pub name: Option<Located<String>>,
     pub severity: Option<Located<CheckSeverity>>,
@@ -475,7 +496,7 @@ pub struct CheckSpec {
 
 /// The check itself.
 #[derive(Debug, Clone, PartialEq)]
-pub enum CheckKindSpec {
+pub(crate) enum CheckKindSpec {
     /// Each listed column has no nulls.
     NotNull(Vec<Located<String>>),
     /// The listed columns, taken together, identify one row.
@@ -491,20 +512,7 @@ pub enum CheckKindSpec {
 }
 
 /// The check keys, one of which each check must have.
-pub const CHECK_KEYS: &[&str] = &["not_null", "unique", "row_count", "accepted_values", "relationships", "sql"];
-
-impl CheckKindSpec {
-    pub fn key(&self) -> &'static str {
-        match self {
-            CheckKindSpec::NotNull(_) => "not_null",
-            CheckKindSpec::Unique(_) => "unique",
-            CheckKindSpec::RowCount { .. } => "row_count",
-            CheckKindSpec::AcceptedValues { .. } => "accepted_values",
-            CheckKindSpec::Relationships { .. } => "relationships",
-            CheckKindSpec::Sql(_) => "sql",
-        }
-    }
-}
+pub(crate) const CHECK_KEYS: &[&str] = &["not_null", "unique", "row_count", "accepted_values", "relationships", "sql"];
 
 impl Decode for CheckSpec {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
@@ -572,7 +580,7 @@ fn decode_check_kind(key: &str, map: &MapReader<'_>, cx: &mut Decoder) -> Option
 /// problems of the others. `vars` and `engines` are read apart: variables before anything else,
 /// the EMR section only when a task runs there.
 #[derive(Debug, Clone)]
-pub struct PipelineSpec {
+pub(crate) struct PipelineSpec {
     pub name: Option<Located<String>>,
     pub description: Option<Located<String>>,
     pub runs: Option<Located<String>>,
@@ -585,7 +593,7 @@ pub struct PipelineSpec {
     pub has_tasks_key: bool,
 }
 
-pub const TOP_KEYS: &[&str] =
+pub(crate) const TOP_KEYS: &[&str] =
     &["name", "description", "vars", "runs", "storage", "engines", "defaults", "tasks", "report"];
 
 impl Decode for PipelineSpec {

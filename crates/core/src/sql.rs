@@ -15,8 +15,11 @@ use crate::diagnostic::{Pos, SourceFile};
 /// A SQL problem, positioned inside the SQL text (1-based; 0 when unknown).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlError {
+    /// What the parser says.
     pub message: String,
+    /// The 1-based line in the SQL text.
     pub line: u32,
+    /// The 1-based column in that line.
     pub column: u32,
 }
 
@@ -92,7 +95,7 @@ fn parse_error(text: &str) -> SqlError {
 /// Maps a (line, column) inside a SQL string to its place in the pipeline file. The SQL lines are
 /// found verbatim in the source after the scalar's start (true for block scalars `|`, and for
 /// single-line scalars); otherwise the scalar's own position is used.
-pub fn locate(source: &SourceFile, sql: &Located<String>, line: u32, column: u32) -> Pos {
+pub(crate) fn locate(source: &SourceFile, sql: &Located<String>, line: u32, column: u32) -> Pos {
     if line == 0 {
         return sql.pos;
     }
@@ -122,7 +125,7 @@ pub fn locate(source: &SourceFile, sql: &Located<String>, line: u32, column: u32
 }
 
 /// The position of the first whole-word occurrence of `word` in a SQL scalar.
-pub fn locate_word(source: &SourceFile, sql: &Located<String>, word: &str) -> Pos {
+pub(crate) fn locate_word(source: &SourceFile, sql: &Located<String>, word: &str) -> Pos {
     for (n, line) in sql.value.lines().enumerate() {
         let mut from = 0;
         while let Some(i) = line[from..].find(word) {

@@ -12,7 +12,7 @@ use crate::diagnostic::{Diagnostic, Pos, SourceFile, suggestion};
 use crate::yaml::{Node, Value};
 
 /// Built-in variables that need no declaration.
-pub const BUILTIN_VARS: &[&str] = &["pipeline_dir"];
+pub(crate) const BUILTIN_VARS: &[&str] = &["pipeline_dir"];
 
 /// Where variable values come from, besides the pipeline file.
 #[derive(Clone, Default)]
@@ -46,14 +46,14 @@ impl VarInputs {
 
 /// One reference inside a string: where it starts (byte offset in that string), its length, and what it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reference {
+pub(crate) enum Reference {
     Var(String),
     Env { name: String, default: Option<String> },
 }
 
 /// A problem found while expanding one string.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpandError {
+pub(crate) struct ExpandError {
     /// Byte offset of the `${` in the expanded string.
     pub offset: usize,
     /// Byte length of the whole `${...}` reference.
@@ -63,7 +63,7 @@ pub struct ExpandError {
 }
 
 /// Expands every `${...}` in `text` with `lookup`, collecting every error.
-pub fn expand(
+pub(crate) fn expand(
     text: &str,
     mut lookup: impl FnMut(&Reference) -> Result<String, (String, Option<String>)>,
 ) -> Result<String, Vec<ExpandError>> {
@@ -129,7 +129,7 @@ fn parse_reference(inner: &str) -> Result<Reference, String> {
     Ok(Reference::Var(inner.to_string()))
 }
 
-pub fn is_identifier(name: &str) -> bool {
+pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -137,7 +137,7 @@ pub fn is_identifier(name: &str) -> bool {
 
 /// A declared variable as written in the file.
 #[derive(Debug, Clone)]
-pub struct DeclaredVar {
+pub(crate) struct DeclaredVar {
     pub name: String,
     pub name_pos: Pos,
     /// `None` when declared without a value (`role: ~`): it must come from `--set`.
@@ -157,6 +157,7 @@ pub struct Vars {
 }
 
 impl Vars {
+    /// The value of variable `name`, if it is set.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).and_then(|v| v.as_deref())
     }
@@ -173,7 +174,7 @@ impl Vars {
 
 /// Whether a variable holds a secret by its name (password, token, secret, credential, ...):
 /// such values never appear in plans, logs or run records.
-pub fn is_secret_name(name: &str) -> bool {
+pub(crate) fn is_secret_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     ["secret", "password", "passwd", "token", "credential", "private_key", "api_key", "access_key"]
         .iter()
@@ -181,7 +182,7 @@ pub fn is_secret_name(name: &str) -> bool {
 }
 
 /// Resolves declared variables against overrides, builtins and the environment.
-pub fn resolve(
+pub(crate) fn resolve(
     declared: &[DeclaredVar],
     inputs: &VarInputs,
     source: &SourceFile,
@@ -337,7 +338,7 @@ fn locate_in_scalar(source: &SourceFile, node: Option<&Node>, value: &str, offse
 }
 
 /// Expands references in every string of `node` (recursively), reporting problems at their place.
-pub fn interpolate_tree(
+pub(crate) fn interpolate_tree(
     node: &mut Node,
     vars: &Vars,
     declared: &[DeclaredVar],

@@ -15,21 +15,21 @@ use crate::diagnostic::{Diagnostic, Pos, SourceFile};
 
 /// A YAML node with its position.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
+pub(crate) struct Node {
     pub pos: Pos,
     pub value: Value,
 }
 
 /// A mapping key with its position.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Key {
+pub(crate) struct Key {
     pub name: String,
     pub pos: Pos,
 }
 
 /// The value of a YAML node. Mappings keep their keys in file order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub(crate) enum Value {
     Null,
     Bool(bool),
     Int(i64),
@@ -41,7 +41,7 @@ pub enum Value {
 
 impl Value {
     /// How this value is named in "expected X, found Y" messages.
-    pub fn describe(&self) -> &'static str {
+    pub(crate) fn describe(&self) -> &'static str {
         match self {
             Value::Null => "nothing (null)",
             Value::Bool(_) => "true/false",
@@ -56,7 +56,7 @@ impl Value {
 
 impl Node {
     /// The value of key `name` when this node is a mapping.
-    pub fn get(&self, name: &str) -> Option<&Node> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Node> {
         match &self.value {
             Value::Map(entries) => entries.iter().find(|(k, _)| k.name == name).map(|(_, v)| v),
             _ => None,
@@ -64,7 +64,8 @@ impl Node {
     }
 
     /// The key `name` itself (with its position) when this node is a mapping.
-    pub fn key(&self, name: &str) -> Option<&Key> {
+    #[cfg(test)]
+    pub(crate) fn key(&self, name: &str) -> Option<&Key> {
         match &self.value {
             Value::Map(entries) => entries.iter().find(|(k, _)| k.name == name).map(|(k, _)| k),
             _ => None,
@@ -73,7 +74,7 @@ impl Node {
 }
 
 /// Parses a whole pipeline file. A syntax error comes back as one located diagnostic.
-pub fn parse(source: &SourceFile) -> Result<Node, Diagnostic> {
+pub(crate) fn parse(source: &SourceFile) -> Result<Node, Diagnostic> {
     if source.text.trim().is_empty() {
         return Ok(Node { pos: Pos { line: 1, col: 1, offset: Some(0), len: 0 }, value: Value::Null });
     }

@@ -13,10 +13,10 @@ use polars::sql::SQLContext;
 use crate::error::{Error, Result};
 
 /// How many failing rows a result keeps.
-pub const SAMPLE_ROWS: usize = 5;
+pub(crate) const SAMPLE_ROWS: usize = 5;
 
 /// Runs one check against `table` (named `table_name`); `tables` holds every table the task reads.
-pub fn run(check: &Check, table_name: &str, tables: &BTreeMap<String, DataFrame>) -> Result<CheckResult> {
+pub(crate) fn run(check: &Check, table_name: &str, tables: &BTreeMap<String, DataFrame>) -> Result<CheckResult> {
     let df = tables.get(table_name).ok_or_else(|| Error::MissingTable(table_name.to_string()))?;
     let has = |column: &str| -> Result<()> {
         if df.schema().contains(column) { Ok(()) } else { Err(missing_column(table_name, column, df)) }
@@ -135,7 +135,7 @@ fn missing_column(table: &str, column: &str, df: &DataFrame) -> Error {
 }
 
 /// Rows as `col=value, col=value`, strings quoted.
-pub fn format_rows(df: &DataFrame) -> Vec<String> {
+pub(crate) fn format_rows(df: &DataFrame) -> Vec<String> {
     let names: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
     (0..df.height())
         .filter_map(|i| df.get_row(i).ok())

@@ -4,6 +4,7 @@
 use dagrun_core::engine::TaskError;
 use dagrun_core::storage::{StorageError, StorageErrorKind};
 
+/// Why the local engine could not do a task.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or writing files failed.
@@ -12,7 +13,9 @@ pub enum Error {
     /// Polars refused an operation (bad SQL, a type mismatch, ...).
     #[error("{context}: {source}")]
     Polars {
+        /// What was being done.
         context: String,
+        /// What Polars said.
         #[source]
         source: polars::prelude::PolarsError,
     },
@@ -21,7 +24,14 @@ pub enum Error {
     MissingTable(String),
     /// A column named in the pipeline is not in the table.
     #[error("table `{table}` has no column `{column}` (columns: {available})")]
-    MissingColumn { table: String, column: String, available: String },
+    MissingColumn {
+        /// The table.
+        table: String,
+        /// The column it lacks.
+        column: String,
+        /// The columns it has, comma-separated.
+        available: String,
+    },
     /// A partition value or path cannot be written safely.
     #[error("{0}")]
     InvalidOutput(String),
@@ -37,10 +47,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// A Polars failure while doing `context`.
     pub fn polars(context: impl Into<String>, source: polars::prelude::PolarsError) -> Self {
         Error::Polars { context: context.into(), source }
     }
 
+    /// Whether another attempt could help (a transient storage failure).
     pub fn retryable(&self) -> bool {
         matches!(self, Error::Storage(e) if e.kind == StorageErrorKind::Transient)
     }
@@ -52,4 +64,5 @@ impl From<Error> for TaskError {
     }
 }
 
+/// The local engine's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -27,7 +27,7 @@ const BATCH_FILES: usize = 50_000;
 const CHUNK_BYTES: usize = 4 << 20;
 
 /// What an extract produced.
-pub struct Extracted {
+pub(crate) struct Extracted {
     pub table: DataFrame,
     pub files: usize,
     pub records: u64,
@@ -39,7 +39,7 @@ pub struct Extracted {
 /// after a transient failure then reads only what is missing, so under a sustained fault rate each
 /// attempt makes progress instead of starting over. Kept only for the same listing.
 #[derive(Default)]
-pub struct Carry {
+pub(crate) struct Carry {
     listing: u64,
     batches_done: usize,
     frames: Vec<DataFrame>,
@@ -64,7 +64,7 @@ fn listing_hash(files: &[ObjectMeta]) -> u64 {
     h.finish()
 }
 
-pub async fn run(
+pub(crate) async fn run(
     spec: &Extract,
     storages: &Storages,
     storage: &Arc<dyn Storage>,

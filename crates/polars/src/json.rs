@@ -19,7 +19,7 @@ use crate::strings::StringColumn;
 
 /// A record set aside because it could not be parsed or cast.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct BadRecord {
+pub(crate) struct BadRecord {
     pub file: String,
     /// 1-based line where the record starts.
     pub line: u64,
@@ -29,18 +29,18 @@ pub struct BadRecord {
 }
 
 /// How much of a bad record's text is kept.
-pub const MAX_RECORD_TEXT: usize = 4096;
+pub(crate) const MAX_RECORD_TEXT: usize = 4096;
 
 /// The declared schema, prepared for fast field lookup.
 #[derive(Debug, Clone)]
-pub struct RecordSchema {
+pub(crate) struct RecordSchema {
     pub columns: Vec<ColumnDecl>,
     /// Source field -> the columns read from it (a field may feed several columns).
     fields: Vec<(String, Vec<usize>)>,
 }
 
 impl RecordSchema {
-    pub fn new(columns: Vec<ColumnDecl>) -> Self {
+    pub(crate) fn new(columns: Vec<ColumnDecl>) -> Self {
         let mut fields: Vec<(String, Vec<usize>)> = Vec::new();
         for (i, c) in columns.iter().enumerate() {
             match fields.iter_mut().find(|(f, _)| *f == c.from) {
@@ -60,12 +60,12 @@ impl RecordSchema {
     }
 
     /// The Polars schema of the columns this produces.
-    pub fn polars_schema(&self) -> Schema {
+    pub(crate) fn polars_schema(&self) -> Schema {
         self.columns.iter().map(|c| Field::new(c.name.as_str().into(), dtype(c.ty))).collect()
     }
 }
 
-pub fn dtype(ty: ColumnType) -> DataType {
+pub(crate) fn dtype(ty: ColumnType) -> DataType {
     match ty {
         ColumnType::String => DataType::String,
         ColumnType::Int => DataType::Int64,
@@ -93,7 +93,7 @@ enum Builder {
 }
 
 /// Parses records into columns. One per worker; results are concatenated in input order.
-pub struct Batch<'s> {
+pub(crate) struct Batch<'s> {
     schema: &'s RecordSchema,
     builders: Vec<Builder>,
     /// Where each column's value is in the record being parsed (fast path).
@@ -105,7 +105,7 @@ pub struct Batch<'s> {
 }
 
 impl<'s> Batch<'s> {
-    pub fn new(schema: &'s RecordSchema, capacity: usize) -> Self {
+    pub(crate) fn new(schema: &'s RecordSchema, capacity: usize) -> Self {
         let builders = schema
             .columns
             .iter()
@@ -126,7 +126,7 @@ impl<'s> Batch<'s> {
 
     /// Parses every non-blank line of `text` as one record; `first_line` is the line number of
     /// the first line of `text` in its file. Returns the number of line breaks in `text`.
-    pub fn push_lines(&mut self, file: &str, text: &[u8], first_line: u64) -> u64 {
+    pub(crate) fn push_lines(&mut self, file: &str, text: &[u8], first_line: u64) -> u64 {
         let mut line_no = first_line;
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len())) {
@@ -142,7 +142,7 @@ impl<'s> Batch<'s> {
 
     /// Parses a whole file holding JSON documents: one object, several concatenated objects, or
     /// arrays of objects. An unparseable tail is quarantined as one record.
-    pub fn push_documents(&mut self, file: &str, text: &[u8]) {
+    pub(crate) fn push_documents(&mut self, file: &str, text: &[u8]) {
         let mut stream = serde_json::Deserializer::from_slice(text).into_iter::<&RawValue>();
         loop {
             let start = skip_ws(text, stream.byte_offset());
@@ -187,7 +187,7 @@ impl<'s> Batch<'s> {
 
     /// Parses one record. It is appended only if every declared column converts. Flat objects
     /// take the fast path ([`scan`]); everything else, errors included, the full parser.
-    pub fn push_record(&mut self, file: &str, line: u64, raw: &[u8]) {
+    pub(crate) fn push_record(&mut self, file: &str, line: u64, raw: &[u8]) {
         let schema = self.schema;
         let mut slots = std::mem::take(&mut self.slots);
         slots.fill(None);
@@ -219,7 +219,7 @@ impl<'s> Batch<'s> {
     }
 
     /// The parsed rows as a DataFrame with the declared column types.
-    pub fn finish(self) -> PolarsResult<DataFrame> {
+    pub(crate) fn finish(self) -> PolarsResult<DataFrame> {
         let columns: Vec<Column> = self
             .builders
             .into_iter()
@@ -244,7 +244,8 @@ impl<'s> Batch<'s> {
         DataFrame::new(self.rows, columns)
     }
 
-    pub fn rows(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> usize {
         self.rows
     }
 }
@@ -358,9 +359,9 @@ fn convert(ty: ColumnType, text: Option<&str>) -> Result<Cell<'_>, &'static str>
 
 /// 0001-01-01T00:00:00Z in epoch milliseconds: the first instant common readers (DuckDB, Spark,
 /// pyarrow) accept.
-pub const MIN_TIMESTAMP_MS: i64 = -62_135_596_800_000;
+pub(crate) const MIN_TIMESTAMP_MS: i64 = -62_135_596_800_000;
 /// 9999-12-31T23:59:59.999Z in epoch milliseconds: the last one.
-pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+pub(crate) const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
 
 /// An integer, or a float with no fractional part (`1540919166796.0`), within i64.
 fn parse_whole(text: &str) -> Option<i64> {

@@ -11,16 +11,16 @@
 //! dropped as soon as no remaining task reads them; a table larger than the spill threshold is
 //! kept in a local Parquet file instead ([`spill`]).
 
-pub mod checks;
+mod checks;
 pub mod error;
-pub mod extract;
-pub mod json;
-pub mod load;
+mod extract;
+mod json;
+mod load;
 pub mod published;
 mod scan;
-pub mod spill;
-pub mod strings;
-pub mod transform;
+mod spill;
+mod strings;
+mod transform;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -56,7 +56,7 @@ pub struct LocalOptions {
 }
 
 /// The default spill threshold: 1 GiB.
-pub const DEFAULT_SPILL_ABOVE: u64 = 1 << 30;
+pub(crate) const DEFAULT_SPILL_ABOVE: u64 = 1 << 30;
 
 impl Default for LocalOptions {
     fn default() -> Self {
@@ -119,11 +119,6 @@ pub(crate) fn release_free_memory() {
     }
 }
 
-/// Worker threads the local engine uses.
-pub fn worker_threads() -> usize {
-    polars_core::runtime::THREAD_POOL.current_num_threads()
-}
-
 /// Spill folders are `<TMPDIR>/dagrun-spill-<pid>-<random>`.
 const SPILL_PREFIX: &str = "dagrun-spill-";
 
@@ -149,6 +144,7 @@ pub fn remove_dead_spills() {
 }
 
 impl LocalEngine {
+    /// A local engine reading and writing through `storages`.
     pub fn new(storages: Storages, options: LocalOptions) -> Result<Self, Error> {
         Ok(Self {
             storages,
@@ -251,13 +247,6 @@ impl LocalEngine {
         }
         let n = self.spills.fetch_add(1, Ordering::Relaxed);
         Ok(dir.as_ref().expect("made above").path().join(format!("{name}-{n}.parquet")))
-    }
-
-    /// A table this run produced, whole in memory (a spilled one is read back), for tests and
-    /// embedding.
-    pub fn get_table(&self, name: &str) -> Option<DataFrame> {
-        let table = self.tables.lock().expect("table store").get(name).cloned()?;
-        table.materialize().ok()
     }
 
     async fn run_task(&self, task: &PlannedTask, cx: &TaskContext) -> Result<TaskOutput, TaskError> {

@@ -20,12 +20,12 @@ use tracing::info;
 use crate::error::{Error, Result};
 
 /// The folder name Hive, Spark and Polars use for a null (or empty) partition value.
-pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+pub(crate) const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 /// File systems refuse longer names.
 const MAX_SEGMENT_BYTES: usize = 255;
 
 /// What a load wrote.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub rows: u64,
     pub files: usize,
     pub partitions: usize,
@@ -34,7 +34,7 @@ pub struct Loaded {
 /// Escapes one partition value the way Hive's `FileUtils.escapePathName` does. A literal value
 /// spelled like the default partition gets its first `_` escaped, so that readers unescape it back
 /// to the text it was instead of reading it as null.
-pub fn escape_partition_value(value: &str) -> String {
+pub(crate) fn escape_partition_value(value: &str) -> String {
     if value.is_empty() {
         return DEFAULT_PARTITION.to_string();
     }
@@ -73,7 +73,7 @@ pub fn escape_partition_value(value: &str) -> String {
 }
 
 /// The folder segment `column=value` for one partition key value.
-pub fn partition_segment(column: &str, value: Option<&str>) -> Result<String> {
+pub(crate) fn partition_segment(column: &str, value: Option<&str>) -> Result<String> {
     let value = value.map_or_else(|| DEFAULT_PARTITION.to_string(), escape_partition_value);
     let segment = format!("{}={value}", escape_partition_value(column));
     if segment.len() > MAX_SEGMENT_BYTES {
@@ -124,7 +124,7 @@ const SLICE_FILES: usize = 1024;
 /// Splits the table into its files: `(relative path, rows)` in a deterministic order. Rows are
 /// grouped by the folder their values are written to, not by the values: a null and an empty
 /// value (both `__HIVE_DEFAULT_PARTITION__`) share one file, so neither overwrites the other.
-pub fn partition(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, DataFrame)>> {
+pub(crate) fn partition(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, DataFrame)>> {
     for column in &spec.partition_by {
         if !df.schema().contains(column) {
             let available: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
@@ -185,18 +185,19 @@ fn merge_same_paths(named: Vec<(String, DataFrame)>) -> Result<Vec<(String, Data
 }
 
 /// Encodes files in parallel: `(relative path, Parquet bytes)`, in the same order.
-pub fn encode_all(parts: Vec<(String, DataFrame)>, compression: Compression) -> Result<Vec<(String, Vec<u8>)>> {
+pub(crate) fn encode_all(parts: Vec<(String, DataFrame)>, compression: Compression) -> Result<Vec<(String, Vec<u8>)>> {
     parts.into_par_iter().map(|(path, df)| Ok((path, encode(df, compression)?))).collect()
 }
 
+#[cfg(test)]
 /// Encodes the table into files: `(relative path, bytes)` in a deterministic order.
-pub fn encode_files(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, Vec<u8>)>> {
+pub(crate) fn encode_files(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, Vec<u8>)>> {
     encode_all(partition(table_name, df, spec)?, spec.compression)
 }
 
 /// Writes `df` to a staging folder next to `spec.path`, then publishes it atomically. Files are
 /// encoded a slice at a time on the workers while the slice before is being written.
-pub async fn run(
+pub(crate) async fn run(
     fingerprint: Option<String>,
     df: DataFrame,
     spec: &Load,

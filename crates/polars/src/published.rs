@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::load::DEFAULT_PARTITION;
 
 /// Undoes [`crate::load::escape_partition_value`].
-pub fn unescape_partition_value(text: &str) -> String {
+pub(crate) fn unescape_partition_value(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

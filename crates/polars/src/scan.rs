@@ -7,12 +7,16 @@
 //! parser does (tested against it).
 
 /// Where one value is in the record: `start..end`, quotes included for strings.
-pub type Span = (u32, u32);
+pub(crate) type Span = (u32, u32);
 
 /// Scans `raw` (valid UTF-8, trimmed) as one flat object. `wanted` maps a key to the slots its value
 /// goes into. Returns false, with `slots` in an unspecified state, when the full parser must
 /// decide.
-pub fn flat_object<'k>(raw: &[u8], wanted: impl Fn(&[u8]) -> Option<&'k [usize]>, slots: &mut [Option<Span>]) -> bool {
+pub(crate) fn flat_object<'k>(
+    raw: &[u8],
+    wanted: impl Fn(&[u8]) -> Option<&'k [usize]>,
+    slots: &mut [Option<Span>],
+) -> bool {
     if raw.len() >= u32::MAX as usize {
         return false;
     }

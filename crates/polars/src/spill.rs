@@ -13,17 +13,15 @@ use crate::error::{Error, Result};
 
 /// A table produced by a task of this run.
 #[derive(Clone)]
-pub enum Table {
+pub(crate) enum Table {
     Memory(DataFrame),
     Spilled(Arc<Spilled>),
 }
 
 /// A table kept in a local Parquet file; the file goes when the last reference does.
-pub struct Spilled {
+pub(crate) struct Spilled {
     pub path: PathBuf,
     pub rows: usize,
-    /// Its size in memory when it was written.
-    pub bytes: usize,
 }
 
 impl Drop for Spilled {
@@ -33,7 +31,7 @@ impl Drop for Spilled {
 }
 
 impl Table {
-    pub fn height(&self) -> usize {
+    pub(crate) fn height(&self) -> usize {
         match self {
             Table::Memory(df) => df.height(),
             Table::Spilled(s) => s.rows,
@@ -42,7 +40,7 @@ impl Table {
 
     /// The table as a lazy query: a spilled table is scanned, so filters and projections are
     /// pushed into the read.
-    pub fn lazy(&self) -> Result<LazyFrame> {
+    pub(crate) fn lazy(&self) -> Result<LazyFrame> {
         match self {
             Table::Memory(df) => Ok(df.clone().lazy()),
             Table::Spilled(s) => {
@@ -56,7 +54,7 @@ impl Table {
     }
 
     /// The whole table in memory (blocking: call it on the workers).
-    pub fn materialize(&self) -> Result<DataFrame> {
+    pub(crate) fn materialize(&self) -> Result<DataFrame> {
         match self {
             Table::Memory(df) => Ok(df.clone()),
             Table::Spilled(s) => {
@@ -76,13 +74,12 @@ const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// Writes `df` to `path` (blocking: call it on the workers). LZ4 keeps it fast to write and read;
 /// statistics let a filter skip row groups.
-pub fn spill(df: DataFrame, path: PathBuf) -> Result<Spilled> {
+pub(crate) fn spill(df: DataFrame, path: PathBuf) -> Result<Spilled> {
     let rows = df.height();
-    let bytes = df.estimated_size();
     let file = std::fs::File::create(&path)
         .map_err(|e| Error::Internal(format!("spilling a table to {}: {e}", path.display())))?;
     // From here on the file is removed if anything fails.
-    let spilled = Spilled { path, rows, bytes };
+    let spilled = Spilled { path, rows };
     let fail = |e| Error::polars(format!("spilling a table to {}", spilled.path.display()), e);
     let mut writer = ParquetWriter::new(std::io::BufWriter::with_capacity(1 << 20, file))
         .with_compression(ParquetCompression::Lz4Raw)

@@ -21,7 +21,7 @@ const INLINE: usize = View::MAX_INLINE_SIZE as usize;
 /// A view addresses its buffer with a u32 offset.
 const BUFFER_LIMIT: usize = u32::MAX as usize;
 
-pub struct StringColumn {
+pub(crate) struct StringColumn {
     name: PlSmallStr,
     views: Vec<View>,
     /// Present once a null was pushed.
@@ -38,7 +38,7 @@ pub struct StringColumn {
 }
 
 impl StringColumn {
-    pub fn new(name: PlSmallStr, capacity: usize) -> Self {
+    pub(crate) fn new(name: PlSmallStr, capacity: usize) -> Self {
         Self {
             name,
             views: Vec::with_capacity(capacity),
@@ -51,15 +51,7 @@ impl StringColumn {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.views.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.views.is_empty()
-    }
-
-    pub fn push(&mut self, value: &str) {
+    pub(crate) fn push(&mut self, value: &str) {
         let value = value.as_bytes();
         self.total_bytes_len += value.len();
         if value.len() <= INLINE {
@@ -87,7 +79,7 @@ impl StringColumn {
         }
     }
 
-    pub fn push_null(&mut self) {
+    pub(crate) fn push_null(&mut self) {
         let validity = self.validity.get_or_insert_with(|| {
             let mut bitmap = MutableBitmap::with_capacity(self.views.capacity());
             bitmap.extend_constant(self.views.len(), true);
@@ -106,7 +98,7 @@ impl StringColumn {
         &buffer[start..start + view.length as usize]
     }
 
-    pub fn finish(mut self) -> StringChunked {
+    pub(crate) fn finish(mut self) -> StringChunked {
         self.bytes.shrink_to_fit();
         let mut buffers = self.completed;
         if !self.bytes.is_empty() {

@@ -10,7 +10,7 @@ use crate::spill::Table;
 
 /// Runs `sql` with `tables` registered by name and collects the result. A spilled table is
 /// scanned, so the query's filters and columns reach into its file.
-pub fn run(task_id: &str, sql: &str, tables: Vec<(String, Table)>) -> Result<DataFrame> {
+pub(crate) fn run(task_id: &str, sql: &str, tables: Vec<(String, Table)>) -> Result<DataFrame> {
     let mut cx = SQLContext::new();
     for (name, table) in &tables {
         cx.register(name, table.lazy()?);

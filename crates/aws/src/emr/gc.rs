@@ -15,18 +15,25 @@ use dagrun_core::engine::TaskError;
 /// A live cluster that dagrun started.
 #[derive(Debug, Clone)]
 pub struct ClusterSummary {
+    /// The cluster id (`j-...`).
     pub id: String,
+    /// The cluster's name.
     pub name: String,
+    /// Its state (`WAITING`, `RUNNING`, ...).
     pub state: String,
+    /// Its tags, dagrun's among them.
     pub tags: BTreeMap<String, String>,
+    /// How long ago it was created.
     pub age: Option<Duration>,
 }
 
 impl ClusterSummary {
+    /// The pipeline that started it (`dagrun:pipeline`).
     pub fn pipeline(&self) -> &str {
         self.tags.get(TAG_PIPELINE).map_or("", String::as_str)
     }
 
+    /// The run that started it (`dagrun:run`).
     pub fn run(&self) -> &str {
         self.tags.get(TAG_RUN).map_or("", String::as_str)
     }

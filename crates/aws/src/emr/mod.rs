@@ -16,7 +16,7 @@
 //!   exit path (`shutdown`): success, failure, Ctrl-C, SIGTERM, timeouts, panics in tasks.
 
 pub mod gc;
-pub mod requests;
+mod requests;
 pub mod step;
 
 use std::io::Read;
@@ -85,6 +85,8 @@ where
 }
 
 impl EmrEngine {
+    /// The EMR engine of a run: its client (in the settings' region), S3 for staging, and how to
+    /// publish local tables for Spark to read.
     pub async fn connect(
         settings: EmrSettings,
         s3: Arc<dyn Storage>,

@@ -12,13 +12,13 @@ use dagrun_core::emr::EmrSettings;
 use serde::Serialize;
 
 /// Tags dagrun puts on every cluster it starts (`dagrun emr gc` finds clusters by them).
-pub const TAG_PIPELINE: &str = "dagrun:pipeline";
-pub const TAG_RUN: &str = "dagrun:run";
-pub const TAG_RUNS: &str = "dagrun:runs";
+pub(crate) const TAG_PIPELINE: &str = "dagrun:pipeline";
+pub(crate) const TAG_RUN: &str = "dagrun:run";
+pub(crate) const TAG_RUNS: &str = "dagrun:runs";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RunJobFlowRequest {
+pub(crate) struct RunJobFlowRequest {
     pub name: String,
     pub release_label: String,
     pub log_uri: String,
@@ -39,13 +39,13 @@ pub struct RunJobFlowRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct NameOnly {
+pub(crate) struct NameOnly {
     pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Instances {
+pub(super) struct Instances {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub instance_groups: Vec<Group>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -59,7 +59,7 @@ pub struct Instances {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Group {
+pub(super) struct Group {
     pub name: String,
     pub instance_role: String,
     pub market: String,
@@ -71,7 +71,7 @@ pub struct Group {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Fleet {
+pub(super) struct Fleet {
     pub name: String,
     pub instance_fleet_type: String,
     pub target_on_demand_capacity: u32,
@@ -81,41 +81,41 @@ pub struct Fleet {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct InstanceType {
+pub(super) struct InstanceType {
     pub instance_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct BootstrapAction {
+pub(super) struct BootstrapAction {
     pub name: String,
     pub script_bootstrap_action: Script,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Script {
+pub(super) struct Script {
     pub path: String,
     pub args: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Config {
+pub(crate) struct Config {
     pub classification: String,
     pub properties: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct KeyValue {
+pub(crate) struct KeyValue {
     pub key: String,
     pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct IdleTimeout {
+pub(super) struct IdleTimeout {
     /// Seconds.
     pub idle_timeout: u64,
 }
@@ -123,14 +123,14 @@ pub struct IdleTimeout {
 /// One AddJobFlowSteps call with one step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct AddStepRequest {
+pub(crate) struct AddStepRequest {
     pub job_flow_id: String,
     pub steps: Vec<Step>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Step {
+pub(super) struct Step {
     pub name: String,
     pub action_on_failure: String,
     pub hadoop_jar_step: JarStep,
@@ -138,13 +138,13 @@ pub struct Step {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct JarStep {
+pub(super) struct JarStep {
     pub jar: String,
     pub args: Vec<String>,
 }
 
 /// The cluster request for one run.
-pub fn run_job_flow(settings: &EmrSettings, pipeline: &str, run_id: &str, runs_dir: &str) -> RunJobFlowRequest {
+pub(crate) fn run_job_flow(settings: &EmrSettings, pipeline: &str, run_id: &str, runs_dir: &str) -> RunJobFlowRequest {
     let mut tags: Vec<KeyValue> =
         settings.tags.iter().map(|(k, v)| KeyValue { key: k.clone(), value: v.clone() }).collect();
     for (key, value) in [(TAG_PIPELINE, pipeline), (TAG_RUN, run_id), (TAG_RUNS, runs_dir)] {
@@ -210,12 +210,12 @@ pub fn run_job_flow(settings: &EmrSettings, pipeline: &str, run_id: &str, runs_d
 }
 
 /// The deterministic name of a task attempt's step: reattaching after a restart finds it by name.
-pub fn step_name(pipeline: &str, run_id: &str, task: &str, attempt: u32) -> String {
+pub(crate) fn step_name(pipeline: &str, run_id: &str, task: &str, attempt: u32) -> String {
     format!("dagrun:{pipeline}:{run_id}:{task}:{attempt}")
 }
 
 /// The step that runs one task attempt: `spark-submit` through `command-runner.jar`.
-pub fn add_step(cluster_id: &str, name: String, runner_uri: &str, spec_uri: &str) -> AddStepRequest {
+pub(crate) fn add_step(cluster_id: &str, name: String, runner_uri: &str, spec_uri: &str) -> AddStepRequest {
     AddStepRequest {
         job_flow_id: cluster_id.to_string(),
         steps: vec![Step {
@@ -239,7 +239,7 @@ pub fn add_step(cluster_id: &str, name: String, runner_uri: &str, spec_uri: &str
 
 impl RunJobFlowRequest {
     /// The SDK call for this request.
-    pub fn send_with(
+    pub(crate) fn send_with(
         &self,
         client: &aws_sdk_emr::Client,
     ) -> aws_sdk_emr::operation::run_job_flow::builders::RunJobFlowFluentBuilder {
@@ -327,7 +327,7 @@ impl RunJobFlowRequest {
 }
 
 impl AddStepRequest {
-    pub fn send_with(
+    pub(crate) fn send_with(
         &self,
         client: &aws_sdk_emr::Client,
     ) -> aws_sdk_emr::operation::add_job_flow_steps::builders::AddJobFlowStepsFluentBuilder {

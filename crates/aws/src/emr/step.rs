@@ -11,55 +11,82 @@ use serde::Serialize;
 pub const RUNNER: &str = include_str!("../../../../deploy/emr/dagrun_step.py");
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// What one Spark step does: the JSON the step program (`deploy/emr/dagrun_step.py`) reads.
 pub struct StepSpec {
+    /// The spec's format version.
     pub format: u32,
+    /// The pipeline's name.
     pub pipeline: String,
+    /// The run's id; it tags what the step publishes.
     pub run_id: String,
+    /// The task's id.
     pub task: String,
+    /// The attempt, from 1.
     pub attempt: u32,
+    /// `extract`, `transform` or `load`.
     pub kind: String,
     /// Table name -> published location, for the tables the task reads.
     pub inputs: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// For an extract: what to read and how.
     pub extract: Option<ExtractStep>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// For a transform: the query.
     pub sql: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// For a load: where and how to publish.
     pub load: Option<LoadStep>,
     /// Where an extract or transform publishes its table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// For an extract: where quarantined records go.
     pub quarantine: Option<String>,
     /// Where the step writes its row counts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// What the output is made from, recorded in a load's manifest.
     pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// An extract, as the step program reads it.
 pub struct ExtractStep {
+    /// The `s3://` prefix (or folder) to read.
     pub path: String,
+    /// Which files under it.
     pub glob: String,
+    /// `json` or `jsonl`.
     pub format: String,
+    /// The declared columns.
     pub columns: Vec<ColumnStep>,
+    /// How many records may be quarantined.
     pub max_bad_records: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// One declared column.
 pub struct ColumnStep {
+    /// The column's name.
     pub name: String,
     #[serde(rename = "type")]
+    /// Its type, as the pipeline file names it.
     pub ty: String,
+    /// The JSON field it is read from.
     pub from: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+/// A load, as the step program reads it.
 pub struct LoadStep {
+    /// The table to publish.
     pub table: String,
+    /// Where.
     pub path: String,
+    /// Its hive partition columns.
     pub partition_by: Vec<String>,
+    /// The Parquet compression.
     pub compression: String,
 }
 

@@ -19,7 +19,7 @@ fn text(v: &Option<Located<String>>) -> Option<String> {
 }
 
 /// Checks a decoded `engines.emr` section and fills in defaults. Every problem is pushed.
-pub fn validate(spec: &EmrSpec, diags: &mut Vec<Diagnostic>) -> EmrSettings {
+pub(super) fn validate(spec: &EmrSpec, diags: &mut Vec<Diagnostic>) -> EmrSettings {
     let mut err = |pos: Pos, message: String| diags.push(Diagnostic::error(pos, message));
     if !spec.release_label.starts_with("emr-") {
         err(spec.release_label.pos, format!("release_label `{}` should look like emr-7.5.0", spec.release_label.value));
@@ -190,7 +190,7 @@ pub fn validate(spec: &EmrSpec, diags: &mut Vec<Diagnostic>) -> EmrSettings {
 
 /// Decodes `engines:` when no task runs on EMR: only unknown keys are reported, since the values
 /// may name variables that local runs leave unset.
-pub fn check_keys_only(node: &Node, decoder: &mut Decoder) {
+pub(crate) fn check_keys_only(node: &Node, decoder: &mut Decoder) {
     let before = decoder.diagnostics.len();
     let _ = EnginesSpec::decode(node, decoder);
     let mut kept = Vec::new();

@@ -40,6 +40,7 @@ use crate::yaml::{self, Node, Value};
 /// local engine would spill tables.
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
+    /// The engines `engine:` may name.
     pub engines: Vec<String>,
     /// The folder (`TMPDIR`) in which spilled tables get a new folder of their own, if any.
     pub spill_dir: Option<String>,
@@ -67,7 +68,12 @@ pub enum PlanError {
 pub enum LoadError {
     /// The pipeline file could not be read.
     #[error("cannot read pipeline {path}: {error}")]
-    Read { path: String, error: String },
+    Read {
+        /// The file, as given.
+        path: String,
+        /// Why it could not be read.
+        error: String,
+    },
     /// The pipeline is invalid.
     #[error(transparent)]
     Plan(#[from] PlanError),

@@ -36,17 +36,17 @@ pub(crate) struct Place {
 
 impl Place {
     /// The folder an extract reads.
-    pub fn extract(id: &str, path: &str, pos: Pos) -> Self {
+    pub(super) fn extract(id: &str, path: &str, pos: Pos) -> Self {
         Self::new(Role::Input, path, pos, format!("extract `{id}` reads"), format!("the input of extract `{id}`"))
     }
 
     /// The folder a load writes.
-    pub fn load(id: &str, path: &str, pos: Pos) -> Self {
+    pub(super) fn load(id: &str, path: &str, pos: Pos) -> Self {
         Self::new(Role::Output, path, pos, format!("load `{id}` writes"), format!("the output of load `{id}`"))
     }
 
     /// Another folder the run writes into: the runs folder, EMR staging.
-    pub fn output(name: &str, path: &str, pos: Pos) -> Self {
+    pub(super) fn output(name: &str, path: &str, pos: Pos) -> Self {
         Self::new(Role::Output, path, pos, format!("{name} is"), name.to_string())
     }
 

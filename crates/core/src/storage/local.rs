@@ -18,7 +18,7 @@ use super::{
 
 /// The staging folder for a table at `target`: a hidden sibling, so the final rename stays on one
 /// file system and listings of the parent skip it.
-pub fn staging_path(target: &str, run_id: &str) -> String {
+pub(crate) fn staging_path(target: &str, run_id: &str) -> String {
     let trimmed = target.trim_end_matches('/');
     match trimmed.rsplit_once('/') {
         Some((parent, name)) => format!("{parent}/.{name}.staging-{run_id}"),
@@ -38,7 +38,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// An I/O error as a storage error, with the path and the action.
-pub fn io_error(action: Op, path: &Path, error: &io::Error) -> StorageError {
+pub(crate) fn io_error(action: Op, path: &Path, error: &io::Error) -> StorageError {
     let kind = match error.kind() {
         io::ErrorKind::NotFound => StorageErrorKind::NotFound,
         io::ErrorKind::PermissionDenied => StorageErrorKind::PermissionDenied,

@@ -49,7 +49,9 @@ pub struct ObjectMeta {
     pub path: String,
     /// Path relative to the listed root, with `/` separators.
     pub relative: String,
+    /// Its size in bytes.
     pub size: u64,
+    /// When it last changed, where the storage says.
     pub modified: Option<SystemTime>,
     /// S3 ETag, when the storage has one.
     pub etag: Option<String>,
@@ -58,7 +60,9 @@ pub struct ObjectMeta {
 /// What went wrong, so callers can tell a retry from a dead end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageErrorKind {
+    /// The file, folder, object or bucket is not there.
     NotFound,
+    /// The credentials or file permissions do not allow it.
     PermissionDenied,
     /// Throttling, timeouts, resets: worth retrying.
     Transient,
@@ -66,33 +70,56 @@ pub enum StorageErrorKind {
     AlreadyExists,
     /// A conditional write or delete found the object changed (S3's 412 Precondition Failed).
     Conflict,
+    /// Anything else: not worth retrying.
     Other,
 }
 
 /// What a storage was doing when it failed: named in the message, and telling reads from writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// Listing a folder or prefix.
     Listing,
+    /// Reading a file or object.
     Reading,
+    /// Writing a file or object.
     Writing,
+    /// Checking that something is there (HeadBucket, a probe, a marker).
     Checking,
+    /// Creating a folder, or an object only if absent.
     Creating,
+    /// Swapping a staged table into its place.
     PublishingTo,
+    /// Replacing a small object only if unchanged.
     Replacing,
+    /// Removing a folder and what is in it.
     Removing,
+    /// Removing the files of the table a publish replaced.
     RemovingPrevious,
+    /// Making written files a table (the manifest, the marker).
     Publishing,
+    /// Parsing a path or URI.
     Parsing,
+    /// Taking the lock beside a small local file.
     Locking,
+    /// Deleting one file or object.
     Deleting,
+    /// Deleting many objects under a prefix.
     DeletingUnder,
+    /// Uploading one part of a multipart upload.
     UploadingPart,
+    /// Starting a multipart upload.
     StartingUpload,
+    /// Refusing to replace a place that is not a table dagrun published.
     RefusingToReplace,
+    /// Opening a storage for a path.
     Opening,
+    /// Moving a table aside where no atomic swap exists.
     MovingAside,
+    /// Following a symbolic link.
     Following,
+    /// Completing a multipart upload.
     CompletingUpload,
+    /// Checking a staged file's size before it is published.
     CheckingStaged,
 }
 
@@ -144,13 +171,18 @@ impl std::fmt::Display for Op {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{action} {path}: {message}")]
 pub struct StorageError {
+    /// What kind of failure, to tell a retry from a dead end.
     pub kind: StorageErrorKind,
+    /// What was being done.
     pub action: Op,
+    /// The file, folder or URI it was done to.
     pub path: String,
+    /// What went wrong, in words.
     pub message: String,
 }
 
 impl StorageError {
+    /// A failure of `action` on `path`.
     pub fn new(kind: StorageErrorKind, action: Op, path: impl Into<String>, message: impl Into<String>) -> Self {
         Self { kind, action, path: path.into(), message: message.into() }
     }
@@ -160,7 +192,9 @@ impl StorageError {
 /// attempt's files apart from any other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableWrite {
+    /// Where the table is published.
     pub target: String,
+    /// Unique to the run, process and attempt writing it.
     pub tag: String,
     /// Where the files go until the table is committed (local: a hidden staging folder).
     pub root: String,
@@ -169,17 +203,24 @@ pub struct TableWrite {
 /// Where one file of a table is written, and its path relative to the table once published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableFile {
+    /// Where it is written now.
     pub path: String,
+    /// Its path relative to the table once published.
     pub relative: String,
 }
 
 /// The manifest of a published table (`_manifest.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableManifest {
+    /// The table's name.
     pub table: String,
+    /// The run that published it.
     pub run_id: String,
+    /// Rows in the table.
     pub rows: u64,
+    /// Its hive partition columns, in order.
     pub partition_by: Vec<String>,
+    /// Every file of the table; readers read exactly these.
     pub files: Vec<ManifestFile>,
     /// The fingerprint of everything the table was made from (inputs and configuration); a
     /// re-run with the same fingerprint can skip the load. See `crate::resume`.
@@ -188,9 +229,11 @@ pub struct TableManifest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One file of a published table.
 pub struct ManifestFile {
     /// Relative to the table folder.
     pub path: String,
+    /// Its size in bytes.
     pub size: u64,
     /// Rows in the file, when the writer counted them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,8 +268,11 @@ pub struct Version(pub String);
 /// What `validate --env` found for one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessCheck {
+    /// The path checked.
     pub path: String,
+    /// Whether it can be used as the plan needs.
     pub ok: bool,
+    /// What was found, in words.
     pub detail: String,
 }
 
@@ -238,6 +284,7 @@ pub trait Storage: Send + Sync {
     /// A missing root is an error; an existing root with no matching file is not.
     async fn list(&self, root: &str, glob: &globset::GlobMatcher) -> Result<Vec<ObjectMeta>, StorageError>;
 
+    /// Reads a whole file.
     async fn read(&self, path: &str) -> Result<Vec<u8>, StorageError>;
 
     /// Reads many files with at most `concurrency` in flight; results in input order.
@@ -302,7 +349,9 @@ pub trait Storage: Send + Sync {
 /// Picks the storage for a path: `s3://` URIs go to S3 (when available), the rest to local disk.
 #[derive(Clone)]
 pub struct Storages {
+    /// The local disk.
     pub local: Arc<dyn Storage>,
+    /// S3, when a path of the run is on S3 and this build has it.
     pub s3: Option<Arc<dyn Storage>>,
     /// Listings made before the run (to fingerprint inputs), kept for the extract that reads them.
     listings: Arc<Mutex<KeptListings>>,
@@ -318,6 +367,7 @@ impl Default for Storages {
 }
 
 impl Storages {
+    /// The storage of `path`: S3 for `s3://` URIs, else the local disk.
     pub fn for_path(&self, path: &str) -> Result<&Arc<dyn Storage>, StorageError> {
         if is_s3(path) {
             self.s3.as_ref().ok_or_else(|| {
@@ -331,7 +381,7 @@ impl Storages {
     /// Lists `path` by `glob` and keeps the listing for one [`Storages::list_once`] of the same
     /// path and glob: the listing that fingerprints an extract's inputs is the one it reads, so
     /// 100,000 small files are listed once per run, and the fingerprint names exactly what was read.
-    pub async fn list_and_keep(&self, path: &str, glob: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+    pub(crate) async fn list_and_keep(&self, path: &str, glob: &str) -> Result<Vec<ObjectMeta>, StorageError> {
         let matcher = compile_glob(glob)
             .map_err(|e| StorageError::new(StorageErrorKind::Other, Op::Listing, path, format!("invalid glob: {e}")))?;
         let files = self.for_path(path)?.list(path, &matcher).await?;
