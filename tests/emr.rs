@@ -451,6 +451,16 @@ fn a_task_on_emr_needs_s3_paths_and_an_engines_section() {
     let p = pipeline(dir.path(), "none.yaml", &without);
     let none = run(&["validate", p.to_str().unwrap(), "--set", "input=s3://a/b", "--set", "output=s3://a/c"]).expect(2);
     assert!(none.stderr.contains("the pipeline has no `engines.emr` section"), "{}", none.stderr);
+    // A Delta load commits in dagrun's process: it may not ask for EMR.
+    let delta = PIPELINE.replace("    path: ${output}/plays\n", "    path: ${output}/plays\n    format: delta\n");
+    let p = pipeline(dir.path(), "delta.yaml", &delta);
+    let refused =
+        run(&["validate", p.to_str().unwrap(), "--set", "input=s3://a/b", "--set", "output=s3://a/c"]).expect(2);
+    assert!(
+        refused.stderr.contains("a `format: delta` load runs on the local engine, not on emr"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]

@@ -158,7 +158,7 @@ fn rows_whose_partition_values_share_a_folder_are_all_kept() {
     add_song_json(&input, "empty", &song("SOEMPTY", "\"\""));
     add_song_json(&input, "literal", &song("SOLIT", "\"__HIVE_DEFAULT_PARTITION__\""));
     let out = tmp.path().join("lake");
-    run_sparkify(&input, &out, &["-q"]).expect(0);
+    run_sparkify(&input, &out, &["-q", "--set", "format=parquet"]).expect(0);
     let songs = read_table(&out.join("songs"));
     assert_eq!(songs.len(), 74);
     let mut added: Vec<(&str, &str)> = songs
@@ -184,6 +184,22 @@ fn rows_whose_partition_values_share_a_folder_are_all_kept() {
     assert_eq!(unique.len(), paths.len(), "no file is listed twice");
     let rows: u64 = manifest["files"].as_array().unwrap().iter().map(|f| f["rows"].as_u64().unwrap()).sum();
     assert_eq!((rows, manifest["rows"].as_u64().unwrap()), (74, 74));
+
+    // As a Delta table, the log carries the values: null and empty are null, the literal is text.
+    if !runtimes(&[Runtime::DeltaLake]) {
+        return;
+    }
+    let delta = tmp.path().join("delta");
+    run_sparkify(&input, &delta, &["-q"]).expect(0);
+    let script = "import sys, json; from deltalake import DeltaTable; \
+                  t = DeltaTable(sys.argv[1]).to_pyarrow_table().to_pydict(); \
+                  print(json.dumps(sorted([[s, a] for s, a in zip(t['song_id'], t['artist_id']) \
+                  if s in ('SONULL', 'SOEMPTY', 'SOLIT')], key=lambda r: r[0])), flush=True); \
+                  import os; os._exit(0)";
+    let out = std::process::Command::new("python3").args(["-c", script]).arg(delta.join("songs")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen, serde_json::json!([["SOEMPTY", null], ["SOLIT", "__HIVE_DEFAULT_PARTITION__"], ["SONULL", null]]));
 }
 
 const BLOCKED: &str = r#"name: blocked

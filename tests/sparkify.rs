@@ -58,8 +58,9 @@ fn the_real_sample_gives_the_contract_tables() {
         (elena["name"].as_str(), elena["location"].as_str(), elena["latitude"].as_str()),
         ("Elena", "Dubai UAE", "49.80388")
     );
-    assert!(files(&out.join("songs")).contains(&"year=0/artist_id=AR5KOSW1187FB35FF4/part-00000.parquet".to_string()));
-    assert!(files(&out.join("songplays")).contains(&"year=2018/month=11/part-00000.parquet".to_string()));
+    let in_folder = |table: &str, folder: &str| files(&out.join(table)).iter().any(|f| f.starts_with(folder));
+    assert!(in_folder("songs", "year=0/artist_id=AR5KOSW1187FB35FF4/part-00000-"));
+    assert!(in_folder("songplays", "year=2018/month=11/part-00000-"));
     assert!(artists.iter().any(|r| r["latitude"] == "null"), "null coordinates stay null");
 }
 

@@ -131,11 +131,32 @@ pub(crate) fn files(dir: &Path) -> Vec<String> {
 /// A row of a table: column name -> value as text (`null` for nulls).
 pub(crate) type Row = BTreeMap<String, String>;
 
+/// The data files of the current version of the Delta table at `dir`, as the Python `deltalake`
+/// package (a Delta reader we did not write) lists them.
+pub(crate) fn delta_files(dir: &Path) -> Vec<String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json, os; from deltalake import DeltaTable; root = os.path.realpath(sys.argv[1]); \
+             print(json.dumps([os.path.relpath(os.path.realpath(u), root) for u in DeltaTable(root).file_uris()]), \
+             flush=True); os._exit(0)",
+        ])
+        .arg(dir)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "deltalake cannot read {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    let mut files: Vec<String> = serde_json::from_slice(&out.stdout).expect("a JSON list of files");
+    files.sort();
+    files
+}
+
 /// Reads a hive-partitioned Parquet table with the `parquet` crate (a reader independent of
-/// Polars), adding partition columns from the folder names.
+/// Polars), adding partition columns from the folder names. A Delta table is read at its current
+/// version: the files the Python `deltalake` package lists.
 pub(crate) fn read_table(dir: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
-    for rel in files(dir) {
+    let names = if dir.join("_delta_log").is_dir() { delta_files(dir) } else { files(dir) };
+    for rel in names {
         if !rel.ends_with(".parquet") {
             continue;
         }
@@ -344,6 +365,8 @@ pub(crate) enum Runtime {
     Node,
     /// DuckDB's Python package, an independent Parquet reader.
     DuckDb,
+    /// The Python `deltalake` package and Polars, independent Delta readers.
+    DeltaLake,
     /// `unshare` with the right to make a mount namespace (root, or user namespaces).
     MountNamespace,
 }
@@ -377,6 +400,7 @@ impl Runtime {
                 }
             }),
             Runtime::DuckDb => python("duckdb"),
+            Runtime::DeltaLake => python("deltalake").and_then(|()| python("polars")),
             Runtime::MountNamespace => {
                 // SAFETY: geteuid has no preconditions.
                 let root = unsafe { libc::geteuid() } == 0;

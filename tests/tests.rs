@@ -4,6 +4,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod delta;
 mod emr;
 mod publish;
 mod records;

@@ -426,7 +426,9 @@ def download(bucket, prefix, folder, follow_manifest):
     backend = s3()
     prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
     keys = [k for k in backend.get_bucket(bucket).keys.keys() if k.startswith(prefix)]
-    if follow_manifest:
+    # A Delta table is downloaded whole (its log and every file); its readers follow the log.
+    is_delta = any(k.startswith(prefix + "_delta_log/") for k in keys)
+    if follow_manifest and not is_delta:
         manifest = json.loads(backend.get_object(bucket, prefix + "_manifest.json").value)
         keys = [prefix + f["path"] for f in manifest["files"]]
     for key in keys:

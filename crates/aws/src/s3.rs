@@ -31,6 +31,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use dagrun_core::plan::S3Settings;
 use dagrun_core::retry::RetryPolicy;
 use dagrun_core::spec::{Jitter, ServerSideEncryption};
+use dagrun_core::storage::delta::DELTA_LOG;
 use dagrun_core::storage::{
     AccessCheck, MANIFEST, ObjectMeta, Op, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TABLE_MARKER,
     TableFile, TableManifest, TableWrite, Version, is_hidden_name, is_manifest, not_a_table_message,
@@ -600,6 +601,43 @@ impl Storage for S3Storage {
         .await
     }
 
+    async fn head(&self, path: &str) -> Result<ObjectMeta, StorageError> {
+        let uri = S3Uri::parse(path)?;
+        let out = self
+            .retrying(|| async {
+                self.client
+                    .head_object()
+                    .bucket(&uri.bucket)
+                    .key(&uri.key)
+                    .send()
+                    .await
+                    .map_err(|e| self.error(Op::Checking, path, &uri.bucket, e))
+            })
+            .await?;
+        Ok(ObjectMeta {
+            path: path.to_string(),
+            relative: uri.key.rsplit('/').next().unwrap_or_default().to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            modified: out.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+            etag: out.e_tag().map(str::to_string),
+        })
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), StorageError> {
+        let uri = S3Uri::parse(path)?;
+        self.retrying(|| async {
+            self.client
+                .delete_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(Op::Deleting, path, &uri.bucket, e))
+        })
+        .await
+    }
+
     async fn read_many(&self, paths: &[String], _concurrency: usize) -> Vec<Result<Vec<u8>, StorageError>> {
         let reads: Vec<_> = paths.iter().map(|p| self.read(p)).collect();
         stream::iter(reads).buffered(self.settings.max_concurrency).collect().await
@@ -801,6 +839,10 @@ impl Storage for S3Storage {
             Err(e) => return Err(e),
         };
         let keys: Vec<&str> = listed.iter().filter_map(|o| o.key()).collect();
+        if keys.iter().any(|k| k.starts_with(&format!("{prefix}{DELTA_LOG}/"))) {
+            // A Delta table: its log says which files are its own, not a manifest.
+            return Ok(Vec::new());
+        }
         let manifest_key = format!("{prefix}{MANIFEST}");
         let named: std::collections::HashSet<String> = if keys.contains(&manifest_key.as_str()) {
             let bytes = self.read(&uri.child(MANIFEST)).await?;

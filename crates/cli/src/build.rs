@@ -1,5 +1,6 @@
 //! What this build of dagrun carries: its engines and storages, chosen by cargo features
-//! (`polars`: the local engine and the report's answers; `aws`: S3 and EMR). Everything else asks
+//! (`polars`: the local engine and the report's answers; `aws`: S3 and EMR; `delta`: Delta Lake
+//! tables). Everything else asks
 //! here, so that a lean build (`cargo build --no-default-features`) validates, graphs and dry-runs
 //! any pipeline, and says which feature a run would need instead of failing obscurely.
 
@@ -35,6 +36,9 @@ pub(crate) fn features() -> Vec<&'static str> {
     }
     if cfg!(feature = "aws") {
         out.push("aws");
+    }
+    if cfg!(feature = "delta") {
+        out.push("delta");
     }
     out
 }
@@ -79,6 +83,19 @@ pub(crate) async fn storages(plan: &Plan) -> Storages {
     if plan.uses_s3() {
         storages.s3 = s3(plan.s3()).await;
     }
+    with_delta(storages)
+}
+
+/// `storages` with Delta Lake tables on them, when this build has them.
+pub(crate) fn with_delta(mut storages: Storages) -> Storages {
+    #[cfg(feature = "delta")]
+    {
+        storages.delta = Some(Arc::new(dagrun_delta::DeltaLake::new(&storages)));
+    }
+    #[cfg(not(feature = "delta"))]
+    {
+        storages.delta = None;
+    }
     storages
 }
 
@@ -88,6 +105,7 @@ pub(crate) async fn engines(
     storages: &Storages,
     plan: &Plan,
     spill_above: Option<Option<u64>>,
+    allow_breaking_schema: bool,
 ) -> Result<Engines, Exit> {
     let exchange = Arc::new(Exchange::default());
     let engines = Engines::new();
@@ -97,6 +115,7 @@ pub(crate) async fn engines(
         if let Some(spill) = spill_above {
             options.spill_above = spill;
         }
+        options.allow_breaking_schema = allow_breaking_schema;
         let local = dagrun_polars::LocalEngine::new(storages.clone(), options)
             .map_err(|e| Exit { code: 1, message: e.to_string() })?
             .with_exchange(exchange.clone());
@@ -104,7 +123,7 @@ pub(crate) async fn engines(
         (engines.with(local.clone()), local)
     };
     #[cfg(not(feature = "polars"))]
-    let _ = (spill_above, storages);
+    let _ = (spill_above, storages, allow_breaking_schema);
     #[cfg(feature = "aws")]
     let engines = match plan.emr() {
         Some(settings) => {

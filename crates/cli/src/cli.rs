@@ -48,6 +48,8 @@ pub(crate) enum Command {
     Generate(GenerateArgs),
     /// Render a run record (run.json) as one self-contained HTML page.
     Report(ReportArgs),
+    /// List a Delta table's versions: when, which operation, which dagrun run, how many rows.
+    History(HistoryArgs),
     /// EMR housekeeping: find and terminate clusters dagrun started.
     #[command(subcommand)]
     Emr(EmrCommand),
@@ -156,6 +158,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "TASK", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub force: Vec<String>,
 
+    /// Let `format: delta` loads drop, retype or repartition columns of their published tables
+    /// (a schema that only adds columns evolves without it).
+    #[arg(long)]
+    pub allow_breaking_schema: bool,
+
     /// Also write the run's tasks and checks as JUnit XML to this file.
     #[arg(long, value_name = "PATH")]
     pub junit: Option<PathBuf>,
@@ -189,6 +196,36 @@ pub(crate) struct ReportArgs {
     /// Where to write the page [default: report.html beside a local run.json, else ./report-<run>.html].
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
+
+    /// Read a Delta table at another version than the one the run left it at (repeatable), e.g.
+    /// `--as-of songplays=3`; `dagrun history PATH` lists a table's versions.
+    #[arg(long, value_name = "TABLE=VERSION", value_parser = parse_as_of)]
+    pub as_of: Vec<(String, u64)>,
+}
+
+fn parse_as_of(text: &str) -> Result<(String, u64), String> {
+    let (table, version) =
+        text.split_once('=').ok_or_else(|| format!("expected TABLE=VERSION, such as songplays=3, found `{text}`"))?;
+    let version = version.trim().parse::<u64>().map_err(|_| format!("`{version}` is not a version number"))?;
+    if table.trim().is_empty() {
+        return Err("the table name is empty".into());
+    }
+    Ok((table.trim().to_string(), version))
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HistoryArgs {
+    /// A Delta table's folder or s3:// URI, such as output/songplays.
+    #[arg(value_name = "TABLE")]
+    pub table: String,
+
+    /// Show at most this many versions, newest first.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -15,12 +15,13 @@ use dagrun_core::lease::{self, Holder, Lease, LeaseError, LeaseOptions};
 use dagrun_core::plan::{Action, Plan, join_path};
 use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
 use dagrun_core::resume::{self, Force};
+use dagrun_core::spec::TableFormat;
 use dagrun_core::storage::Storages;
 use dagrun_core::vars::VarInputs;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::{GraphArgs, GraphFormatArg, ReportArgs, RunArgs, SpillAbove, ValidateArgs};
+use crate::cli::{GraphArgs, GraphFormatArg, HistoryArgs, ReportArgs, RunArgs, SpillAbove, ValidateArgs};
 use crate::ui::{ProgressObserver, Terminal};
 use crate::{EXIT_CONFIG, EXIT_INTERRUPTED};
 use crate::{build, records, render, report};
@@ -153,7 +154,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         SpillAbove::Bytes(n) => Some(n),
         SpillAbove::Never => None,
     });
-    let engines = build::engines(&storages, &plan, spill_above).await?;
+    let engines = build::engines(&storages, &plan, spill_above, args.allow_breaking_schema).await?;
     if args.dry_run {
         // What is already published from the same inputs (reads listings and manifests only),
         // then the real executor walked with engines that only describe.
@@ -215,7 +216,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
             cancel.cancel();
         });
     }
-    let outcome = run_leased(&plan, args, terminal, &storages, &engines, options, force, cancel).await;
+    let outcome = run_leased(&plan, args, terminal, &storages, &engines, options, force, cancel.clone()).await;
     if let Err(e) = remove_leftovers(&plan, &storages).await {
         warn!("{e}");
     }
@@ -231,7 +232,15 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
             ),
         });
     }
-    outcome
+    match outcome {
+        // A signal after the last task finished: everything is published and recorded, but the
+        // exit code still says the run was told to stop (and the vacuum was skipped).
+        Ok(0) if cancel.is_cancelled() => Err(Exit {
+            code: EXIT_INTERRUPTED,
+            message: "interrupted after every task had finished: the tables are published and the run recorded".into(),
+        }),
+        other => other,
+    }
 }
 
 /// The part of a run that writes, while the lease is held.
@@ -257,12 +266,16 @@ async fn run_leased(
 
     let id_width = plan.tasks().iter().map(|t| t.id().len() + 2).max().unwrap_or(8);
     let observer = Arc::new(ProgressObserver::new(terminal.clone(), id_width));
-    let report = executor::execute(plan.clone(), engines, &options, observer, cancel).await;
+    let report = executor::execute(plan.clone(), engines, &options, observer, cancel.clone()).await;
     terminal.multi.clear().ok();
     print_stdout(&render::summary(&report));
     let code = report.exit_code() as u8;
+    let mut record = RunRecord::new(&plan, report, join_path(plan.runs_dir(), &options.run_id));
+    record.versions = delta_versions(&plan, &record, storages).await;
+    if code == 0 && !cancel.is_cancelled() {
+        vacuum(&plan, storages).await;
+    }
 
-    let record = RunRecord::new(&plan, report, join_path(plan.runs_dir(), &options.run_id));
     match records::write(&record, storages, plan.runs_dir()).await {
         Ok(path) => print_stdout(&format!("run record: {path}\n")),
         Err(e) => error!("could not write the run record: {e}"),
@@ -289,6 +302,58 @@ async fn run_leased(
     Ok(code)
 }
 
+/// The version of each Delta table of the plan as the run left it: what its load committed, else
+/// (up to date, failed, skipped) the table's current version, read before the vacuum commits.
+async fn delta_versions(
+    plan: &Plan,
+    record: &RunRecord,
+    storages: &Storages,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(delta) = &storages.delta else { return out };
+    for task in plan.tasks() {
+        let Action::Load(load) = &task.action() else { continue };
+        if load.format != TableFormat::Delta {
+            continue;
+        }
+        let committed = record
+            .report
+            .tasks
+            .iter()
+            .find(|t| t.id == task.id())
+            .and_then(|t| t.output.as_ref())
+            .and_then(|o| o.details.get("delta_version").and_then(|v| v.parse::<u64>().ok()));
+        if let Some(version) = committed {
+            out.insert(load.table.clone(), version);
+            continue;
+        }
+        match delta.snapshot(&load.path, None).await {
+            Ok(Some(snapshot)) => {
+                out.insert(load.table.clone(), snapshot.version);
+            }
+            Ok(None) => {}
+            Err(e) => warn!("could not read the version of {}: {e}", load.path),
+        }
+    }
+    out
+}
+
+/// After a successful run: deletes the files of Delta versions older than each table's retention.
+async fn vacuum(plan: &Plan, storages: &Storages) {
+    for task in plan.tasks() {
+        let Action::Load(load) = &task.action() else { continue };
+        if load.format != TableFormat::Delta {
+            continue;
+        }
+        let Some(delta) = &storages.delta else { continue };
+        match delta.vacuum(&load.path, load.retention).await {
+            Ok(0) => {}
+            Ok(n) => info!(table = %load.table, files = n, "vacuumed the files of versions past retention"),
+            Err(e) => warn!("could not vacuum {}: {e}", load.path),
+        }
+    }
+}
+
 /// Removes what earlier runs that did not finish left beside or inside the plan's tables
 /// (staging folders, unnamed files), and this run's own once it is over. Only while holding the
 /// lease: then no live run's files are taken.
@@ -296,10 +361,19 @@ async fn remove_leftovers(plan: &Plan, storages: &Storages) -> Result<(), String
     for task in plan.tasks() {
         let Action::Load(load) = &task.action() else { continue };
         let storage = storages.for_path(&load.path).map_err(|e| e.to_string())?;
-        let removed = storage
+        let mut removed = storage
             .remove_leftovers(&load.path)
             .await
             .map_err(|e| format!("removing what unfinished runs left of {}: {e}", load.path))?;
+        if load.format == TableFormat::Delta
+            && let Some(delta) = &storages.delta
+        {
+            // A table whose log cannot be read is left alone: its load says why.
+            match delta.remove_orphans(&load.path).await {
+                Ok(orphans) => removed.extend(orphans),
+                Err(e) => warn!("could not look for what unfinished runs left of {}: {e}", load.path),
+            }
+        }
         match removed.len() {
             0 => {}
             1 => info!(table = %load.table, "removed what an unfinished run left: {}", removed[0]),
@@ -338,6 +412,43 @@ fn force_of(flags: &[String], plan: &Plan) -> Result<Force, Exit> {
     Ok(Force::Tasks(flags.to_vec()))
 }
 
+/// `dagrun history TABLE`: a Delta table's versions, newest first.
+pub(crate) async fn history(args: &HistoryArgs) -> Result<u8, Exit> {
+    let fail = |message: String| Exit { code: 1, message: format!("error: {message}") };
+    let path = args.table.trim_end_matches('/').to_string();
+    let mut storages = Storages::default();
+    if dagrun_core::storage::is_s3(&path) {
+        storages.s3 = build::s3(&dagrun_core::plan::S3Settings::default()).await;
+        if storages.s3.is_none() {
+            return Err(fail(build::missing("reading tables on S3", "aws")));
+        }
+    }
+    let storages = build::with_delta(storages);
+    let delta = storages.delta(&path).map_err(|e| fail(e.to_string()))?;
+    let versions = delta.history(&path, args.limit).await.map_err(|e| fail(e.to_string()))?;
+    if versions.is_empty() {
+        return Err(fail(format!("{path} is not a Delta table (it has no _delta_log with commits)")));
+    }
+    if args.json {
+        let rows: Vec<serde_json::Value> = versions
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "version": v.version,
+                    "timestamp_ms": v.timestamp_ms,
+                    "operation": v.operation,
+                    "run_id": v.run_id,
+                    "rows": v.rows,
+                })
+            })
+            .collect();
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&rows).unwrap_or_default()));
+    } else {
+        print_stdout(&render::history(&versions));
+    }
+    Ok(0)
+}
+
 /// `dagrun report RUN`: renders a run record as HTML.
 pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
     let fail = |message: String| Exit { code: 1, message: format!("error: {message}") };
@@ -373,6 +484,18 @@ pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("{record_path} is not a run record: {e}")))?;
     if record.tables.values().any(|p| dagrun_core::storage::is_s3(p)) {
         storages.s3 = build::s3(&record.s3_settings()).await;
+    }
+    let storages = build::with_delta(storages);
+    let mut record = record;
+    for (table, version) in &args.as_of {
+        if !record.tables.contains_key(table) {
+            let known: Vec<&str> = record.tables.keys().map(String::as_str).collect();
+            return Err(Exit::config(format!(
+                "error: --as-of names `{table}`, which this run did not publish (its tables: {})",
+                known.join(", ")
+            )));
+        }
+        record.versions.insert(table.clone(), *version);
     }
     let answers = report::answers(&record, &storages).await;
     let output = args.output.clone().unwrap_or_else(|| {

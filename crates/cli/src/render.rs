@@ -223,3 +223,25 @@ pub(crate) fn summary(report: &RunReport) -> String {
     let _ = writeln!(out, "\n{verdict}");
     out
 }
+
+/// `dagrun history`: one line per version, newest first.
+pub(crate) fn history(versions: &[dagrun_core::storage::delta::DeltaVersion]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:>7}  {:<24}  {:<14}  {:<24}  {:>10}", "VERSION", "TIME (UTC)", "OPERATION", "RUN", "ROWS");
+    for v in versions {
+        let time = v
+            .timestamp_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or_else(|| "-".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+        let _ = writeln!(
+            out,
+            "{:>7}  {:<24}  {:<14}  {:<24}  {:>10}",
+            v.version,
+            time,
+            v.operation,
+            v.run_id.as_deref().unwrap_or("-"),
+            v.rows.map_or_else(|| "-".to_string(), thousands)
+        );
+    }
+    out
+}

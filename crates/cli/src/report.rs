@@ -31,7 +31,8 @@ pub(crate) async fn answers(record: &RunRecord, _storages: &Storages) -> Vec<Ans
     record.queries.iter().map(|q| Answer { title: q.title.clone(), chart: q.chart, result: Err(why.clone()) }).collect()
 }
 
-/// Runs the record's report queries over its published tables (read through their manifests).
+/// Runs the record's report queries over its published tables: a Delta table at the version the
+/// run left it (`record.versions`), a Parquet-convention table through its manifest.
 #[cfg(feature = "polars")]
 pub(crate) async fn answers(record: &RunRecord, storages: &Storages) -> Vec<Answer> {
     if record.queries.is_empty() {
@@ -39,10 +40,9 @@ pub(crate) async fn answers(record: &RunRecord, storages: &Storages) -> Vec<Answ
     }
     let mut tables: std::collections::BTreeMap<String, Result<DataFrame, String>> = Default::default();
     for (name, path) in &record.tables {
-        let loaded = match storages.for_path(path) {
-            Ok(storage) => dagrun_polars::published::read_published(storage, path).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let loaded = dagrun_polars::published::read_published(storages, path, record.versions.get(name).copied())
+            .await
+            .map_err(|e| e.to_string());
         tables.insert(name.clone(), loaded);
     }
     let mut out = Vec::new();

@@ -16,7 +16,8 @@ use crate::emr::EmrSettings;
 pub use crate::path::join_path;
 use crate::retry::RetryPolicy;
 use crate::spec::{
-    ChartKind, CheckSeverity, ColumnType, Compression, JsonFormat, ServerSideEncryption, StorageClass, TaskKind,
+    ChartKind, CheckSeverity, ColumnType, Compression, JsonFormat, ServerSideEncryption, StorageClass, TableFormat,
+    TaskKind,
 };
 use crate::vars::Vars;
 
@@ -278,11 +279,20 @@ pub struct Load {
     pub table: String,
     /// A local folder or an `s3://bucket/prefix` URI; the table's files live under it.
     pub path: String,
+    /// How the table is published: dagrun's Parquet convention or a Delta Lake table.
+    pub format: TableFormat,
     /// Columns that become hive folders (`year=2018/`), in order.
     pub partition_by: Vec<String>,
     /// The Parquet compression.
     pub compression: Compression,
+    /// Delta only: how long files that a newer version replaced are kept (so that readers of an
+    /// older version can finish, and `--as-of` can read it) before a successful run vacuums them.
+    pub retention: Duration,
 }
+
+/// Files of replaced Delta versions are kept for a week unless the load says otherwise (Delta's
+/// own default for `delta.deletedFileRetentionDuration`).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl PlannedTask {
     /// Its place in the plan's tasks.
@@ -375,7 +385,13 @@ impl PlannedTask {
                 } else {
                     format!(" partitioned by {}", l.partition_by.join(", "))
                 };
-                vec![format!("{} (parquet, {}){parts}", l.path, l.compression)]
+                let format = match l.format {
+                    TableFormat::Parquet => "parquet".to_string(),
+                    TableFormat::Delta => {
+                        format!("delta, keeps replaced files {}", crate::units::format_duration(l.retention))
+                    }
+                };
+                vec![format!("{} ({format}, {}){parts}", l.path, l.compression)]
             }
         }
     }

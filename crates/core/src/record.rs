@@ -69,6 +69,11 @@ pub struct RunRecord {
     pub report: RunReport,
     /// Published tables by name: where the load wrote them (for reports and readers).
     pub tables: BTreeMap<String, String>,
+    /// The Delta version of each `format: delta` table as this run left it (committed, or found
+    /// up to date): reading every table at its version sees the whole lake as of this run, even
+    /// after later runs (`dagrun report` does; see the README for Spark, DuckDB and Polars).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<String, u64>,
     /// The pipeline's `report:` queries, for `dagrun report`.
     #[serde(default)]
     pub queries: Vec<ReportQuery>,
@@ -112,6 +117,7 @@ impl RunRecord {
             exit_code: report.exit_code(),
             report,
             tables,
+            versions: BTreeMap::new(),
             queries: plan.report.clone(),
             s3_endpoint_url: plan.s3.endpoint_url.clone(),
             s3_region: plan.s3.region.clone(),

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 
 use crate::plan::{Action, Plan};
+use crate::spec::TableFormat;
 use crate::storage::{MANIFEST, Storages, TableManifest, compile_glob};
 
 /// What to rerun regardless of fingerprints.
@@ -92,7 +93,7 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshnes
             out.stale.insert(task.index, "forced".into());
             continue;
         }
-        match published(storages, &load.path).await {
+        match published(storages, load).await {
             Ok(manifest) if manifest.fingerprint.as_deref() == Some(out.fingerprints[&task.index].as_str()) => {
                 fresh_loads.insert(task.index, manifest.run_id);
             }
@@ -171,14 +172,26 @@ async fn input_listing(storages: &Storages, path: &str, glob: &str) -> String {
     }
 }
 
-/// The manifest of the table published at `path`, if it is complete: every file it names is
-/// present with its size.
-async fn published(storages: &Storages, path: &str) -> Result<TableManifest, String> {
+/// The manifest of the table `load` publishes, in its format, if it is complete: every file it
+/// names is present with its size.
+async fn published(storages: &Storages, load: &crate::plan::Load) -> Result<TableManifest, String> {
+    let path = load.path.as_str();
     let storage = storages.for_path(path).map_err(|e| e.to_string())?;
-    let manifest_path = format!("{}/{MANIFEST}", path.trim_end_matches('/'));
-    let bytes = storage.read(&manifest_path).await.map_err(|_| "not published yet".to_string())?;
-    let manifest: TableManifest =
-        serde_json::from_slice(&bytes).map_err(|e| format!("its manifest is unreadable ({e})"))?;
+    let manifest = match load.format {
+        TableFormat::Delta => {
+            let delta = storages.delta(path).map_err(|e| e.to_string())?;
+            match delta.snapshot(path, None).await {
+                Ok(Some(snapshot)) => snapshot.manifest,
+                Ok(None) => return Err("not published yet".to_string()),
+                Err(e) => return Err(format!("its Delta log cannot be read ({e})")),
+            }
+        }
+        TableFormat::Parquet => {
+            let manifest_path = format!("{}/{MANIFEST}", path.trim_end_matches('/'));
+            let bytes = storage.read(&manifest_path).await.map_err(|_| "not published yet".to_string())?;
+            serde_json::from_slice(&bytes).map_err(|e| format!("its manifest is unreadable ({e})"))?
+        }
+    };
     let glob = compile_glob("**").map_err(|e| e.to_string())?;
     let present: BTreeMap<String, u64> =
         storage.list(path, &glob).await.map_err(|e| e.to_string())?.into_iter().map(|o| (o.relative, o.size)).collect();

@@ -129,6 +129,18 @@ decode_enum! {
 }
 
 decode_enum! {
+    /// How a load publishes its table.
+    pub enum TableFormat as "table format" {
+        /// Hive-partitioned Parquet files named by dagrun's `_manifest.json` (readers that list the
+        /// folder see old and new files together while a load runs).
+        Parquet = "parquet",
+        /// A Delta Lake table: every load is one commit of the `_delta_log`, so every Delta reader
+        /// sees the previous version or the new one, never a mix.
+        Delta = "delta",
+    }
+}
+
+decode_enum! {
     /// How retry delays are randomised.
     pub enum Jitter as "jitter" {
         /// A uniform delay between zero and the backoff (AWS's "full jitter").
@@ -450,8 +462,10 @@ decode_struct! {
     pub struct LoadSpec as "load task" {
         table: Located<String>,
         path: Located<String>,
+        format: Option<Located<TableFormat>>,
         partition_by: Option<OneOrMany<Located<String>>>,
         compression: Option<Located<Compression>>,
+        retention: Option<Located<DurationValue>>,
     }
 }
 

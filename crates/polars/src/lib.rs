@@ -12,6 +12,7 @@
 //! kept in a local Parquet file instead ([`spill`]).
 
 mod checks;
+mod delta_load;
 pub mod error;
 mod extract;
 mod json;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dagrun_core::engine::{Engine, Exchange, TableExport, TaskContext, TaskError, TaskOutput};
 use dagrun_core::plan::{Action, Load, PlannedTask};
-use dagrun_core::spec::{CheckSeverity, Compression};
+use dagrun_core::spec::{CheckSeverity, Compression, TableFormat};
 use dagrun_core::storage::Storages;
 use polars::prelude::{Column, DataFrame};
 use tracing::{info, warn};
@@ -53,6 +54,8 @@ pub struct LocalOptions {
     /// A table larger than this in memory (bytes) is kept in a local Parquet file between tasks;
     /// `None`: always in memory.
     pub spill_above: Option<u64>,
+    /// Let a `format: delta` load drop or retype columns of the published table.
+    pub allow_breaking_schema: bool,
 }
 
 /// The default spill threshold: 1 GiB.
@@ -60,7 +63,12 @@ pub(crate) const DEFAULT_SPILL_ABOVE: u64 = 1 << 30;
 
 impl Default for LocalOptions {
     fn default() -> Self {
-        Self { read_concurrency: 64, write_concurrency: 64, spill_above: Some(DEFAULT_SPILL_ABOVE) }
+        Self {
+            read_concurrency: 64,
+            write_concurrency: 64,
+            spill_above: Some(DEFAULT_SPILL_ABOVE),
+            allow_breaking_schema: false,
+        }
     }
 }
 
@@ -170,9 +178,7 @@ impl LocalEngine {
             return Ok(table);
         }
         match self.exchange.location(name) {
-            Some(location) => {
-                Ok(Table::Memory(published::read_published(self.storages.for_path(&location)?, &location).await?))
-            }
+            Some(location) => Ok(Table::Memory(published::read_published(&self.storages, &location, None).await?)),
             None => Err(Error::MissingTable(name.to_string())),
         }
     }
@@ -351,12 +357,13 @@ impl LocalEngine {
             }
             Action::Load(spec) => {
                 let df = self.table(&spec.table).await?;
-                let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
-                let out =
-                    load::run(cx.fingerprint.clone(), df, spec, storage, cx, self.options.write_concurrency).await?;
+                let out = load::run(cx.fingerprint.clone(), df, spec, &self.storages, cx, &self.options).await?;
                 let mut details = BTreeMap::new();
                 if out.partitions > 0 {
                     details.insert("partitions".to_string(), out.partitions.to_string());
+                }
+                if let Some(version) = out.version {
+                    details.insert("delta_version".to_string(), version.to_string());
                 }
                 Ok(TaskOutput {
                     rows_in: Some(out.rows),
@@ -411,14 +418,15 @@ impl Engine for LocalEngine {
 impl TableExport for LocalEngine {
     async fn export(&self, table: &str, location: &str, cx: &TaskContext) -> Result<(), TaskError> {
         let df = self.table(table).await?;
-        let storage = self.storages.for_path(location).map_err(Error::from)?;
         let spec = Load {
             table: table.to_string(),
             path: location.to_string(),
             partition_by: Vec::new(),
             compression: Compression::Zstd,
+            format: TableFormat::Parquet,
+            retention: dagrun_core::plan::DEFAULT_RETENTION,
         };
-        load::run(None, df, &spec, storage, cx, self.options.write_concurrency).await?;
+        load::run(None, df, &spec, &self.storages, cx, &self.options).await?;
         Ok(())
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use dagrun_core::engine::TaskContext;
 use dagrun_core::plan::Load;
-use dagrun_core::spec::Compression;
-use dagrun_core::storage::{ManifestFile, Storage, TableFile, TableManifest};
+use dagrun_core::spec::{Compression, TableFormat};
+use dagrun_core::storage::{ManifestFile, Storage, Storages, TableFile, TableManifest};
 use dagrun_core::units::format_size;
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -29,6 +29,8 @@ pub(crate) struct Loaded {
     pub rows: u64,
     pub files: usize,
     pub partitions: usize,
+    /// The Delta version committed, for `format: delta`.
+    pub version: Option<u64>,
 }
 
 /// Escapes one partition value the way Hive's `FileUtils.escapePathName` does. A literal value
@@ -108,7 +110,7 @@ fn parquet_compression(c: Compression) -> ParquetCompression {
     }
 }
 
-fn encode(mut df: DataFrame, compression: Compression) -> Result<Vec<u8>> {
+pub(crate) fn encode(mut df: DataFrame, compression: Compression) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     ParquetWriter::new(&mut buf)
         .with_compression(parquet_compression(compression))
@@ -118,13 +120,27 @@ fn encode(mut df: DataFrame, compression: Compression) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The file of each partition in dagrun's Parquet convention (a load replaces the whole folder).
+const FILE_NAME: &str = "part-00000.parquet";
+
 /// Files encoded and written per slice: the next slice is encoded while this one is written.
 const SLICE_FILES: usize = 1024;
 
-/// Splits the table into its files: `(relative path, rows)` in a deterministic order. Rows are
-/// grouped by the folder their values are written to, not by the values: a null and an empty
-/// value (both `__HIVE_DEFAULT_PARTITION__`) share one file, so neither overwrites the other.
-pub(crate) fn partition(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, DataFrame)>> {
+/// One file of a table: where it goes, its partition values and its rows.
+pub(crate) struct Part {
+    /// Relative path, `year=2018/artist_id=AR1/part-00000.parquet`.
+    pub path: String,
+    /// The raw partition values in `partition_by` order; `None` for null or empty.
+    pub values: Vec<(String, Option<String>)>,
+    /// Its rows, without the partition columns.
+    pub data: DataFrame,
+}
+
+/// Splits the table into its files in a deterministic order. Rows are grouped by the folder their
+/// values are written to, not by the values: a null and an empty value (both
+/// `__HIVE_DEFAULT_PARTITION__`) share one file, so neither overwrites the other. `file_name`
+/// names each partition's file.
+pub(crate) fn partition(table_name: &str, df: &DataFrame, spec: &Load, file_name: &str) -> Result<Vec<Part>> {
     for column in &spec.partition_by {
         if !df.schema().contains(column) {
             let available: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
@@ -136,7 +152,7 @@ pub(crate) fn partition(table_name: &str, df: &DataFrame, spec: &Load) -> Result
         }
     }
     if spec.partition_by.is_empty() {
-        return Ok(vec![("part-00000.parquet".to_string(), df.clone())]);
+        return Ok(vec![Part { path: file_name.to_string(), values: Vec::new(), data: df.clone() }]);
     }
     let sorted = df
         .sort(
@@ -147,57 +163,158 @@ pub(crate) fn partition(table_name: &str, df: &DataFrame, spec: &Load) -> Result
     let groups = sorted
         .partition_by_stable(spec.partition_by.iter().map(String::as_str), true)
         .map_err(|e| Error::polars("partitioning", e))?;
-    let named: Vec<(String, DataFrame)> = groups
+    let named: Vec<Part> = groups
         .into_par_iter()
         .map(|group| {
             let mut segments = Vec::with_capacity(spec.partition_by.len());
+            let mut values = Vec::with_capacity(spec.partition_by.len());
             for column in &spec.partition_by {
                 let value = group
                     .column(column)
                     .map_err(|e| Error::polars("partitioning", e))?
                     .get(0)
                     .map_err(|e| Error::polars("partitioning", e))?;
-                segments.push(partition_segment(column, key_text(&value).as_deref())?);
+                let text = key_text(&value);
+                segments.push(partition_segment(column, text.as_deref())?);
+                values.push((column.clone(), text.filter(|t| !t.is_empty())));
             }
             let data = group.drop_many(spec.partition_by.iter().map(String::as_str));
-            Ok((format!("{}/part-00000.parquet", segments.join("/")), data))
+            Ok(Part { path: format!("{}/{file_name}", segments.join("/")), values, data })
         })
         .collect::<Result<_>>()?;
     merge_same_paths(named)
 }
 
 /// Joins the groups whose values map to the same folder, keeping the first one's place.
-fn merge_same_paths(named: Vec<(String, DataFrame)>) -> Result<Vec<(String, DataFrame)>> {
+fn merge_same_paths(named: Vec<Part>) -> Result<Vec<Part>> {
     let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(named.len());
-    let mut out: Vec<(String, DataFrame)> = Vec::with_capacity(named.len());
-    for (path, df) in named {
-        match at.get(&path) {
+    let mut out: Vec<Part> = Vec::with_capacity(named.len());
+    for part in named {
+        match at.get(&part.path) {
             Some(&i) => {
-                out[i].1.vstack_mut_owned(df).map_err(|e| Error::polars("joining rows of one partition", e))?;
+                out[i]
+                    .data
+                    .vstack_mut_owned(part.data)
+                    .map_err(|e| Error::polars("joining rows of one partition", e))?;
             }
             None => {
-                at.insert(path.clone(), out.len());
-                out.push((path, df));
+                at.insert(part.path.clone(), out.len());
+                out.push(part);
             }
         }
     }
     Ok(out)
 }
 
+#[cfg(test)]
 /// Encodes files in parallel: `(relative path, Parquet bytes)`, in the same order.
-pub(crate) fn encode_all(parts: Vec<(String, DataFrame)>, compression: Compression) -> Result<Vec<(String, Vec<u8>)>> {
+fn encode_all(parts: Vec<(String, DataFrame)>, compression: Compression) -> Result<Vec<(String, Vec<u8>)>> {
     parts.into_par_iter().map(|(path, df)| Ok((path, encode(df, compression)?))).collect()
 }
 
 #[cfg(test)]
 /// Encodes the table into files: `(relative path, bytes)` in a deterministic order.
 pub(crate) fn encode_files(table_name: &str, df: &DataFrame, spec: &Load) -> Result<Vec<(String, Vec<u8>)>> {
-    encode_all(partition(table_name, df, spec)?, spec.compression)
+    let parts = partition(table_name, df, spec, FILE_NAME)?;
+    encode_all(parts.into_iter().map(|p| (p.path, p.data)).collect(), spec.compression)
+}
+
+/// A file written by [`write_parts`].
+pub(crate) struct Written {
+    /// Relative to the table.
+    pub relative: String,
+    pub size: u64,
+    pub rows: u64,
+    pub values: Vec<(String, Option<String>)>,
+}
+
+/// Encodes `parts` a slice at a time on the workers while the slice before is written to
+/// `place(relative)`. Every path it may have written is pushed to `attempted` first, so that a
+/// failure can remove them.
+pub(crate) async fn write_parts(
+    parts: Vec<Part>,
+    storage: &Arc<dyn Storage>,
+    place: impl Fn(&str) -> String,
+    compression: Compression,
+    cx: &TaskContext,
+    write_concurrency: usize,
+    attempted: &mut Vec<String>,
+) -> Result<Vec<Written>> {
+    let count = parts.len();
+    let mut slices: Vec<Vec<Part>> = Vec::new();
+    let mut rest = parts.into_iter().peekable();
+    while rest.peek().is_some() {
+        slices.push(rest.by_ref().take(SLICE_FILES).collect());
+    }
+    let encode_slice = |slice: Vec<Part>| {
+        crate::on_workers(move || {
+            slice
+                .into_par_iter()
+                .map(|p| {
+                    let rows = p.data.height() as u64;
+                    Ok((encode(p.data, compression)?, p.path, p.values, rows))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+    };
+    let mut files = Vec::with_capacity(count);
+    let mut written = 0u64;
+    let mut slices = slices.into_iter();
+    let mut current = match slices.next() {
+        Some(first) => Some(encode_slice(first).await??),
+        None => None,
+    };
+    while let Some(encoded) = current.take() {
+        if cx.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let n = encoded.len() as u64;
+        written += encoded.iter().map(|(d, ..)| d.len() as u64).sum::<u64>();
+        let batch: Vec<(String, Vec<u8>)> = encoded
+            .into_iter()
+            .map(|(data, relative, values, rows)| {
+                let path = place(&relative);
+                attempted.push(path.clone());
+                files.push(Written { relative, size: data.len() as u64, rows, values });
+                (path, data)
+            })
+            .collect();
+        let writing = storage.write_many(batch, write_concurrency);
+        match slices.next() {
+            Some(next) => {
+                let (wrote, encoded) = tokio::join!(writing, encode_slice(next));
+                wrote?;
+                current = Some(encoded??);
+            }
+            None => writing.await?,
+        }
+        cx.progress.inc(n);
+        cx.progress.set_message(&format!("{} written", format_size(written)));
+    }
+    Ok(files)
+}
+
+/// Publishes `df` as the table `spec` describes, in its format.
+pub(crate) async fn run(
+    fingerprint: Option<String>,
+    df: DataFrame,
+    spec: &Load,
+    storages: &Storages,
+    cx: &TaskContext,
+    options: &crate::LocalOptions,
+) -> Result<Loaded> {
+    match spec.format {
+        TableFormat::Parquet => {
+            let storage = storages.for_path(&spec.path)?;
+            run_parquet(fingerprint, df, spec, storage, cx, options.write_concurrency).await
+        }
+        TableFormat::Delta => crate::delta_load::run(fingerprint, df, spec, storages, cx, options).await,
+    }
 }
 
 /// Writes `df` to a staging folder next to `spec.path`, then publishes it atomically. Files are
 /// encoded a slice at a time on the workers while the slice before is being written.
-pub(crate) async fn run(
+async fn run_parquet(
     fingerprint: Option<String>,
     df: DataFrame,
     spec: &Load,
@@ -210,7 +327,7 @@ pub(crate) async fn run(
     let name = table_name.to_string();
     let load = spec.clone();
     cx.progress.set_message("partitioning");
-    let parts = crate::on_workers(move || partition(&name, &df, &load)).await??;
+    let parts = crate::on_workers(move || partition(&name, &df, &load, FILE_NAME)).await??;
     if cx.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
@@ -222,53 +339,27 @@ pub(crate) async fn run(
     // The tag is unique per attempt: an abandoned attempt (timed out, still finishing in the
     // background) never shares files with its retry.
     let write = storage.begin_table(&spec.path, &format!("{}-{}-{}", cx.run_id, cx.instance, cx.attempt)).await?;
-    let targets: Vec<TableFile> = parts.iter().map(|(rel, _)| storage.table_file(&write, rel)).collect();
-    let compression = spec.compression;
+    let targets: Vec<TableFile> = parts.iter().map(|p| storage.table_file(&write, &p.path)).collect();
     let result = async {
-        let mut slices: Vec<Vec<(String, DataFrame)>> = Vec::new();
-        let mut rest = parts.into_iter().peekable();
-        while rest.peek().is_some() {
-            slices.push(rest.by_ref().take(SLICE_FILES).collect());
-        }
-        let encode_slice = |slice: Vec<(String, DataFrame)>| {
-            crate::on_workers(move || {
-                let heights: Vec<u64> = slice.iter().map(|(_, df)| df.height() as u64).collect();
-                encode_all(slice, compression).map(|files| files.into_iter().zip(heights).collect::<Vec<_>>())
+        let mut attempted = Vec::new();
+        let written = write_parts(
+            parts,
+            storage,
+            |rel| storage.table_file(&write, rel).path,
+            spec.compression,
+            cx,
+            write_concurrency,
+            &mut attempted,
+        )
+        .await?;
+        let files: Vec<ManifestFile> = written
+            .into_iter()
+            .map(|w| ManifestFile {
+                path: storage.table_file(&write, &w.relative).relative,
+                size: w.size,
+                rows: Some(w.rows),
             })
-        };
-        let mut files = Vec::with_capacity(count);
-        let mut written = 0u64;
-        let mut slices = slices.into_iter();
-        let mut current = match slices.next() {
-            Some(first) => Some(encode_slice(first).await??),
-            None => None,
-        };
-        while let Some(encoded) = current.take() {
-            if cx.cancel.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let n = encoded.len() as u64;
-            written += encoded.iter().map(|((_, d), _)| d.len() as u64).sum::<u64>();
-            let batch: Vec<(String, Vec<u8>)> = encoded
-                .into_iter()
-                .map(|((rel, data), rows)| {
-                    let file = storage.table_file(&write, &rel);
-                    files.push(ManifestFile { path: file.relative, size: data.len() as u64, rows: Some(rows) });
-                    (file.path, data)
-                })
-                .collect();
-            let writing = storage.write_many(batch, write_concurrency);
-            match slices.next() {
-                Some(next) => {
-                    let (wrote, encoded) = tokio::join!(writing, encode_slice(next));
-                    wrote?;
-                    current = Some(encoded??);
-                }
-                None => writing.await?,
-            }
-            cx.progress.inc(n);
-            cx.progress.set_message(&format!("{} written", format_size(written)));
-        }
+            .collect();
         // The last moment to back out: a cancelled or timed-out attempt publishes nothing.
         if cx.cancel.is_cancelled() {
             return Err(Error::Cancelled);
@@ -294,7 +385,7 @@ pub(crate) async fn run(
         }
         return Err(e);
     }
-    Ok(Loaded { rows, files: count, partitions })
+    Ok(Loaded { rows, files: count, partitions, version: None })
 }
 
 #[cfg(test)]
@@ -325,9 +416,11 @@ mod tests {
             path: "out/t".into(),
             partition_by: vec!["artist".into()],
             compression: Compression::Zstd,
+            format: TableFormat::Parquet,
+            retention: dagrun_core::plan::DEFAULT_RETENTION,
         };
-        let parts = partition("t", &df, &spec).unwrap();
-        let found: Vec<(&str, usize)> = parts.iter().map(|(p, df)| (p.as_str(), df.height())).collect();
+        let parts = partition("t", &df, &spec, FILE_NAME).unwrap();
+        let found: Vec<(&str, usize)> = parts.iter().map(|p| (p.path.as_str(), p.data.height())).collect();
         assert_eq!(
             found,
             vec![
@@ -351,6 +444,8 @@ mod tests {
             path: "out/t".into(),
             partition_by: vec!["year".into(), "artist".into()],
             compression: Compression::Zstd,
+            format: TableFormat::Parquet,
+            retention: dagrun_core::plan::DEFAULT_RETENTION,
         };
         let files = encode_files("t", &df, &spec).unwrap();
         let paths: Vec<_> = files.iter().map(|(p, _)| p.as_str()).collect();

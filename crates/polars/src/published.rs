@@ -1,11 +1,11 @@
-//! Reading a published table back, the way a reader following dagrun's convention does: the
-//! files its `_manifest.json` names, with hive partition columns restored from folder names
-//! (`%XX` decoded, `__HIVE_DEFAULT_PARTITION__` as null, whole numbers as integers).
+//! Reading a published table back: for a Delta table, the files of its current version (or of
+//! `as_of`); in dagrun's Parquet convention, the files its `_manifest.json` names. Hive partition
+//! columns are restored from folder names (`%XX` decoded, `__HIVE_DEFAULT_PARTITION__` as null,
+//! whole numbers as integers).
 
 use std::io::Cursor;
-use std::sync::Arc;
 
-use dagrun_core::storage::{MANIFEST, Storage, TableManifest};
+use dagrun_core::storage::{MANIFEST, Storages, TableManifest};
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
@@ -31,12 +31,30 @@ pub(crate) fn unescape_partition_value(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The published table at `path` as one DataFrame.
-pub async fn read_published(storage: &Arc<dyn Storage>, path: &str) -> Result<DataFrame> {
+/// What is published at `path`: the Delta table's version (the latest, or `as_of`), else the
+/// manifest of dagrun's Parquet convention.
+pub async fn published_manifest(storages: &Storages, path: &str, as_of: Option<u64>) -> Result<TableManifest> {
     let root = path.trim_end_matches('/');
-    let manifest_bytes = storage.read(&format!("{root}/{MANIFEST}")).await?;
-    let manifest: TableManifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| Error::InvalidOutput(format!("the manifest of {root} is unreadable: {e}")))?;
+    if let Some(delta) = &storages.delta
+        && let Some(snapshot) = delta.snapshot(root, as_of).await?
+    {
+        return Ok(snapshot.manifest);
+    }
+    if let Some(v) = as_of {
+        return Err(Error::InvalidOutput(format!(
+            "{root} is not a Delta table, so it has no version {v} to read (only `format: delta` tables keep versions)"
+        )));
+    }
+    let manifest_bytes = storages.for_path(root)?.read(&format!("{root}/{MANIFEST}")).await?;
+    serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| Error::InvalidOutput(format!("the manifest of {root} is unreadable: {e}")))
+}
+
+/// The published table at `path` (at version `as_of` of a Delta table) as one DataFrame.
+pub async fn read_published(storages: &Storages, path: &str, as_of: Option<u64>) -> Result<DataFrame> {
+    let root = path.trim_end_matches('/');
+    let manifest = published_manifest(storages, root, as_of).await?;
+    let storage = storages.for_path(root)?;
     let paths: Vec<String> = manifest.files.iter().map(|f| format!("{root}/{}", f.path)).collect();
     let contents = storage.read_many(&paths, 32).await;
     let mut frames = Vec::with_capacity(paths.len());

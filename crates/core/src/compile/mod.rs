@@ -30,7 +30,7 @@ use crate::plan::{
 use crate::retry::RetryPolicy;
 use crate::spec::{
     ChartKind, CheckKindSpec, CheckSeverity, Compression, DefaultsSpec, EnginesSpec, PipelineSpec, ReportQuerySpec,
-    RetrySpec, S3Spec, ServerSideEncryption, TaskParams, TaskSpec,
+    RetrySpec, S3Spec, ServerSideEncryption, TableFormat, TaskParams, TaskSpec,
 };
 use crate::sql;
 use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
@@ -189,6 +189,17 @@ fn engine_settings(
                 continue;
             }
             Action::Extract(e) => ("reads", &e.path),
+            Action::Load(l) if l.format == TableFormat::Delta => {
+                let message = format!(
+                    "task `{}`: a `format: delta` load runs on the local engine, not on emr (dagrun commits \
+                     Delta versions itself; Spark steps never write Delta)",
+                    t.id
+                );
+                diags.push(Diagnostic::error(t.pos, message).with_hint(
+                    "drop `engine:` from the load: it reads the table its upstream task made on EMR and commits it",
+                ));
+                continue;
+            }
             Action::Load(l) => ("writes", &l.path),
             Action::Transform(_) => continue,
         };
@@ -729,11 +740,19 @@ impl Builder<'_> {
                         }
                     }
                 }
+                let format = l.format.as_ref().map_or(TableFormat::Parquet, |f| f.value);
+                if let Some(r) = &l.retention
+                    && format != TableFormat::Delta
+                {
+                    self.error(r.pos, "`retention` applies to `format: delta` tables only");
+                }
                 Some(Action::Load(Load {
                     table: l.table.value.clone(),
                     path: l.path.value.clone(),
+                    format,
                     partition_by,
                     compression: l.compression.as_ref().map_or(Compression::Zstd, |c| c.value),
+                    retention: l.retention.as_ref().map_or(crate::plan::DEFAULT_RETENTION, |r| r.value.0),
                 }))
             }
         }

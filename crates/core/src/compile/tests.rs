@@ -275,3 +275,19 @@ fn a_check_on_no_columns_is_an_error_not_a_crash_at_run_time() {
         ]
     );
 }
+
+#[test]
+fn delta_loads_take_a_retention_and_only_delta_loads_do() {
+    let delta = GOOD.replace("    retry: {max_attempts: 5}\n", "    format: delta\n    retention: 2d\n");
+    let plan = load(&delta).unwrap();
+    let Action::Load(l) = &plan.task("load_users").unwrap().action else { panic!("a load") };
+    assert_eq!((l.format, l.retention), (TableFormat::Delta, Duration::from_secs(2 * 86400)));
+
+    let parquet = GOOD.replace("    retry: {max_attempts: 5}\n", "    retention: 2d\n");
+    let found = problems(&parquet);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].ends_with(" `retention` applies to `format: delta` tables only"), "{found:?}");
+    assert!(found[0].starts_with("35:16 "), "located at the value: {found:?}");
+    let unknown = GOOD.replace("    retry: {max_attempts: 5}\n", "    format: iceberg\n");
+    assert!(problems(&unknown)[0].contains("iceberg"), "{:?}", problems(&unknown));
+}

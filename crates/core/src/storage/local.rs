@@ -394,6 +394,16 @@ fn version_of(bytes: &[u8]) -> Version {
 /// Writes a whole small file so that readers see the old content or the new, never a part: a
 /// temporary file beside it, synced, then renamed over it.
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StorageError> {
+    let tmp = write_temporary(path, data).map_err(|e| io_error(Op::Writing, path, &e))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(Op::Writing, path, &e));
+    }
+    Ok(())
+}
+
+/// Writes `data` to a hidden temporary file beside `path`, synced; returns its path.
+fn write_temporary(path: &Path, data: &[u8]) -> io::Result<PathBuf> {
     use std::io::Write;
     let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
@@ -402,11 +412,45 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StorageError> {
         f.write_all(data)?;
         f.sync_all()
     });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_error(Op::Writing, path, &e));
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    Ok(())
+}
+
+fn already_exists(path: &Path) -> StorageError {
+    StorageError::new(StorageErrorKind::AlreadyExists, Op::Creating, path.display().to_string(), "already exists")
+}
+
+/// Creates `path` with `data` only if nothing is there, complete or not at all: the data goes to a
+/// temporary file that is then hard-linked into place, which fails if the name exists. No reader
+/// ever sees a partial file, and no lock file is left beside it (other Delta writers on a local
+/// disk create commit files the same way). Where hard links are not supported, the file's lock
+/// serializes dagrun's own writers instead.
+fn create_exclusively(path: &Path, data: &[u8]) -> Result<(), StorageError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| io_error(Op::Creating, parent, &e))?;
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(already_exists(path));
+    }
+    let tmp = write_temporary(path, data).map_err(|e| io_error(Op::Creating, path, &e))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_exists(path)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) => with_file_lock(path, || {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(already_exists(path));
+            }
+            write_atomically(path, data)
+        }),
+        Err(e) => Err(io_error(Op::Creating, path, &e)),
+    }
 }
 
 /// The current content and version of a small file, under its lock.
@@ -472,6 +516,35 @@ impl Storage for LocalStorage {
     async fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
         let path = PathBuf::from(path);
         blocking(move || read_file(&path)).await
+    }
+
+    async fn head(&self, path: &str) -> Result<ObjectMeta, StorageError> {
+        let path = PathBuf::from(path);
+        blocking(move || {
+            let meta = std::fs::metadata(&path).map_err(|e| io_error(Op::Checking, &path, &e))?;
+            if meta.is_dir() {
+                let e = io::Error::new(io::ErrorKind::NotFound, "a folder, not a file");
+                return Err(io_error(Op::Checking, &path, &e));
+            }
+            Ok(ObjectMeta {
+                path: path.display().to_string(),
+                relative: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                size: meta.len(),
+                modified: meta.modified().ok(),
+                etag: None,
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), StorageError> {
+        let path = PathBuf::from(path);
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(Op::Deleting, &path, &e)),
+        })
+        .await
     }
 
     async fn read_many(&self, paths: &[String], concurrency: usize) -> Vec<Result<Vec<u8>, StorageError>> {
@@ -601,18 +674,8 @@ impl Storage for LocalStorage {
     async fn create_new(&self, path: &str, data: Vec<u8>) -> Result<Version, StorageError> {
         let path = PathBuf::from(path);
         blocking(move || {
-            with_file_lock(&path, || {
-                if std::fs::symlink_metadata(&path).is_ok() {
-                    return Err(StorageError::new(
-                        StorageErrorKind::AlreadyExists,
-                        Op::Creating,
-                        path.display().to_string(),
-                        "already exists",
-                    ));
-                }
-                write_atomically(&path, &data)?;
-                Ok(version_of(&data))
-            })
+            create_exclusively(&path, &data)?;
+            Ok(version_of(&data))
         })
         .await
     }

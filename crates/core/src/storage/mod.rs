@@ -6,6 +6,7 @@
 //! [`Storage::commit_table`] (or [`Storage::abort_table`] on failure). Each storage keeps the
 //! promise its own way: a folder swap on disk, a manifest written last on S3.
 
+pub mod delta;
 pub mod local;
 
 use std::collections::HashMap;
@@ -117,6 +118,14 @@ pub enum Op {
     MovingAside,
     /// Following a symbolic link.
     Following,
+    /// Reading a Delta table's log.
+    DeltaReading,
+    /// Creating a Delta table.
+    DeltaCreating,
+    /// Committing a version of a Delta table.
+    DeltaCommitting,
+    /// Deleting the files of a Delta table's old versions.
+    DeltaVacuuming,
     /// Completing a multipart upload.
     CompletingUpload,
     /// Checking a staged file's size before it is published.
@@ -148,6 +157,10 @@ impl Op {
             Op::MovingAside => "moving aside",
             Op::Following => "following",
             Op::CompletingUpload => "completing the upload of",
+            Op::DeltaReading => "reading the Delta table",
+            Op::DeltaCreating => "creating the Delta table",
+            Op::DeltaCommitting => "committing to the Delta table",
+            Op::DeltaVacuuming => "vacuuming the Delta table",
             Op::CheckingStaged => "checking the staged file",
         }
     }
@@ -156,7 +169,14 @@ impl Op {
     pub fn reads(&self) -> bool {
         matches!(
             self,
-            Op::Checking | Op::CheckingStaged | Op::Following | Op::Listing | Op::Opening | Op::Parsing | Op::Reading
+            Op::Checking
+                | Op::CheckingStaged
+                | Op::DeltaReading
+                | Op::Following
+                | Op::Listing
+                | Op::Opening
+                | Op::Parsing
+                | Op::Reading
         )
     }
 }
@@ -287,6 +307,12 @@ pub trait Storage: Send + Sync {
     /// Reads a whole file.
     async fn read(&self, path: &str) -> Result<Vec<u8>, StorageError>;
 
+    /// The size, modification time and version of one file (`relative` is its name).
+    async fn head(&self, path: &str) -> Result<ObjectMeta, StorageError>;
+
+    /// Deletes one file; a missing one is fine.
+    async fn delete(&self, path: &str) -> Result<(), StorageError>;
+
     /// Reads many files with at most `concurrency` in flight; results in input order.
     async fn read_many(&self, paths: &[String], concurrency: usize) -> Vec<Result<Vec<u8>, StorageError>> {
         let reads: Vec<_> = paths.iter().map(|p| self.read(p)).collect();
@@ -353,6 +379,8 @@ pub struct Storages {
     pub local: Arc<dyn Storage>,
     /// S3, when a path of the run is on S3 and this build has it.
     pub s3: Option<Arc<dyn Storage>>,
+    /// Delta Lake tables, when this build has them.
+    pub delta: Option<Arc<dyn delta::DeltaTables>>,
     /// Listings made before the run (to fingerprint inputs), kept for the extract that reads them.
     listings: Arc<Mutex<KeptListings>>,
 }
@@ -362,7 +390,7 @@ type KeptListings = HashMap<(String, String), Vec<ObjectMeta>>;
 
 impl Default for Storages {
     fn default() -> Self {
-        Self { local: Arc::new(LocalStorage), s3: None, listings: Arc::default() }
+        Self { local: Arc::new(LocalStorage), s3: None, delta: None, listings: Arc::default() }
     }
 }
 
@@ -376,6 +404,18 @@ impl Storages {
         } else {
             Ok(&self.local)
         }
+    }
+
+    /// Delta Lake tables, or an error saying this build has none.
+    pub fn delta(&self, path: &str) -> Result<&Arc<dyn delta::DeltaTables>, StorageError> {
+        self.delta.as_ref().ok_or_else(|| {
+            StorageError::new(
+                StorageErrorKind::Other,
+                Op::Opening,
+                path,
+                "this build of dagrun has no Delta Lake support (build it with the `delta` feature)",
+            )
+        })
     }
 
     /// Lists `path` by `glob` and keeps the listing for one [`Storages::list_once`] of the same

@@ -1,0 +1,121 @@
+//! The seam to Delta Lake tables (`format: delta`). Core decides what to read and when to commit;
+//! the `dagrun-delta` crate does it with delta-rs. Behind a trait, so that core stays free of
+//! delta-rs and Arrow, and a build without the `delta` feature says so at the load that needs it.
+//!
+//! A Delta table is read here as a [`TableManifest`] of its current (or an older) version: the
+//! same view the Parquet convention's `_manifest.json` gives, so that resume, relationship checks
+//! and report queries read both formats one way.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{StorageError, TableManifest};
+
+/// The folder of a table's Delta log, relative to the table.
+pub const DELTA_LOG: &str = "_delta_log";
+
+/// One column of a table, typed in Delta's primitive type names (`string`, `long`, `integer`,
+/// `short`, `byte`, `double`, `float`, `boolean`, `date`, `timestamp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaColumn {
+    /// The column's name.
+    pub name: String,
+    /// Delta's name of its type.
+    pub ty: String,
+}
+
+/// A data file written for a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaFile {
+    /// Its path relative to the table, as named on disk (`year=2018/part-00000-<tag>.parquet`).
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its row count.
+    pub rows: u64,
+    /// Its partition values in `partition_by` order: the raw values (not escaped), `None` for null.
+    pub partition_values: Vec<(String, Option<String>)>,
+}
+
+/// One load's change to a table, made in one Delta commit.
+#[derive(Debug, Clone)]
+pub struct DeltaCommit {
+    /// The table's name (for messages and the commit's metadata).
+    pub table: String,
+    /// The run that commits.
+    pub run_id: String,
+    /// The fingerprint of the load (see [`crate::resume`]).
+    pub fingerprint: Option<String>,
+    /// The table's columns, partition columns included.
+    pub columns: Vec<DeltaColumn>,
+    /// The partition columns, in folder order.
+    pub partition_by: Vec<String>,
+    /// The files that become the table's content.
+    pub files: Vec<DeltaFile>,
+    /// Accept a schema that drops or retypes a column of the published table.
+    pub allow_breaking_schema: bool,
+    /// How long replaced files are kept: the table's `delta.deletedFileRetentionDuration`, which
+    /// other tools' VACUUM respects too.
+    pub retention: Duration,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The table's new version.
+    pub version: u64,
+    /// Files of the previous version that the commit removed.
+    pub removed_files: usize,
+    /// Columns added to the published schema (a schema that only adds nullable columns evolves).
+    pub added_columns: Vec<String>,
+}
+
+/// A published Delta version, as `dagrun history` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaVersion {
+    /// The version number.
+    pub version: u64,
+    /// When it was committed, in milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// The operation (`CREATE TABLE`, `WRITE`, `VACUUM START`, ...).
+    pub operation: String,
+    /// The dagrun run that committed it, if dagrun did.
+    pub run_id: Option<String>,
+    /// The rows of the table after it, if dagrun committed it.
+    pub rows: Option<u64>,
+}
+
+/// A table at one version.
+#[derive(Debug, Clone)]
+pub struct DeltaSnapshot {
+    /// The version read.
+    pub version: u64,
+    /// Its files, rows and, for dagrun's commits, run and fingerprint.
+    pub manifest: TableManifest,
+}
+
+/// Reads and commits Delta tables, on disk and on S3.
+#[async_trait]
+pub trait DeltaTables: Send + Sync {
+    /// The table at `path` at its latest version, or at `as_of`. `Ok(None)` when no Delta table is
+    /// there; an error when one is there but cannot be read (a corrupt or foreign log), naming it.
+    async fn snapshot(&self, path: &str, as_of: Option<u64>) -> Result<Option<DeltaSnapshot>, StorageError>;
+
+    /// Makes `commit.files` the table's content in one commit: the files of the current version
+    /// are removed in the same commit. Creates the table when none is there. A table whose log
+    /// dagrun did not write, or whose schema `commit` would break, is refused, naming the table.
+    async fn commit(&self, path: &str, commit: DeltaCommit) -> Result<Committed, StorageError>;
+
+    /// The table's versions, newest first, at most `limit`.
+    async fn history(&self, path: &str, limit: Option<usize>) -> Result<Vec<DeltaVersion>, StorageError>;
+
+    /// Deletes the files that versions older than `retention` removed; returns how many.
+    async fn vacuum(&self, path: &str, retention: Duration) -> Result<usize, StorageError>;
+
+    /// Deletes the data files that loads which never committed left in dagrun's table at `path`
+    /// (a run killed before its commit): files named the way dagrun names them that neither the
+    /// current version nor a removal the log still keeps knows. Only call it while holding the
+    /// lake's lease, so that no live load's files are taken. Returns what was deleted.
+    async fn remove_orphans(&self, path: &str) -> Result<Vec<String>, StorageError>;
+}

@@ -1,0 +1,376 @@
+//! Delta Lake tables (`format: delta`) with delta-rs: reading a table's version as a manifest,
+//! committing a load as one Delta commit, history and vacuum. The `_delta_log` goes through
+//! dagrun's own storages (see [`store`]), so commits on S3 are conditional writes through
+//! aws-sdk-s3, with no DynamoDB.
+//!
+//! The data files are written by the engine that made the table (Polars, Parquet); this crate
+//! only makes them a version. A table is dagrun's when its metadata carries
+//! [`TABLE_PROPERTY`]; a table written by another tool is read, but never committed to.
+
+mod error;
+mod history;
+mod schema;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dagrun_core::storage::delta::{Committed, DeltaCommit, DeltaSnapshot, DeltaTables, DeltaVersion};
+use dagrun_core::storage::{ManifestFile, Op, Storage, StorageError, Storages, TableManifest, is_s3};
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::{Action, Add, Remove};
+use deltalake_core::logstore::{StorageConfig, default_logstore};
+use deltalake_core::operations::create::CreateBuilder;
+use deltalake_core::operations::vacuum::VacuumMode;
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, ObjectStore};
+use futures::TryStreamExt;
+use object_store::prefix::PrefixStore;
+use url::Url;
+
+pub use error::Error;
+use error::Result;
+
+/// The table property that marks a Delta table as dagrun's: its value is the table's name.
+pub const TABLE_PROPERTY: &str = "dagrun.table";
+/// Delta's table property for how long removed files are kept (other tools' VACUUM reads it).
+const RETENTION_PROPERTY: &str = "delta.deletedFileRetentionDuration";
+
+/// `retention` as a Delta interval.
+fn interval(retention: Duration) -> String {
+    format!("interval {} seconds", retention.as_secs())
+}
+
+/// Whether `name` (a file name) is how dagrun names a Delta table's data files.
+fn is_dagrun_data_file(name: &str) -> bool {
+    name.strip_prefix("part-")
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(n, tail)| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()) && tail.ends_with(".parquet"))
+}
+/// The key of dagrun's entry in a commit's `commitInfo`.
+pub(crate) const COMMIT_INFO_KEY: &str = "dagrun";
+
+/// Delta tables on the storages of a run.
+pub struct DeltaLake {
+    local: Arc<dyn Storage>,
+    s3: Option<Arc<dyn Storage>>,
+}
+
+impl DeltaLake {
+    /// Delta tables on `storages`' local disk and S3.
+    pub fn new(storages: &Storages) -> Self {
+        Self { local: storages.local.clone(), s3: storages.s3.clone() }
+    }
+
+    fn storage(&self, path: &str) -> Result<&Arc<dyn Storage>> {
+        if is_s3(path) {
+            self.s3.as_ref().ok_or_else(|| Error::refused(Op::Opening, path, "S3 is not configured for this run"))
+        } else {
+            Ok(&self.local)
+        }
+    }
+
+    /// The table at `path`, not yet loaded.
+    fn open(&self, path: &str) -> Result<DeltaTable> {
+        let storage = self.storage(path)?.clone();
+        let (root, url) = table_url(path)?;
+        let store: Arc<dyn ObjectStore> = Arc::new(store::StorageStore::new(storage, root));
+        let prefix = object_store::path::Path::from_url_path(url.path())
+            .map_err(|e| Error::refused(Op::Opening, path, format!("not a usable table path: {e}")))?;
+        let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(store.clone(), prefix));
+        let log_store = default_logstore(prefixed, store, &url, &StorageConfig::default());
+        Ok(DeltaTable::new(log_store))
+    }
+
+    /// The table at `path` loaded at its latest version (or `as_of`); `None` when none is there.
+    async fn load(&self, path: &str, as_of: Option<u64>) -> Result<Option<DeltaTable>> {
+        let mut table = self.open(path)?;
+        let exists = table.verify_deltatable_existence().await.map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+        if !exists {
+            return Ok(None);
+        }
+        match as_of {
+            None => table.load().await.map_err(|e| Error::delta(Op::DeltaReading, path, e))?,
+            Some(v) => table.load_version(v).await.map_err(|e| Error::delta(Op::DeltaReading, path, e))?,
+        }
+        Ok(Some(table))
+    }
+
+    async fn manifest(&self, path: &str, table: &DeltaTable) -> Result<TableManifest> {
+        let state = table.snapshot().map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+        let partition_by: Vec<String> = state.metadata().partition_columns().to_vec();
+        let name = state.metadata().configuration().get(TABLE_PROPERTY).cloned();
+        let views: Vec<_> = table
+            .get_active_add_actions_by_partitions(&[])
+            .try_collect()
+            .await
+            .map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+        let mut files = Vec::with_capacity(views.len());
+        let mut rows = 0u64;
+        let mut counted = true;
+        for view in &views {
+            let n = view.num_records().map(|n| n as u64);
+            match n {
+                Some(n) => rows += n,
+                None => counted = false,
+            }
+            files.push(ManifestFile { path: view.path().into_owned(), size: view.size().max(0) as u64, rows: n });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let version = table.version().unwrap_or(0);
+        let latest = history::latest_dagrun_commit(self.storage(path)?, path, version).await?;
+        Ok(TableManifest {
+            table: name.unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path).to_string()),
+            run_id: latest.as_ref().and_then(|c| c.run_id.clone()).unwrap_or_default(),
+            rows: if counted { rows } else { 0 },
+            partition_by,
+            files,
+            fingerprint: latest.and_then(|c| c.fingerprint),
+        })
+    }
+
+    async fn commit_inner(&self, path: &str, commit: DeltaCommit) -> Result<Committed> {
+        let table = self.load(path, None).await?;
+        let new_schema =
+            schema::struct_type(&commit.columns).map_err(|m| Error::refused(Op::DeltaCommitting, path, m))?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let rows: u64 = commit.files.iter().map(|f| f.rows).sum();
+        let adds: Vec<Action> = commit.files.iter().map(|f| Action::Add(add_action(f, now))).collect();
+        let mut info = HashMap::new();
+        info.insert(
+            COMMIT_INFO_KEY.to_string(),
+            serde_json::json!({
+                "run_id": commit.run_id,
+                "fingerprint": commit.fingerprint,
+                "table": commit.table,
+                "rows": rows,
+                "files": commit.files.len(),
+            }),
+        );
+        let properties = CommitProperties::default().with_metadata(info);
+        let Some(table) = table else {
+            let created = CreateBuilder::new()
+                .with_log_store(self.open(path)?.log_store())
+                .with_table_name(commit.table.clone())
+                .with_columns(new_schema.fields().cloned())
+                .with_partition_columns(commit.partition_by.clone())
+                .with_configuration([
+                    (TABLE_PROPERTY, Some(commit.table.clone())),
+                    (RETENTION_PROPERTY, Some(interval(commit.retention))),
+                ])
+                .with_raise_if_key_not_exists(false)
+                .with_actions(adds)
+                .with_commit_properties(properties)
+                .await
+                .map_err(|e| Error::delta(Op::DeltaCreating, path, e))?;
+            return Ok(Committed {
+                version: created.version().unwrap_or(0),
+                removed_files: 0,
+                added_columns: Vec::new(),
+            });
+        };
+        let state = table.snapshot().map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+        if state.metadata().configuration().get(TABLE_PROPERTY).is_none() {
+            return Err(Error::refused(
+                Op::DeltaCommitting,
+                path,
+                format!(
+                    "it is a Delta table that dagrun did not create (its metadata has no `{TABLE_PROPERTY}` property); \
+                     dagrun never commits to another tool's table: choose another path"
+                ),
+            ));
+        }
+        let change = schema::compare(
+            state.schema().as_ref(),
+            &new_schema,
+            state.metadata().partition_columns(),
+            &commit.partition_by,
+        );
+        if !change.breaking.is_empty() && !commit.allow_breaking_schema {
+            return Err(Error::refused(
+                Op::DeltaCommitting,
+                path,
+                format!(
+                    "the new schema breaks the published one: {}; nothing was committed \
+                     (pass --allow-breaking-schema to replace it)",
+                    change.breaking.join("; ")
+                ),
+            ));
+        }
+        let current: Vec<_> = table
+            .get_active_add_actions_by_partitions(&[])
+            .try_collect()
+            .await
+            .map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+        let removed_files = current.len();
+        let mut actions: Vec<Action> = current
+            .iter()
+            .map(|f| {
+                let mut remove: Remove = f.remove_action(true);
+                remove.deletion_timestamp = Some(now);
+                Action::Remove(remove)
+            })
+            .collect();
+        let retention = interval(commit.retention);
+        let retention_changed = state.metadata().configuration().get(RETENTION_PROPERTY) != Some(&retention);
+        if !change.added.is_empty() || !change.breaking.is_empty() || retention_changed {
+            let metadata = schema::metadata(
+                state.metadata(),
+                &new_schema,
+                &commit.partition_by,
+                &[(RETENTION_PROPERTY, retention.as_str())],
+            )
+            .map_err(|m| Error::refused(Op::DeltaCommitting, path, m))?;
+            actions.push(Action::Metadata(metadata));
+        }
+        actions.extend(adds);
+        let finalized = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(
+                Some(state),
+                table.log_store(),
+                DeltaOperation::Write {
+                    mode: SaveMode::Overwrite,
+                    partition_by: (!commit.partition_by.is_empty()).then(|| commit.partition_by.clone()),
+                    predicate: None,
+                },
+            )
+            .await
+            .map_err(|e| Error::delta(Op::DeltaCommitting, path, e))?;
+        Ok(Committed { version: finalized.version(), removed_files, added_columns: change.added })
+    }
+}
+
+impl DeltaLake {
+    async fn remove_orphans_inner(&self, path: &str) -> Result<Vec<String>> {
+        let Some(table) = self.load(path, None).await? else { return Ok(Vec::new()) };
+        let state = table.snapshot().map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+        if state.metadata().configuration().get(TABLE_PROPERTY).is_none() {
+            return Ok(Vec::new());
+        }
+        let mut known: std::collections::HashSet<String> = table
+            .get_active_add_actions_by_partitions(&[])
+            .map_ok(|f| f.path().into_owned())
+            .try_collect()
+            .await
+            .map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+        let log_store = table.log_store();
+        let removed: Vec<String> = state
+            .all_tombstones(log_store.as_ref())
+            .map_ok(|t| t.path().into_owned())
+            .try_collect()
+            .await
+            .map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+        known.extend(removed);
+        let storage = self.storage(path)?;
+        let glob = dagrun_core::storage::compile_glob("**").expect("a valid glob");
+        let root = path.trim_end_matches('/');
+        let orphans: Vec<String> = storage
+            .list(root, &glob)
+            .await?
+            .into_iter()
+            .filter(|o| is_dagrun_data_file(o.relative.rsplit('/').next().unwrap_or_default()))
+            .filter(|o| !known.contains(&o.relative))
+            .map(|o| format!("{root}/{}", o.relative))
+            .collect();
+        for orphan in &orphans {
+            storage.delete(orphan).await?;
+        }
+        Ok(orphans)
+    }
+}
+
+/// The store root (`s3://bucket`, or `""` for the local file system) and the table's URL.
+fn table_url(path: &str) -> Result<(String, Url)> {
+    let bad = |m: String| Error::refused(Op::Opening, path, m);
+    if let Some(rest) = path.strip_prefix("s3://") {
+        let bucket = rest.split('/').next().unwrap_or_default();
+        let url = Url::parse(&format!("{}/", path.trim_end_matches('/')))
+            .map_err(|e| bad(format!("not a valid S3 URI: {e}")))?;
+        return Ok((format!("s3://{bucket}"), url));
+    }
+    let absolute = std::path::absolute(path).map_err(|e| bad(format!("cannot make it absolute: {e}")))?;
+    let url = Url::from_directory_path(&absolute).map_err(|()| bad("cannot be a file URL".into()))?;
+    Ok((String::new(), url))
+}
+
+fn add_action(file: &dagrun_core::storage::delta::DeltaFile, now: i64) -> Add {
+    Add {
+        // The path as named on disk; delta-rs percent-encodes it into the log (a folder named
+        // `a%2Fb` is `a%252Fb` there) and readers decode it back.
+        path: file.path.clone(),
+        partition_values: file.partition_values.iter().cloned().collect(),
+        size: file.size as i64,
+        modification_time: now,
+        data_change: true,
+        stats: Some(serde_json::json!({ "numRecords": file.rows }).to_string()),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    }
+}
+
+#[async_trait]
+impl DeltaTables for DeltaLake {
+    async fn snapshot(
+        &self,
+        path: &str,
+        as_of: Option<u64>,
+    ) -> std::result::Result<Option<DeltaSnapshot>, StorageError> {
+        let Some(table) = self.load(path, as_of).await? else { return Ok(None) };
+        let manifest = self.manifest(path, &table).await?;
+        Ok(Some(DeltaSnapshot { version: table.version().unwrap_or(0), manifest }))
+    }
+
+    async fn commit(&self, path: &str, commit: DeltaCommit) -> std::result::Result<Committed, StorageError> {
+        Ok(self.commit_inner(path, commit).await?)
+    }
+
+    async fn history(&self, path: &str, limit: Option<usize>) -> std::result::Result<Vec<DeltaVersion>, StorageError> {
+        Ok(history::versions(self.storage(path)?, path, limit).await?)
+    }
+
+    async fn remove_orphans(&self, path: &str) -> std::result::Result<Vec<String>, StorageError> {
+        Ok(self.remove_orphans_inner(path).await?)
+    }
+
+    async fn vacuum(&self, path: &str, retention: Duration) -> std::result::Result<usize, StorageError> {
+        let Some(table) = self.load(path, None).await? else { return Ok(0) };
+        let (_, metrics) = table
+            .vacuum()
+            .with_mode(VacuumMode::Lite)
+            .with_retention_period(chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7)))
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(|e| Error::delta(Op::DeltaVacuuming, path, e))?;
+        Ok(metrics.files_deleted.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_files_named_the_way_dagrun_names_them_can_be_orphans() {
+        assert!(is_dagrun_data_file("part-00000-20261202T015837Z-0c8e-f179a0b8-1.parquet"));
+        assert!(!is_dagrun_data_file("part-00000.parquet"), "the Parquet convention's name");
+        assert!(!is_dagrun_data_file("part-00000-x.csv"));
+        assert!(!is_dagrun_data_file("notes.parquet"));
+        assert!(!is_dagrun_data_file("part-0000a-x.parquet"));
+    }
+
+    #[test]
+    fn table_urls_put_local_tables_under_the_file_system_root() {
+        let (root, url) = table_url("/tmp/lake/songs").unwrap();
+        assert_eq!(root, "");
+        assert_eq!(url.as_str(), "file:///tmp/lake/songs/");
+        let (root, url) = table_url("s3://lake/out/songs").unwrap();
+        assert_eq!(root, "s3://lake");
+        assert_eq!(url.as_str(), "s3://lake/out/songs/");
+    }
+}

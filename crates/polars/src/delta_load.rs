@@ -1,0 +1,258 @@
+//! `kind: load` with `format: delta`: the table's Parquet files are written into its hive folders
+//! under names unique to this attempt (`year=2018/part-00000-<run>-<instance>-<attempt>.parquet`),
+//! then made the table's new version in one Delta commit (see [`dagrun_core::storage::delta`]).
+//! Until the commit, no Delta reader sees them; if anything fails before it, they are deleted at
+//! once. The previous version's files stay for the table's `retention`, then a vacuum takes them.
+//!
+//! Columns are typed the way every Delta reader reads them: timestamps as microseconds in UTC
+//! (Delta's `timestamp`), unsigned integers widened to signed ones.
+
+use std::sync::Arc;
+
+use dagrun_core::engine::TaskContext;
+use dagrun_core::plan::Load;
+use dagrun_core::storage::delta::{DeltaColumn, DeltaCommit, DeltaFile, DeltaTables};
+use dagrun_core::storage::{
+    MANIFEST, SUCCESS_MARKER, Storage, StorageErrorKind, Storages, TABLE_MARKER, TableManifest, compile_glob, is_s3,
+    not_a_table_message,
+};
+use polars::prelude::*;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::load::{Loaded, partition, write_parts};
+
+/// Delta's name of a Polars type, and the type to cast the column to first (if any).
+fn delta_type(column: &str, dtype: &DataType) -> Result<(&'static str, Option<DataType>)> {
+    let utc_micros = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    Ok(match dtype {
+        DataType::String => ("string", None),
+        DataType::Boolean => ("boolean", None),
+        DataType::Int64 => ("long", None),
+        DataType::Int32 => ("integer", None),
+        DataType::Int16 => ("short", None),
+        DataType::Int8 => ("byte", None),
+        DataType::UInt32 | DataType::UInt64 => ("long", Some(DataType::Int64)),
+        DataType::UInt16 => ("integer", Some(DataType::Int32)),
+        DataType::UInt8 => ("short", Some(DataType::Int16)),
+        DataType::Float64 => ("double", None),
+        DataType::Float32 => ("float", None),
+        DataType::Date => ("date", None),
+        DataType::Datetime(_, _) => ("timestamp", (dtype != &utc_micros).then_some(utc_micros)),
+        DataType::Null => ("string", Some(DataType::String)),
+        other => {
+            return Err(Error::InvalidOutput(format!(
+                "column `{column}` is of type {other}, which this dagrun does not write to Delta tables"
+            )));
+        }
+    })
+}
+
+/// The table with Delta's types, and its Delta columns.
+fn delta_ready(mut df: DataFrame) -> Result<(DataFrame, Vec<DeltaColumn>)> {
+    let mut columns = Vec::with_capacity(df.width());
+    let schema = df.schema().clone();
+    for (name, dtype) in schema.iter() {
+        let (ty, cast) = delta_type(name, dtype)?;
+        if let Some(target) = cast {
+            let converted = match (dtype, &target) {
+                // A zone-less datetime holds UTC wall time: stamp it UTC, then widen to micros.
+                (DataType::Datetime(unit, None), DataType::Datetime(_, _)) => df
+                    .column(name)
+                    .and_then(|c| c.cast(&DataType::Datetime(*unit, Some(TimeZone::UTC))))
+                    .and_then(|c| c.cast(&target)),
+                _ => df.column(name).and_then(|c| c.cast(&target)),
+            }
+            .map_err(|e| Error::polars(format!("converting column `{name}` for Delta"), e))?;
+            df.with_column(converted).map_err(|e| Error::polars(format!("converting column `{name}` for Delta"), e))?;
+        }
+        columns.push(DeltaColumn { name: name.to_string(), ty: ty.to_string() });
+    }
+    Ok((df, columns))
+}
+
+/// Deletes the files of an attempt that did not commit.
+async fn remove_own(storage: &Arc<dyn Storage>, paths: &[String]) {
+    for path in paths {
+        if let Err(e) = storage.delete(path).await {
+            warn!(error = %e, "could not remove a file of the failed load");
+        }
+    }
+}
+
+/// Whether a Delta table may be committed at `path`: nothing there, a Delta table (whose owner the
+/// commit checks), or a table in dagrun's Parquet convention, whose manifest is returned so that
+/// its files go once the Delta table holds the data. Anything else is refused before a byte is
+/// written: dagrun never mixes its files with files it did not create.
+async fn place_check(
+    storage: &Arc<dyn Storage>,
+    delta: &Arc<dyn DeltaTables>,
+    path: &str,
+) -> Result<Option<TableManifest>> {
+    if !is_s3(path) && storage.head(path).await.is_ok() {
+        return Err(Error::InvalidOutput(format!("refusing to replace {path}: it exists and is not a folder")));
+    }
+    if delta.snapshot(path, None).await?.is_some() {
+        return Ok(None);
+    }
+    let glob = compile_glob("**").map_err(|e| Error::Internal(e.to_string()))?;
+    let listed = match storage.list(path, &glob).await {
+        Ok(listed) => listed,
+        Err(e) if e.kind == StorageErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(first) = listed.first() else { return Ok(None) };
+    let root = path.trim_end_matches('/');
+    match storage.read(&format!("{root}/{MANIFEST}")).await {
+        Ok(bytes) => match serde_json::from_slice::<TableManifest>(&bytes) {
+            Ok(manifest) => Ok(Some(manifest)),
+            Err(_) => Err(Error::InvalidOutput(format!(
+                "refusing to replace {root}: {}",
+                not_a_table_message(&first.relative)
+            ))),
+        },
+        Err(_) => {
+            Err(Error::InvalidOutput(format!("refusing to replace {root}: {}", not_a_table_message(&first.relative))))
+        }
+    }
+}
+
+/// Writes `df`'s files and commits them as the table's new version.
+pub(crate) async fn run(
+    fingerprint: Option<String>,
+    df: DataFrame,
+    spec: &Load,
+    storages: &Storages,
+    cx: &TaskContext,
+    options: &crate::LocalOptions,
+) -> Result<Loaded> {
+    let write_concurrency = options.write_concurrency;
+    let delta = storages.delta(&spec.path)?.clone();
+    let storage = storages.for_path(&spec.path)?.clone();
+    let previous = place_check(&storage, &delta, &spec.path).await?;
+    let rows = df.height() as u64;
+    let name = spec.table.clone();
+    let load = spec.clone();
+    let tag = format!("{}-{}-{}", cx.run_id, cx.instance, cx.attempt);
+    let file_name = format!("part-00000-{tag}.parquet");
+    cx.progress.set_message("partitioning");
+    let (parts, columns) = crate::on_workers(move || -> Result<_> {
+        let (df, columns) = delta_ready(df)?;
+        Ok((partition(&name, &df, &load, &file_name)?, columns))
+    })
+    .await??;
+    if cx.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let count = parts.len();
+    let partitions = if spec.partition_by.is_empty() { 0 } else { count };
+    info!(files = count, rows, "writing");
+    cx.progress.set_length(Some(count as u64), "files");
+    let root = spec.path.trim_end_matches('/').to_string();
+    let mut attempted = Vec::with_capacity(count);
+    let written = write_parts(
+        parts,
+        &storage,
+        |rel| format!("{root}/{rel}"),
+        spec.compression,
+        cx,
+        write_concurrency,
+        &mut attempted,
+    )
+    .await;
+    let written = match written {
+        Ok(w) if !cx.cancel.is_cancelled() => w,
+        Ok(_) => {
+            remove_own(&storage, &attempted).await;
+            return Err(Error::Cancelled);
+        }
+        Err(e) => {
+            remove_own(&storage, &attempted).await;
+            return Err(e);
+        }
+    };
+    let files: Vec<DeltaFile> = written
+        .into_iter()
+        .map(|w| DeltaFile { path: w.relative, size: w.size, rows: w.rows, partition_values: w.values })
+        .collect();
+    let commit = DeltaCommit {
+        table: spec.table.clone(),
+        run_id: cx.run_id.clone(),
+        fingerprint: fingerprint.clone(),
+        columns,
+        partition_by: spec.partition_by.clone(),
+        files: files.clone(),
+        allow_breaking_schema: options.allow_breaking_schema,
+        retention: spec.retention,
+    };
+    cx.progress.set_message("committing");
+    match delta.commit(&spec.path, commit).await {
+        Ok(committed) => {
+            if !committed.added_columns.is_empty() {
+                warn!(
+                    table = %spec.table,
+                    columns = %committed.added_columns.join(", "),
+                    "the table's schema evolved: new nullable columns were added"
+                );
+            }
+            info!(version = committed.version, removed = committed.removed_files, "committed");
+            if let Some(old) = previous {
+                // The table was in dagrun's Parquet convention: its files are not the Delta table's.
+                let root = spec.path.trim_end_matches('/');
+                let mut old_files: Vec<String> = old.files.iter().map(|f| format!("{root}/{}", f.path)).collect();
+                old_files.push(format!("{root}/{MANIFEST}"));
+                old_files.push(format!("{root}/{SUCCESS_MARKER}"));
+                old_files.push(format!("{root}/{TABLE_MARKER}"));
+                remove_own(&storage, &old_files).await;
+                info!(files = old.files.len(), "converted from dagrun's Parquet convention to Delta");
+            }
+            Ok(Loaded { rows, files: count, partitions, version: Some(committed.version) })
+        }
+        Err(e) => {
+            // A commit whose answer was lost may still have landed: only files no version names
+            // are removed.
+            let landed = match delta.snapshot(&spec.path, None).await {
+                Ok(Some(s)) => {
+                    s.manifest.fingerprint == fingerprint
+                        && s.manifest.run_id == cx.run_id
+                        && files.iter().all(|f| s.manifest.files.iter().any(|m| m.path == f.path))
+                }
+                _ => false,
+            };
+            if landed && e.kind != StorageErrorKind::Conflict {
+                warn!(error = %e, "the commit's answer was lost, but the table holds it");
+                return Ok(Loaded { rows, files: count, partitions, version: None });
+            }
+            remove_own(&storage, &attempted).await;
+            Err(e.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_get_the_types_delta_readers_read() {
+        let df = df!(
+            "id" => [1i64],
+            "n" => [1u32],
+            "name" => ["a"],
+            "x" => [1.5f64],
+        )
+        .unwrap();
+        let ts = Column::new("t".into(), [1_541_105_830_796i64])
+            .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+            .unwrap();
+        let mut df = df;
+        df.with_column(ts).unwrap();
+        let (df, columns) = delta_ready(df).unwrap();
+        let types: Vec<(&str, &str)> = columns.iter().map(|c| (c.name.as_str(), c.ty.as_str())).collect();
+        assert_eq!(types, vec![("id", "long"), ("n", "long"), ("name", "string"), ("x", "double"), ("t", "timestamp")]);
+        assert_eq!(df.column("t").unwrap().dtype(), &DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)));
+        // The instant is kept: epoch milliseconds become the same epoch microseconds.
+        let micros = df.column("t").unwrap().cast(&DataType::Int64).unwrap().i64().unwrap().get(0).unwrap();
+        assert_eq!(micros, 1_541_105_830_796_000);
+    }
+}
