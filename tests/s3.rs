@@ -591,3 +591,71 @@ os._exit(0)
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen, json!([1, 6820, 6820]));
 }
+
+#[test]
+fn two_writers_on_one_delta_table_never_take_the_same_version() {
+    if !runtimes(&[Runtime::Moto, Runtime::DeltaLake]) {
+        return;
+    }
+    let (moto, tmp) = setup();
+    run_s3(&moto, &["-q"]).expect(0);
+    // A second pipeline writes the same tables but keeps its runs (and so its lease) elsewhere:
+    // only the Delta commit stands between the two writers.
+    let text = std::fs::read_to_string(sparkify()).unwrap().replacen(
+        "\ntasks:\n",
+        "\nruns: s3://lake/other-runs\ntasks:\n",
+        1,
+    );
+    let other = pipeline(tmp.path(), "other.yaml", &text);
+    // Hold every table's next commit for a moment, so that both writers build it on version 0.
+    moto.faults(
+        json!([{"kind": "delay", "method": "PUT", "match": "_delta_log/00000000000000000001.json", "seconds": 3}]),
+    );
+    let start = |file: &Path| {
+        moto.dagrun()
+            .args([
+                file.to_str().unwrap(),
+                "--set",
+                "input=s3://udacity-dend/sample",
+                "--set",
+                "output=s3://lake/star",
+                "--force",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = start(&sparkify());
+    let b = start(&other);
+    let (a, b) = (Run::from(a.wait_with_output().unwrap()), Run::from(b.wait_with_output().unwrap()));
+    moto.faults(json!([]));
+    let mut conflicts = 0;
+    for table in TABLES {
+        let versions = moto.keys("lake", &format!("star/{table}/_delta_log"));
+        let committed = [a.stdout.as_str(), b.stdout.as_str()]
+            .iter()
+            .filter(|out| state(out, &format!("load_{table}")) == "succeeded")
+            .count();
+        // Each successful load is exactly one version after version 0: none was taken twice.
+        assert_eq!(versions.len(), 1 + committed, "{table}: {versions:?}\n{}\n{}", a.stdout, b.stdout);
+        if committed < 2 {
+            conflicts += 1;
+            let loser = if state(&a.stdout, &format!("load_{table}")) == "succeeded" { &b } else { &a };
+            assert!(
+                loser.stdout.contains(&format!("committing to the Delta table s3://lake/star/{table}")),
+                "{}",
+                loser.stdout
+            );
+        }
+    }
+    assert!(
+        conflicts > 0,
+        "both writers built on version 0, so one of them lost each race:\n{}\n{}",
+        a.stdout,
+        b.stdout
+    );
+    // Whatever won, every table reads whole, once.
+    let reference = local_reference(tmp.path());
+    assert_eq!(s3_tables(&moto, &tmp.path().join("after")), reference);
+}

@@ -53,6 +53,10 @@ impl Error {
             E::InvalidJsonLog { .. } | E::InvalidStatsJson { .. } | E::SerializeLogJson { .. } => {
                 format!("its _delta_log is corrupt or not one dagrun can read ({e})")
             }
+            _ if kind == StorageErrorKind::Conflict => format!(
+                "{e}: another writer committed to the table first; nothing of this load was published \
+                 (run again to write on top of its version)"
+            ),
             _ => e.to_string(),
         };
         Error::Table { op, table: table.into(), message, kind }

@@ -800,6 +800,31 @@ mod tests {
         dir
     }
 
+    #[test]
+    fn of_many_writers_creating_one_file_exactly_one_wins_and_it_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("_delta_log/00000000000000000001.json");
+        let winners: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let path = path.clone();
+                    s.spawn(move || match create_exclusively(&path, format!("writer {i}\n").repeat(1000).as_bytes()) {
+                        Ok(()) => true,
+                        Err(e) if e.kind == StorageErrorKind::AlreadyExists => false,
+                        Err(e) => panic!("{e}"),
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(winners.iter().filter(|w| **w).count(), 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1000, "complete, and one writer's");
+        assert_eq!(text.lines().collect::<std::collections::BTreeSet<_>>().len(), 1);
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file or lock file is left beside it");
+    }
+
     #[tokio::test]
     async fn lists_matching_files_sorted_and_skips_hidden_ones() {
         let dir = tree(&["b/x.json", "a/y.json", "a/.DS_Store", "_SUCCESS", "a/z.txt", "a/deep/w.json"]);
