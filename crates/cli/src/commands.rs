@@ -217,7 +217,9 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         });
     }
     let outcome = run_leased(&plan, args, terminal, &storages, &engines, options, force, cancel.clone()).await;
-    if let Err(e) = remove_leftovers(&plan, &storages).await {
+    // This run's own failed attempts removed their files; a Delta table's orphans were looked for
+    // at the start, where a killed run's are found.
+    if let Err(e) = remove_leftovers(&plan, &storages, false).await {
         warn!("{e}");
     }
     let lost_to = lease.lost_to();
@@ -255,7 +257,7 @@ async fn run_leased(
     force: Force,
     cancel: CancellationToken,
 ) -> Result<u8, Exit> {
-    remove_leftovers(plan, storages).await.map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+    remove_leftovers(plan, storages, true).await.map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
     build::remove_dead_spills();
     // What is already published from the same inputs (reads listings and manifests only).
     let freshness = resume::assess(plan, storages, &force).await;
@@ -273,7 +275,7 @@ async fn run_leased(
     let mut record = RunRecord::new(&plan, report, join_path(plan.runs_dir(), &options.run_id));
     record.versions = delta_versions(&plan, &record, storages).await;
     if code == 0 && !cancel.is_cancelled() {
-        vacuum(&plan, storages).await;
+        vacuum(&plan, storages, &record.versions).await;
     }
 
     match records::write(&record, storages, plan.runs_dir()).await {
@@ -339,10 +341,11 @@ async fn delta_versions(
 }
 
 /// After a successful run: deletes the files of Delta versions older than each table's retention.
-async fn vacuum(plan: &Plan, storages: &Storages) {
+async fn vacuum(plan: &Plan, storages: &Storages, versions: &std::collections::BTreeMap<String, u64>) {
     for task in plan.tasks() {
         let Action::Load(load) = &task.action() else { continue };
-        if load.format != TableFormat::Delta {
+        // Version 0 has removed nothing yet.
+        if load.format != TableFormat::Delta || versions.get(&load.table).is_none_or(|v| *v == 0) {
             continue;
         }
         let Some(delta) = &storages.delta else { continue };
@@ -355,9 +358,10 @@ async fn vacuum(plan: &Plan, storages: &Storages) {
 }
 
 /// Removes what earlier runs that did not finish left beside or inside the plan's tables
-/// (staging folders, unnamed files), and this run's own once it is over. Only while holding the
-/// lease: then no live run's files are taken.
-async fn remove_leftovers(plan: &Plan, storages: &Storages) -> Result<(), String> {
+/// (staging folders, unnamed files, with `delta_orphans` the files of Delta loads that never
+/// committed), and this run's own once it is over. Only while holding the lease: then no live
+/// run's files are taken.
+async fn remove_leftovers(plan: &Plan, storages: &Storages, delta_orphans: bool) -> Result<(), String> {
     for task in plan.tasks() {
         let Action::Load(load) = &task.action() else { continue };
         let storage = storages.for_path(&load.path).map_err(|e| e.to_string())?;
@@ -365,7 +369,8 @@ async fn remove_leftovers(plan: &Plan, storages: &Storages) -> Result<(), String
             .remove_leftovers(&load.path)
             .await
             .map_err(|e| format!("removing what unfinished runs left of {}: {e}", load.path))?;
-        if load.format == TableFormat::Delta
+        if delta_orphans
+            && load.format == TableFormat::Delta
             && let Some(delta) = &storages.delta
         {
             // A table whose log cannot be read is left alone: its load says why.
