@@ -339,3 +339,19 @@ fn a_run_killed_at_any_moment_leaves_every_table_readable_and_the_next_run_conve
         }
     }
 }
+
+#[test]
+fn a_corrupt_delta_log_fails_the_load_naming_the_table_and_is_never_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = lake(tmp.path(), "SELECT k, v FROM events", "");
+    run_lake(tmp.path(), &file, &["-q"]).expect(0);
+    let log = tmp.path().join("out/t/_delta_log/00000000000000000001.json");
+    fs::write(&log, "{\"add\": not json").unwrap();
+    let before = files(&tmp.path().join("out/t"));
+
+    let run = run_lake(tmp.path(), &file, &["-q", "--force"]).expect(1);
+    assert_eq!(state(&run.stdout, "load_t"), "failed", "{}", run.stdout);
+    assert!(run.stdout.contains("reading the Delta table out/t: its _delta_log is corrupt"), "{}", run.stdout);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "{\"add\": not json", "the log is left as it was");
+    assert_eq!(files(&tmp.path().join("out/t")), before, "nothing was written beside it");
+}

@@ -48,7 +48,13 @@ impl Terminal {
         };
         // Other crates stay quiet even at -vv: the HTTP stack's traces could show request headers.
         let others = if args.verbose >= 2 { "info" } else { "warn" };
-        let default = format!("{others},dagrun={level},dagrun_core={level},dagrun_polars={level},dagrun_aws={level}");
+        // delta-rs and its kernel log their own failures (with backtraces); dagrun reports each
+        // one as the load's error, naming the table, so they are heard only at -vv.
+        let delta = if args.verbose >= 2 { "info" } else { "off" };
+        let default = format!(
+            "{others},dagrun={level},dagrun_core={level},dagrun_polars={level},dagrun_aws={level},\
+             dagrun_delta={level},deltalake_core={delta},buoyant_kernel={delta},buoyant_kernel_engine={delta}"
+        );
 
         let filter = EnvFilter::try_from_env("DAGRUN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
         let writer = BarWriter { multi: self.multi.clone() };

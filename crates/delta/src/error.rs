@@ -49,15 +49,22 @@ impl Error {
             }
             _ => StorageErrorKind::Other,
         };
+        // The first line only: kernel errors carry a backtrace when RUST_BACKTRACE is set.
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default().trim_end();
         let message = match &e {
-            E::InvalidJsonLog { .. } | E::InvalidStatsJson { .. } | E::SerializeLogJson { .. } => {
-                format!("its _delta_log is corrupt or not one dagrun can read ({e})")
+            E::InvalidJsonLog { .. }
+            | E::InvalidStatsJson { .. }
+            | E::SerializeLogJson { .. }
+            | E::KernelError(_)
+            | E::Kernel { .. } => {
+                format!("its _delta_log is corrupt or not one dagrun can read ({first}); it is left as it is")
             }
             _ if kind == StorageErrorKind::Conflict => format!(
-                "{e}: another writer committed to the table first; nothing of this load was published \
+                "{first}: another writer committed to the table first; nothing of this load was published \
                  (run again to write on top of its version)"
             ),
-            _ => e.to_string(),
+            _ => first.to_string(),
         };
         Error::Table { op, table: table.into(), message, kind }
     }
