@@ -20,7 +20,8 @@ fn add_late_play(input: &Path, level: &str) {
     let line = format!(
         "{{\"artist\":\"X\",\"auth\":\"Logged In\",\"firstName\":\"Lily\",\"gender\":\"F\",\"itemInSession\":0,\"lastName\":\"Koch\",\"length\":1.0,\"level\":\"{level}\",\"location\":\"Chicago\",\"method\":\"PUT\",\"page\":\"NextSong\",\"registration\":1.0,\"sessionId\":1,\"song\":\"Y\",\"status\":200,\"ts\":1543622400000,\"userAgent\":\"x\",\"userId\":\"15\"}}"
     );
-    fs::write(input.join("log_data/2018/11/2018-12-01-late.json"), line).unwrap();
+    std::fs::create_dir_all(input.join("log_data/2018/12")).unwrap();
+    fs::write(input.join("log_data/2018/12/2018-12-01-late.json"), line).unwrap();
 }
 
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {

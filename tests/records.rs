@@ -77,7 +77,8 @@ fn failures_are_recorded_with_attempts_errors_and_failing_checks_and_secrets_sta
     let late =
         last.replace("\"level\":\"free\"", "\"level\":\"gold\"").replace("\"level\":\"paid\"", "\"level\":\"gold\"");
     let late = late.replace("\"ts\":154", "\"ts\":155");
-    std::fs::write(input.join("log_data/2018/11/2018-12-01-late.json"), late).unwrap();
+    std::fs::create_dir_all(input.join("log_data/2018/12")).unwrap();
+    std::fs::write(input.join("log_data/2018/12/2018-12-01-late.json"), late).unwrap();
     let text = std::fs::read_to_string(sparkify())
         .unwrap()
         .replace("  engine: local\n", "  engine: local\n  db_password: hunter2-never-shown\n");

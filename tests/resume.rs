@@ -102,3 +102,48 @@ fn a_half_written_table_never_counts_as_published() {
     assert_eq!(state(&again.stdout, "load_users"), "succeeded");
     assert_eq!(read_table(&out.join("users")).len(), 96);
 }
+
+/// The `details` of each extract in the latest run record of `out`.
+fn extract_details(out: &std::path::Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let runs = out.join("_dagrun");
+    let latest = fs::read_to_string(runs.join("LATEST")).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(runs.join(latest.trim()).join("run.json")).unwrap()).unwrap();
+    let tasks = record["tasks"].as_array().unwrap();
+    tasks
+        .iter()
+        .filter(|t| t["kind"] == "extract")
+        .map(|t| (t["id"].as_str().unwrap().to_string(), t["output"]["details"].clone()))
+        .collect()
+}
+
+#[test]
+fn an_extract_of_unchanged_files_is_read_from_the_cache_of_the_run_that_read_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample_copy(tmp.path());
+    let out = tmp.path().join("lake");
+    run_sparkify(&input, &out, &["-q"]).expect(0);
+    let reference: Vec<Vec<Row>> = TABLES.iter().map(|t| sorted_rows(&out.join(t))).collect();
+
+    // Forced: the song files are the same, so their table comes from the cache; the sliced log
+    // extract reads its files.
+    run_sparkify(&input, &out, &["-q", "--force"]).expect(0);
+    let details = extract_details(&out);
+    assert!(details["staging_songs"]["cache"].as_str().unwrap().starts_with("the same files as run "), "{details:?}");
+    assert!(details["staging_events"].get("cache").is_none(), "{details:?}");
+    let again: Vec<Vec<Row>> = TABLES.iter().map(|t| sorted_rows(&out.join(t))).collect();
+    assert!(again == reference, "the cached table gives the same lake");
+
+    // --no-cache reads the files; so does a changed song file.
+    run_sparkify(&input, &out, &["-q", "--force", "--no-cache"]).expect(0);
+    assert!(extract_details(&out)["staging_songs"].get("cache").is_none());
+    let song = input.join("song_data").join(&files(&input.join("song_data"))[0]);
+    let text = fs::read_to_string(&song).unwrap();
+    fs::write(&song, text.replace("\"year\": 0", "\"year\": 1")).unwrap();
+    fs::write(&song, format!("{} ", fs::read_to_string(&song).unwrap())).unwrap();
+    run_sparkify(&input, &out, &["-q"]).expect(0);
+    assert!(extract_details(&out)["staging_songs"].get("cache").is_none());
+    // One cache file per extract is kept.
+    let cached: Vec<String> = files(&out.join("_dagrun/_cache"));
+    assert_eq!(cached.len(), 2, "{cached:?}");
+}

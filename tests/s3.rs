@@ -75,6 +75,23 @@ fn s3_to_s3_gives_the_same_tables_as_the_local_run() {
 }
 
 #[test]
+fn slices_on_s3_list_only_their_days_and_add_up_to_the_full_run() {
+    if !runtimes(&[Runtime::Moto, Runtime::DeltaLake]) {
+        return;
+    }
+    let (moto, tmp) = setup();
+    let reference = local_reference(tmp.path());
+    // One day, then a backfill of the month out of order: the days already published are skipped.
+    let one = run_s3(&moto, &["-q", "--partition", "2018-11-21"]).expect(0);
+    assert!(one.stdout.contains("running 1 (2018-11-21)"), "{}", one.stdout);
+    let month = run_s3(&moto, &["-q", "--since", "2018-11-01", "--until", "2018-11-30"]).expect(0);
+    assert!(month.stdout.contains("(30 days); running 29 ("), "{}", month.stdout);
+    assert_eq!(s3_tables(&moto, &tmp.path().join("sliced")), reference);
+    let again = run_s3(&moto, &["-q"]).expect(0);
+    assert!(again.stdout.contains("nothing to run"), "{}", again.stdout);
+}
+
+#[test]
 fn transient_failures_are_retried_and_the_output_is_identical() {
     if !runtimes(&[Runtime::Moto]) {
         return;

@@ -106,6 +106,7 @@ pub(crate) async fn engines(
     plan: &Plan,
     spill_above: Option<Option<u64>>,
     allow_breaking_schema: bool,
+    extract_cache: bool,
 ) -> Result<Engines, Exit> {
     let exchange = Arc::new(Exchange::default());
     let engines = Engines::new();
@@ -116,6 +117,7 @@ pub(crate) async fn engines(
             options.spill_above = spill;
         }
         options.allow_breaking_schema = allow_breaking_schema;
+        options.extract_cache = extract_cache;
         let local = dagrun_polars::LocalEngine::new(storages.clone(), options)
             .map_err(|e| Exit { code: 1, message: e.to_string() })?
             .with_exchange(exchange.clone());
@@ -123,7 +125,7 @@ pub(crate) async fn engines(
         (engines.with(local.clone()), local)
     };
     #[cfg(not(feature = "polars"))]
-    let _ = (spill_above, storages, allow_breaking_schema);
+    let _ = (spill_above, storages, allow_breaking_schema, extract_cache);
     #[cfg(feature = "aws")]
     let engines = match plan.emr() {
         Some(settings) => {

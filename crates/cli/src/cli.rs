@@ -36,7 +36,7 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a pipeline (the default command).
     #[command(after_help = EXIT_CODES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a pipeline and report every problem with its line and column; runs nothing.
     #[command(
         after_help = "Exit codes:\n  0    the pipeline is valid (warnings may be printed)\n  1    --env: a folder or bucket cannot be used\n  2    the pipeline is not valid"
@@ -153,10 +153,30 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_spill_size)]
     pub spill_above: Option<SpillAbove>,
 
+    /// Run only some days of the input: a year (2018), a month (2018-11) or a day (2018-11-05).
+    /// Needs an extract with `slice_path`; each load replaces what those days determine (its
+    /// `mode`). Days already published from the same inputs are skipped.
+    #[arg(long, value_name = "PERIOD", conflicts_with_all = ["since", "until"])]
+    pub partition: Option<String>,
+
+    /// Run the days from this one (YYYY-MM-DD) to --until (default: today, UTC): a backfill.
+    /// Only the days that are missing or whose input changed run.
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+
+    /// The last day of a --since range (YYYY-MM-DD), included.
+    #[arg(long, value_name = "DATE", requires = "since")]
+    pub until: Option<String>,
+
     /// Rerun tasks whose published outputs are up to date: `--force` all of them,
     /// `--force=TASK` that task and everything downstream of it (repeatable).
     #[arg(long, value_name = "TASK", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub force: Vec<String>,
+
+    /// Read every extract's files, even those an earlier run read unchanged (by default their
+    /// table is read from the extract cache in the runs folder, `_cache/`).
+    #[arg(long)]
+    pub no_cache: bool,
 
     /// Let `format: delta` loads drop, retype or repartition columns of their published tables
     /// (a schema that only adds columns evolves without it).

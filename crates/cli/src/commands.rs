@@ -15,6 +15,7 @@ use dagrun_core::lease::{self, Holder, Lease, LeaseError, LeaseOptions};
 use dagrun_core::plan::{Action, Plan, join_path};
 use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
 use dagrun_core::resume::{self, Force};
+use dagrun_core::slice::SliceRequest;
 use dagrun_core::spec::TableFormat;
 use dagrun_core::storage::Storages;
 use dagrun_core::vars::VarInputs;
@@ -147,6 +148,9 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     if !args.only.is_empty() {
         plan = plan.select(&args.only).map_err(|e| Exit::config(format!("error: {e}")))?;
     }
+    if let Some(request) = slice_request(args)? {
+        plan = plan.scoped(request).map_err(|e| Exit::config(format!("error: {e}")))?;
+    }
     let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |j| j as usize);
     let force = force_of(&args.force, &plan)?;
     let storages = build::storages(&plan).await;
@@ -154,11 +158,15 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         SpillAbove::Bytes(n) => Some(n),
         SpillAbove::Never => None,
     });
-    let engines = build::engines(&storages, &plan, spill_above, args.allow_breaking_schema).await?;
+    let engines = build::engines(&storages, &plan, spill_above, args.allow_breaking_schema, !args.no_cache).await?;
     if args.dry_run {
         // What is already published from the same inputs (reads listings and manifests only),
         // then the real executor walked with engines that only describe.
         let freshness = resume::assess(&plan, &storages, &force).await;
+        refuse(&freshness)?;
+        if let Some(slice) = &freshness.slice {
+            plan.set_slice(slice.clone());
+        }
         let mut options = ExecutorOptions::new("dry-run");
         options.jobs = jobs;
         options.fail_fast = args.fail_fast;
@@ -261,9 +269,17 @@ async fn run_leased(
     build::remove_dead_spills();
     // What is already published from the same inputs (reads listings and manifests only).
     let freshness = resume::assess(plan, storages, &force).await;
+    refuse(&freshness)?;
+    let mut plan = plan.clone();
+    if let Some(slice) = &freshness.slice {
+        plan.set_slice(slice.clone());
+        if let Some(line) = render::slice_line(&plan, slice, &freshness.fresh) {
+            print_stdout(&line);
+        }
+    }
     options.fresh = freshness.fresh;
     options.fingerprints = freshness.fingerprints;
-    let plan = Arc::new(plan.clone());
+    let plan = Arc::new(plan);
     info!(pipeline = %plan.name(), run = %options.run_id, tasks = plan.tasks().len(), jobs = options.jobs, "run started");
 
     let id_width = plan.tasks().iter().map(|t| t.id().len() + 2).max().unwrap_or(8);
@@ -396,6 +412,28 @@ fn write_local(path: &Path, data: &[u8]) -> Result<(), Exit> {
             .map_err(|e| Exit { code: 1, message: format!("error: creating {}: {e}", parent.display()) })?;
     }
     std::fs::write(path, data).map_err(|e| Exit { code: 1, message: format!("error: writing {}: {e}", path.display()) })
+}
+
+/// The days asked for by `--partition` or `--since/--until`, if any.
+fn slice_request(args: &RunArgs) -> Result<Option<SliceRequest>, Exit> {
+    let request = match (&args.partition, &args.since) {
+        (Some(p), _) => SliceRequest::partition(p),
+        (None, Some(since)) => {
+            let today = dagrun_core::slice::Day::of_epoch_ms(chrono::Utc::now().timestamp_millis());
+            SliceRequest::range(Some(since), args.until.as_deref(), today)
+        }
+        (None, None) => return Ok(None),
+    };
+    request.map(Some).map_err(|e| Exit::config(format!("error: {e}")))
+}
+
+/// Stops a run whose input does not cover what its loads would replace, before anything is written.
+fn refuse(freshness: &resume::Freshness) -> Result<(), Exit> {
+    if freshness.refused.is_empty() {
+        return Ok(());
+    }
+    let reasons: Vec<String> = freshness.refused.iter().map(|r| format!("error: {r}")).collect();
+    Err(Exit { code: 1, message: reasons.join("\n") })
 }
 
 /// `--force` flags: empty means everything, names must be tasks of the plan.

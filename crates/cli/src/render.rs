@@ -5,8 +5,9 @@ use std::fmt::Write;
 use dagrun_core::dry_run::Walk;
 use dagrun_core::engine::Engines;
 use dagrun_core::executor::{RunReport, TaskState};
-use dagrun_core::plan::{Action, Plan};
+use dagrun_core::plan::{Action, Plan, Replace};
 use dagrun_core::resume::Freshness;
+use dagrun_core::slice::{RunSlice, describe_days};
 use dagrun_core::spec::CheckSeverity;
 use dagrun_core::units::{format_duration, format_elapsed, thousands};
 
@@ -37,6 +38,9 @@ pub(crate) fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &F
         let _ = writeln!(out, "vars: {}", vars.join("  "));
     }
     let _ = writeln!(out, "run records: {}/<run-id>/", plan.runs_dir());
+    if let Some(line) = plan.slice().and_then(|s| slice_line(plan, s, &freshness.fresh)) {
+        out.push_str(&line);
+    }
     for name in crate::build::KNOWN_ENGINES {
         if !crate::build::has_engine(name) && plan.tasks().iter().any(|t| t.engine() == *name) {
             let what = format!("the `{name}` engine, which a run of this plan needs,");
@@ -244,4 +248,45 @@ pub(crate) fn history(versions: &[dagrun_core::storage::delta::DeltaVersion]) ->
         );
     }
     out
+}
+
+/// The days a run reads and what each load fed by them replaces, in a few lines.
+pub(crate) fn slice_line(
+    plan: &Plan,
+    slice: &RunSlice,
+    fresh: &std::collections::BTreeMap<usize, String>,
+) -> Option<String> {
+    if !slice.decided {
+        return None;
+    }
+    let days = |n: usize| if n == 1 { "1 day".to_string() } else { format!("{n} days") };
+    let asked = match slice.requested {
+        Some(r) => format!("asked {} ({})", r.describe(), days(r.days().len())),
+        None => "every day of the input".to_string(),
+    };
+    let mut out = String::new();
+    if slice.days.is_empty() {
+        let _ = writeln!(out, "days: {asked}; nothing to run: every day is published from the same inputs");
+        return Some(out);
+    }
+    let _ = writeln!(out, "days: {asked}; running {} ({})", slice.days.len(), describe_days(&slice.days));
+    for task in plan.tasks() {
+        let (Some(_), Action::Load(load)) = (slice.records.get(&task.index()), task.action()) else { continue };
+        if fresh.contains_key(&task.index()) {
+            continue;
+        }
+        let what = if slice.whole.contains(&task.index()) {
+            "replaces the whole table".to_string()
+        } else {
+            match &load.mode {
+                Replace::Partitions { slice_column } => format!("replaces the rows of those days (by {slice_column})"),
+                Replace::Merge { keys, order_by } => {
+                    format!("merges by {}, the latest by {} kept", keys.join(", "), order_by.join(", "))
+                }
+                Replace::Overwrite => "replaces the whole table".to_string(),
+            }
+        };
+        let _ = writeln!(out, "  {}: {what}", task.id());
+    }
+    Some(out)
 }

@@ -15,6 +15,7 @@
 //! | [`plan`] | the validated, immutable plan and the questions later layers ask of it |
 //! | [`sql`] | static SQL reading (syntax errors, referenced tables) |
 //! | [`retry`] | the retry policy |
+//! | [`slice`] | slices of the input by day: incremental runs and backfills |
 //! | [`emr`] | the `engines.emr` section: EMR cluster settings and their checks |
 //! | [`dry_run`] | the dry run: the executor walked with engines that only describe |
 //! | [`executor`] | running a plan: concurrency, retries, timeouts, cancellation |
@@ -38,6 +39,7 @@ pub mod plan;
 pub mod record;
 pub mod resume;
 pub mod retry;
+pub mod slice;
 pub mod spec;
 pub mod sql;
 pub mod storage;

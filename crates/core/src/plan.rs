@@ -15,6 +15,7 @@ use crate::diagnostic::{Diagnostic, Pos, SourceFile, suggestion};
 use crate::emr::EmrSettings;
 pub use crate::path::join_path;
 use crate::retry::RetryPolicy;
+use crate::slice::{RunSlice, SliceRequest, SliceTemplate};
 use crate::spec::{
     ChartKind, CheckSeverity, ColumnType, Compression, JsonFormat, ServerSideEncryption, StorageClass, TableFormat,
     TaskKind,
@@ -48,6 +49,9 @@ pub struct Plan {
     pub(crate) emr: Option<EmrSettings>,
     /// Problems worth knowing that do not stop a run.
     pub(crate) warnings: Vec<Diagnostic>,
+    /// The days of the sliced extracts this run reads, once decided (see [`crate::slice`]);
+    /// `None` when no extract declares `slice_path`.
+    pub(crate) slice: Option<RunSlice>,
 }
 
 /// Each node's wave in a DAG given as each node's dependencies: the number of links of its longest
@@ -184,6 +188,9 @@ pub struct Extract {
     pub schema: Vec<Column>,
     /// How many records may be quarantined before the task fails.
     pub max_bad_records: u64,
+    /// Where the files of one day are (`slice_path`), when runs may be scoped to some days.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice: Option<SliceTemplate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -288,6 +295,48 @@ pub struct Load {
     /// Delta only: how long files that a newer version replaced are kept (so that readers of an
     /// older version can finish, and `--as-of` can read it) before a successful run vacuums them.
     pub retention: Duration,
+    /// What a run scoped to some days replaces.
+    #[serde(skip_serializing_if = "Replace::is_overwrite")]
+    pub mode: Replace,
+}
+
+/// What a load replaces when its run reads only some days of a sliced extract (`mode:`). Runs over
+/// every day replace the whole table whatever the mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub enum Replace {
+    /// The whole table: such a load refuses runs scoped to some days.
+    #[default]
+    Overwrite,
+    /// The rows whose `slice_column` falls on one of the run's days are deleted and the new rows
+    /// appended, in one commit.
+    Partitions {
+        /// The timestamp column that places a row on a day (UTC).
+        slice_column: String,
+    },
+    /// The published rows and the new ones, one per `keys`: the greatest by `order_by` (the new
+    /// one on a tie). Keys are never deleted.
+    Merge {
+        /// The columns that identify a row.
+        keys: Vec<String>,
+        /// The columns that order two rows with one key.
+        order_by: Vec<String>,
+    },
+}
+
+impl Replace {
+    /// `mode: overwrite`.
+    pub fn is_overwrite(&self) -> bool {
+        matches!(self, Replace::Overwrite)
+    }
+
+    /// Its name in the pipeline file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Replace::Overwrite => "overwrite",
+            Replace::Partitions { .. } => "partitions",
+            Replace::Merge { .. } => "merge",
+        }
+    }
 }
 
 /// Files of replaced Delta versions are kept for a week unless the load says otherwise (Delta's
@@ -391,7 +440,12 @@ impl PlannedTask {
                         format!("delta, keeps replaced files {}", crate::units::format_duration(l.retention))
                     }
                 };
-                vec![format!("{} ({format}, {}){parts}", l.path, l.compression)]
+                let mode = match &l.mode {
+                    Replace::Overwrite => String::new(),
+                    Replace::Partitions { slice_column } => format!(", a slice replaces its days by {slice_column}"),
+                    Replace::Merge { keys, .. } => format!(", a slice merges by {}", keys.join(", ")),
+                };
+                vec![format!("{} ({format}, {}{mode}){parts}", l.path, l.compression)]
             }
         }
     }
@@ -516,6 +570,75 @@ impl Plan {
     /// Indices of tasks that depend directly on `index`, in file order.
     pub(crate) fn dependents(&self, index: usize) -> &[usize] {
         &self.dependents[index]
+    }
+
+    /// What the run does with the days of its sliced extracts (`None`: no extract declares
+    /// `slice_path`).
+    pub fn slice(&self) -> Option<&RunSlice> {
+        self.slice.as_ref()
+    }
+
+    /// Records what [`crate::resume::assess`] decided about the days (after any [`Plan::select`]).
+    pub fn set_slice(&mut self, slice: RunSlice) {
+        if self.slice.is_some() {
+            self.slice = Some(slice);
+        }
+    }
+
+    /// The extracts upstream of task `index` (itself included) that declare `slice_path`.
+    pub fn sliced_extracts_of(&self, index: usize) -> Vec<usize> {
+        let mut up = self.ancestors(index);
+        up.insert(index);
+        up.into_iter().filter(|&i| matches!(&self.tasks[i].action, Action::Extract(e) if e.slice.is_some())).collect()
+    }
+
+    /// Scopes the run to some days (`--partition`, `--since/--until`). Refused when no extract
+    /// declares `slice_path`, when a sliced extract runs elsewhere than in this process, and when
+    /// a load downstream of one would replace its whole table from some days of its input.
+    pub fn scoped(mut self, request: SliceRequest) -> Result<Plan, String> {
+        let what = format!("this run is scoped to {}", request.describe());
+        let Some(slice) = self.slice.as_mut() else {
+            return Err(format!(
+                "{what}, but no extract of {} declares `slice_path` (where the files of one day are)",
+                self.name
+            ));
+        };
+        slice.requested = Some(request);
+        for task in &self.tasks {
+            let sliced = self.sliced_extracts_of(task.index);
+            let Some(&first) = sliced.first() else { continue };
+            let source = &self.tasks[first].id;
+            if let Action::Extract(_) = &task.action
+                && task.engine != DEFAULT_ENGINE
+            {
+                return Err(format!(
+                    "{what}, but extract `{}` runs on engine `{}`: only the local engine reads some days of an input yet",
+                    task.id, task.engine
+                ));
+            }
+            if let Action::Load(load) = &task.action
+                && !load.mode.is_overwrite()
+                && load.format != TableFormat::Delta
+            {
+                return Err(format!(
+                    "{what}, but load `{}` (`mode: {}`) publishes in dagrun's Parquet convention, which can only \
+                     replace a whole table: use `format: delta` for it, or run without a slice",
+                    task.id,
+                    load.mode.name()
+                ));
+            }
+            if let Action::Load(load) = &task.action
+                && load.mode.is_overwrite()
+            {
+                return Err(format!(
+                    "{what}, but load `{}` replaces its whole table (`mode: overwrite`) from `{source}`, which the \
+                     run reads only some days of: that would drop every other day. Declare `mode: partitions` (with \
+                     `slice_column`) or `mode: merge` (with `keys` and `order_by`) on it, or run without a slice",
+                    task.id
+                ));
+            }
+        }
+        Ok(self)
     }
 
     /// Every task `index` depends on, directly or not.

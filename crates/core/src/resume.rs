@@ -14,9 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
+use crate::path::join_path;
 use crate::plan::{Action, Plan};
+use crate::slice::{Day, RunSlice, SliceRequest, describe_days};
 use crate::spec::TableFormat;
-use crate::storage::{MANIFEST, Storages, TableManifest, compile_glob};
+use crate::storage::{MANIFEST, ObjectMeta, Storages, TableManifest, compile_glob};
 
 /// What to rerun regardless of fingerprints.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +41,11 @@ pub struct Freshness {
     pub fresh: BTreeMap<usize, String>,
     /// Why each load that runs must run (no table yet, inputs changed, forced...).
     pub stale: BTreeMap<usize, String>,
+    /// For a plan with sliced extracts: the days this run reads and what each load records.
+    pub slice: Option<RunSlice>,
+    /// Why the run must not go ahead at all (an input that does not cover what a load would
+    /// replace), found before anything is written.
+    pub refused: Vec<String>,
 }
 
 fn hex(digest: &[u8]) -> String {
@@ -50,7 +57,10 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshnes
     let mut out = Freshness::default();
     let order = plan.topological_order();
 
-    // Fingerprints, dependencies first.
+    // Fingerprints, dependencies first. `base` is the same chain with the listings of sliced
+    // extracts left out: a day's fingerprint adds that day's files to it.
+    let mut base: BTreeMap<usize, String> = BTreeMap::new();
+    let mut day_files: BTreeMap<usize, BTreeMap<Day, String>> = BTreeMap::new();
     for &i in &order {
         let task = &plan.tasks[i];
         let mut h = Sha256::new();
@@ -62,13 +72,43 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshnes
         let mut deps: Vec<(&str, &String)> =
             task.deps.iter().map(|&d| (plan.tasks[d].id.as_str(), &out.fingerprints[&d])).collect();
         deps.sort();
+        let mut b = h.clone();
         for (id, fp) in deps {
             h.update(format!("dep {id} {fp}\n"));
         }
+        let mut base_deps: Vec<(&str, &String)> =
+            task.deps.iter().map(|&d| (plan.tasks[d].id.as_str(), &base[&d])).collect();
+        base_deps.sort();
+        for (id, fp) in base_deps {
+            b.update(format!("dep {id} {fp}\n"));
+        }
         if let Action::Extract(e) = &task.action {
-            h.update(input_listing(storages, &e.path, &e.glob).await);
+            let days = plan.slice.as_ref().and_then(|s| s.requested).map(|r| r.days());
+            let listed = storages.list_days_and_keep(&e.path, &e.glob, e.slice.as_ref(), days.as_ref()).await;
+            h.update(listing_digest(&listed));
+            match (&e.slice, &listed) {
+                (Some(template), Ok(files)) => {
+                    let mut by_day: BTreeMap<Day, Sha256> = BTreeMap::new();
+                    for f in files {
+                        match template.day_of(&f.relative) {
+                            Some(day) => by_day.entry(day).or_default().update(file_line(f)),
+                            None => out.refused.push(format!(
+                                "{} of extract `{}` does not fit its `slice_path` `{}`, so no slice of the input \
+                                 holds it: rename or move it, or narrow the extract's `glob`",
+                                join_path(&e.path, &f.relative),
+                                task.id,
+                                template.text
+                            )),
+                        }
+                    }
+                    day_files.insert(i, by_day.into_iter().map(|(d, h)| (d, hex(&h.finalize()))).collect());
+                    b.update(format!("sliced by {}\n", template.text));
+                }
+                _ => b.update(listing_digest(&listed)),
+            }
         }
         out.fingerprints.insert(i, hex(&h.finalize()));
+        base.insert(i, hex(&b.finalize()));
     }
     let forced: BTreeSet<usize> = match force {
         Force::Nothing => BTreeSet::new(),
@@ -85,17 +125,41 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshnes
         }
     };
 
-    // Loads: up to date when the published manifest carries the same fingerprint.
+    // Loads fed by a sliced extract: up to date day by day.
     let mut fresh_loads: BTreeMap<usize, String> = BTreeMap::new();
+    if let Some(requested) = plan.slice.as_ref().map(|s| s.requested) {
+        let slice = assess_days(plan, storages, &forced, requested, &base, &day_files, &mut out).await;
+        for (&i, reason) in &slice.1 {
+            match reason {
+                Ok(fresh) => {
+                    fresh_loads.insert(i, fresh.clone());
+                }
+                Err(stale) => {
+                    out.stale.insert(i, stale.clone());
+                }
+            }
+        }
+        out.slice = Some(slice.0);
+    }
+    // Other loads: up to date when the published manifest carries the same fingerprint.
     for task in &plan.tasks {
         let Action::Load(load) = &task.action else { continue };
+        if fresh_loads.contains_key(&task.index) || out.stale.contains_key(&task.index) {
+            continue;
+        }
         if forced.contains(&task.index) {
             out.stale.insert(task.index, "forced".into());
             continue;
         }
         match published(storages, load).await {
-            Ok(manifest) if manifest.fingerprint.as_deref() == Some(out.fingerprints[&task.index].as_str()) => {
-                fresh_loads.insert(task.index, manifest.run_id);
+            Ok(Some(manifest)) if manifest.fingerprint.as_deref() == Some(out.fingerprints[&task.index].as_str()) => {
+                fresh_loads.insert(
+                    task.index,
+                    format!("up to date: published by run {} from the same inputs", manifest.run_id),
+                );
+            }
+            Ok(None) => {
+                out.stale.insert(task.index, "not published yet".into());
             }
             Ok(_) => {
                 out.stale.insert(task.index, "inputs or configuration changed since it was published".into());
@@ -135,7 +199,7 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshnes
             continue;
         }
         let reason = match fresh_loads.get(&i) {
-            Some(run_id) => format!("up to date: published by run {run_id} from the same inputs"),
+            Some(reason) => reason.clone(),
             None => {
                 let loads: Vec<&str> = plan
                     .descendants(i)
@@ -151,20 +215,24 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshnes
     out
 }
 
+/// One file's line in a listing digest: path, size, and ETag or modification time.
+fn file_line(f: &ObjectMeta) -> String {
+    let stamp = match (&f.etag, f.modified) {
+        (Some(etag), _) => etag.clone(),
+        (None, Some(t)) => t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()).to_string(),
+        (None, None) => String::new(),
+    };
+    format!("{}\t{}\t{stamp}\n", f.relative, f.size)
+}
+
 /// A stable digest of an extract's input files; a listing error gives a digest that matches
 /// nothing, so the task runs (and reports the error).
-async fn input_listing(storages: &Storages, path: &str, glob: &str) -> String {
-    let listed = storages.list_and_keep(path, glob).await.map_err(|e| e.to_string());
+fn listing_digest(listed: &Result<Vec<ObjectMeta>, crate::storage::StorageError>) -> String {
     match listed {
         Ok(files) => {
             let mut h = Sha256::new();
             for f in files {
-                let stamp = match (&f.etag, f.modified) {
-                    (Some(etag), _) => etag.clone(),
-                    (None, Some(t)) => t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()).to_string(),
-                    (None, None) => String::new(),
-                };
-                h.update(format!("{}\t{}\t{stamp}\n", f.relative, f.size));
+                h.update(file_line(f));
             }
             format!("inputs {}\n", hex(&h.finalize()))
         }
@@ -172,9 +240,189 @@ async fn input_listing(storages: &Storages, path: &str, glob: &str) -> String {
     }
 }
 
+/// What each load fed by a sliced extract must do: its stale days, its day fingerprints after the
+/// run, whether it replaces its whole table. Returns the run's slice, and per load either why it
+/// is up to date (`Ok`) or why it runs (`Err`). Refusals go to `out.refused`.
+async fn assess_days(
+    plan: &Plan,
+    storages: &Storages,
+    forced: &BTreeSet<usize>,
+    requested: Option<SliceRequest>,
+    base: &BTreeMap<usize, String>,
+    day_files: &BTreeMap<usize, BTreeMap<Day, String>>,
+    out: &mut Freshness,
+) -> (RunSlice, BTreeMap<usize, Result<String, String>>) {
+    // A sliced extract whose listing failed: nothing can be decided by day. Its loads run, and
+    // the extract reports the error when it lists again.
+    let unlisted: Vec<usize> = plan
+        .tasks
+        .iter()
+        .filter(|t| matches!(&t.action, Action::Extract(e) if e.slice.is_some()) && !day_files.contains_key(&t.index))
+        .map(|t| t.index)
+        .collect();
+    if !unlisted.is_empty() {
+        let mut decisions = BTreeMap::new();
+        for task in &plan.tasks {
+            if matches!(task.action, Action::Load(_)) && !plan.sliced_extracts_of(task.index).is_empty() {
+                decisions.insert(task.index, Err("its input could not be listed".to_string()));
+            }
+        }
+        return (RunSlice { requested, ..RunSlice::default() }, decisions);
+    }
+    let input_days: BTreeSet<Day> = day_files.values().flat_map(|m| m.keys().copied()).collect();
+    let wanted: BTreeSet<Day> = match requested {
+        Some(r) => r.days(),
+        None => input_days.clone(),
+    };
+    struct Fed {
+        index: usize,
+        /// The table's days now (`None`: no table, or one without day fingerprints).
+        published: Option<BTreeMap<String, String>>,
+        exists: bool,
+        /// Each wanted day with input: its fingerprint now.
+        now: BTreeMap<Day, String>,
+        stale: BTreeSet<Day>,
+        overwrite: bool,
+    }
+    let mut fed = Vec::new();
+    let mut decisions = BTreeMap::new();
+    let mut rewrite_all = false;
+    for task in &plan.tasks {
+        let Action::Load(load) = &task.action else { continue };
+        let sources = plan.sliced_extracts_of(task.index);
+        if sources.is_empty() {
+            continue;
+        }
+        if load.format != TableFormat::Delta {
+            // dagrun's Parquet convention records no days: its table is replaced whole, up to date
+            // by the fingerprint of everything it reads.
+            let decision = match published(storages, load).await {
+                Ok(Some(m))
+                    if m.fingerprint.as_deref() == out.fingerprints.get(&task.index).map(String::as_str)
+                        && !forced.contains(&task.index) =>
+                {
+                    Ok(format!("up to date: published by run {} from the same inputs", m.run_id))
+                }
+                Ok(None) => Err("not published yet".to_string()),
+                Ok(Some(_)) if forced.contains(&task.index) => Err("forced".to_string()),
+                Ok(Some(_)) => Err("inputs or configuration changed since it was published".to_string()),
+                Err(why) => Err(why),
+            };
+            rewrite_all |= decision.is_err();
+            decisions.insert(task.index, decision);
+            continue;
+        }
+        let (published, exists) = match published(storages, load).await {
+            Ok(Some(m)) => (m.slices, true),
+            Ok(None) => (None, false),
+            Err(why) => {
+                decisions.insert(task.index, Err(why));
+                (None, true)
+            }
+        };
+        let mut now = BTreeMap::new();
+        for &day in &wanted {
+            let files: Vec<String> = sources
+                .iter()
+                .filter_map(|e| {
+                    day_files.get(e).and_then(|m| m.get(&day)).map(|h| format!("{} {h}", plan.tasks[*e].id))
+                })
+                .collect();
+            if files.is_empty() {
+                continue;
+            }
+            let mut h = Sha256::new();
+            h.update(format!("{}\n{day}\n{}", base[&task.index], files.join("\n")));
+            now.insert(day, hex(&h.finalize()));
+        }
+        let held: BTreeSet<Day> = published.iter().flat_map(|p| p.keys()).filter_map(|d| Day::parse(d)).collect();
+        let is_forced = forced.contains(&task.index);
+        let stale: BTreeSet<Day> = wanted
+            .iter()
+            .copied()
+            .filter(|d| match now.get(d) {
+                Some(fp) => is_forced || published.as_ref().and_then(|p| p.get(&d.to_string())) != Some(fp),
+                // No input that day: stale only if the table holds rows of it.
+                None => held.contains(d),
+            })
+            .collect();
+        if requested.is_none() && !is_forced {
+            let dropped: Vec<Day> = held.difference(&input_days).copied().collect();
+            if !dropped.is_empty() {
+                out.refused.push(format!(
+                    "load `{}`: the input has no files for {} day(s) that table `{}` holds ({}); a run over \
+                     the whole input would drop them. Nothing was written. Run with --partition or \
+                     --since/--until to replace only the days the input has, or with --force={} to rebuild the \
+                     table from this input alone",
+                    task.id,
+                    dropped.len(),
+                    load.table,
+                    describe_days(&dropped),
+                    task.id
+                ));
+            }
+        }
+        fed.push(Fed { index: task.index, published, exists, now, stale, overwrite: load.mode.is_overwrite() });
+    }
+    // The run's days: what some load needs; every day of the input when a load that replaces its
+    // whole table has to run.
+    // A task fed by a sliced extract that leads to no load (a check or transform run for its own
+    // sake, or cut off by --only) reads every asked day.
+    let unrecorded = plan.tasks.iter().any(|t| {
+        plan.dependents(t.index).is_empty()
+            && !matches!(t.action, Action::Load(_))
+            && !plan.sliced_extracts_of(t.index).is_empty()
+    });
+    // An extract on another engine (EMR) reads every file it is given: no narrowing.
+    let elsewhere = plan.tasks.iter().any(|t| {
+        matches!(&t.action, Action::Extract(e) if e.slice.is_some()) && t.engine != crate::plan::DEFAULT_ENGINE
+    });
+    let must_rewrite_all =
+        rewrite_all || unrecorded || elsewhere || fed.iter().any(|f| f.overwrite && !f.stale.is_empty());
+    let days: BTreeSet<Day> =
+        if must_rewrite_all { wanted.clone() } else { fed.iter().flat_map(|f| f.stale.iter().copied()).collect() };
+    let mut slice = RunSlice { requested, days: days.clone(), decided: true, ..RunSlice::default() };
+    for f in fed {
+        let whole = !f.exists
+            || forced.contains(&f.index) && requested.is_none()
+            || match &f.published {
+                Some(p) => p.keys().filter_map(|d| Day::parse(d)).all(|d| days.contains(&d)),
+                None => requested.is_none(),
+            };
+        let mut record: BTreeMap<String, String> =
+            if whole { BTreeMap::new() } else { f.published.clone().unwrap_or_default() };
+        for day in &days {
+            match f.now.get(day) {
+                Some(fp) => record.insert(day.to_string(), fp.clone()),
+                None => record.remove(&day.to_string()),
+            };
+        }
+        if whole {
+            slice.whole.insert(f.index);
+        }
+        slice.records.insert(f.index, record);
+        if decisions.contains_key(&f.index) {
+            continue;
+        }
+        let decision = if f.stale.is_empty() {
+            let scope = match requested {
+                Some(r) => format!("for {}", r.describe()),
+                None => "for every day of the input".to_string(),
+            };
+            Ok(format!("up to date {scope}: every day published from the same inputs"))
+        } else if !f.exists {
+            Err("not published yet".to_string())
+        } else {
+            Err(format!("{} day(s) to replace: {}", f.stale.len(), describe_days(&f.stale)))
+        };
+        decisions.insert(f.index, decision);
+    }
+    (slice, decisions)
+}
+
 /// The manifest of the table `load` publishes, in its format, if it is complete: every file it
 /// names is present with its size.
-async fn published(storages: &Storages, load: &crate::plan::Load) -> Result<TableManifest, String> {
+async fn published(storages: &Storages, load: &crate::plan::Load) -> Result<Option<TableManifest>, String> {
     let path = load.path.as_str();
     let storage = storages.for_path(path).map_err(|e| e.to_string())?;
     let manifest = match load.format {
@@ -182,13 +430,13 @@ async fn published(storages: &Storages, load: &crate::plan::Load) -> Result<Tabl
             let delta = storages.delta(path).map_err(|e| e.to_string())?;
             match delta.snapshot(path, None).await {
                 Ok(Some(snapshot)) => snapshot.manifest,
-                Ok(None) => return Err("not published yet".to_string()),
+                Ok(None) => return Ok(None),
                 Err(e) => return Err(format!("its Delta log cannot be read ({e})")),
             }
         }
         TableFormat::Parquet => {
             let manifest_path = format!("{}/{MANIFEST}", path.trim_end_matches('/'));
-            let bytes = storage.read(&manifest_path).await.map_err(|_| "not published yet".to_string())?;
+            let Ok(bytes) = storage.read(&manifest_path).await else { return Ok(None) };
             serde_json::from_slice(&bytes).map_err(|e| format!("its manifest is unreadable ({e})"))?
         }
     };
@@ -200,7 +448,7 @@ async fn published(storages: &Storages, load: &crate::plan::Load) -> Result<Tabl
             return Err(format!("the published table is incomplete ({} is missing or changed)", file.path));
         }
     }
-    Ok(manifest)
+    Ok(Some(manifest))
 }
 
 #[cfg(test)]
@@ -241,6 +489,7 @@ tasks:
             partition_by: Vec::new(),
             files: vec![ManifestFile { path: "part-00000.parquet".into(), size: 4, rows: None }],
             fingerprint: Some(fingerprint.into()),
+            slices: None,
         };
         storage.commit_table(&write, &manifest).await.unwrap();
     }

@@ -141,6 +141,18 @@ decode_enum! {
 }
 
 decode_enum! {
+    /// What a load replaces when the run is scoped to some days of its input.
+    pub enum LoadMode as "load mode" {
+        /// The whole table (a run scoped to some days is refused).
+        Overwrite = "overwrite",
+        /// The rows of the run's days (by `slice_column`): deleted and appended in one commit.
+        Partitions = "partitions",
+        /// Rows by `keys`: the published rows and the new ones, the latest by `order_by` kept.
+        Merge = "merge",
+    }
+}
+
+decode_enum! {
     /// How retry delays are randomised.
     pub enum Jitter as "jitter" {
         /// A uniform delay between zero and the backoff (AWS's "full jitter").
@@ -439,6 +451,9 @@ decode_struct! {
         schema: Entries<ColumnSpec>,
         /// How many records may be quarantined before the task fails (default 0).
         max_bad_records: Option<Located<u64>>,
+        /// Where the files of one day are, relative to `path`
+        /// (`{year}/{month}/{year}-{month}-{day}-*.json`): runs can then be scoped to some days.
+        slice_path: Option<Located<String>>,
     }
 }
 
@@ -466,6 +481,16 @@ decode_struct! {
         partition_by: Option<OneOrMany<Located<String>>>,
         compression: Option<Located<Compression>>,
         retention: Option<Located<DurationValue>>,
+        /// What a run scoped to some days replaces: the whole table, those days' rows, or rows
+        /// merged by key.
+        mode: Option<Located<LoadMode>>,
+        /// `mode: partitions`: the timestamp column whose UTC day says which slice a row is of.
+        slice_column: Option<Located<String>>,
+        /// `mode: merge`: the columns that identify a row.
+        keys: Option<OneOrMany<Located<String>>>,
+        /// `mode: merge`: of two rows with one key, the one with the greater values of these
+        /// columns is kept (the new one on a tie).
+        order_by: Option<OneOrMany<Located<String>>>,
     }
 }
 

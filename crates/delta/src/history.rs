@@ -19,6 +19,7 @@ const MAINTENANCE: &[&str] = &["VACUUM START", "VACUUM END", "CHECKPOINT"];
 pub(crate) struct DagrunCommit {
     pub run_id: Option<String>,
     pub fingerprint: Option<String>,
+    pub slices: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The `commitInfo` of the commit file `bytes`.
@@ -54,6 +55,7 @@ pub(crate) async fn latest_dagrun_commit(
         return Ok(info.get(COMMIT_INFO_KEY).map(|d| DagrunCommit {
             run_id: d.get("run_id").and_then(Value::as_str).map(str::to_string),
             fingerprint: d.get("fingerprint").and_then(Value::as_str).map(str::to_string),
+            slices: d.get("slices").and_then(|s| serde_json::from_value(s.clone()).ok()),
         }));
     }
     Ok(None)

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dagrun_core::storage::delta::{Committed, DeltaCommit, DeltaSnapshot, DeltaTables, DeltaVersion};
+use dagrun_core::storage::delta::{
+    ColumnBounds, Committed, DeltaCommit, DeltaFile, DeltaSnapshot, DeltaTables, DeltaVersion, PublishedFile, Removing,
+};
 use dagrun_core::storage::{ManifestFile, Op, Storage, StorageError, Storages, TableManifest, is_s3};
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, Remove};
@@ -98,7 +100,7 @@ impl DeltaLake {
         Ok(Some(table))
     }
 
-    async fn manifest(&self, path: &str, table: &DeltaTable) -> Result<TableManifest> {
+    async fn manifest(&self, path: &str, table: &DeltaTable) -> Result<(TableManifest, Vec<PublishedFile>)> {
         let state = table.snapshot().map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
         let partition_by: Vec<String> = state.metadata().partition_columns().to_vec();
         let name = state.metadata().configuration().get(TABLE_PROPERTY).cloned();
@@ -108,6 +110,7 @@ impl DeltaLake {
             .await
             .map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
         let mut files = Vec::with_capacity(views.len());
+        let mut published = Vec::with_capacity(views.len());
         let mut rows = 0u64;
         let mut counted = true;
         for view in &views {
@@ -116,19 +119,29 @@ impl DeltaLake {
                 Some(n) => rows += n,
                 None => counted = false,
             }
-            files.push(ManifestFile { path: view.path().into_owned(), size: view.size().max(0) as u64, rows: n });
+            let file_path = view.path().into_owned();
+            let values = view.partition_values_map();
+            published.push(PublishedFile {
+                path: file_path.clone(),
+                rows: n,
+                partition_values: partition_by.iter().map(|c| (c.clone(), values.get(c).cloned().flatten())).collect(),
+                bounds: view.stats().map(|s| bounds_of(&s)).unwrap_or_default(),
+            });
+            files.push(ManifestFile { path: file_path, size: view.size().max(0) as u64, rows: n });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let version = table.version().unwrap_or(0);
         let latest = history::latest_dagrun_commit(self.storage(path)?, path, version).await?;
-        Ok(TableManifest {
+        let manifest = TableManifest {
             table: name.unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path).to_string()),
             run_id: latest.as_ref().and_then(|c| c.run_id.clone()).unwrap_or_default(),
             rows: if counted { rows } else { 0 },
             partition_by,
             files,
-            fingerprint: latest.and_then(|c| c.fingerprint),
-        })
+            fingerprint: latest.as_ref().and_then(|c| c.fingerprint.clone()),
+            slices: latest.and_then(|c| c.slices),
+        };
+        Ok((manifest, published))
     }
 
     async fn commit_inner(&self, path: &str, commit: DeltaCommit) -> Result<Committed> {
@@ -136,8 +149,24 @@ impl DeltaLake {
         let new_schema =
             schema::struct_type(&commit.columns).map_err(|m| Error::refused(Op::DeltaCommitting, path, m))?;
         let now = chrono::Utc::now().timestamp_millis();
-        let rows: u64 = commit.files.iter().map(|f| f.rows).sum();
+        let added_rows: u64 = commit.files.iter().map(|f| f.rows).sum();
         let adds: Vec<Action> = commit.files.iter().map(|f| Action::Add(add_action(f, now))).collect();
+        // The table's rows after the commit: what stays plus what is added.
+        let kept_rows: u64 = match (&table, &commit.removing) {
+            (Some(table), Removing::Files(gone)) => {
+                let views: Vec<_> = table
+                    .get_active_add_actions_by_partitions(&[])
+                    .try_collect()
+                    .await
+                    .map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+                views
+                    .iter()
+                    .filter(|v| !gone.iter().any(|g| g.as_str() == v.path().as_ref()))
+                    .map(|v| v.num_records().unwrap_or(0) as u64)
+                    .sum()
+            }
+            _ => 0,
+        };
         let mut info = HashMap::new();
         info.insert(
             COMMIT_INFO_KEY.to_string(),
@@ -145,8 +174,9 @@ impl DeltaLake {
                 "run_id": commit.run_id,
                 "fingerprint": commit.fingerprint,
                 "table": commit.table,
-                "rows": rows,
+                "rows": kept_rows + added_rows,
                 "files": commit.files.len(),
+                "slices": commit.slices,
             }),
         );
         let properties = CommitProperties::default().with_metadata(info);
@@ -204,6 +234,23 @@ impl DeltaLake {
             .try_collect()
             .await
             .map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+        let current: Vec<_> = match &commit.removing {
+            Removing::All => current,
+            Removing::Files(gone) => {
+                let found: Vec<_> =
+                    current.into_iter().filter(|f| gone.iter().any(|g| g.as_str() == f.path().as_ref())).collect();
+                if found.len() != gone.len() {
+                    return Err(Error::refused(
+                        Op::DeltaCommitting,
+                        path,
+                        "a file this load replaces is no longer in the table's current version (another writer \
+                         changed it); nothing was committed"
+                            .to_string(),
+                    ));
+                }
+                found
+            }
+        };
         let removed_files = current.len();
         let mut actions: Vec<Action> = current
             .iter()
@@ -232,9 +279,12 @@ impl DeltaLake {
                 Some(state),
                 table.log_store(),
                 DeltaOperation::Write {
-                    mode: SaveMode::Overwrite,
+                    mode: match commit.removing {
+                        Removing::All => SaveMode::Overwrite,
+                        Removing::Files(_) => SaveMode::Append,
+                    },
                     partition_by: (!commit.partition_by.is_empty()).then(|| commit.partition_by.clone()),
-                    predicate: None,
+                    predicate: commit.predicate.clone(),
                 },
             )
             .await
@@ -296,7 +346,7 @@ fn table_url(path: &str) -> Result<(String, Url)> {
     Ok((String::new(), url))
 }
 
-fn add_action(file: &dagrun_core::storage::delta::DeltaFile, now: i64) -> Add {
+fn add_action(file: &DeltaFile, now: i64) -> Add {
     Add {
         // The path as named on disk; delta-rs percent-encodes it into the log (a folder named
         // `a%2Fb` is `a%252Fb` there) and readers decode it back.
@@ -305,13 +355,43 @@ fn add_action(file: &dagrun_core::storage::delta::DeltaFile, now: i64) -> Add {
         size: file.size as i64,
         modification_time: now,
         data_change: true,
-        stats: Some(serde_json::json!({ "numRecords": file.rows }).to_string()),
+        stats: Some(stats(file)),
         tags: None,
         deletion_vector: None,
         base_row_id: None,
         default_row_commit_version: None,
         clustering_provider: None,
     }
+}
+
+/// A file's Delta statistics: its row count, and the bounds dagrun knows.
+fn stats(file: &DeltaFile) -> String {
+    let mut stats = serde_json::json!({ "numRecords": file.rows });
+    if !file.bounds.is_empty() {
+        let pick = |f: &dyn Fn(&ColumnBounds) -> serde_json::Value| -> serde_json::Map<String, serde_json::Value> {
+            file.bounds.iter().map(|b| (b.column.clone(), f(b))).collect()
+        };
+        stats["minValues"] = pick(&|b| b.min.clone().into()).into();
+        stats["maxValues"] = pick(&|b| b.max.clone().into()).into();
+        stats["nullCount"] = pick(&|b| b.nulls.into()).into();
+    }
+    stats.to_string()
+}
+
+/// The text bounds of a file's statistics: (column, min, max) for top-level string-valued ones.
+fn bounds_of(stats: &str) -> Vec<(String, String, String)> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(stats) else { return Vec::new() };
+    let (Some(min), Some(max)) =
+        (v.get("minValues").and_then(|m| m.as_object()), v.get("maxValues").and_then(|m| m.as_object()))
+    else {
+        return Vec::new();
+    };
+    min.iter()
+        .filter_map(|(k, lo)| {
+            let hi = max.get(k)?;
+            Some((k.clone(), lo.as_str()?.to_string(), hi.as_str()?.to_string()))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -322,8 +402,8 @@ impl DeltaTables for DeltaLake {
         as_of: Option<u64>,
     ) -> std::result::Result<Option<DeltaSnapshot>, StorageError> {
         let Some(table) = self.load(path, as_of).await? else { return Ok(None) };
-        let manifest = self.manifest(path, &table).await?;
-        Ok(Some(DeltaSnapshot { version: table.version().unwrap_or(0), manifest }))
+        let (manifest, files) = self.manifest(path, &table).await?;
+        Ok(Some(DeltaSnapshot { version: table.version().unwrap_or(0), manifest, files }))
     }
 
     async fn commit(&self, path: &str, commit: DeltaCommit) -> std::result::Result<Committed, StorageError> {

@@ -7,11 +7,13 @@
 //! Columns are typed the way every Delta reader reads them: timestamps as microseconds in UTC
 //! (Delta's `timestamp`), unsigned integers widened to signed ones.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use dagrun_core::engine::TaskContext;
-use dagrun_core::plan::Load;
-use dagrun_core::storage::delta::{DeltaColumn, DeltaCommit, DeltaFile, DeltaTables};
+use dagrun_core::plan::{Load, Replace};
+use dagrun_core::slice::{Day, describe_days};
+use dagrun_core::storage::delta::{DeltaColumn, DeltaCommit, DeltaFile, DeltaTables, Removing};
 use dagrun_core::storage::{
     MANIFEST, SUCCESS_MARKER, Storage, StorageErrorKind, Storages, TABLE_MARKER, TableManifest, compile_glob, is_s3,
     not_a_table_message,
@@ -117,6 +119,21 @@ async fn place_check(
     }
 }
 
+/// What a load of a run scoped to some days replaces (see [`dagrun_core::slice`]).
+struct Scope {
+    days: BTreeSet<Day>,
+    whole: bool,
+    record: BTreeMap<String, String>,
+}
+
+impl Scope {
+    fn of(plan: &dagrun_core::Plan, task_index: usize) -> Option<Scope> {
+        let slice = plan.slice().filter(|s| s.decided)?;
+        let record = slice.records.get(&task_index)?.clone();
+        Some(Scope { days: slice.days.clone(), whole: slice.whole.contains(&task_index), record })
+    }
+}
+
 /// Writes `df`'s files and commits them as the table's new version.
 pub(crate) async fn run(
     fingerprint: Option<String>,
@@ -125,30 +142,99 @@ pub(crate) async fn run(
     storages: &Storages,
     cx: &TaskContext,
     options: &crate::LocalOptions,
+    task_index: usize,
 ) -> Result<Loaded> {
     let write_concurrency = options.write_concurrency;
     let delta = storages.delta(&spec.path)?.clone();
     let storage = storages.for_path(&spec.path)?.clone();
     let previous = place_check(&storage, &delta, &spec.path).await?;
-    let rows = df.height() as u64;
+    let scope = Scope::of(&cx.plan, task_index);
+    // Only part of the table is replaced: rows of some days, or rows merged by key.
+    let partial = scope.as_ref().filter(|s| !s.whole);
+    if partial.is_some() && previous.is_some() {
+        return Err(Error::InvalidOutput(format!(
+            "{} is a table in dagrun's Parquet convention, which a run of some days cannot update in place: run \
+             once over the whole input to make it a Delta table; nothing was written",
+            spec.path
+        )));
+    }
+    let root = spec.path.trim_end_matches('/').to_string();
     let name = spec.table.clone();
-    let load = spec.clone();
     let tag = format!("{}-{}-{}", cx.run_id, cx.instance, cx.attempt);
+    let mut df = df;
+    if let (Some(_), Replace::Merge { keys, order_by }) = (partial, &spec.mode) {
+        cx.progress.set_message("merging");
+        let published = crate::published::read_published(storages, &root, None).await?;
+        let before = published.height();
+        let (keys, order_by) = (keys.clone(), order_by.clone());
+        df = crate::on_workers(move || -> Result<DataFrame> {
+            let (df, _) = delta_ready(df)?;
+            crate::replace::merge(df, published, &keys, &order_by)
+        })
+        .await??;
+        info!(published = before, merged = df.height(), "merged with the published rows");
+    }
+    let rows = df.height() as u64;
+    let load = spec.clone();
     let file_name = format!("part-00000-{tag}.parquet");
+    let slice_column = match &spec.mode {
+        Replace::Partitions { slice_column } => Some(slice_column.clone()),
+        _ => None,
+    };
+    let check_days = partial.filter(|_| slice_column.is_some()).map(|s| s.days.clone());
     cx.progress.set_message("partitioning");
-    let (parts, columns) = crate::on_workers(move || -> Result<_> {
+    let (mut parts, columns, bounds) = crate::on_workers(move || -> Result<_> {
         let (df, columns) = delta_ready(df)?;
-        Ok((partition(&name, &df, &load, &file_name)?, columns))
+        if let (Some(column), Some(days)) = (&slice_column, &check_days) {
+            crate::replace::check_rows_in_days(&df, column, days, &name)?;
+        }
+        let parts = partition(&name, &df, &load, &file_name)?;
+        let mut bounds = BTreeMap::new();
+        if let Some(column) = &slice_column {
+            for part in &parts {
+                if let Some(b) = crate::replace::bounds(&part.data, column)? {
+                    bounds.insert(part.path.clone(), b);
+                }
+            }
+        }
+        Ok((parts, columns, bounds))
     })
     .await??;
-    if cx.cancel.is_cancelled() {
-        return Err(Error::Cancelled);
+    let mut bounds = bounds;
+    // `mode: partitions` on some days: the files holding those days are cut, the rest stay.
+    let mut removing = Removing::All;
+    let mut kept_rows = 0u64;
+    let mut predicate = None;
+    if let (Some(scope), Replace::Partitions { slice_column }) = (partial, &spec.mode) {
+        cx.progress.set_message("finding the run's days in the table");
+        let snapshot = delta.snapshot(&root, None).await?;
+        let (removed, kept, deleted) = match &snapshot {
+            Some(snapshot) => {
+                crate::replace::cut_days(snapshot, &storage, &root, slice_column, &scope.days, &tag).await?
+            }
+            None => (Vec::new(), Vec::new(), 0),
+        };
+        for part in &kept {
+            kept_rows += part.data.height() as u64;
+            if let Some(b) = crate::replace::bounds(&part.data, slice_column)? {
+                bounds.insert(part.path.clone(), b);
+            }
+        }
+        info!(
+            days = scope.days.len(),
+            files_cut = removed.len(),
+            rows_deleted = deleted,
+            rows_kept = kept_rows,
+            "replacing the run's days"
+        );
+        predicate = Some(format!("{slice_column} on {}", describe_days(&scope.days)));
+        parts.extend(kept);
+        removing = Removing::Files(removed);
     }
     let count = parts.len();
     let partitions = if spec.partition_by.is_empty() { 0 } else { count };
     info!(files = count, rows, "writing");
     cx.progress.set_length(Some(count as u64), "files");
-    let root = spec.path.trim_end_matches('/').to_string();
     let mut attempted = Vec::with_capacity(count);
     let written = write_parts(
         parts,
@@ -173,7 +259,13 @@ pub(crate) async fn run(
     };
     let files: Vec<DeltaFile> = written
         .into_iter()
-        .map(|w| DeltaFile { path: w.relative, size: w.size, rows: w.rows, partition_values: w.values })
+        .map(|w| DeltaFile {
+            bounds: bounds.remove(&w.relative).into_iter().collect(),
+            path: w.relative,
+            size: w.size,
+            rows: w.rows,
+            partition_values: w.values,
+        })
         .collect();
     let commit = DeltaCommit {
         table: spec.table.clone(),
@@ -184,6 +276,9 @@ pub(crate) async fn run(
         files: files.clone(),
         allow_breaking_schema: options.allow_breaking_schema,
         retention: spec.retention,
+        removing,
+        slices: scope.as_ref().map(|s| s.record.clone()),
+        predicate,
     };
     cx.progress.set_message("committing");
     match delta.commit(&spec.path, commit).await {

@@ -72,7 +72,12 @@ pub(crate) async fn run(
     read_concurrency: usize,
     carry: &mut Carry,
 ) -> Result<Extracted> {
-    let files = storages.list_once(&spec.path, &spec.glob).await?;
+    let mut files = storages.list_once(&spec.path, &spec.glob).await?;
+    // A run scoped to some days reads only their files.
+    if let (Some(template), Some(slice)) = (&spec.slice, cx.plan.slice()) {
+        files.retain(|f| slice.reads(template, &f.relative));
+        info!(days = slice.days.len(), files = files.len(), "reading the run's days only");
+    }
     let schema = Arc::new(RecordSchema::new(spec.schema.clone()));
     if files.is_empty() {
         warn!(path = %spec.path, glob = %spec.glob, "no files matched; the table is empty");

@@ -11,6 +11,7 @@
 //! dropped as soon as no remaining task reads them; a table larger than the spill threshold is
 //! kept in a local Parquet file instead ([`spill`]).
 
+mod cache;
 mod checks;
 mod delta_load;
 pub mod error;
@@ -18,6 +19,7 @@ mod extract;
 mod json;
 mod load;
 pub mod published;
+mod replace;
 mod scan;
 mod spill;
 mod strings;
@@ -56,6 +58,8 @@ pub struct LocalOptions {
     pub spill_above: Option<u64>,
     /// Let a `format: delta` load drop or retype columns of the published table.
     pub allow_breaking_schema: bool,
+    /// Read an extract whose files an earlier run read unchanged from its cache ([`cache`]).
+    pub extract_cache: bool,
 }
 
 /// The default spill threshold: 1 GiB.
@@ -68,6 +72,7 @@ impl Default for LocalOptions {
             write_concurrency: 64,
             spill_above: Some(DEFAULT_SPILL_ABOVE),
             allow_breaking_schema: false,
+            extract_cache: true,
         }
     }
 }
@@ -258,6 +263,25 @@ impl LocalEngine {
     async fn run_task(&self, task: &PlannedTask, cx: &TaskContext) -> Result<TaskOutput, TaskError> {
         match &task.action() {
             Action::Extract(spec) => {
+                // The same files as an earlier run read: its table, from the extract cache.
+                let cacheable = spec.slice.is_none() && self.options.extract_cache;
+                if cacheable
+                    && let Some(fingerprint) = &cx.fingerprint
+                    && let Some((cached, table)) = cache::read(&self.storages, &cx.plan, task.id(), fingerprint).await
+                {
+                    info!(run = %cached.run_id, rows = cached.rows, "read from the extract cache: the same files as that run read");
+                    let mut details = BTreeMap::new();
+                    details.insert("cache".to_string(), format!("the same files as run {} read", cached.run_id));
+                    self.put(task.id(), table, cx).await?;
+                    return Ok(TaskOutput {
+                        rows_in: Some(cached.records),
+                        rows_out: Some(cached.rows),
+                        files: Some(cached.files as u64),
+                        outputs: vec![format!("table {}", task.id())],
+                        details,
+                        ..Default::default()
+                    });
+                }
                 let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
                 let mut carry = self.carries.lock().expect("carries").remove(task.id()).unwrap_or_default();
                 let result =
@@ -300,6 +324,20 @@ impl LocalEngine {
                         return Err(TaskError::from(Error::TooManyBadRecords(message)).with_partial(output));
                     }
                     warn!("{message}");
+                }
+                if cacheable
+                    && out.bad.is_empty()
+                    && let Some(fingerprint) = &cx.fingerprint
+                {
+                    let cached = cache::Cached {
+                        fingerprint: fingerprint.clone(),
+                        file: format!("{}-{}.parquet", task.id(), &fingerprint[..fingerprint.len().min(16)]),
+                        run_id: cx.run_id.clone(),
+                        rows,
+                        records: out.records,
+                        files: out.files,
+                    };
+                    cache::write(&self.storages, &cx.plan, task.id(), cached, &out.table).await;
                 }
                 self.put(task.id(), out.table, cx).await?;
                 Ok(output)
@@ -357,7 +395,8 @@ impl LocalEngine {
             }
             Action::Load(spec) => {
                 let df = self.table(&spec.table).await?;
-                let out = load::run(cx.fingerprint.clone(), df, spec, &self.storages, cx, &self.options).await?;
+                let out = load::run(cx.fingerprint.clone(), df, spec, &self.storages, cx, &self.options, task.index())
+                    .await?;
                 let mut details = BTreeMap::new();
                 if out.partitions > 0 {
                     details.insert("partitions".to_string(), out.partitions.to_string());
@@ -425,8 +464,9 @@ impl TableExport for LocalEngine {
             compression: Compression::Zstd,
             format: TableFormat::Parquet,
             retention: dagrun_core::plan::DEFAULT_RETENTION,
+            mode: dagrun_core::plan::Replace::Overwrite,
         };
-        load::run(None, df, &spec, &self.storages, cx, &self.options).await?;
+        load::run(None, df, &spec, &self.storages, cx, &self.options, usize::MAX).await?;
         Ok(())
     }
 }

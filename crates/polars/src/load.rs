@@ -302,13 +302,14 @@ pub(crate) async fn run(
     storages: &Storages,
     cx: &TaskContext,
     options: &crate::LocalOptions,
+    task_index: usize,
 ) -> Result<Loaded> {
     match spec.format {
         TableFormat::Parquet => {
             let storage = storages.for_path(&spec.path)?;
             run_parquet(fingerprint, df, spec, storage, cx, options.write_concurrency).await
         }
-        TableFormat::Delta => crate::delta_load::run(fingerprint, df, spec, storages, cx, options).await,
+        TableFormat::Delta => crate::delta_load::run(fingerprint, df, spec, storages, cx, options, task_index).await,
     }
 }
 
@@ -371,6 +372,7 @@ async fn run_parquet(
             partition_by: spec.partition_by.clone(),
             files,
             fingerprint,
+            slices: None,
         };
         // Before the table becomes current: every row written once, every file named once.
         manifest.check().map_err(|e| Error::Internal(format!("refusing to publish `{table_name}`: {e}")))?;
@@ -418,6 +420,7 @@ mod tests {
             compression: Compression::Zstd,
             format: TableFormat::Parquet,
             retention: dagrun_core::plan::DEFAULT_RETENTION,
+            mode: dagrun_core::plan::Replace::Overwrite,
         };
         let parts = partition("t", &df, &spec, FILE_NAME).unwrap();
         let found: Vec<(&str, usize)> = parts.iter().map(|p| (p.path.as_str(), p.data.height())).collect();
@@ -446,6 +449,7 @@ mod tests {
             compression: Compression::Zstd,
             format: TableFormat::Parquet,
             retention: dagrun_core::plan::DEFAULT_RETENTION,
+            mode: dagrun_core::plan::Replace::Overwrite,
         };
         let files = encode_files("t", &df, &spec).unwrap();
         let paths: Vec<_> = files.iter().map(|(p, _)| p.as_str()).collect();

@@ -25,12 +25,12 @@ use crate::emr::EmrSettings;
 use crate::path::join_path;
 use crate::plan::{
     Action, Check, CheckKind, Column, DEFAULT_ENGINE, DEFAULT_TIMEOUT, Extract, Load, Plan, PlannedTask, QualityCheck,
-    ReportQuery, S3Settings, Transform,
+    Replace, ReportQuery, S3Settings, Transform,
 };
 use crate::retry::RetryPolicy;
 use crate::spec::{
-    ChartKind, CheckKindSpec, CheckSeverity, Compression, DefaultsSpec, EnginesSpec, PipelineSpec, ReportQuerySpec,
-    RetrySpec, S3Spec, ServerSideEncryption, TableFormat, TaskParams, TaskSpec,
+    ChartKind, CheckKindSpec, CheckSeverity, Compression, DefaultsSpec, EnginesSpec, LoadMode, LoadSpec, PipelineSpec,
+    ReportQuerySpec, RetrySpec, S3Spec, ServerSideEncryption, TableFormat, TaskParams, TaskSpec,
 };
 use crate::sql;
 use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
@@ -421,7 +421,7 @@ impl Builder<'_> {
         };
         let s3 = self.s3_settings(top.storage.as_ref().and_then(|s| s.s3.as_ref()));
         let report_specs = top.report.unwrap_or_default();
-        let plan = Plan {
+        let mut plan = Plan {
             name: name?,
             description: top.description.map(|d| d.value),
             runs_dir,
@@ -440,8 +440,12 @@ impl Builder<'_> {
             dependents: Vec::new(),
             warnings: Vec::new(),
             emr: None,
+            slice: None,
         }
         .indexed();
+        if plan.tasks.iter().any(|t| matches!(&t.action, Action::Extract(e) if e.slice.is_some())) {
+            plan.slice = Some(crate::slice::RunSlice::default());
+        }
         self.check_tables(&plan, &specs);
         self.check_report(&plan, &report_specs);
         self.check_outputs(&plan, &specs);
@@ -614,12 +618,20 @@ impl Builder<'_> {
                         from: col.from.as_ref().map_or(key.name.clone(), |f| f.value.clone()),
                     })
                     .collect();
+                let slice = e.slice_path.as_ref().and_then(|t| match crate::slice::SliceTemplate::parse(t) {
+                    Ok(template) => Some(template),
+                    Err(message) => {
+                        self.error(t.pos, format!("invalid `slice_path`: {message}"));
+                        None
+                    }
+                });
                 Some(Action::Extract(Extract {
                     path: e.path.value.clone(),
                     glob,
                     format: e.format.value,
                     schema,
                     max_bad_records: e.max_bad_records.as_ref().map_or(0, |m| m.value),
+                    slice,
                 }))
             }
             TaskParams::Transform(t) => {
@@ -746,6 +758,7 @@ impl Builder<'_> {
                 {
                     self.error(r.pos, "`retention` applies to `format: delta` tables only");
                 }
+                let mode = self.load_mode(l, &partition_by);
                 Some(Action::Load(Load {
                     table: l.table.value.clone(),
                     path: l.path.value.clone(),
@@ -753,7 +766,64 @@ impl Builder<'_> {
                     partition_by,
                     compression: l.compression.as_ref().map_or(Compression::Zstd, |c| c.value),
                     retention: l.retention.as_ref().map_or(crate::plan::DEFAULT_RETENTION, |r| r.value.0),
+                    mode,
                 }))
+            }
+        }
+    }
+
+    /// A load's `mode` with the keys it needs, each misuse located.
+    fn load_mode(&mut self, l: &LoadSpec, partition_by: &[String]) -> Replace {
+        let names = |v: &Option<crate::decode::OneOrMany<Located<String>>>| -> Vec<String> {
+            v.as_ref().map(|v| v.0.iter().map(|c| c.value.clone()).collect()).unwrap_or_default()
+        };
+        let mode = l.mode.as_ref().map_or(LoadMode::Overwrite, |m| m.value);
+        let stray = |key: &str, used_by: &str| format!("`{key}` applies to `mode: {used_by}` loads only");
+        if mode != LoadMode::Partitions
+            && let Some(c) = &l.slice_column
+        {
+            self.error(c.pos, stray("slice_column", "partitions"));
+        }
+        if mode != LoadMode::Merge {
+            for (key, v) in [("keys", &l.keys), ("order_by", &l.order_by)] {
+                if let Some(v) = v {
+                    let pos = v.0.first().map_or(l.pos, |c| c.pos);
+                    self.error(pos, stray(key, "merge"));
+                }
+            }
+        }
+        let at = l.mode.as_ref().map_or(l.pos, |m| m.pos);
+        match mode {
+            LoadMode::Overwrite => Replace::Overwrite,
+            LoadMode::Partitions => match &l.slice_column {
+                Some(c) if partition_by.contains(&c.value) => {
+                    self.error(
+                        c.pos,
+                        format!(
+                            "`slice_column` `{}` is a partition column: name a timestamp column of the rows",
+                            c.value
+                        ),
+                    );
+                    Replace::Overwrite
+                }
+                Some(c) => Replace::Partitions { slice_column: c.value.clone() },
+                None => {
+                    self.error(at, "`mode: partitions` needs `slice_column`: the timestamp column whose day places each row in a slice");
+                    Replace::Overwrite
+                }
+            },
+            LoadMode::Merge => {
+                let (keys, order_by) = (names(&l.keys), names(&l.order_by));
+                if keys.is_empty() {
+                    self.error(at, "`mode: merge` needs `keys`: the columns that identify a row");
+                }
+                if order_by.is_empty() {
+                    self.error(
+                        at,
+                        "`mode: merge` needs `order_by`: the columns whose greatest values make a row the latest",
+                    );
+                }
+                Replace::Merge { keys, order_by }
             }
         }
     }

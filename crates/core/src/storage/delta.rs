@@ -36,6 +36,45 @@ pub struct DeltaFile {
     pub rows: u64,
     /// Its partition values in `partition_by` order: the raw values (not escaped), `None` for null.
     pub partition_values: Vec<(String, Option<String>)>,
+    /// The least and greatest values of some columns, written as the file's Delta statistics
+    /// (readers skip files by them; dagrun finds the files that hold a day by them).
+    pub bounds: Vec<ColumnBounds>,
+}
+
+/// A column's least and greatest value in one file, as Delta statistics write them (timestamps as
+/// `2018-11-05T21:01:46.796Z`), and how many of its values are null.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnBounds {
+    /// The column.
+    pub column: String,
+    /// Its least value.
+    pub min: String,
+    /// Its greatest value.
+    pub max: String,
+    /// How many of its values are null.
+    pub nulls: u64,
+}
+
+/// Which files of the current version a commit removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removing {
+    /// Every file: the commit's files become the table's whole content.
+    All,
+    /// These files (paths relative to the table); the rest stay, beside the commit's files.
+    Files(Vec<String>),
+}
+
+/// A file of a published version, with what dagrun needs to rewrite part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedFile {
+    /// Its path relative to the table.
+    pub path: String,
+    /// Its rows, when the log counts them.
+    pub rows: Option<u64>,
+    /// Its partition values (raw; `None` for null), by column.
+    pub partition_values: Vec<(String, Option<String>)>,
+    /// The bounds its statistics give, by column (`min`, `max` as written in the log).
+    pub bounds: Vec<(String, String, String)>,
 }
 
 /// One load's change to a table, made in one Delta commit.
@@ -58,6 +97,13 @@ pub struct DeltaCommit {
     /// How long replaced files are kept: the table's `delta.deletedFileRetentionDuration`, which
     /// other tools' VACUUM respects too.
     pub retention: Duration,
+    /// What of the current version goes.
+    pub removing: Removing,
+    /// The table's day fingerprints after this commit, when a sliced extract feeds it.
+    pub slices: Option<std::collections::BTreeMap<String, String>>,
+    /// What the commit replaces, in words, for the log's `operationParameters` (`start_time on
+    /// 2018-11-05`).
+    pub predicate: Option<String>,
 }
 
 /// What a commit did.
@@ -93,6 +139,8 @@ pub struct DeltaSnapshot {
     pub version: u64,
     /// Its files, rows and, for dagrun's commits, run and fingerprint.
     pub manifest: TableManifest,
+    /// Its files with their partition values and statistics.
+    pub files: Vec<PublishedFile>,
 }
 
 /// Reads and commits Delta tables, on disk and on S3.
@@ -102,8 +150,8 @@ pub trait DeltaTables: Send + Sync {
     /// there; an error when one is there but cannot be read (a corrupt or foreign log), naming it.
     async fn snapshot(&self, path: &str, as_of: Option<u64>) -> Result<Option<DeltaSnapshot>, StorageError>;
 
-    /// Makes `commit.files` the table's content in one commit: the files of the current version
-    /// are removed in the same commit. Creates the table when none is there. A table whose log
+    /// Adds `commit.files` to the table in one commit that also removes `commit.removing` (all
+    /// files of the current version, or some). Creates the table when none is there. A table whose log
     /// dagrun did not write, or whose schema `commit` would break, is refused, naming the table.
     async fn commit(&self, path: &str, commit: DeltaCommit) -> Result<Committed, StorageError>;
 

@@ -878,6 +878,7 @@ mod tests {
             partition_by: Vec::new(),
             files: files.iter().map(|(p, s)| ManifestFile { path: p.to_string(), size: *s, rows: None }).collect(),
             fingerprint: None,
+            slices: None,
         }
     }
 

@@ -246,6 +246,10 @@ pub struct TableManifest {
     /// re-run with the same fingerprint can skip the load. See `crate::resume`.
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// For a table fed by a sliced extract: the fingerprint of what each day it holds was made
+    /// from (`2018-11-05` -> fingerprint). See `crate::slice`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slices: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +429,41 @@ impl Storages {
         let matcher = compile_glob(glob)
             .map_err(|e| StorageError::new(StorageErrorKind::Other, Op::Listing, path, format!("invalid glob: {e}")))?;
         let files = self.for_path(path)?.list(path, &matcher).await?;
+        self.listings.lock().expect("listings").insert((path.to_string(), glob.to_string()), files.clone());
+        Ok(files)
+    }
+
+    /// [`Storages::list_and_keep`] for an extract that may be sliced: with `days`, only the files
+    /// of those days (by `template`), found by listing only the folders that hold them.
+    pub(crate) async fn list_days_and_keep(
+        &self,
+        path: &str,
+        glob: &str,
+        template: Option<&crate::slice::SliceTemplate>,
+        days: Option<&std::collections::BTreeSet<crate::slice::Day>>,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        let (Some(template), Some(days)) = (template, days) else { return self.list_and_keep(path, glob).await };
+        let matcher = compile_glob(glob)
+            .map_err(|e| StorageError::new(StorageErrorKind::Other, Op::Listing, path, format!("invalid glob: {e}")))?;
+        let everything = compile_glob("**").expect("a valid glob");
+        let folders: std::collections::BTreeSet<String> = days.iter().map(|d| template.folder_for(*d)).collect();
+        let storage = self.for_path(path)?;
+        let mut files = Vec::new();
+        for folder in folders {
+            let listed = match storage.list(&crate::path::join_path(path, &folder), &everything).await {
+                Ok(listed) => listed,
+                // A day with no folder has no files.
+                Err(e) if e.kind == StorageErrorKind::NotFound && !folder.is_empty() => continue,
+                Err(e) => return Err(e),
+            };
+            for mut f in listed {
+                f.relative = format!("{folder}{}", f.relative);
+                if matcher.is_match(&f.relative) && template.day_of(&f.relative).is_some_and(|d| days.contains(&d)) {
+                    files.push(f);
+                }
+            }
+        }
+        files.sort_by(|a, b| a.relative.cmp(&b.relative));
         self.listings.lock().expect("listings").insert((path.to_string(), glob.to_string()), files.clone());
         Ok(files)
     }
