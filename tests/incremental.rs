@@ -253,3 +253,37 @@ fn a_day_rerun_killed_at_any_moment_leaves_the_lake_as_it_was_and_the_next_run_c
         }
     }
 }
+
+#[test]
+fn the_lake_command_names_every_table_at_the_version_a_run_left_it() {
+    if !runtimes(&[Runtime::DeltaLake]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    run_sparkify(&sample(), &lake, &["-q", "--partition", "2018-11-05"]).expect(0);
+    let latest = fs::read_to_string(lake.join("_dagrun/LATEST")).unwrap();
+    let first = lake.join("_dagrun").join(latest.trim()).join("run.json");
+    run_sparkify(&sample(), &lake, &["-q"]).expect(0);
+
+    let listed = crate::support::run(&["lake", first.to_str().unwrap(), "--json"]).expect(0);
+    let value: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let songplays = &value["tables"]["songplays"];
+    assert_eq!(songplays["version"], 0, "{value}");
+    // Read at that version by the deltalake package: the first run's day alone.
+    let path = songplays["path"].as_str().unwrap();
+    let script = "import sys, os; from deltalake import DeltaTable; \
+                  print(DeltaTable(sys.argv[1], version=int(sys.argv[2])).to_pyarrow_table().num_rows, flush=True); os._exit(0)";
+    let out = std::process::Command::new("python3").args(["-c", script, path, "0"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let day = (1_541_376_000_000i64, 1_541_462_400_000i64);
+    let on_day = read_table(&lake.join("songplays"))
+        .iter()
+        .filter(|r| r["start_time"].parse::<i64>().is_ok_and(|t| t >= day.0 && t < day.1))
+        .count();
+    assert!(on_day > 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), on_day.to_string());
+
+    let text = crate::support::run(&["lake", lake.join("_dagrun").to_str().unwrap()]).expect(0);
+    assert!(text.stdout.contains("pl.read_delta(") && text.stdout.contains("versionAsOf"), "{}", text.stdout);
+}

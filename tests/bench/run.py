@@ -7,6 +7,7 @@ times, plus the floor: reading every input byte once and creating every output f
 
     python3 tests/bench/run.py --songs 100000 --events 1000000 --threads 2
     python3 tests/bench/run.py --only dagrun --scaling 10     # how dagrun grows at 10x the events
+    python3 tests/bench/run.py --only dagrun --nightly        # one new day against a full run
 
 Needs: cargo build --release; pip install -r tests/bench/requirements.txt (pyspark for --spark).
 """
@@ -150,6 +151,50 @@ def dagrun_reads_alone(data, work, threads, trash):
     return alone
 
 
+def lake_files(out):
+    """Every data and log file of the lake (not the run records): path -> size."""
+    return {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*")
+            if p.is_file() and "_dagrun" not in p.relative_to(out).parts}
+
+
+def nightly(data, work, threads, trash):
+    """The nightly's case: a lake published from every day but the last, then a run of that one
+    new day (`--partition DAY`). Inputs are links to `data`, so nothing is copied."""
+    base = work / "data-nightly"
+    trash.discard(base)
+    days = sorted((data / "log_data").rglob("*.json"))
+    last = days[-1]
+    (base / "log_data").mkdir(parents=True)
+    (base / "song_data").symlink_to((data / "song_data").resolve())
+    for f in days[:-1]:
+        target = base / "log_data" / f.relative_to(data / "log_data")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(f.resolve())
+    out = work / "out-dagrun-nightly"
+    trash.discard(out)
+    env = {"POLARS_MAX_THREADS": str(threads)}
+    cmd = [DAGRUN, ROOT / "pipelines" / "sparkify.yaml", "--set", f"input={base}", "--set", f"output={out}",
+           "--threads", str(threads), "--jobs", str(threads), "-q"]
+    full_wall, full_rss, _ = measured(cmd, env)
+    before = lake_files(out)
+    target = base / "log_data" / last.relative_to(data / "log_data")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(last.resolve())
+    day = last.name[:10]
+    day_wall, day_rss, stdout = measured(cmd + ["--partition", day], env)
+    after = lake_files(out)
+    new = {p: n for p, n in after.items() if p not in before}
+    result = {
+        "day": day,
+        "full": {"wall": full_wall, "rss": full_rss, "files": len(before), "bytes": sum(before.values())},
+        "one day": {"wall": day_wall, "rss": day_rss, "files": len(new), "bytes": sum(new.values())},
+        "summary": [line for line in stdout.splitlines() if line.startswith("days:")],
+    }
+    trash.discard(out)
+    trash.discard(base)
+    return result
+
+
 def run_script(script, args, env=None):
     wall, rss, stdout = measured([sys.executable, HERE / script] + [str(a) for a in args], env, cwd=HERE)
     result = json.loads(stdout.strip().splitlines()[-1])
@@ -223,6 +268,7 @@ def main():
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--reuse", help="comma-separated engines whose last results and outputs to reuse instead of running again")
     ap.add_argument("--scaling", type=int, metavar="K", help="also run dagrun on K times the events and report how time and memory grow")
+    ap.add_argument("--nightly", action="store_true", help="also run the nightly case: one new day over a lake of every other day")
     args = ap.parse_args()
     if not DAGRUN.exists():
         sys.exit("build the release binary first: cargo build --release")
@@ -355,9 +401,24 @@ def main():
         print(f"  [{'PASS' if ok_time else 'FAIL'}] time grows at most linearly (ratio <= {args.scaling * 1.1:.0f}): {ratio:.2f}")
         print(f"  [{'PASS' if ok_rss else 'FAIL'}] peak RSS under 4 GB: {rss:.0f} MiB")
         trash.discard(out)
+    night = None
+    if args.nightly:
+        print("\nrunning the nightly case: a lake of every day but the last, then that one day...", flush=True)
+        night = nightly(data, work, args.threads, trash)
+        full, day = night["full"], night["one day"]
+        print(f"{'':<24} {'wall s':>8} {'files written':>14} {'MB written':>11}")
+        for name, r in [("full run (all but 1 day)", full), (f"one new day ({night['day']})", day)]:
+            print(f"{name:<24} {r['wall']:>8.2f} {r['files']:>14,} {r['bytes'] / 1e6:>11.1f}")
+        share = day["wall"] / full["wall"]
+        print(f"  {' / '.join(night['summary'])}")
+        print(f"  one day / full: time {share:.1%}, files {day['files'] / full['files']:.2%}, bytes {day['bytes'] / full['bytes']:.2%}")
+        ok = share < 0.05
+        print(f"  [{'PASS' if ok else 'FAIL'}] a one-day run costs under 5% of a full run: {share:.1%}")
+        goals.append(("one new day under 5% of a full run", share, ok))
     if args.json:
         pathlib.Path(args.json).write_text(
-            json.dumps({"results": results, "floor": floor, "agreement": agreement, "goals": goals, "scaling": scaling}, indent=2)
+            json.dumps({"results": results, "floor": floor, "agreement": agreement, "goals": goals, "scaling": scaling,
+                        "nightly": night}, indent=2)
         )
     trash.empty()
 

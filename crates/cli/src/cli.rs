@@ -50,6 +50,9 @@ pub(crate) enum Command {
     Report(ReportArgs),
     /// List a Delta table's versions: when, which operation, which dagrun run, how many rows.
     History(HistoryArgs),
+    /// The lake as a run left it: every table's path and Delta version, and how to read them
+    /// together (Spark, Polars, Python) even after later runs.
+    Lake(LakeArgs),
     /// EMR housekeeping: find and terminate clusters dagrun started.
     #[command(subcommand)]
     Emr(EmrCommand),
@@ -221,6 +224,17 @@ pub(crate) struct ReportArgs {
     /// `--as-of songplays=3`; `dagrun history PATH` lists a table's versions.
     #[arg(long, value_name = "TABLE=VERSION", value_parser = parse_as_of)]
     pub as_of: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LakeArgs {
+    /// A run record: a run.json (local or s3://), a run's folder, or a runs folder (its latest run).
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Print JSON: `{"run_id", "tables": {TABLE: {"path", "version"}}}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_as_of(text: &str) -> Result<(String, u64), String> {

@@ -22,7 +22,7 @@ use dagrun_core::vars::VarInputs;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::{GraphArgs, GraphFormatArg, HistoryArgs, ReportArgs, RunArgs, SpillAbove, ValidateArgs};
+use crate::cli::{GraphArgs, GraphFormatArg, HistoryArgs, LakeArgs, ReportArgs, RunArgs, SpillAbove, ValidateArgs};
 use crate::ui::{ProgressObserver, Terminal};
 use crate::{EXIT_CONFIG, EXIT_INTERRUPTED};
 use crate::{build, records, render, report};
@@ -224,10 +224,12 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
             cancel.cancel();
         });
     }
-    let outcome = run_leased(&plan, args, terminal, &storages, &engines, options, force, cancel.clone()).await;
+    let after_a_dead_run = lease.took_over().is_some();
+    let outcome =
+        run_leased(&plan, args, terminal, &storages, &engines, options, force, cancel.clone(), after_a_dead_run).await;
     // This run's own failed attempts removed their files; a Delta table's orphans were looked for
     // at the start, where a killed run's are found.
-    if let Err(e) = remove_leftovers(&plan, &storages, false).await {
+    if let Err(e) = remove_leftovers(&plan, &storages, None).await {
         warn!("{e}");
     }
     let lost_to = lease.lost_to();
@@ -264,12 +266,26 @@ async fn run_leased(
     mut options: ExecutorOptions,
     force: Force,
     cancel: CancellationToken,
+    after_a_dead_run: bool,
 ) -> Result<u8, Exit> {
-    remove_leftovers(plan, storages, true).await.map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
     build::remove_dead_spills();
     // What is already published from the same inputs (reads listings and manifests only).
     let freshness = resume::assess(plan, storages, &force).await;
     refuse(&freshness)?;
+    // What a killed run left: only a run that died holding the lease leaves files no commit
+    // names, so every table is searched after one (its lease was taken over); otherwise only the
+    // tables this run loads (a 100,000-file table that is up to date is not listed).
+    let loading: Vec<usize> = plan
+        .tasks()
+        .iter()
+        .filter(|t| {
+            matches!(t.action(), Action::Load(_)) && (after_a_dead_run || !freshness.fresh.contains_key(&t.index()))
+        })
+        .map(|t| t.index())
+        .collect();
+    remove_leftovers(plan, storages, Some(&loading))
+        .await
+        .map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
     let mut plan = plan.clone();
     if let Some(slice) = &freshness.slice {
         plan.set_slice(slice.clone());
@@ -345,9 +361,9 @@ async fn delta_versions(
             out.insert(load.table.clone(), version);
             continue;
         }
-        match delta.snapshot(&load.path, None).await {
-            Ok(Some(snapshot)) => {
-                out.insert(load.table.clone(), snapshot.version);
+        match delta.latest_version(&load.path).await {
+            Ok(Some(version)) => {
+                out.insert(load.table.clone(), version);
             }
             Ok(None) => {}
             Err(e) => warn!("could not read the version of {}: {e}", load.path),
@@ -373,13 +389,17 @@ async fn vacuum(plan: &Plan, storages: &Storages, versions: &std::collections::B
     }
 }
 
-/// Removes what earlier runs that did not finish left beside or inside the plan's tables
-/// (staging folders, unnamed files, with `delta_orphans` the files of Delta loads that never
-/// committed), and this run's own once it is over. Only while holding the lease: then no live
-/// run's files are taken.
-async fn remove_leftovers(plan: &Plan, storages: &Storages, delta_orphans: bool) -> Result<(), String> {
+/// Removes what earlier runs that did not finish left beside or inside the tables of the loads
+/// `loading` (all loads: `None`): staging folders, unnamed files and, with `loading` given, the
+/// files of Delta loads that never committed; and this run's own once it is over. Only while
+/// holding the lease: then no live run's files are taken.
+async fn remove_leftovers(plan: &Plan, storages: &Storages, loading: Option<&[usize]>) -> Result<(), String> {
+    let delta_orphans = loading.is_some();
     for task in plan.tasks() {
         let Action::Load(load) = &task.action() else { continue };
+        if loading.is_some_and(|l| !l.contains(&task.index())) {
+            continue;
+        }
         let storage = storages.for_path(&load.path).map_err(|e| e.to_string())?;
         let mut removed = storage
             .remove_leftovers(&load.path)
@@ -493,9 +513,11 @@ pub(crate) async fn history(args: &HistoryArgs) -> Result<u8, Exit> {
 }
 
 /// `dagrun report RUN`: renders a run record as HTML.
-pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
+/// A run record named as `dagrun report` and `dagrun lake` take it (a run.json, a run's folder or
+/// a runs folder, local or S3), with where it was found and storages that reach its tables.
+async fn find_record(run: &str) -> Result<(RunRecord, String, Storages), Exit> {
     let fail = |message: String| Exit { code: 1, message: format!("error: {message}") };
-    let run = args.run.trim_end_matches('/').to_string();
+    let run = run.trim_end_matches('/').to_string();
     let candidates =
         if run.ends_with(".json") { vec![run.clone()] } else { vec![join_path(&run, RUN_RECORD), run.clone()] };
     let mut storages = Storages::default();
@@ -528,6 +550,19 @@ pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
     if record.tables.values().any(|p| dagrun_core::storage::is_s3(p)) {
         storages.s3 = build::s3(&record.s3_settings()).await;
     }
+    Ok((record, record_path, storages))
+}
+
+/// `dagrun lake RUN`: every table as the run left it (path and Delta version), and how to read
+/// them together.
+pub(crate) async fn lake(args: &LakeArgs) -> Result<u8, Exit> {
+    let (record, record_path, _) = find_record(&args.run).await?;
+    print_stdout(&render::lake(&record, &record_path, args.json));
+    Ok(0)
+}
+
+pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
+    let (record, record_path, storages) = find_record(&args.run).await?;
     let storages = build::with_delta(storages);
     let mut record = record;
     for (table, version) in &args.as_of {

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Some(Command::Generate(args)) => generate::run(args).map(|()| 0),
         Some(Command::Report(args)) => block_on(commands::report(args)),
         Some(Command::History(args)) => block_on(commands::history(args)),
+        Some(Command::Lake(args)) => block_on(commands::lake(args)),
         Some(Command::Emr(command)) => emr_command(command),
         Some(Command::Run(args)) => block_on(commands::run(args, &terminal)),
         None => block_on(commands::run(&cli.run, &terminal)),

@@ -290,3 +290,45 @@ pub(crate) fn slice_line(
     }
     Some(out)
 }
+
+/// `dagrun lake`: each table of a run with its path and Delta version, and the code that reads
+/// them all as that run left them.
+pub(crate) fn lake(record: &dagrun_core::record::RunRecord, record_path: &str, json: bool) -> String {
+    if json {
+        let tables: serde_json::Map<String, serde_json::Value> = record
+            .tables
+            .iter()
+            .map(|(t, p)| (t.clone(), serde_json::json!({"path": p, "version": record.versions.get(t)})))
+            .collect();
+        let value = serde_json::json!({"run_id": record.report.run_id, "run_record": record_path, "tables": tables});
+        return format!("{}\n", serde_json::to_string_pretty(&value).expect("serializes"));
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "the lake as run {} left it ({record_path}):", record.report.run_id);
+    let width = record.tables.keys().map(String::len).max().unwrap_or(5).max(5);
+    let _ = writeln!(out, "  {:<width$}  {:>7}  path", "table", "version");
+    for (table, path) in &record.tables {
+        let version = record.versions.get(table).map_or("-".to_string(), u64::to_string);
+        let _ = writeln!(out, "  {table:<width$}  {version:>7}  {path}");
+    }
+    let delta: Vec<(&String, &String, u64)> =
+        record.tables.iter().filter_map(|(t, p)| record.versions.get(t).map(|v| (t, p, *v))).collect();
+    if delta.is_empty() {
+        let _ = writeln!(out, "no Delta tables: these are in dagrun's Parquet convention, which keeps no versions");
+        return out;
+    }
+    let _ = writeln!(out, "read them together, as this run left them, even after later runs:");
+    let _ = writeln!(out, "  # PySpark (delta-spark)");
+    for (t, p, v) in &delta {
+        let _ = writeln!(out, "  {t} = spark.read.format(\"delta\").option(\"versionAsOf\", {v}).load(\"{p}\")");
+    }
+    let _ = writeln!(out, "  # Polars");
+    for (t, p, v) in &delta {
+        let _ = writeln!(out, "  {t} = pl.read_delta(\"{p}\", version={v})");
+    }
+    let _ = writeln!(out, "  # Python deltalake");
+    for (t, p, v) in &delta {
+        let _ = writeln!(out, "  {t} = DeltaTable(\"{p}\", version={v}).to_pyarrow_table()");
+    }
+    out
+}

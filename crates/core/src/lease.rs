@@ -136,6 +136,11 @@ pub struct Lease {
     path: String,
     state: Arc<Mutex<Held>>,
     renewer: JoinHandle<()>,
+    /// Tells the renewer to stop between renewals (never in the middle of one: a renewal cut
+    /// off after its write landed would leave this lease holding a stale version).
+    stop: CancellationToken,
+    /// Whom this lease was taken over from, if anyone.
+    took_over: Option<String>,
     lost: CancellationToken,
     /// Who holds it instead, once it was lost.
     lost_to: Arc<Mutex<Option<String>>>,
@@ -163,6 +168,7 @@ impl Lease {
             let now = now_ms();
             let mut mine = me.clone();
             (mine.started_at_ms, mine.renewed_at_ms, mine.expires_at_ms) = (now, now, now + ttl_ms);
+            let mut took_over = None;
             let taken = match storage.create_new(&path, to_json(&mine)).await {
                 Ok(version) => Some((mine, version)),
                 Err(e) if e.kind == StorageErrorKind::AlreadyExists => {
@@ -186,6 +192,7 @@ impl Lease {
                                     "is no longer running on this host"
                                 };
                                 warn!(lease = %path, "took over the lease of a run that {why}: {}", holder.describe());
+                                took_over = Some(holder.describe());
                                 Some((mine, version))
                             }
                             Err(e) if matches!(e.kind, StorageErrorKind::Conflict | StorageErrorKind::NotFound) => {
@@ -220,7 +227,9 @@ impl Lease {
                 Err(e) => return Err(e.into()),
             };
             let (holder, version) = taken.expect("every other branch continues or returns");
-            return Ok(Lease::hold(storage, path, holder, version, options.ttl));
+            let mut lease = Lease::hold(storage, path, holder, version, options.ttl);
+            lease.took_over = took_over;
+            return Ok(lease);
         }
     }
 
@@ -228,9 +237,23 @@ impl Lease {
         let state = Arc::new(Mutex::new(Held { holder, version }));
         let lost = CancellationToken::new();
         let lost_to = Arc::new(Mutex::new(None));
-        let renewer =
-            tokio::spawn(renew(storage.clone(), path.clone(), state.clone(), ttl, lost.clone(), lost_to.clone()));
-        Lease { storage, path, state, renewer, lost, lost_to }
+        let stop = CancellationToken::new();
+        let renewer = tokio::spawn(renew(
+            storage.clone(),
+            path.clone(),
+            state.clone(),
+            ttl,
+            lost.clone(),
+            lost_to.clone(),
+            stop.clone(),
+        ));
+        Lease { storage, path, state, renewer, stop, lost, lost_to, took_over: None }
+    }
+
+    /// The run whose lease this one took over (it stopped renewing, or died on this host): what
+    /// it was writing may be left half-done.
+    pub fn took_over(&self) -> Option<&str> {
+        self.took_over.as_deref()
     }
 
     /// Cancelled when the lease is lost (taken over after renewals failed for its whole length).
@@ -250,7 +273,7 @@ impl Lease {
 
     /// Stops renewing and gives the lease back (only if it is still ours).
     pub async fn release(self) -> Result<(), StorageError> {
-        self.renewer.abort();
+        self.stop.cancel();
         let _ = self.renewer.await;
         if self.lost.is_cancelled() {
             return Ok(());
@@ -275,10 +298,14 @@ async fn renew(
     ttl: Duration,
     lost: CancellationToken,
     lost_to: Arc<Mutex<Option<String>>>,
+    stop: CancellationToken,
 ) {
     let every = (ttl / 4).max(Duration::from_millis(50));
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
         let now = now_ms();
         let (mut holder, version) = {
             let held = state.lock().expect("lease");
@@ -444,6 +471,7 @@ mod tests {
             Duration::from_millis(200),
             first.lost.clone(),
             first.lost_to.clone(),
+            CancellationToken::new(),
         ));
         tokio::time::timeout(Duration::from_secs(5), first.lost.cancelled()).await.unwrap();
         again.await.unwrap();

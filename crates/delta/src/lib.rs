@@ -410,6 +410,26 @@ impl DeltaTables for DeltaLake {
         Ok(self.commit_inner(path, commit).await?)
     }
 
+    async fn latest_version(&self, path: &str) -> std::result::Result<Option<u64>, StorageError> {
+        let storage = self.storage(path).map_err(StorageError::from)?;
+        Ok(history::version_numbers(storage, path).await?.first().copied())
+    }
+
+    async fn last_load(&self, path: &str) -> std::result::Result<Option<TableManifest>, StorageError> {
+        let storage = self.storage(path).map_err(StorageError::from)?;
+        let Some(version) = history::version_numbers(storage, path).await?.first().copied() else { return Ok(None) };
+        let latest = history::latest_dagrun_commit(storage, path, version).await?;
+        Ok(Some(TableManifest {
+            table: latest.as_ref().and_then(|c| c.table.clone()).unwrap_or_default(),
+            run_id: latest.as_ref().and_then(|c| c.run_id.clone()).unwrap_or_default(),
+            rows: latest.as_ref().and_then(|c| c.rows).unwrap_or(0),
+            partition_by: Vec::new(),
+            files: Vec::new(),
+            fingerprint: latest.as_ref().and_then(|c| c.fingerprint.clone()),
+            slices: latest.and_then(|c| c.slices),
+        }))
+    }
+
     async fn history(&self, path: &str, limit: Option<usize>) -> std::result::Result<Vec<DeltaVersion>, StorageError> {
         Ok(history::versions(self.storage(path)?, path, limit).await?)
     }

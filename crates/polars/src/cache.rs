@@ -1,12 +1,14 @@
-//! The extract cache: the table an extract read, kept as one Parquet file in the runs folder
-//! (`<runs>/_cache/<task>-<fingerprint>.parquet`, named by `<task>.json`) so that the next run
-//! whose extract has the same fingerprint (the same files, by path, size and modification time
-//! or ETag, and the same configuration; see [`dagrun_core::resume`]) reads that one file instead
-//! of every input file again. An incremental run that adds one day of logs still needs all of
-//! song_data for its joins: this is what keeps it a small fraction of a full run.
+//! The task cache: the table an extract read or a transform made, kept as one Parquet file in the
+//! runs folder (`<runs>/_cache/<task>-<fingerprint>.parquet`, named by `<task>.json`) so that the
+//! next run whose task has the same fingerprint (the same files, by path, size and modification
+//! time or ETag, the same configuration, the same upstream; see [`dagrun_core::resume`]) reads
+//! that one file instead of reading every input file or running the SQL again. An incremental run
+//! that adds one day of logs still needs all of song_data, and the songs and artists made from
+//! it, for its joins and checks: this is what keeps it a small fraction of a full run.
 //!
-//! Only extracts that read every file (no `slice_path`) and set nothing aside are cached. A cache
-//! that cannot be read or written is skipped with a warning; it never fails a run.
+//! Only tasks that no sliced extract feeds are cached (their tables change with the days), and
+//! only extracts that set no record aside. A cache that cannot be read or written is skipped with
+//! a warning; it never fails a run.
 
 use std::io::Cursor;
 

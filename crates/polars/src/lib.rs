@@ -58,7 +58,8 @@ pub struct LocalOptions {
     pub spill_above: Option<u64>,
     /// Let a `format: delta` load drop or retype columns of the published table.
     pub allow_breaking_schema: bool,
-    /// Read an extract whose files an earlier run read unchanged from its cache ([`cache`]).
+    /// Read an extract whose files an earlier run read unchanged, or a transform of unchanged
+    /// inputs, from the cache ([`cache`]).
     pub extract_cache: bool,
 }
 
@@ -343,6 +344,24 @@ impl LocalEngine {
                 Ok(output)
             }
             Action::Transform(spec) => {
+                // Made from the same inputs by the same SQL as an earlier run: its table, cached.
+                let cacheable = self.options.extract_cache && cx.plan.sliced_extracts_of(task.index()).is_empty();
+                if cacheable
+                    && let Some(fingerprint) = &cx.fingerprint
+                    && let Some((cached, table)) = cache::read(&self.storages, &cx.plan, task.id(), fingerprint).await
+                {
+                    info!(run = %cached.run_id, rows = cached.rows, "read from the cache: made from the same inputs by that run");
+                    let mut details = BTreeMap::new();
+                    details.insert("cache".to_string(), format!("made from the same inputs by run {}", cached.run_id));
+                    self.put(task.id(), table, cx).await?;
+                    return Ok(TaskOutput {
+                        rows_in: Some(cached.records),
+                        rows_out: Some(cached.rows),
+                        outputs: vec![format!("table {}", task.id())],
+                        details,
+                        ..Default::default()
+                    });
+                }
                 let inputs = self.entries_of(&spec.tables).await?;
                 let rows_in: u64 = inputs.iter().map(|(_, t)| t.height() as u64).sum();
                 let id = task.id().to_string();
@@ -350,6 +369,17 @@ impl LocalEngine {
                 cx.progress.set_message("running SQL");
                 let df = on_workers(move || transform::run(&id, &sql, inputs)).await??;
                 let rows = df.height() as u64;
+                if cacheable && let Some(fingerprint) = &cx.fingerprint {
+                    let cached = cache::Cached {
+                        fingerprint: fingerprint.clone(),
+                        file: format!("{}-{}.parquet", task.id(), &fingerprint[..fingerprint.len().min(16)]),
+                        run_id: cx.run_id.clone(),
+                        rows,
+                        records: rows_in,
+                        files: 0,
+                    };
+                    cache::write(&self.storages, &cx.plan, task.id(), cached, &df).await;
+                }
                 self.put(task.id(), df, cx).await?;
                 Ok(TaskOutput {
                     rows_in: Some(rows_in),

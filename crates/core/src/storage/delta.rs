@@ -155,6 +155,15 @@ pub trait DeltaTables: Send + Sync {
     /// dagrun did not write, or whose schema `commit` would break, is refused, naming the table.
     async fn commit(&self, path: &str, commit: DeltaCommit) -> Result<Committed, StorageError>;
 
+    /// The table's latest version, from the names in its log alone (no replay), or `None` when
+    /// no Delta table is there.
+    async fn latest_version(&self, path: &str) -> Result<Option<u64>, StorageError>;
+
+    /// What dagrun recorded of the load that made the table's latest version (run, fingerprint,
+    /// days, rows), read from that commit alone, without replaying the log: what resume needs.
+    /// Its `files` are empty. `None` when no Delta table is there.
+    async fn last_load(&self, path: &str) -> Result<Option<TableManifest>, StorageError>;
+
     /// The table's versions, newest first, at most `limit`.
     async fn history(&self, path: &str, limit: Option<usize>) -> Result<Vec<DeltaVersion>, StorageError>;
 
