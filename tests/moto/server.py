@@ -431,15 +431,36 @@ def download(bucket, prefix, folder, follow_manifest):
     if follow_manifest and not is_delta:
         manifest = json.loads(backend.get_object(bucket, prefix + "_manifest.json").value)
         keys = [prefix + f["path"] for f in manifest["files"]]
+    found = []
     for key in keys:
+        data = read_object(backend, bucket, key)
+        if data is None:
+            if follow_manifest:
+                raise FileNotFoundError(f"s3://{bucket}/{key} is named but missing")
+            continue  # deleted since it was listed (a run is going on)
         target = os.path.join(folder, key[len(prefix):])
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        obj = backend.get_object(bucket, key)
-        if obj is None:
-            raise FileNotFoundError(f"s3://{bucket}/{key} is named but missing")
         with open(target, "wb") as f:
-            f.write(obj.value)
-    return {"downloaded": len(keys), "keys": sorted(keys)}
+            f.write(data)
+        found.append(key)
+    return {"downloaded": len(found), "keys": sorted(found)}
+
+
+def read_object(backend, bucket, key):
+    """An object's bytes, or None if it is gone. A key overwritten while it is read (a lease
+    renewed, a run going on) has its old value's buffer closed by moto: read the new one."""
+    for _ in range(20):
+        try:
+            obj = backend.get_object(bucket, key)
+        except Exception:
+            return None
+        if obj is None:
+            return None
+        try:
+            return obj.value
+        except ValueError:
+            time.sleep(0.01)
+    raise RuntimeError(f"s3://{bucket}/{key} kept changing while it was read")
 
 
 def main():

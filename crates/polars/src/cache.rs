@@ -12,8 +12,9 @@
 
 use std::io::Cursor;
 
+use dagrun_core::engine::TaskContext;
 use dagrun_core::path::join_path;
-use dagrun_core::plan::Plan;
+use dagrun_core::plan::{Plan, PlannedTask};
 use dagrun_core::storage::Storages;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -70,9 +71,31 @@ pub(crate) async fn read(
     }
 }
 
-/// Keeps `table` as the cache of `task`; the previous cache file is removed once the new one is
+/// Keeps `table`, made by `task` from `records` records in `files` files, for the next run with
+/// the same fingerprint.
+pub(crate) async fn keep(
+    storages: &Storages,
+    task: &PlannedTask,
+    cx: &TaskContext,
+    table: &DataFrame,
+    records: u64,
+    files: usize,
+) {
+    let Some(fingerprint) = &cx.fingerprint else { return };
+    let cached = Cached {
+        fingerprint: fingerprint.clone(),
+        file: format!("{}-{}.parquet", task.id(), &fingerprint[..fingerprint.len().min(16)]),
+        run_id: cx.run_id.clone(),
+        rows: table.height() as u64,
+        records,
+        files,
+    };
+    write(storages, &cx.plan, task.id(), cached, table).await;
+}
+
+/// Writes `table` as the cache of `task`; the previous cache file is removed once the new one is
 /// named.
-pub(crate) async fn write(storages: &Storages, plan: &Plan, task: &str, cached: Cached, table: &DataFrame) {
+async fn write(storages: &Storages, plan: &Plan, task: &str, cached: Cached, table: &DataFrame) {
     let dir = folder(plan);
     let Ok(storage) = storages.for_path(&dir) else { return };
     let meta_path = join_path(&dir, &format!("{task}.json"));

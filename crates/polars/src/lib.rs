@@ -261,27 +261,38 @@ impl LocalEngine {
         Ok(dir.as_ref().expect("made above").path().join(format!("{name}-{n}.parquet")))
     }
 
+    /// The task's table made from the same inputs by an earlier run ([`cache`]), put in place,
+    /// with what that run reported of it.
+    async fn cached_output(&self, task: &PlannedTask, cx: &TaskContext) -> Result<Option<TaskOutput>, TaskError> {
+        let Some(fingerprint) = &cx.fingerprint else { return Ok(None) };
+        let Some((cached, table)) = cache::read(&self.storages, &cx.plan, task.id(), fingerprint).await else {
+            return Ok(None);
+        };
+        let extract = matches!(task.action(), Action::Extract(_));
+        let what = if extract {
+            format!("the same files as run {} read", cached.run_id)
+        } else {
+            format!("made from the same inputs by run {}", cached.run_id)
+        };
+        info!(rows = cached.rows, "read from the cache: {what}");
+        self.put(task.id(), table, cx).await?;
+        Ok(Some(TaskOutput {
+            rows_in: Some(cached.records),
+            rows_out: Some(cached.rows),
+            files: extract.then_some(cached.files as u64),
+            outputs: vec![format!("table {}", task.id())],
+            details: BTreeMap::from([("cache".to_string(), what)]),
+            ..Default::default()
+        }))
+    }
+
     async fn run_task(&self, task: &PlannedTask, cx: &TaskContext) -> Result<TaskOutput, TaskError> {
         match &task.action() {
             Action::Extract(spec) => {
-                // The same files as an earlier run read: its table, from the extract cache.
+                // The same files as an earlier run read: its table, from the task cache.
                 let cacheable = spec.slice.is_none() && self.options.extract_cache;
-                if cacheable
-                    && let Some(fingerprint) = &cx.fingerprint
-                    && let Some((cached, table)) = cache::read(&self.storages, &cx.plan, task.id(), fingerprint).await
-                {
-                    info!(run = %cached.run_id, rows = cached.rows, "read from the extract cache: the same files as that run read");
-                    let mut details = BTreeMap::new();
-                    details.insert("cache".to_string(), format!("the same files as run {} read", cached.run_id));
-                    self.put(task.id(), table, cx).await?;
-                    return Ok(TaskOutput {
-                        rows_in: Some(cached.records),
-                        rows_out: Some(cached.rows),
-                        files: Some(cached.files as u64),
-                        outputs: vec![format!("table {}", task.id())],
-                        details,
-                        ..Default::default()
-                    });
+                if cacheable && let Some(output) = self.cached_output(task, cx).await? {
+                    return Ok(output);
                 }
                 let storage = self.storages.for_path(&spec.path).map_err(Error::from)?;
                 let mut carry = self.carries.lock().expect("carries").remove(task.id()).unwrap_or_default();
@@ -326,19 +337,8 @@ impl LocalEngine {
                     }
                     warn!("{message}");
                 }
-                if cacheable
-                    && out.bad.is_empty()
-                    && let Some(fingerprint) = &cx.fingerprint
-                {
-                    let cached = cache::Cached {
-                        fingerprint: fingerprint.clone(),
-                        file: format!("{}-{}.parquet", task.id(), &fingerprint[..fingerprint.len().min(16)]),
-                        run_id: cx.run_id.clone(),
-                        rows,
-                        records: out.records,
-                        files: out.files,
-                    };
-                    cache::write(&self.storages, &cx.plan, task.id(), cached, &out.table).await;
+                if cacheable && out.bad.is_empty() {
+                    cache::keep(&self.storages, task, cx, &out.table, out.records, out.files).await;
                 }
                 self.put(task.id(), out.table, cx).await?;
                 Ok(output)
@@ -346,21 +346,8 @@ impl LocalEngine {
             Action::Transform(spec) => {
                 // Made from the same inputs by the same SQL as an earlier run: its table, cached.
                 let cacheable = self.options.extract_cache && cx.plan.sliced_extracts_of(task.index()).is_empty();
-                if cacheable
-                    && let Some(fingerprint) = &cx.fingerprint
-                    && let Some((cached, table)) = cache::read(&self.storages, &cx.plan, task.id(), fingerprint).await
-                {
-                    info!(run = %cached.run_id, rows = cached.rows, "read from the cache: made from the same inputs by that run");
-                    let mut details = BTreeMap::new();
-                    details.insert("cache".to_string(), format!("made from the same inputs by run {}", cached.run_id));
-                    self.put(task.id(), table, cx).await?;
-                    return Ok(TaskOutput {
-                        rows_in: Some(cached.records),
-                        rows_out: Some(cached.rows),
-                        outputs: vec![format!("table {}", task.id())],
-                        details,
-                        ..Default::default()
-                    });
+                if cacheable && let Some(output) = self.cached_output(task, cx).await? {
+                    return Ok(output);
                 }
                 let inputs = self.entries_of(&spec.tables).await?;
                 let rows_in: u64 = inputs.iter().map(|(_, t)| t.height() as u64).sum();
@@ -369,16 +356,8 @@ impl LocalEngine {
                 cx.progress.set_message("running SQL");
                 let df = on_workers(move || transform::run(&id, &sql, inputs)).await??;
                 let rows = df.height() as u64;
-                if cacheable && let Some(fingerprint) = &cx.fingerprint {
-                    let cached = cache::Cached {
-                        fingerprint: fingerprint.clone(),
-                        file: format!("{}-{}.parquet", task.id(), &fingerprint[..fingerprint.len().min(16)]),
-                        run_id: cx.run_id.clone(),
-                        rows,
-                        records: rows_in,
-                        files: 0,
-                    };
-                    cache::write(&self.storages, &cx.plan, task.id(), cached, &df).await;
+                if cacheable {
+                    cache::keep(&self.storages, task, cx, &df, rows_in, 0).await;
                 }
                 self.put(task.id(), df, cx).await?;
                 Ok(TaskOutput {
