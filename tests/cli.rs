@@ -236,3 +236,35 @@ fn a_terminal_gets_progress_bars_and_logs_drawn_through_them() {
 
     assert!(text.contains("all 4 tasks succeeded"), "{text}");
 }
+
+#[test]
+fn version_names_the_commit_the_build_date_and_the_features() {
+    let out = run(&["--version"]).expect(0);
+    assert!(out.stdout.starts_with(&format!("dagrun {} (commit ", env!("CARGO_PKG_VERSION"))), "{}", out.stdout);
+    assert!(out.stdout.contains(", built 20"), "{}", out.stdout);
+    assert!(out.stdout.contains("features: polars, aws, delta)"), "{}", out.stdout);
+}
+
+#[test]
+fn quiet_runs_keep_the_task_name_on_warnings_in_text_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("in")).unwrap();
+    let p = pipeline(
+        tmp.path(),
+        "p.yaml",
+        "name: p\ntasks:\n  - {id: empty_extract, kind: extract, path: in, format: jsonl, schema: {x: int}}\n",
+    );
+    let text = Run::from(dagrun().current_dir(tmp.path()).arg(&p).arg("-q").output().unwrap()).expect(0);
+    assert!(text.stderr.contains("WARN  empty_extract: no files matched"), "{}", text.stderr);
+    // One task: the counts agree with it.
+    assert!(text.stdout.contains("the task succeeded"), "{}", text.stdout);
+    let json = Run::from(
+        dagrun().current_dir(tmp.path()).arg(&p).args(["-q", "--no-cache", "--log-format", "json"]).output().unwrap(),
+    )
+    .expect(0);
+    let warning: serde_json::Value =
+        serde_json::from_str(json.stderr.lines().find(|l| l.contains("no files matched")).unwrap()).unwrap();
+    assert_eq!(warning["span"]["task"], "empty_extract", "{warning}");
+    let valid = Run::from(dagrun().current_dir(tmp.path()).args(["validate"]).arg(&p).output().unwrap()).expect(0);
+    assert!(valid.stdout.contains("pipeline p, 1 task in 1 wave"), "{}", valid.stdout);
+}

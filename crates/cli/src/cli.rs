@@ -14,7 +14,7 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(
     name = "dagrun",
-    version,
+    version = env!("DAGRUN_LONG_VERSION"),
     about = "Run data-lake pipelines: YAML DAGs of extract, transform, quality-check and load tasks.",
     long_about = None,
     after_help = EXIT_CODES,

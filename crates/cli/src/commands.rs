@@ -69,12 +69,13 @@ pub(crate) fn load_plan(path: &Path, set: &[(String, String)], options: &PlanOpt
 
 pub(crate) async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
     let plan = load_plan(&args.pipeline.pipeline, &args.pipeline.set, &plan_options())?;
-    let waves = plan.waves().len();
+    let count = dagrun_core::units::count;
     println!(
-        "{} is valid: pipeline {}, {} tasks in {waves} waves",
+        "{} is valid: pipeline {}, {} in {}",
         args.pipeline.pipeline.display(),
         plan.name(),
-        plan.tasks().len()
+        count(plan.tasks().len() as u64, "task"),
+        count(plan.waves().len() as u64, "wave")
     );
     if !args.env {
         return Ok(0);

@@ -117,7 +117,7 @@ pub(crate) fn markdown(record: &RunRecord) -> String {
         if let Some(o) = o
             && o.quarantined > 0
         {
-            note = format!("{} quarantined {note}", thousands(o.quarantined));
+            note = format!("{} quarantined {note}", dagrun_core::units::count(o.quarantined, "record"));
         }
         let _ = writeln!(
             md,

@@ -9,7 +9,7 @@ use dagrun_core::plan::{Action, Plan, Replace};
 use dagrun_core::resume::Freshness;
 use dagrun_core::slice::{RunSlice, describe_days};
 use dagrun_core::spec::CheckSeverity;
-use dagrun_core::units::{format_duration, format_elapsed, thousands};
+use dagrun_core::units::{self, format_duration, format_elapsed, thousands};
 
 /// The dry run: what a run would do, in the order it would do it. Reads and writes nothing.
 pub(crate) fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshness, walk: &Walk) -> String {
@@ -17,10 +17,10 @@ pub(crate) fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &F
     let waves = plan.waves();
     let _ = writeln!(
         out,
-        "dry run of {}: {} tasks in {} waves, up to {jobs} at a time; no data is read or written (only listings and manifests)",
+        "dry run of {}: {} in {}, up to {jobs} at a time; no data is read or written (only listings and manifests)",
         plan.name(),
-        plan.tasks().len(),
-        waves.len()
+        units::count(plan.tasks().len() as u64, "task"),
+        units::count(waves.len() as u64, "wave")
     );
     if let Some(d) = &plan.description() {
         let _ = writeln!(out, "{}", d.trim());
@@ -203,6 +203,7 @@ pub(crate) fn summary(report: &RunReport) -> String {
 
     let count = |s: TaskState| report.tasks.iter().filter(|t| t.state == s).count();
     let total = report.tasks.len();
+    let tasks = |n: usize| units::count(n as u64, "task");
     let verdict = if report.interrupted {
         format!(
             "interrupted: {} succeeded, {} cancelled, {} not started",
@@ -210,18 +211,23 @@ pub(crate) fn summary(report: &RunReport) -> String {
             count(TaskState::Cancelled),
             count(TaskState::Skipped)
         )
+    } else if report.succeeded() && count(TaskState::UpToDate) == total && total == 1 {
+        "the task is up to date: nothing to do (--force reruns)".to_string()
     } else if report.succeeded() && count(TaskState::UpToDate) == total {
         format!("all {total} tasks up to date: nothing to do (--force reruns)")
     } else if report.succeeded() && count(TaskState::UpToDate) > 0 {
-        format!("{} tasks succeeded, {} up to date", count(TaskState::Succeeded), count(TaskState::UpToDate))
+        format!("{} succeeded, {} up to date", tasks(count(TaskState::Succeeded)), count(TaskState::UpToDate))
+    } else if report.succeeded() && total == 1 {
+        "the task succeeded".to_string()
     } else if report.succeeded() {
         format!("all {total} tasks succeeded")
     } else {
         format!(
-            "{} failed, {} skipped, {} succeeded of {total} tasks",
+            "{} failed, {} skipped, {} succeeded of {}",
             count(TaskState::Failed),
             count(TaskState::Skipped) + count(TaskState::Cancelled),
-            count(TaskState::Succeeded)
+            count(TaskState::Succeeded),
+            tasks(total)
         )
     };
     let _ = writeln!(out, "\n{verdict}");

@@ -426,9 +426,9 @@ pub(crate) fn render(record: &RunRecord, answers: &[Answer]) -> String {
             let o = t.output.as_ref().expect("filtered");
             let _ = write!(
                 html,
-                "<li><b>{}</b>: {} records set aside in <code>{}</code></li>",
+                "<li><b>{}</b>: {} set aside in <code>{}</code></li>",
                 escape(&t.id),
-                thousands(o.quarantined),
+                dagrun_core::units::count(o.quarantined, "record"),
                 escape(o.quarantine_path.as_deref().unwrap_or("?"))
             );
         }

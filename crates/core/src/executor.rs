@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, error, error_span, info, warn};
 
 use crate::engine::{CANCEL_GRACE, Engine, Engines, TaskContext, TaskError, TaskOutput, TaskProgress};
 use crate::plan::{Plan, PlannedTask};
@@ -462,7 +462,9 @@ impl AttemptRunner {
         let policy = task.retry;
         let mut attempt = 1;
         loop {
-            let span = info_span!("task", task = %task.id, kind = %task.kind, engine = %task.engine, attempt);
+            // At ERROR level, so that the span (and the task it names) is there whatever the log
+            // level: `-q` keeps warnings and errors, and they must still say which task.
+            let span = error_span!("task", task = %task.id, kind = %task.kind, engine = %task.engine, attempt);
             let progress = self.observer.attempt_started(&task, attempt);
             let attempt_cancel = self.cancel.child_token();
             let cx = TaskContext {

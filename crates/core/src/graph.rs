@@ -47,10 +47,10 @@ pub fn ascii(plan: &Plan, width: usize) -> String {
     let waves = plan.waves();
     let _ = writeln!(
         out,
-        "{}: {} tasks in {} waves   ◆ extract  ● transform  ✓ quality_check  ▲ load",
+        "{}: {} in {}   ◆ extract  ● transform  ✓ quality_check  ▲ load",
         plan.name,
-        plan.tasks.len(),
-        waves.len()
+        crate::units::count(plan.tasks.len() as u64, "task"),
+        crate::units::count(waves.len() as u64, "wave")
     );
     let id_width = plan.tasks.iter().map(|t| t.id.chars().count()).max().unwrap_or(4).min(28);
     let kind_width = plan

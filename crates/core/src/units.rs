@@ -124,9 +124,22 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// A count with its noun, singular for one: `1 task`, `2 tasks`, `1,024 records`. The plural is
+/// the noun with an `s`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{} {noun}s", thousands(n)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(count(1, "task"), "1 task");
+        assert_eq!(count(0, "record"), "0 records");
+        assert_eq!(count(1024, "record"), "1,024 records");
+    }
 
     #[test]
     fn sizes_take_binary_and_decimal_units_in_any_case() {
