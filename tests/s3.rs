@@ -676,3 +676,32 @@ fn two_writers_on_one_delta_table_never_take_the_same_version() {
     let reference = local_reference(tmp.path());
     assert_eq!(s3_tables(&moto, &tmp.path().join("after")), reference);
 }
+
+#[test]
+fn missing_credentials_fail_at_once_and_say_where_credentials_are_looked_for() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
+    let (moto, _tmp) = setup();
+    let start = std::time::Instant::now();
+    let mut cmd = moto.dagrun();
+    cmd.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").env_remove("AWS_SESSION_TOKEN");
+    let pipeline = sparkify();
+    let run = Run::from(
+        cmd.args([
+            pipeline.to_str().unwrap(),
+            "--set",
+            "input=s3://udacity-dend/sample",
+            "--set",
+            "output=s3://lake/star",
+            "-q",
+        ])
+        .output()
+        .unwrap(),
+    )
+    .expect(1);
+    assert!(run.stderr.contains("no AWS credentials were found"), "{}", run.stderr);
+    assert!(run.stderr.contains("AWS_ACCESS_KEY_ID") && run.stderr.contains("AWS_PROFILE"), "{}", run.stderr);
+    assert!(!run.stderr.contains("cannot reach"), "not a network error: {}", run.stderr);
+    assert!(start.elapsed() < std::time::Duration::from_secs(8), "took {:?}: retried", start.elapsed());
+}

@@ -498,12 +498,36 @@ where
             .to_string(),
         ),
         (SdkError::TimeoutError(_), _, _) => (StorageErrorKind::Transient, format!("timed out talking to {endpoint}")),
+        // No credentials anywhere in the chain: no retry will find some.
+        (SdkError::DispatchFailure(_), _, _) if is_missing_credentials(&err) => {
+            (StorageErrorKind::PermissionDenied, NO_CREDENTIALS.to_string())
+        }
         (SdkError::DispatchFailure(_) | SdkError::ResponseError(_), _, _) => {
             (StorageErrorKind::Transient, format!("cannot reach {endpoint}: {}", root_cause(&err)))
         }
         (_, _, _) => (StorageErrorKind::Other, DisplayErrorContext(&err).to_string()),
     };
     StorageError::new(kind, action, uri, message)
+}
+
+/// What a run without AWS credentials is told: where the standard chain looks, in its order.
+pub(crate) const NO_CREDENTIALS: &str = "no AWS credentials were found. The standard chain looks, in order, at \
+     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_SESSION_TOKEN), the profile in ~/.aws/config and \
+     ~/.aws/credentials (AWS_PROFILE; SSO and credential_process included), a web identity token \
+     (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN), the ECS container's credentials and the EC2 instance's \
+     role; set one of them (an S3-compatible server takes any key pair it accepts)";
+
+/// Whether a request failed because the credential chain found nothing (not a network error).
+fn is_missing_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        let debug = format!("{e:?}");
+        if debug.starts_with("CredentialsNotLoaded") || e.to_string().starts_with("no credentials found in chain") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The innermost message of an error chain ("Connection refused (os error 111)").
