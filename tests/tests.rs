@@ -15,4 +15,5 @@ mod safety;
 mod signals;
 mod spark;
 mod sparkify;
+mod tiny_files;
 mod workflows;

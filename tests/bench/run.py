@@ -55,13 +55,20 @@ def drop_caches_hint():
     subprocess.run(["sync"], check=False)
 
 
-def floor_read(data, threads):
-    """Reads every input byte once: cat over all files, `threads` at a time."""
-    t = time.perf_counter()
-    find = subprocess.Popen(["find", str(data), "-type", "f", "-name", "*.json", "-print0"], stdout=subprocess.PIPE)
-    subprocess.run(["xargs", "-0", "-n", "4000", "-P", str(threads), "cat"], stdin=find.stdout, stdout=subprocess.DEVNULL, check=True)
-    find.wait()
-    return time.perf_counter() - t
+def build_floor(work):
+    """Compiles tests/bench/floor.c (the compiled floor) into the work folder, once per change."""
+    source = HERE / "floor.c"
+    binary = work / "floor"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        subprocess.run(["cc", "-O2", "-pthread", "-o", binary, source], check=True)
+    return binary
+
+
+def floor_read(floor, data, threads):
+    """Reads every input byte once, `threads` files at a time, with the compiled floor."""
+    paths = "\n".join(str(p) for p in sorted(data.rglob("*.json"))) + "\n"
+    proc = subprocess.run([floor, "read", str(threads)], input=paths, capture_output=True, text=True, check=True)
+    return float(proc.stdout.split()[0])
 
 
 class Trash:
@@ -87,21 +94,14 @@ class Trash:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def floor_write(reference, target, threads):
-    """Creates every output file of `reference` (same paths, same sizes) under `target`."""
-    files = [(p.relative_to(reference), p.stat().st_size) for p in reference.rglob("*") if p.is_file()]
-    t = time.perf_counter()
-
-    def make(item):
-        rel, size = item
-        path = target / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(b"\0" * size)
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(make, files, chunksize=256))
-    return time.perf_counter() - t, len(files)
+def floor_write(floor, reference, target, threads):
+    """Creates every file of `reference` (same paths, same sizes, folders made once) under
+    `target` with the compiled floor: the least any writer of this lake pays the file system."""
+    files = sorted(lake_files(reference).items())
+    listing = "".join(f"{size} {rel}\n" for rel, size in files)
+    proc = subprocess.run([floor, "write", str(threads), str(target)], input=listing, capture_output=True, text=True, check=True)
+    seconds, count = proc.stdout.split()
+    return float(seconds), int(count)
 
 
 def dagrun_phases(out):
@@ -286,8 +286,9 @@ def main():
 
     # Read every input once to warm the page cache, so every engine reads warm files (the first
     # engine would otherwise pay for the disk alone); the floor is the second, warm read.
-    floor_read(data, args.threads)
-    read_s = floor_read(data, args.threads)
+    floor_bin = build_floor(work)
+    floor_read(floor_bin, data, args.threads)
+    read_s = floor_read(floor_bin, data, args.threads)
 
     trash = Trash(work)
     results = {}
@@ -327,7 +328,7 @@ def main():
     if "dagrun" in results:
         trash.discard(work / "floor-out")
         drop_caches_hint()
-        write_s, n_files = floor_write(outputs["dagrun"], work / "floor-out", args.threads)
+        write_s, n_files = floor_write(floor_bin, outputs["dagrun"], work / "floor-out", args.threads)
         floor = {"read every input byte": read_s, "create every output file": write_s, "files": n_files}
         trash.discard(work / "floor-out")
 
@@ -352,6 +353,11 @@ def main():
         total = floor["read every input byte"] + floor["create every output file"]
         print(f"{'floor':<8} {total:>8.2f} {'':>13} {base / total if base else 0:>9.3f}  "
               f"read every input byte {floor['read every input byte']:.2f} s, create all {floor['files']:,} output files {floor['create every output file']:.2f} s")
+        if "dagrun" in results:
+            d_wall, _, d_ph = results["dagrun"]
+            create = floor["create every output file"]
+            print(f"dagrun / compiled floor: whole run {d_wall / total:.2f}x; write phase (every load, {d_ph['write']:.2f} s) "
+                  f"{d_ph['write'] / create:.2f}x creating its files; songs write {d_ph['write songs']:.2f} s")
     if "dagrun" in results and "in pipeline" in results["dagrun"][2]:
         inside = results["dagrun"][2]["in pipeline"]
         print(f"dagrun's reads: each extract run alone (--only), the whole process; in the pipeline both run at once "
@@ -375,11 +381,11 @@ def main():
             goals.append(("full run with Delta within 1.2x of the Parquet convention", d_wall / q_wall, d_wall <= 1.2 * q_wall))
         if "polars" in results:
             p_wall = results["polars"][0]
-            goals.append(("end to end >= 2x faster than stock Polars", p_wall / d_wall, p_wall / d_wall >= 2))
+            goals.append(("end to end >= 3x faster than stock Polars", p_wall / d_wall, p_wall / d_wall >= 3))
         if floor:
             total = floor["read every input byte"] + floor["create every output file"]
             goals.append(("end to end within 2.5x of the floor", d_wall / total, d_wall <= 2.5 * total))
-            goals.append(("songs write within 5x of creating its files", d_ph["write songs"] / floor["create every output file"], d_ph["write songs"] <= 5 * floor["create every output file"]))
+        goals.append(("peak RSS <= 1 GiB", d_rss / 1024, d_rss <= 1024))
         print()
         for name, value, ok in goals:
             print(f"  [{'PASS' if ok else 'FAIL'}] {name}: {value:.2f}")

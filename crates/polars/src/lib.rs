@@ -17,6 +17,7 @@ mod delta_load;
 pub mod error;
 mod extract;
 mod json;
+mod lean_parquet;
 mod load;
 pub mod published;
 mod replace;

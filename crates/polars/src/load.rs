@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::lean_parquet::LeanWriter;
 
 /// The folder name Hive, Spark and Polars use for a null (or empty) partition value.
 pub(crate) const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -160,26 +161,39 @@ pub(crate) fn partition(table_name: &str, df: &DataFrame, spec: &Load, file_name
             SortMultipleOptions::default().with_maintain_order(true),
         )
         .map_err(|e| Error::polars("sorting by partition columns", e))?;
-    let groups = sorted
-        .partition_by_stable(spec.partition_by.iter().map(String::as_str), true)
-        .map_err(|e| Error::polars("partitioning", e))?;
-    let named: Vec<Part> = groups
+    // Sorted, each partition is a run of rows: slice the frame (no copy) at each change of key.
+    let keys: Vec<Series> = spec
+        .partition_by
+        .iter()
+        .map(|c| Ok(sorted.column(c).map_err(|e| Error::polars("partitioning", e))?.as_materialized_series().rechunk()))
+        .collect::<Result<_>>()?;
+    let height = sorted.height();
+    let mut starts: Vec<usize> = if height == 0 { Vec::new() } else { vec![0] };
+    for row in 1..height {
+        let changed = keys.iter().any(|k| match (k.get(row), k.get(row - 1)) {
+            (Ok(a), Ok(b)) => a != b,
+            _ => true,
+        });
+        if changed {
+            starts.push(row);
+        }
+    }
+    let data = sorted.drop_many(spec.partition_by.iter().map(String::as_str));
+    let named: Vec<Part> = (0..starts.len())
         .into_par_iter()
-        .map(|group| {
-            let mut segments = Vec::with_capacity(spec.partition_by.len());
-            let mut values = Vec::with_capacity(spec.partition_by.len());
-            for column in &spec.partition_by {
-                let value = group
-                    .column(column)
-                    .map_err(|e| Error::polars("partitioning", e))?
-                    .get(0)
-                    .map_err(|e| Error::polars("partitioning", e))?;
+        .map(|g| {
+            let start = starts[g];
+            let end = starts.get(g + 1).copied().unwrap_or(height);
+            let mut segments = Vec::with_capacity(keys.len());
+            let mut values = Vec::with_capacity(keys.len());
+            for (column, key) in spec.partition_by.iter().zip(&keys) {
+                let value = key.get(start).map_err(|e| Error::polars("partitioning", e))?;
                 let text = key_text(&value);
                 segments.push(partition_segment(column, text.as_deref())?);
                 values.push((column.clone(), text.filter(|t| !t.is_empty())));
             }
-            let data = group.drop_many(spec.partition_by.iter().map(String::as_str));
-            Ok(Part { path: format!("{}/{file_name}", segments.join("/")), values, data })
+            let rows = data.slice(start as i64, end - start);
+            Ok(Part { path: format!("{}/{file_name}", segments.join("/")), values, data: rows })
         })
         .collect::<Result<_>>()?;
     merge_same_paths(named)
@@ -241,18 +255,25 @@ pub(crate) async fn write_parts(
     attempted: &mut Vec<String>,
 ) -> Result<Vec<Written>> {
     let count = parts.len();
+    // Tiny partitions (a file per artist) take the lean writer; the rest Polars' writer.
+    let lean = Arc::new(parts.first().and_then(|p| LeanWriter::new(p.data.schema())));
     let mut slices: Vec<Vec<Part>> = Vec::new();
     let mut rest = parts.into_iter().peekable();
     while rest.peek().is_some() {
         slices.push(rest.by_ref().take(SLICE_FILES).collect());
     }
     let encode_slice = |slice: Vec<Part>| {
+        let lean = Arc::clone(&lean);
         crate::on_workers(move || {
             slice
                 .into_par_iter()
                 .map(|p| {
                     let rows = p.data.height() as u64;
-                    Ok((encode(p.data, compression)?, p.path, p.values, rows))
+                    let data = match lean.as_ref().as_ref().and_then(|w| w.encode(&p.data)) {
+                        Some(data) => data,
+                        None => encode(p.data, compression)?,
+                    };
+                    Ok((data, p.path, p.values, rows))
                 })
                 .collect::<Result<Vec<_>>>()
         })
