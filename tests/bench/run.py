@@ -50,9 +50,18 @@ def generate(work, songs, events):
     return data
 
 
-def drop_caches_hint():
-    # Page cache is left warm on purpose: every engine reads the same warm files.
+def settle(floor, data, threads):
+    """Puts the machine in the same state before every measurement: dirty pages written back,
+    the kernel's caches of names and inodes emptied where we may (root: the inode and dentry
+    hashes grow with every file created, and creating files gets slower as they do: the same
+    floor measured 3.7 s and 8.3 s minutes apart without this), then every input read once so
+    that every engine reads warm files."""
     subprocess.run(["sync"], check=False)
+    try:
+        pathlib.Path("/proc/sys/vm/drop_caches").write_text("2\n")
+    except OSError:
+        pass
+    floor_read(floor, data, threads)
 
 
 def build_floor(work):
@@ -77,11 +86,15 @@ class Trash:
     so creating 100,000 files right after deleting 100,000 others is several times slower, and
     whichever engine ran after a delete would pay for it."""
 
-    def __init__(self, work):
+    def __init__(self, work, keep=False):
         self.dir = work / "trash"
+        self.keep = keep
         if self.dir.exists():
-            print(f"deleting {self.dir} left by an earlier run (file creation may be slower for a few minutes)")
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if keep:
+                self.dir.rename(work / f"trash-{time.strftime('%Y%m%dT%H%M%S')}")
+            else:
+                print(f"deleting {self.dir} left by an earlier run (file creation may be slower for a few minutes)")
+                shutil.rmtree(self.dir, ignore_errors=True)
         self.count = 0
 
     def discard(self, path):
@@ -91,7 +104,10 @@ class Trash:
             path.rename(self.dir / f"{path.name}-{os.getpid()}-{self.count}")
 
     def empty(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.keep:
+            print(f"kept {self.dir} (--keep-trash): delete it when no measurement follows for a few minutes")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def floor_write(floor, reference, target, threads):
@@ -269,6 +285,9 @@ def main():
     ap.add_argument("--reuse", help="comma-separated engines whose last results and outputs to reuse instead of running again")
     ap.add_argument("--scaling", type=int, metavar="K", help="also run dagrun on K times the events and report how time and memory grow")
     ap.add_argument("--nightly", action="store_true", help="also run the nightly case: one new day over a lake of every other day")
+    ap.add_argument("--repeat", type=int, default=3, help="dagrun and the floor run this many times in turns; medians are compared")
+    ap.add_argument("--keep-trash", action="store_true",
+                    help="delete no output, even at the end (for runs in a row: a mass delete slows file creation for minutes)")
     args = ap.parse_args()
     if not DAGRUN.exists():
         sys.exit("build the release binary first: cargo build --release")
@@ -287,10 +306,8 @@ def main():
     # Read every input once to warm the page cache, so every engine reads warm files (the first
     # engine would otherwise pay for the disk alone); the floor is the second, warm read.
     floor_bin = build_floor(work)
-    floor_read(floor_bin, data, args.threads)
-    read_s = floor_read(floor_bin, data, args.threads)
 
-    trash = Trash(work)
+    trash = Trash(work, keep=args.keep_trash)
     results = {}
     outputs = {}
     in_pipeline = None
@@ -305,13 +322,38 @@ def main():
             continue
         trash.discard(out)
         out.mkdir(parents=True)
-        drop_caches_hint()
+        settle(floor_bin, data, args.threads)
         print(f"running {engine}...", flush=True)
         if engine == "dagrun":
-            wall, rss, ph = run_dagrun(data, out, args.threads)
+            # dagrun and the floor, `--repeat` times in turns, each after `settle`: the machine's
+            # noise (file creation varies 2x from minute to minute here) hits both alike, and the
+            # medians are compared.
+            runs = []
+            for k in range(args.repeat):
+                lake = out if k == 0 else work / f"out-dagrun-{k}"
+                if k:
+                    trash.discard(lake)
+                    settle(floor_bin, data, args.threads)
+                wall, rss, ph = run_dagrun(data, lake, args.threads)
+                settle(floor_bin, data, args.threads)
+                read = floor_read(floor_bin, data, args.threads)
+                trash.discard(work / "floor-out")
+                create, n_files = floor_write(floor_bin, lake, work / "floor-out", args.threads)
+                trash.discard(work / "floor-out")
+                runs.append({"wall": wall, "rss": rss, "phases": ph, "read": read, "create": create, "files": n_files})
+                print(f"  run {k + 1}: dagrun {wall:.2f} s, floor {read + create:.2f} s (read {read:.2f}, create {create:.2f}): {wall / (read + create):.2f}x", flush=True)
+                if k:
+                    trash.discard(lake)
+            middle = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+            wall, rss, ph = middle["wall"], max(r["rss"] for r in runs), middle["phases"]
+            median = lambda key: sorted(r[key] for r in runs)[len(runs) // 2]
+            floor_runs = {"read every input byte": median("read"), "create every output file": median("create"),
+                          "files": runs[0]["files"], "pairs": [(r["wall"], r["read"] + r["create"]) for r in runs]}
+            settle(floor_bin, data, args.threads)
             in_pipeline = {p: ph[p] for p in ["read song_data", "read log_data"]}
             ph.update(dagrun_reads_alone(data, work, args.threads, trash))
             ph["in pipeline"] = in_pipeline
+            ph["floor"] = floor_runs
             results[engine] = (wall, rss, ph)
         elif engine == "dagrun-parquet":
             results[engine] = run_dagrun(data, out, args.threads, table_format="parquet")
@@ -324,13 +366,7 @@ def main():
         outputs[engine] = out
         saved.write_text(json.dumps(results[engine]))
 
-    floor = None
-    if "dagrun" in results:
-        trash.discard(work / "floor-out")
-        drop_caches_hint()
-        write_s, n_files = floor_write(floor_bin, outputs["dagrun"], work / "floor-out", args.threads)
-        floor = {"read every input byte": read_s, "create every output file": write_s, "files": n_files}
-        trash.discard(work / "floor-out")
+    floor = results["dagrun"][2].get("floor") if "dagrun" in results else None
 
     agreement = {}
     if "dagrun" in outputs:
@@ -355,6 +391,10 @@ def main():
               f"read every input byte {floor['read every input byte']:.2f} s, create all {floor['files']:,} output files {floor['create every output file']:.2f} s")
         if "dagrun" in results:
             d_wall, _, d_ph = results["dagrun"]
+            pairs = floor.get("pairs", [])
+            if len(pairs) > 1:
+                print(f"dagrun and floor in turns ({len(pairs)} runs, medians above): "
+                      + ", ".join(f"{d:.2f}/{f:.2f} s = {d / f:.2f}x" for d, f in pairs))
             create = floor["create every output file"]
             print(f"dagrun / compiled floor: whole run {d_wall / total:.2f}x; write phase (every load, {d_ph['write']:.2f} s) "
                   f"{d_ph['write'] / create:.2f}x creating its files; songs write {d_ph['write songs']:.2f} s")

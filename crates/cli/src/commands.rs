@@ -172,6 +172,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         options.jobs = jobs;
         options.fail_fast = args.fail_fast;
         options.fresh = freshness.fresh.clone();
+        options.expected = records::last_durations(&plan, &storages).await;
         let walk = dagrun_core::dry_run::walk(Arc::new(plan.clone()), build::KNOWN_ENGINES, &options);
         print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness, &walk));
         return Ok(0);
@@ -296,6 +297,7 @@ async fn run_leased(
     }
     options.fresh = freshness.fresh;
     options.fingerprints = freshness.fingerprints;
+    options.expected = records::last_durations(&plan, storages).await;
     let plan = Arc::new(plan);
     info!(pipeline = %plan.name(), run = %options.run_id, tasks = plan.tasks().len(), jobs = options.jobs, "run started");
 

@@ -22,6 +22,29 @@ pub(crate) async fn write(record: &RunRecord, storages: &Storages, runs_dir: &st
     Ok(path)
 }
 
+/// How long each task of `plan` took when it last ran, from the latest run record in the
+/// plan's runs folder: the executor starts the task with the most work ahead first. Tasks that
+/// did not run there (up to date, skipped, failed) have no entry; no record gives none.
+pub(crate) async fn last_durations(
+    plan: &dagrun_core::plan::Plan,
+    storages: &Storages,
+) -> std::collections::BTreeMap<usize, std::time::Duration> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(storage) = storages.for_path(plan.runs_dir()) else { return out };
+    let Ok(latest) = storage.read(&join_path(plan.runs_dir(), LATEST)).await else { return out };
+    let id = String::from_utf8_lossy(&latest).trim().to_string();
+    let Ok(bytes) = storage.read(&join_path(plan.runs_dir(), &format!("{id}/{RUN_RECORD}"))).await else { return out };
+    let Ok(record) = serde_json::from_slice::<RunRecord>(&bytes) else { return out };
+    for task in &record.report.tasks {
+        if let (TaskState::Succeeded, Some(planned), Some(last)) =
+            (task.state, plan.task(&task.id), task.attempts.last())
+        {
+            out.insert(planned.index(), last.duration);
+        }
+    }
+    out
+}
+
 /// JUnit XML: one suite of tasks, one of checks. Failed tasks and error checks are failures,
 /// skipped and up-to-date tasks are skipped, warning checks pass with their detail as output.
 pub(crate) fn junit(record: &RunRecord) -> String {

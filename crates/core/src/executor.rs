@@ -2,7 +2,8 @@
 //! succeeded, up to `jobs` at a time; each attempt is bounded by the task's timeout and retried per
 //! its [`RetryPolicy`](crate::retry::RetryPolicy) when the error is retryable. A task that fails for
 //! good skips its downstream tasks while independent branches finish (`fail_fast` stops
-//! everything). Cancelling the token (Ctrl-C, SIGTERM) cancels running attempts, gives engines a
+//! everything). Of the ready tasks, the one with the most work still ahead of it starts first
+//! (see [`priority`]). Cancelling the token (Ctrl-C, SIGTERM) cancels running attempts, gives engines a
 //! grace period to clean up, and marks the run interrupted. Engines are released as soon as no
 //! remaining task needs them and shut down on every exit path.
 
@@ -44,6 +45,8 @@ pub struct ExecutorOptions {
     pub fresh: BTreeMap<usize, String>,
     /// What each task's output is made from (resume), handed to its attempts.
     pub fingerprints: BTreeMap<usize, String>,
+    /// How long each task took in the last run, for the order in which ready tasks start.
+    pub expected: BTreeMap<usize, Duration>,
 }
 
 impl ExecutorOptions {
@@ -58,6 +61,7 @@ impl ExecutorOptions {
             cancel_grace: CANCEL_GRACE,
             fresh: BTreeMap::new(),
             fingerprints: BTreeMap::new(),
+            expected: BTreeMap::new(),
         }
     }
 }
@@ -208,7 +212,10 @@ pub async fn execute(
     let jobs = options.jobs.max(1);
     let mut records: Vec<Option<TaskRecord>> = vec![None; n];
     let mut waiting: Vec<usize> = plan.tasks.iter().map(|t| t.deps.len()).collect();
-    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    // Ready tasks, the most work ahead first, then in declaration order.
+    let keys = priority::order_keys(&plan, &options.expected);
+    let key = |i: usize| keys[i];
+    let mut ready: BTreeSet<_> = (0..n).filter(|&i| waiting[i] == 0).map(key).collect();
     let mut running: JoinSet<(usize, TaskRecord)> = JoinSet::new();
     let mut in_flight = 0usize;
     // Stops new work (fail-fast or interruption) and cancels running attempts.
@@ -232,7 +239,7 @@ pub async fn execute(
     loop {
         // Start what can start.
         while in_flight < jobs && !stop.is_cancelled() {
-            let Some(i) = ready.pop_first() else { break };
+            let Some((_, _, i)) = ready.pop_first() else { break };
             let task = plan.tasks[i].clone();
             if let Some(reason) = options.fresh.get(&i) {
                 let record =
@@ -305,7 +312,7 @@ pub async fn execute(
                 for &d in plan.dependents(i) {
                     waiting[d] -= 1;
                     if waiting[d] == 0 && records[d].is_none() {
-                        ready.insert(d);
+                        ready.insert(key(d));
                     }
                 }
             }
@@ -323,7 +330,7 @@ pub async fn execute(
                         );
                         observer.task_finished(&plan.tasks[d], &record);
                         records[d] = Some(record);
-                        ready.remove(&d);
+                        ready.remove(&key(d));
                         done_now.push(d);
                     }
                 }
@@ -621,5 +628,6 @@ pub mod duration_secs {
     }
 }
 
+mod priority;
 #[cfg(test)]
 mod tests;

@@ -21,12 +21,12 @@ use dagrun_core::storage::delta::{
     ColumnBounds, Committed, DeltaCommit, DeltaFile, DeltaSnapshot, DeltaTables, DeltaVersion, PublishedFile, Removing,
 };
 use dagrun_core::storage::{ManifestFile, Op, Storage, StorageError, Storages, TableManifest, is_s3};
-use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake_core::kernel::{Action, Add, Remove};
 use deltalake_core::logstore::{StorageConfig, default_logstore};
-use deltalake_core::operations::create::CreateBuilder;
 use deltalake_core::operations::vacuum::VacuumMode;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::table::config::TablePropertiesExt;
 use deltalake_core::{DeltaTable, ObjectStore};
 use futures::TryStreamExt;
 use object_store::prefix::PrefixStore;
@@ -181,25 +181,27 @@ impl DeltaLake {
         );
         let properties = CommitProperties::default().with_metadata(info);
         let Some(table) = table else {
-            let created = CreateBuilder::new()
-                .with_log_store(self.open(path)?.log_store())
-                .with_table_name(commit.table.clone())
-                .with_columns(new_schema.fields().cloned())
-                .with_partition_columns(commit.partition_by.clone())
-                .with_configuration([
-                    (TABLE_PROPERTY, Some(commit.table.clone())),
-                    (RETENTION_PROPERTY, Some(interval(commit.retention))),
-                ])
-                .with_raise_if_key_not_exists(false)
-                .with_actions(adds)
-                .with_commit_properties(properties)
+            let retention = interval(commit.retention);
+            let (protocol, metadata) = schema::new_table(
+                &new_schema,
+                &commit.table,
+                &commit.partition_by,
+                &[(TABLE_PROPERTY, commit.table.as_str()), (RETENTION_PROPERTY, retention.as_str())],
+            )
+            .map_err(|m| Error::refused(Op::DeltaCreating, path, m))?;
+            let log_store = self.open(path)?.log_store();
+            let operation = DeltaOperation::Create {
+                mode: SaveMode::ErrorIfExists,
+                location: log_store.root_url().clone(),
+                protocol: protocol.clone(),
+                metadata: metadata.clone(),
+            };
+            let mut actions = vec![Action::Protocol(protocol), Action::Metadata(metadata)];
+            actions.extend(adds);
+            let version = commit_actions(None, log_store, actions, properties, operation)
                 .await
                 .map_err(|e| Error::delta(Op::DeltaCreating, path, e))?;
-            return Ok(Committed {
-                version: created.version().unwrap_or(0),
-                removed_files: 0,
-                added_columns: Vec::new(),
-            });
+            return Ok(Committed { version, removed_files: 0, added_columns: Vec::new() });
         };
         let state = table.snapshot().map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
         if state.metadata().configuration().get(TABLE_PROPERTY).is_none() {
@@ -273,23 +275,18 @@ impl DeltaLake {
             actions.push(Action::Metadata(metadata));
         }
         actions.extend(adds);
-        let finalized = CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(
-                Some(state),
-                table.log_store(),
-                DeltaOperation::Write {
-                    mode: match commit.removing {
-                        Removing::All => SaveMode::Overwrite,
-                        Removing::Files(_) => SaveMode::Append,
-                    },
-                    partition_by: (!commit.partition_by.is_empty()).then(|| commit.partition_by.clone()),
-                    predicate: commit.predicate.clone(),
-                },
-            )
+        let operation = DeltaOperation::Write {
+            mode: match commit.removing {
+                Removing::All => SaveMode::Overwrite,
+                Removing::Files(_) => SaveMode::Append,
+            },
+            partition_by: (!commit.partition_by.is_empty()).then(|| commit.partition_by.clone()),
+            predicate: commit.predicate.clone(),
+        };
+        let version = commit_actions(Some(&table), table.log_store(), actions, properties, operation)
             .await
             .map_err(|e| Error::delta(Op::DeltaCommitting, path, e))?;
-        Ok(Committed { version: finalized.version(), removed_files, added_columns: change.added })
+        Ok(Committed { version, removed_files, added_columns: change.added })
     }
 }
 
@@ -333,6 +330,40 @@ impl DeltaLake {
 }
 
 /// The store root (`s3://bucket`, or `""` for the local file system) and the table's URL.
+/// Commits `actions` as the next version of `table` (or version 0 of a new table) and returns
+/// it. delta-rs's post-commit step reloads the table's state to the new version, which parses
+/// every action just written (98,000 adds of a table with a file per artist take seconds): that
+/// step runs only when it has work to do, a checkpoint being due (every
+/// `delta.checkpointInterval` versions). Expired log files are cleaned up at those commits too,
+/// which is the only time there is something to clean: logs go only once a checkpoint follows.
+async fn commit_actions(
+    table: Option<&DeltaTable>,
+    log_store: deltalake_core::logstore::LogStoreRef,
+    actions: Vec<Action>,
+    properties: CommitProperties,
+    operation: DeltaOperation,
+) -> deltalake_core::DeltaResult<u64> {
+    let reference = match table {
+        Some(table) => Some(table.snapshot()? as &dyn TableReference),
+        None => None,
+    };
+    let interval = match table {
+        Some(table) => table.snapshot()?.config().checkpoint_interval().get(),
+        None => u64::MAX,
+    };
+    let committed = CommitBuilder::from(properties)
+        .with_actions(actions)
+        .build(reference, log_store, operation)
+        .into_prepared_commit_future()
+        .await?
+        .await?;
+    let version = committed.version;
+    if (version + 1).is_multiple_of(interval) {
+        committed.await?;
+    }
+    Ok(version as u64)
+}
+
 fn table_url(path: &str) -> Result<(String, Url)> {
     let bad = |m: String| Error::refused(Op::Opening, path, m);
     if let Some(rest) = path.strip_prefix("s3://") {

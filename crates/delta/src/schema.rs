@@ -3,7 +3,7 @@
 //! dropping, retyping or repartitioning breaks it, and is refused unless asked for.
 
 use dagrun_core::storage::delta::DeltaColumn;
-use deltalake_core::kernel::{Metadata, StructType};
+use deltalake_core::kernel::{Metadata, Protocol, StructType};
 use serde_json::{Value, json};
 
 /// The Delta schema of `columns`; every column is nullable, as Parquet readers expect.
@@ -89,6 +89,34 @@ pub(crate) fn metadata(
         "createdTime": old.created_time(),
     });
     serde_json::from_value(value).map_err(|e| format!("cannot write the table's new metadata: {e}"))
+}
+
+/// The protocol and metadata of a new dagrun table: what delta-rs's `CreateBuilder` writes for
+/// these columns and properties (reader 1, writer 2: the properties dagrun sets need no table
+/// feature), built here so that the first commit can skip `CreateBuilder`'s two full reloads of
+/// the log it just wrote.
+pub(crate) fn new_table(
+    schema: &StructType,
+    name: &str,
+    partition_by: &[String],
+    properties: &[(&str, &str)],
+) -> Result<(Protocol, Metadata), String> {
+    let protocol = json!({ "minReaderVersion": 1, "minWriterVersion": 2 });
+    let configuration: serde_json::Map<String, serde_json::Value> =
+        properties.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let metadata = json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "name": name,
+        "description": null,
+        "format": { "provider": "parquet", "options": {} },
+        "schemaString": serde_json::to_string(schema).map_err(|e| e.to_string())?,
+        "partitionColumns": partition_by,
+        "configuration": configuration,
+        "createdTime": chrono::Utc::now().timestamp_millis(),
+    });
+    let protocol = serde_json::from_value(protocol).map_err(|e| format!("cannot write the table's protocol: {e}"))?;
+    let metadata = serde_json::from_value(metadata).map_err(|e| format!("cannot write the table's metadata: {e}"))?;
+    Ok((protocol, metadata))
 }
 
 #[cfg(test)]

@@ -236,6 +236,7 @@ pub(crate) async fn run(
     info!(files = count, rows, "writing");
     cx.progress.set_length(Some(count as u64), "files");
     let mut attempted = Vec::with_capacity(count);
+    let writing = std::time::Instant::now();
     let written = write_parts(
         parts,
         &storage,
@@ -280,7 +281,9 @@ pub(crate) async fn run(
         slices: scope.as_ref().map(|s| s.record.clone()),
         predicate,
     };
+    let write_s = writing.elapsed().as_secs_f64();
     cx.progress.set_message("committing");
+    let committing = std::time::Instant::now();
     match delta.commit(&spec.path, commit).await {
         Ok(committed) => {
             if !committed.added_columns.is_empty() {
@@ -290,7 +293,13 @@ pub(crate) async fn run(
                     "the table's schema evolved: new nullable columns were added"
                 );
             }
-            info!(version = committed.version, removed = committed.removed_files, "committed");
+            info!(
+                version = committed.version,
+                removed = committed.removed_files,
+                write_s = format!("{write_s:.2}"),
+                commit_s = format!("{:.2}", committing.elapsed().as_secs_f64()),
+                "committed"
+            );
             if let Some(old) = previous {
                 // The table was in dagrun's Parquet convention: its files are not the Delta table's.
                 let root = spec.path.trim_end_matches('/');

@@ -136,6 +136,7 @@ async fn run(
         cancel_grace: Duration::from_secs(5),
         fresh: BTreeMap::new(),
         fingerprints: BTreeMap::new(),
+        expected: BTreeMap::new(),
     };
     execute(plan, &engines, &options, Arc::new(Quiet), cancel).await
 }
@@ -309,4 +310,42 @@ async fn engines_are_released_once_unused_and_outputs_forgotten_after_their_read
     assert!(pos("forget a") > pos("start c #1"));
     assert!(pos("release") < pos("shutdown"));
     assert_eq!(log.iter().filter(|l| *l == "release").count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_task_with_the_most_work_ahead_takes_a_free_slot_first() {
+    // a -> short (30 s); b -> long1 -> long2 (2 s each). With no record, declaration order.
+    let tasks: &[(&str, &[&str])] =
+        &[("a", &[]), ("short", &["a"]), ("b", &[]), ("long1", &["b"]), ("long2", &["long1"])];
+    let starts = |log: &[String]| -> Vec<String> {
+        log.iter().filter_map(|l| l.strip_prefix("start ").map(|s| s.trim_end_matches(" #1").to_string())).collect()
+    };
+
+    let s = script(&[]);
+    run(plan(tasks, NO_JITTER, "1h"), s.clone(), 1, false, CancellationToken::new()).await;
+    assert_eq!(starts(&s.log.lock().unwrap())[..2], ["a", "short"]);
+
+    let s = script(&[("short", vec![Step::Ok(30)]), ("long1", vec![Step::Ok(2)]), ("long2", vec![Step::Ok(2)])]);
+    let p = plan(tasks, NO_JITTER, "1h");
+    let idx = |id: &str| p.task(id).unwrap().index();
+    let secs = Duration::from_secs;
+    let expected = BTreeMap::from([
+        (idx("a"), secs(1)),
+        (idx("short"), secs(30)),
+        (idx("b"), secs(1)),
+        (idx("long1"), secs(2)),
+        (idx("long2"), secs(2)),
+    ]);
+    let engines = Engines::new().with(Arc::new(TestEngine(s.clone())));
+    let mut options = ExecutorOptions::new("r");
+    options.jobs = 2;
+    options.jitter_seed = Some(1);
+    options.expected = expected;
+    // Two slots, three ready-soon tasks: after `a` and `b`, `short` (30 s ahead) starts before
+    // `long1`, so the run ends at 1 + 30 s, not later.
+    let start = Instant::now();
+    let report = execute(p, &engines, &options, Arc::new(Quiet), CancellationToken::new()).await;
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(starts(&s.log.lock().unwrap())[..3], ["a", "b", "short"]);
+    assert_eq!(start.elapsed(), secs(31));
 }

@@ -583,24 +583,28 @@ impl Storage for LocalStorage {
     }
 
     async fn write_many(&self, files: Vec<(String, Vec<u8>)>, concurrency: usize) -> Result<(), StorageError> {
-        // Many small files (a partitioned table): create every folder once, parents first and
-        // from one thread (folders in one parent contend on its lock anyway), then write the files
-        // with a few threads, each taking a contiguous share.
+        // Many small files (a partitioned table): a few threads, each taking a contiguous share
+        // (files of one folder are neighbours), each making its files' folders as it meets them:
+        // creating a folder costs as much as writing a small file, so it is spread too.
         blocking(move || {
-            let mut dirs: Vec<&Path> = files.iter().filter_map(|(p, _)| Path::new(p).parent()).collect();
-            dirs.sort_unstable();
-            dirs.dedup();
-            for dir in dirs {
-                std::fs::create_dir_all(dir).map_err(|e| io_error(Op::Creating, dir, &e))?;
-            }
-            let workers = concurrency.clamp(1, 8).min(files.len().max(1));
+            // Creating a file is kernel work that does not block on the disk (the page cache
+            // takes it): more threads than cores only contend on the folders' locks.
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let workers = concurrency.clamp(1, 2 * cores).min(files.len().max(1));
             let chunk = files.len().div_ceil(workers).max(1);
             std::thread::scope(|scope| {
                 let handles: Vec<_> = files
                     .chunks(chunk)
                     .map(|part| {
                         scope.spawn(move || {
+                            let mut made: Option<&Path> = None;
                             for (path, data) in part {
+                                let parent = Path::new(path).parent();
+                                if let Some(dir) = parent.filter(|d| Some(*d) != made) {
+                                    // Tolerates a folder another thread made first.
+                                    std::fs::create_dir_all(dir).map_err(|e| io_error(Op::Creating, dir, &e))?;
+                                    made = Some(dir);
+                                }
                                 std::fs::write(path, data).map_err(|e| io_error(Op::Writing, Path::new(path), &e))?;
                             }
                             Ok(())
