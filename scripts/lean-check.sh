@@ -21,7 +21,7 @@ expect() { # expect CODE PATTERN -- ARGS...
 expect 0 "is valid: pipeline sparkify, 18 tasks in 5 waves" -- validate pipelines/sparkify.yaml
 expect 0 "wave 1" -- graph pipelines/sparkify.yaml
 expect 0 "note: the \`local\` engine, which a run of this plan needs, is not in this build" -- pipelines/sparkify.yaml --dry-run
-expect 0 "step 9: 2 tasks start" -- pipelines/sparkify.yaml --dry-run --jobs 2
+expect 0 "step 10: 1 task starts" -- pipelines/sparkify.yaml --dry-run --jobs 2
 expect 2 "runs on \`local\`, which is not in this build of dagrun (features: none); build it with \`cargo build --features polars\`" -- pipelines/sparkify.yaml
 expect 2 "\`dagrun emr\` is not in this build" -- emr gc
 expect 1 "reading run records on S3 is not in this build" -- report s3://lake/runs
