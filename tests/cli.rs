@@ -268,3 +268,95 @@ fn quiet_runs_keep_the_task_name_on_warnings_in_text_and_json() {
     let valid = Run::from(dagrun().current_dir(tmp.path()).args(["validate"]).arg(&p).output().unwrap()).expect(0);
     assert!(valid.stdout.contains("pipeline p, 1 task in 1 wave"), "{}", valid.stdout);
 }
+
+/// The SGR (color and style) sequences in `text`; cursor movements are not counted.
+fn color_codes(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("\x1b[") {
+        let rest = &text[i + 2..];
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == ';')).unwrap_or(rest.len());
+        if rest[end..].starts_with('m') {
+            out.push(rest[..end].to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn graph_draws_svg_and_an_html_page_without_graphviz() {
+    let svg = graph("svg");
+    assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert_eq!(svg.matches(r#"<g class="node""#).count(), 18);
+    // One edge per dependency, as in the DOT picture.
+    assert_eq!(svg.matches(r#"<path class="edge""#).count(), graph("dot").matches(" -> ").count());
+    assert!(svg.contains(r#"data-task="load_songplays""#) && svg.contains("load · local"), "{svg}");
+    // Well-formed XML, as a browser or an image viewer needs it.
+    let check = std::process::Command::new("python3")
+        .args(["-c", "import sys, xml.etree.ElementTree as E; E.fromstring(sys.stdin.read())"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(svg.as_bytes())?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(check.success(), "the SVG is not well-formed XML");
+    let html = graph("html");
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<h1>sparkify</h1>"), "{html}");
+    assert!(html.contains(svg.trim_end()), "the page holds the same picture");
+}
+
+#[test]
+fn completions_for_every_shell_and_a_man_page() {
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let script = run(&["completions", shell]).expect(0).stdout;
+        assert!(script.contains("dry-run") && script.contains("validate"), "{shell}: {script}");
+    }
+    // bash loads the script and completes `dagrun` with it.
+    let bash = std::process::Command::new("bash")
+        .args(["-c", &format!("source <({} completions bash) && complete -p dagrun", env!("CARGO_BIN_EXE_dagrun"))])
+        .output()
+        .unwrap();
+    let spec = String::from_utf8_lossy(&bash.stdout);
+    assert!(spec.contains("-F _dagrun") && spec.trim_end().ends_with(" dagrun"), "{bash:?}");
+    let man = run(&["man"]).expect(0).stdout;
+    assert!(man.contains(".TH dagrun 1"), "{man}");
+    for part in ["SUBCOMMANDS", "completions", "\\-\\-dry\\-run", "Exit codes"] {
+        assert!(man.contains(part), "the man page lacks {part}: {man}");
+    }
+    run(&["completions", "tcsh"]).expect(2);
+}
+
+#[test]
+fn color_follows_the_flag_and_no_color() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let always = run_sparkify(&sample(), &lake, &["--only", "staging_songs", "--color", "always"]).expect(0);
+    assert!(!color_codes(&always.stderr).is_empty(), "--color always colors a pipe: {}", always.stderr);
+    let auto = run_sparkify(&sample(), &lake, &["--only", "staging_songs"]).expect(0);
+    assert!(color_codes(&auto.stderr).is_empty(), "{}", auto.stderr);
+    // On a terminal: colors unless NO_COLOR or --color never.
+    let on_terminal = |extra: &str, no_color: bool| {
+        let command = format!(
+            "{} {} --set input={} --set output={} --only staging_songs {extra}",
+            env!("CARGO_BIN_EXE_dagrun"),
+            sparkify().display(),
+            sample().display(),
+            lake.display()
+        );
+        let mut script = std::process::Command::new("script");
+        script.args(["-qec", &command, "/dev/null"]).env_remove("CI").env("TERM", "xterm-256color");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        } else {
+            script.env_remove("NO_COLOR");
+        }
+        let output = script.stdin(Stdio::null()).output().expect("script(1) runs");
+        assert!(output.status.success());
+        color_codes(&String::from_utf8_lossy(&output.stdout))
+    };
+    assert!(!on_terminal("", false).is_empty(), "a terminal gets colors");
+    assert_eq!(on_terminal("", true), Vec::<String>::new(), "NO_COLOR");
+    assert_eq!(on_terminal("--color never", false), Vec::<String>::new(), "--color never");
+}

@@ -705,3 +705,28 @@ fn missing_credentials_fail_at_once_and_say_where_credentials_are_looked_for() {
     assert!(!run.stderr.contains("cannot reach"), "not a network error: {}", run.stderr);
     assert!(start.elapsed() < std::time::Duration::from_secs(8), "took {:?}: retried", start.elapsed());
 }
+
+#[test]
+fn a_dry_run_on_s3_without_credentials_is_quick_quiet_and_says_once_what_it_could_not_check() {
+    // No credentials anywhere: no environment keys, an empty home (no ~/.aws), no instance.
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = dagrun();
+    for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"] {
+        cmd.env_remove(name);
+    }
+    for name in ["AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"] {
+        cmd.env_remove(name);
+    }
+    cmd.env("HOME", home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args([sparkify().to_str().unwrap(), "--set", "input=s3://udacity-dend", "--set", "output=s3://lake/star"])
+        .arg("--dry-run");
+    let started = std::time::Instant::now();
+    let dry = Run::from(cmd.output().unwrap()).expect(0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    let notes: Vec<&str> = dry.stdout.lines().filter(|l| l.contains("could not check what is up to date")).collect();
+    assert_eq!(notes.len(), 1, "{}", dry.stdout);
+    assert!(notes[0].contains("no AWS credentials were found"), "{}", notes[0]);
+    assert!(dry.stdout.contains("step 1: 2 tasks start"), "the plan is still shown: {}", dry.stdout);
+    assert_eq!(dry.stderr.trim(), "", "nothing on stderr: {}", dry.stderr);
+}

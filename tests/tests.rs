@@ -12,6 +12,7 @@ mod records;
 mod resume;
 mod s3;
 mod safety;
+mod secrets;
 mod signals;
 mod spark;
 mod sparkify;

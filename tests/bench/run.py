@@ -139,6 +139,8 @@ def dagrun_phases(out):
         "transforms and checks": span(kinds={"transform", "quality_check"}),
         "write": span(kinds={"load"}),
         "write songs": span(ids={"load_songs"}),
+        # Fingerprinting local inputs by their bytes (a fresh lake: no cached hash, every file read).
+        "hash inputs": record.get("inputs_hashed", {}).get("seconds", 0.0),
     }
 
 
@@ -426,6 +428,8 @@ def main():
             total = floor["read every input byte"] + floor["create every output file"]
             goals.append(("end to end within 2.5x of the floor", d_wall / total, d_wall <= 2.5 * total))
         goals.append(("peak RSS <= 1 GiB", d_rss / 1024, d_rss <= 1024))
+        hashing = d_ph.get("hash inputs", 0.0) / d_wall
+        goals.append(("content fingerprints (every input hashed) under 5% of the run", hashing, hashing < 0.05))
         print()
         for name, value, ok in goals:
             print(f"  [{'PASS' if ok else 'FAIL'}] {name}: {value:.2f}")

@@ -80,6 +80,8 @@ pub struct S3Storage {
     settings: S3Settings,
     /// Where requests go, for messages (never credentials).
     endpoint: String,
+    /// The credential chain the client signs with, to ask once whether it finds anything.
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 /// Whether an endpoint's host is an IP address or `localhost` (path-style addressing is needed).
@@ -111,7 +113,7 @@ impl S3Storage {
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
         }
-        let sdk = loader.load().await;
+        let sdk = crate::load_sdk_config(loader).await;
         let endpoint = effective_endpoint(settings);
         let path_style = settings.path_style.unwrap_or_else(|| endpoint.as_deref().is_some_and(wants_path_style));
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
@@ -144,7 +146,8 @@ impl S3Storage {
         let client = Client::from_conf(builder.build());
         let endpoint = endpoint.unwrap_or_else(|| "AWS S3".to_string());
         debug!(endpoint = %endpoint, path_style, "S3 client ready");
-        Self { client, settings: settings.clone(), endpoint }
+        let credentials = sdk.credentials_provider();
+        Self { client, settings: settings.clone(), endpoint, credentials }
     }
 
     /// Runs `op` (one request, which the SDK retries itself) until it succeeds, fails
@@ -600,6 +603,7 @@ impl Storage for S3Storage {
                     size: o.size().unwrap_or(0).max(0) as u64,
                     modified: o.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
                     etag: o.e_tag().map(String::from),
+                    identity: None,
                 })
             })
             .collect();
@@ -644,6 +648,7 @@ impl Storage for S3Storage {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             modified: out.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
             etag: out.e_tag().map(str::to_string),
+            identity: None,
         })
     }
 
@@ -892,6 +897,20 @@ impl Storage for S3Storage {
             .collect();
         self.delete_keys(&uri.bucket, leftovers.clone(), target).await?;
         Ok(leftovers.into_iter().map(|k| format!("s3://{}/{k}", uri.bucket)).collect())
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_credential_types::provider::error::CredentialsError;
+        let Some(provider) = &self.credentials else {
+            return Err(NO_CREDENTIALS.to_string());
+        };
+        match tokio::time::timeout(Duration::from_secs(5), provider.provide_credentials()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(CredentialsError::CredentialsNotLoaded(_))) => Err(NO_CREDENTIALS.to_string()),
+            Ok(Err(e)) => Err(format!("the AWS credentials could not be loaded: {}", DisplayErrorContext(&e))),
+            Err(_) => Err("the AWS credential chain found nothing within 5 s".to_string()),
+        }
     }
 
     async fn check_access(&self, path: &str, write: bool) -> AccessCheck {

@@ -42,7 +42,7 @@ pub(crate) enum Command {
         after_help = "Exit codes:\n  0    the pipeline is valid (warnings may be printed)\n  1    --env: a folder or bucket cannot be used\n  2    the pipeline is not valid"
     )]
     Validate(ValidateArgs),
-    /// Draw the pipeline's DAG: a terminal picture, Graphviz DOT or Mermaid.
+    /// Draw the pipeline's DAG: a terminal picture, Graphviz DOT, Mermaid, SVG or an HTML page.
     Graph(GraphArgs),
     /// Write Sparkify-shaped sample data (song_data/ and log_data/), deterministic for a seed.
     Generate(GenerateArgs),
@@ -56,6 +56,17 @@ pub(crate) enum Command {
     /// EMR housekeeping: find and terminate clusters dagrun started.
     #[command(subcommand)]
     Emr(EmrCommand),
+    /// Print a shell completion script, e.g. `dagrun completions bash > ~/.local/share/bash-completion/completions/dagrun`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `dagrun man > ~/.local/share/man/man1/dagrun.1`.
+    Man,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +291,10 @@ pub(crate) enum GraphFormatArg {
     Dot,
     /// A Mermaid flowchart (renders on GitHub).
     Mermaid,
+    /// An SVG picture (the HTML report's), drawn without Graphviz.
+    Svg,
+    /// A self-contained HTML page holding the SVG picture.
+    Html,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -319,6 +334,34 @@ pub(crate) struct LogArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Colors on stderr: `auto` uses them on a terminal unless NO_COLOR is set.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ColorChoice {
+    /// On a terminal, unless the NO_COLOR environment variable is set (and not empty).
+    Auto,
+    /// Always, even into a file or a pipe.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether stderr gets colors.
+    pub(crate) fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -340,11 +383,12 @@ pub(crate) fn hoist_global_flags(args: impl IntoIterator<Item = std::ffi::OsStri
         let text = args[i].to_string_lossy();
         let is_flag = matches!(text.as_ref(), "--verbose" | "--quiet")
             || text.starts_with("--log-format=")
+            || text.starts_with("--color=")
             || (text.len() > 1
                 && text.starts_with('-')
                 && !text.starts_with("--")
                 && text[1..].chars().all(|c| c == 'v' || c == 'q'));
-        if text == "--log-format" && i + 1 < args.len() {
+        if (text == "--log-format" || text == "--color") && i + 1 < args.len() {
             leading.extend([args[i].clone(), args[i + 1].clone()]);
             i += 2;
         } else if is_flag {

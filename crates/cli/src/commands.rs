@@ -70,13 +70,13 @@ pub(crate) fn load_plan(path: &Path, set: &[(String, String)], options: &PlanOpt
 pub(crate) async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
     let plan = load_plan(&args.pipeline.pipeline, &args.pipeline.set, &plan_options())?;
     let count = dagrun_core::units::count;
-    println!(
-        "{} is valid: pipeline {}, {} in {}",
+    print_stdout(&format!(
+        "{} is valid: pipeline {}, {} in {}\n",
         args.pipeline.pipeline.display(),
         plan.name(),
         count(plan.tasks().len() as u64, "task"),
         count(plan.waves().len() as u64, "wave")
-    );
+    ));
     if !args.env {
         return Ok(0);
     }
@@ -100,7 +100,7 @@ pub(crate) async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
         let check = storage.check_access(&path, write).await;
         let mode = if write { "write" } else { "read" };
         let mark = if check.ok { "ok  " } else { "FAIL" };
-        println!("  {mark} {mode:<5} {path} ({}): {}", users.join(", "), check.detail);
+        print_stdout(&format!("  {mark} {mode:<5} {path} ({}): {}\n", users.join(", "), check.detail));
         if !check.ok {
             failed += 1;
         }
@@ -118,13 +118,22 @@ pub(crate) fn graph(args: &GraphArgs) -> Result<(), Exit> {
         GraphFormatArg::Ascii => GraphFormat::Ascii,
         GraphFormatArg::Dot => GraphFormat::Dot,
         GraphFormatArg::Mermaid => GraphFormat::Mermaid,
+        GraphFormatArg::Svg => {
+            print_stdout(&format!("{}\n", report::plan_svg(&plan)));
+            return Ok(());
+        }
+        GraphFormatArg::Html => {
+            print_stdout(&report::plan_html(&plan));
+            return Ok(());
+        }
     };
     print_stdout(&graph::render(&plan, format, 100));
     Ok(())
 }
 
-/// Prints to stdout; a closed pipe (`dagrun graph | head`) is not an error.
+/// Prints to stdout, secrets hidden; a closed pipe (`dagrun graph | head`) is not an error.
 pub(crate) fn print_stdout(text: &str) {
+    let text = dagrun_core::redact::redact(text);
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
@@ -163,7 +172,20 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     if args.dry_run {
         // What is already published from the same inputs (reads listings and manifests only),
         // then the real executor walked with engines that only describe.
-        let freshness = resume::assess(&plan, &storages, &force).await;
+        // S3 that cannot be reached (no credentials) is said once, and nothing is listed there.
+        let unreachable = match &storages.s3 {
+            Some(s3) if plan.uses_s3() => s3.ready().await.err(),
+            _ => None,
+        };
+        let freshness = match &unreachable {
+            None => resume::assess(&plan, &storages, &force, false).await,
+            Some(why) => {
+                print_stdout(&format!(
+                    "note: could not check what is up to date on S3, so every task is shown as running: {why}\n"
+                ));
+                resume::Freshness::default()
+            }
+        };
         refuse(&freshness)?;
         if let Some(slice) = &freshness.slice {
             plan.set_slice(slice.clone());
@@ -172,7 +194,9 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         options.jobs = jobs;
         options.fail_fast = args.fail_fast;
         options.fresh = freshness.fresh.clone();
-        options.expected = records::last_durations(&plan, &storages).await;
+        if unreachable.is_none() {
+            options.expected = records::last_durations(&plan, &storages).await;
+        }
         let walk = dagrun_core::dry_run::walk(Arc::new(plan.clone()), build::KNOWN_ENGINES, &options);
         print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness, &walk));
         return Ok(0);
@@ -272,7 +296,8 @@ async fn run_leased(
 ) -> Result<u8, Exit> {
     build::remove_dead_spills();
     // What is already published from the same inputs (reads listings and manifests only).
-    let freshness = resume::assess(plan, storages, &force).await;
+    let freshness = resume::assess(plan, storages, &force, true).await;
+    let inputs_hashed = freshness.inputs_hashed;
     refuse(&freshness)?;
     // What a killed run left: only a run that died holding the lease leaves files no commit
     // names, so every table is searched after one (its lease was taken over); otherwise only the
@@ -308,6 +333,7 @@ async fn run_leased(
     print_stdout(&render::summary(&report));
     let code = report.exit_code() as u8;
     let mut record = RunRecord::new(&plan, report, join_path(plan.runs_dir(), &options.run_id));
+    record.inputs_hashed = inputs_hashed;
     record.versions = delta_versions(&plan, &record, storages).await;
     if code == 0 && !cancel.is_cancelled() {
         vacuum(&plan, storages, &record.versions).await;
@@ -322,11 +348,10 @@ async fn run_leased(
     }
     if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY") {
         use std::io::Write as _;
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&summary)
-            .and_then(|mut f| f.write_all(records::markdown(&record).as_bytes()));
+        let appended =
+            std::fs::OpenOptions::new().create(true).append(true).open(&summary).and_then(|mut f| {
+                f.write_all(&dagrun_core::redact::redact_bytes(records::markdown(&record).as_bytes()))
+            });
         if let Err(e) = appended {
             error!("could not append to GITHUB_STEP_SUMMARY: {e}");
         }
@@ -429,12 +454,15 @@ async fn remove_leftovers(plan: &Plan, storages: &Storages, loading: Option<&[us
     Ok(())
 }
 
+/// Writes a file for people (JUnit, report, summary), secrets hidden.
 fn write_local(path: &Path, data: &[u8]) -> Result<(), Exit> {
+    let data = dagrun_core::redact::redact_bytes(data);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| Exit { code: 1, message: format!("error: creating {}: {e}", parent.display()) })?;
     }
-    std::fs::write(path, data).map_err(|e| Exit { code: 1, message: format!("error: writing {}: {e}", path.display()) })
+    std::fs::write(path, &data)
+        .map_err(|e| Exit { code: 1, message: format!("error: writing {}: {e}", path.display()) })
 }
 
 /// The days asked for by `--partition` or `--since/--until`, if any.
@@ -587,7 +615,7 @@ pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
         }
     });
     write_local(&output, report::render(&record, &answers).as_bytes())?;
-    println!("{}", output.display());
+    print_stdout(&format!("{}\n", output.display()));
     Ok(0)
 }
 

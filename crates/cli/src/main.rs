@@ -1,6 +1,7 @@
 //! The `dagrun` binary: parse flags, set up logging, run the command, map the result to a
 //! documented exit code (0 ok, 1 a task failed, 2 usage or config error, 130 interrupted).
 
+mod alloc;
 mod build;
 mod cli;
 mod commands;
@@ -24,7 +25,21 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Interrupted by Ctrl-C or SIGTERM (or a lost lease).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
+/// `dagrun man`: the man page (its SUBCOMMANDS section lists every subcommand; `dagrun
+/// SUBCOMMAND --help` has their flags).
+fn man_page() -> Result<u8, Exit> {
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command)
+        .render(&mut page)
+        .map_err(|e| Exit { code: 1, message: format!("error: rendering the man page: {e}") })?;
+    commands::print_stdout(&String::from_utf8_lossy(&page));
+    Ok(0)
+}
+
 fn main() -> ExitCode {
+    alloc::init();
+    dagrun_core::redact::register_aws_environment();
     let cli = Cli::parse_from(cli::hoist_global_flags(std::env::args_os()));
     let threads = match &cli.command {
         Some(Command::Run(args)) => args.threads,
@@ -46,13 +61,19 @@ fn main() -> ExitCode {
         Some(Command::History(args)) => block_on(commands::history(args)),
         Some(Command::Lake(args)) => block_on(commands::lake(args)),
         Some(Command::Emr(command)) => emr_command(command),
+        Some(Command::Completions(args)) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut command, "dagrun", &mut std::io::stdout());
+            Ok(0)
+        }
+        Some(Command::Man) => man_page(),
         Some(Command::Run(args)) => block_on(commands::run(args, &terminal)),
         None => block_on(commands::run(&cli.run, &terminal)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Exit { code, message }) => {
-            eprintln!("{message}");
+            eprintln!("{}", dagrun_core::redact::redact(&message));
             ExitCode::from(code)
         }
     }

@@ -17,6 +17,7 @@ pub(crate) async fn write(record: &RunRecord, storages: &Storages, runs_dir: &st
     let path = join_path(&record.run_dir, RUN_RECORD);
     let storage = storages.for_path(&path)?;
     let json = serde_json::to_vec_pretty(record).expect("a run record serializes");
+    let json = dagrun_core::redact::redact_bytes(&json).into_owned();
     storage.write(&path, json).await?;
     storage.write(&join_path(runs_dir, LATEST), format!("{}\n", record.report.run_id).into_bytes()).await?;
     Ok(path)

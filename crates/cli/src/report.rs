@@ -110,9 +110,61 @@ fn state_color(state: TaskState) -> (&'static str, &'static str) {
     }
 }
 
-/// The DAG, left to right by dependency depth, nodes colored by state.
+/// One box of the DAG picture: a task, its kind, what it waits for and, after a run, its state.
+pub(crate) struct DagNode<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub engine: &'a str,
+    pub deps: Vec<String>,
+    /// The state and its reason, for a run's picture; `None` for the pipeline's own.
+    pub state: Option<(TaskState, Option<&'a str>)>,
+}
+
+/// The pipeline's DAG before any run: `dagrun graph --format svg`, or a page around it (`html`).
+pub(crate) fn plan_svg(plan: &dagrun_core::plan::Plan) -> String {
+    let tasks = plan.tasks();
+    let nodes: Vec<DagNode<'_>> = tasks
+        .iter()
+        .map(|t| DagNode {
+            id: t.id(),
+            kind: t.kind().as_str(),
+            engine: t.engine(),
+            deps: t.deps().iter().map(|&d| tasks[d].id().to_string()).collect(),
+            state: None,
+        })
+        .collect();
+    dag_svg_of(&nodes)
+}
+
+/// `plan_svg` in a self-contained page.
+pub(crate) fn plan_html(plan: &dagrun_core::plan::Plan) -> String {
+    format!(
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>dagrun · {name} · task graph</title><style>body{{font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Helvetica,Arial,sans-serif;margin:24px;color:#111827;background:#f8fafc}}</style></head><body><h1>{name}</h1><p>{count}, left to right by dependency.</p>{svg}</body></html>
+"#,
+        name = escape(plan.name()),
+        count = dagrun_core::units::count(plan.tasks().len() as u64, "task"),
+        svg = plan_svg(plan),
+    )
+}
+
+/// A run's DAG, nodes colored by state.
 pub(crate) fn dag_svg(tasks: &[TaskRecord]) -> String {
-    let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let nodes: Vec<DagNode<'_>> = tasks
+        .iter()
+        .map(|t| DagNode {
+            id: &t.id,
+            kind: t.kind.as_str(),
+            engine: &t.engine,
+            deps: t.deps.clone(),
+            state: Some((t.state, t.reason.as_deref())),
+        })
+        .collect();
+    dag_svg_of(&nodes)
+}
+
+/// The DAG, left to right by dependency depth, without Graphviz.
+pub(crate) fn dag_svg_of(tasks: &[DagNode<'_>]) -> String {
+    let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
     let deps: Vec<Vec<usize>> =
         tasks.iter().map(|t| t.deps.iter().filter_map(|d| index.get(d.as_str()).copied()).collect()).collect();
     let level = dagrun_core::plan::levels(&deps.iter().map(Vec::as_slice).collect::<Vec<_>>());
@@ -143,7 +195,7 @@ pub(crate) fn dag_svg(tasks: &[TaskRecord]) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r##"<svg class="dag" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" role="img" aria-label="task graph"><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#94a3b8"/></marker></defs>"##
+        r##"<svg class="dag" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" role="img" aria-label="task graph" font-family="-apple-system,'Segoe UI',Helvetica,Arial,sans-serif"><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#94a3b8"/></marker></defs>"##
     );
     for (i, t) in tasks.iter().enumerate() {
         for d in t.deps.iter().filter_map(|d| index.get(d.as_str())) {
@@ -160,24 +212,35 @@ pub(crate) fn dag_svg(tasks: &[TaskRecord]) -> String {
     }
     for (i, t) in tasks.iter().enumerate() {
         let (x, y) = pos(i);
-        let (fill, stroke) = state_color(t.state);
-        let tip = format!(
-            "{} ({}): {}{}",
-            t.id,
-            t.kind,
-            t.state.as_str(),
-            t.reason.as_ref().map(|r| format!(" - {r}")).unwrap_or_default()
-        );
+        let ((fill, stroke), state, tip, subtitle) = match t.state {
+            Some((state, reason)) => (
+                state_color(state),
+                state.as_str(),
+                format!(
+                    "{} ({}): {}{}",
+                    t.id,
+                    t.kind,
+                    state.as_str(),
+                    reason.map(|r| format!(" - {r}")).unwrap_or_default()
+                ),
+                format!("{} · {}", t.kind, state.as_str()),
+            ),
+            None => (
+                ("#f8fafc", "#475569"),
+                "planned",
+                format!("{} ({}, {} engine)", t.id, t.kind, t.engine),
+                format!("{} · {}", t.kind, t.engine),
+            ),
+        };
         let _ = write!(
             svg,
-            r##"<g class="node" data-task="{id}" data-state="{state}"><title>{tip}</title><rect x="{x:.1}" y="{y:.1}" width="{w}" height="{h}" rx="7" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/><text x="{tx:.1}" y="{ty:.1}" font-size="12.5" font-weight="600" fill="#111827">{id}</text><text x="{tx:.1}" y="{ty2:.1}" font-size="10.5" fill="{stroke}">{kind} · {state}</text></g>"##,
-            id = escape(&t.id),
-            state = t.state.as_str(),
+            r##"<g class="node" data-task="{id}" data-state="{state}"><title>{tip}</title><rect x="{x:.1}" y="{y:.1}" width="{w}" height="{h}" rx="7" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/><text x="{tx:.1}" y="{ty:.1}" font-size="12.5" font-weight="600" fill="#111827">{id}</text><text x="{tx:.1}" y="{ty2:.1}" font-size="10.5" fill="{stroke}">{subtitle}</text></g>"##,
+            id = escape(t.id),
             tip = escape(&tip),
             tx = x + 10.0,
             ty = y + 16.0,
             ty2 = y + 30.0,
-            kind = escape(t.kind.as_str()),
+            subtitle = escape(&subtitle),
         );
     }
     svg.push_str("</svg>");

@@ -34,6 +34,7 @@ pub(crate) struct Terminal {
 impl Terminal {
     pub(crate) fn new(args: &LogArgs) -> Self {
         let bars = !args.quiet && io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        console::set_colors_enabled_stderr(args.color.enabled());
         let target = if bars { ProgressDrawTarget::stderr_with_hz(10) } else { ProgressDrawTarget::hidden() };
         Self { multi: MultiProgress::with_draw_target(target), bars }
     }
@@ -51,9 +52,13 @@ impl Terminal {
         // delta-rs and its kernel log their own failures (with backtraces); dagrun reports each
         // one as the load's error, naming the table, so they are heard only at -vv.
         let delta = if args.verbose >= 2 { "info" } else { "off" };
+        // The AWS configuration chain warns for each source it tries and each request it
+        // retries (no IMDS on a laptop, no credentials): dagrun says once what is missing.
+        let aws = if args.verbose >= 2 { "info" } else { "error" };
         let default = format!(
             "{others},dagrun={level},dagrun_core={level},dagrun_polars={level},dagrun_aws={level},\
-             dagrun_delta={level},deltalake_core={delta},buoyant_kernel={delta},buoyant_kernel_engine={delta}"
+             dagrun_delta={level},deltalake_core={delta},buoyant_kernel={delta},buoyant_kernel_engine={delta},\
+             aws_config={aws},aws_runtime={aws},aws_smithy_runtime={aws}"
         );
 
         let filter = EnvFilter::try_from_env("DAGRUN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
@@ -69,7 +74,7 @@ impl Terminal {
                 let _ = registry.with(layer).try_init();
             }
             LogFormat::Text => {
-                let color = io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                let color = args.color.enabled();
                 let layer = tracing_subscriber::fmt::layer()
                     .with_ansi(color)
                     .event_format(TextFormat { color })
@@ -107,6 +112,7 @@ impl Drop for LineBuffer {
             return;
         }
         let buf = std::mem::take(&mut self.buf);
+        let buf = dagrun_core::redact::redact_bytes(&buf);
         self.multi.suspend(|| {
             let mut err = io::stderr().lock();
             let _ = err.write_all(&buf);

@@ -15,6 +15,9 @@
 //! | [`plan`] | the validated, immutable plan and the questions later layers ask of it |
 //! | [`sql`] | static SQL reading (syntax errors, referenced tables) |
 //! | [`retry`] | the retry policy |
+//! | [`resume`] | fingerprints and what is up to date |
+//! | [`content`] | content fingerprints of local inputs, cached by file identity |
+//! | [`redact`] | secrets hidden by value in everything printed or written |
 //! | [`slice`] | slices of the input by day: incremental runs and backfills |
 //! | [`emr`] | the `engines.emr` section: EMR cluster settings and their checks |
 //! | [`dry_run`] | the dry run: the executor walked with engines that only describe |
@@ -26,6 +29,7 @@
 //! | [`diagnostic`] | located errors with source line and caret |
 
 pub mod compile;
+pub mod content;
 pub(crate) mod decode;
 pub mod diagnostic;
 pub mod dry_run;
@@ -37,6 +41,7 @@ pub mod lease;
 pub mod path;
 pub mod plan;
 pub mod record;
+pub mod redact;
 pub mod resume;
 pub mod retry;
 pub mod slice;

@@ -86,6 +86,21 @@ pub struct RunRecord {
     #[serde(default)]
     /// Path-style S3 addressing, when set.
     pub s3_path_style: Option<bool>,
+    /// Local input files whose bytes this run hashed (their content hash was not cached), and
+    /// how long that took: what fingerprinting by content cost.
+    #[serde(default)]
+    pub inputs_hashed: InputsHashed,
+}
+
+/// What fingerprinting local inputs by content cost a run (see `dagrun_core::content`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct InputsHashed {
+    /// Files read and hashed.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Wall time spent, in seconds.
+    pub seconds: f64,
 }
 
 impl RunRecord {
@@ -122,6 +137,7 @@ impl RunRecord {
             s3_endpoint_url: plan.s3.endpoint_url.clone(),
             s3_region: plan.s3.region.clone(),
             s3_path_style: plan.s3.path_style,
+            inputs_hashed: InputsHashed::default(),
         }
     }
 

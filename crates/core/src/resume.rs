@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
+use crate::content::ContentHashes;
+
 use crate::path::join_path;
 use crate::plan::{Action, Plan};
 use crate::slice::{Day, RunSlice, SliceRequest, describe_days};
@@ -46,15 +48,22 @@ pub struct Freshness {
     /// Why the run must not go ahead at all (an input that does not cover what a load would
     /// replace), found before anything is written.
     pub refused: Vec<String>,
+    /// What hashing local inputs' bytes cost.
+    pub inputs_hashed: crate::record::InputsHashed,
 }
 
 fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Computes fingerprints and decides what is up to date. Reads listings and manifests only.
-pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshness {
+/// Computes fingerprints and decides what is up to date. Reads listings and manifests, and the
+/// bytes of local input files whose content hash is not cached yet (see [`crate::content`]);
+/// `keep_hashes` keeps those hashes in the runs folder (a dry run writes nothing).
+pub async fn assess(plan: &Plan, storages: &Storages, force: &Force, keep_hashes: bool) -> Freshness {
     let mut out = Freshness::default();
+    let runs_dir = plan.runs_dir();
+    let mut hashes = ContentHashes::open((!crate::storage::is_s3(runs_dir)).then(|| std::path::Path::new(runs_dir)));
+    let threads = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
     let order = plan.topological_order();
 
     // Fingerprints, dependencies first. `base` is the same chain with the listings of sliced
@@ -84,7 +93,20 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshnes
         }
         if let Action::Extract(e) = &task.action {
             let days = plan.slice.as_ref().and_then(|s| s.requested).map(|r| r.days());
-            let listed = storages.list_days_and_keep(&e.path, &e.glob, e.slice.as_ref(), days.as_ref()).await;
+            let listed = match storages.list_days_and_keep(&e.path, &e.glob, e.slice.as_ref(), days.as_ref()).await {
+                Ok(mut files) if !crate::storage::is_s3(&e.path) => {
+                    let mut cache = std::mem::take(&mut hashes);
+                    let (cache, files) = tokio::task::spawn_blocking(move || {
+                        cache.stamp(&mut files, threads);
+                        (cache, files)
+                    })
+                    .await
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                    hashes = cache;
+                    Ok(files)
+                }
+                other => other,
+            };
             h.update(listing_digest(&listed));
             match (&e.slice, &listed) {
                 (Some(template), Ok(files)) => {
@@ -109,6 +131,21 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshnes
         }
         out.fingerprints.insert(i, hex(&h.finalize()));
         base.insert(i, hex(&b.finalize()));
+    }
+    out.inputs_hashed = crate::record::InputsHashed {
+        files: hashes.hashed as u64,
+        bytes: hashes.hashed_bytes,
+        seconds: hashes.hashing.as_secs_f64(),
+    };
+    if hashes.hashed > 0 {
+        tracing::debug!(
+            files = hashes.hashed,
+            seconds = hashes.hashing.as_secs_f64(),
+            "hashed the bytes of local inputs not seen before"
+        );
+    }
+    if keep_hashes {
+        hashes.save();
     }
     let forced: BTreeSet<usize> = match force {
         Force::Nothing => BTreeSet::new(),
@@ -215,7 +252,8 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force) -> Freshnes
     out
 }
 
-/// One file's line in a listing digest: path, size, and ETag or modification time.
+/// One file's line in a listing digest: path, size, and ETag (for a local file, the hash of its
+/// bytes) or, where there is none, its modification time.
 fn file_line(f: &ObjectMeta) -> String {
     let stamp = match (&f.etag, f.modified) {
         (Some(etag), _) => etag.clone(),
@@ -511,7 +549,7 @@ tasks:
     async fn nothing_published_means_everything_runs() {
         let dir = setup();
         let p = plan(dir.path());
-        let f = assess(&p, &Storages::default(), &Force::Nothing).await;
+        let f = assess(&p, &Storages::default(), &Force::Nothing, false).await;
         assert!(f.fresh.is_empty());
         assert_eq!(f.stale.values().next().unwrap(), "not published yet");
         assert_eq!(f.fingerprints.len(), p.tasks.len(), "every task has a fingerprint");
@@ -521,12 +559,12 @@ tasks:
     async fn a_load_published_from_the_same_inputs_is_skipped_with_what_only_feeds_it() {
         let dir = setup();
         let p = plan(dir.path());
-        let first = assess(&p, &Storages::default(), &Force::Nothing).await;
+        let first = assess(&p, &Storages::default(), &Force::Nothing, false).await;
         let load_a = p.task("load_a").unwrap().index;
         publish(&dir.path().join("out/a"), &first.fingerprints[&load_a]).await;
 
         let p = plan(dir.path());
-        let again = assess(&p, &Storages::default(), &Force::Nothing).await;
+        let again = assess(&p, &Storages::default(), &Force::Nothing, false).await;
         // `a` also feeds `both`, which records nothing and so always runs: `a` must run too.
         assert_eq!(ids(&p, &again.fresh), vec!["load_a"]);
         assert_eq!(again.fresh[&load_a], "up to date: published by run r0 from the same inputs");
@@ -536,25 +574,49 @@ tasks:
     async fn changed_inputs_forcing_and_missing_files_make_a_load_stale() {
         let dir = setup();
         let p = plan(dir.path());
-        let first = assess(&p, &Storages::default(), &Force::Nothing).await;
+        let first = assess(&p, &Storages::default(), &Force::Nothing, false).await;
         let load_b = p.task("load_b").unwrap().index;
         publish(&dir.path().join("out/b"), &first.fingerprints[&load_b]).await;
 
         let p = plan(dir.path());
-        let unchanged = assess(&p, &Storages::default(), &Force::Nothing).await;
+        let unchanged = assess(&p, &Storages::default(), &Force::Nothing, false).await;
         assert_eq!(ids(&p, &unchanged.fresh), vec!["load_b"]);
 
-        let forced = assess(&p, &Storages::default(), &Force::Tasks(vec!["b".into()])).await;
+        let forced = assess(&p, &Storages::default(), &Force::Tasks(vec!["b".into()]), false).await;
         assert!(forced.fresh.is_empty());
         assert_eq!(forced.stale[&load_b], "forced");
 
         std::fs::write(dir.path().join("in_b/1.json"), "{\"x\": 2}\n").unwrap();
-        let changed = assess(&p, &Storages::default(), &Force::Nothing).await;
+        let changed = assess(&p, &Storages::default(), &Force::Nothing, false).await;
         assert!(changed.fresh.is_empty());
         assert_eq!(changed.stale[&load_b], "inputs or configuration changed since it was published");
 
         std::fs::remove_file(dir.path().join("out/b/part-00000.parquet")).unwrap();
-        let broken = assess(&p, &Storages::default(), &Force::Nothing).await;
+        let broken = assess(&p, &Storages::default(), &Force::Nothing, false).await;
         assert!(broken.stale[&load_b].starts_with("the published table is incomplete"), "{:?}", broken.stale);
+    }
+
+    #[tokio::test]
+    async fn a_touched_input_stays_up_to_date_and_other_bytes_behind_the_same_size_and_time_do_not() {
+        let dir = setup();
+        let p = plan(dir.path());
+        let first = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let load_b = p.task("load_b").unwrap().index;
+        publish(&dir.path().join("out/b"), &first.fingerprints[&load_b]).await;
+        let file = dir.path().join("in_b/1.json");
+        let before = std::fs::metadata(&file).unwrap().modified().unwrap();
+
+        let touch = std::fs::File::options().write(true).open(&file).unwrap();
+        touch.set_modified(before + std::time::Duration::from_secs(3600)).unwrap();
+        let touched = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        assert_eq!(ids(&p, &touched.fresh), vec!["load_b"], "{:?}", touched.stale);
+
+        std::fs::write(&file, "{\"x\": 3}").unwrap();
+        let copy = std::fs::File::options().write(true).open(&file).unwrap();
+        copy.set_modified(before).unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), "{\"x\": 1}".len() as u64);
+        let changed = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        assert!(changed.fresh.is_empty());
+        assert_eq!(changed.stale[&load_b], "inputs or configuration changed since it was published");
     }
 }

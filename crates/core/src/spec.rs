@@ -626,10 +626,19 @@ pub(crate) struct PipelineSpec {
     pub storage: Option<StorageSpec>,
     pub report: Option<Vec<ReportQuerySpec>>,
     pub defaults: Option<DefaultsSpec>,
-    /// Decoded tasks; `None` where a task had errors (its id is still known when readable).
-    pub tasks: Vec<(Option<TaskSpec>, Option<Located<String>>)>,
+    /// Every task as written: decoded, or `None` where it had errors, with what could still be
+    /// read of it (its id and `depends_on`), so that the graph is checked whole.
+    pub tasks: Vec<RawTask>,
     pub tasks_pos: Pos,
     pub has_tasks_key: bool,
+}
+
+/// One task of the file: its decoded spec, or `None`, and what could be read of it anyway.
+#[derive(Debug, Clone)]
+pub(crate) struct RawTask {
+    pub spec: Option<TaskSpec>,
+    pub id: Option<Located<String>>,
+    pub depends_on: Vec<Located<String>>,
 }
 
 pub(crate) const TOP_KEYS: &[&str] =
@@ -649,11 +658,19 @@ impl Decode for PipelineSpec {
         match map.node("tasks").map(|n| (n, &n.value)) {
             Some((_, Value::Seq(items))) => {
                 for item in items {
-                    let id = item.get("id").and_then(|n| match &n.value {
+                    let string = |n: &Node| match &n.value {
                         Value::Str(s) => Some(Located::new(s.clone(), n.pos)),
                         _ => None,
-                    });
-                    tasks.push((TaskSpec::decode(item, cx), id));
+                    };
+                    let id = item.get("id").and_then(string);
+                    // Read apart from the decoding (whose errors were reported): a task with a
+                    // typo elsewhere still has its dependencies and cycles checked.
+                    let depends_on = match item.get("depends_on").map(|n| (n, &n.value)) {
+                        Some((_, Value::Seq(names))) => names.iter().filter_map(string).collect(),
+                        Some((n, _)) => string(n).into_iter().collect(),
+                        None => Vec::new(),
+                    };
+                    tasks.push(RawTask { spec: TaskSpec::decode(item, cx), id, depends_on });
                 }
             }
             Some((n, _)) => cx.expected(n, "a list of tasks"),

@@ -34,8 +34,16 @@ impl VarInputs {
     }
 
     /// `${env:NAME}` or `${env:NAME:-default}`: the variable, the default, or an explained error.
-    fn env_value(&self, name: &str, default: Option<&str>) -> Result<String, (String, Option<String>)> {
-        self.env_var(name).or_else(|| default.map(str::to_string)).ok_or_else(|| {
+    /// A value taken from the environment is registered as a secret (see [`crate::redact`])
+    /// unless `secret` is `false` (the variable it feeds was declared `secret: false`).
+    fn env_value(&self, name: &str, default: Option<&str>, secret: bool) -> Result<String, (String, Option<String>)> {
+        if let Some(value) = self.env_var(name) {
+            if secret {
+                crate::redact::register(&value);
+            }
+            return Ok(value);
+        }
+        default.map(str::to_string).ok_or_else(|| {
             (
                 format!("environment variable `{name}` is not set"),
                 Some(format!("set it, or give a default: `${{env:{name}:-value}}`")),
@@ -143,6 +151,8 @@ pub(crate) struct DeclaredVar {
     /// `None` when declared without a value (`role: ~`): it must come from `--set`.
     pub raw: Option<String>,
     pub value_node: Option<Node>,
+    /// `secret: true` or `false` when declared as a mapping; `None` when declared as a value.
+    pub secret: Option<bool>,
 }
 
 /// The resolved variables of a pipeline.
@@ -154,6 +164,8 @@ pub struct Vars {
     pub overridden: Vec<String>,
     /// Variables whose own value had an error (already reported): references stay quiet.
     pub failed: Vec<String>,
+    /// Variables declared `secret: true`.
+    pub secret: Vec<String>,
 }
 
 impl Vars {
@@ -162,10 +174,16 @@ impl Vars {
         self.values.get(name).and_then(|v| v.as_deref())
     }
 
-    /// A variable's value for printing: secrets (see [`is_secret_name`]) as `***`.
+    /// Whether variable `name` holds a secret: declared `secret: true`, or named like one (see
+    /// [`is_secret_name`]).
+    pub fn is_secret(&self, name: &str) -> bool {
+        self.secret.iter().any(|s| s == name) || is_secret_name(name)
+    }
+
+    /// A variable's value for printing: secrets as `***`.
     pub fn shown(&self, name: &str) -> String {
         match self.values.get(name) {
-            Some(Some(_)) if is_secret_name(name) => "***".into(),
+            Some(Some(_)) if self.is_secret(name) => "***".into(),
             Some(Some(v)) => v.clone(),
             _ => "<unset>".into(),
         }
@@ -218,7 +236,17 @@ pub(crate) fn resolve(
     let values = resolver.done.clone();
     let failed = resolver.failed.clone();
     let overridden = inputs.overrides.iter().map(|(k, _)| k.clone()).collect();
-    (Vars { values, overridden, failed }, unknown_overrides)
+    let secret: Vec<String> = declared.iter().filter(|v| v.secret == Some(true)).map(|v| v.name.clone()).collect();
+    let vars = Vars { values, overridden, failed, secret };
+    // A secret's value is hidden wherever it ends up, whichever way it was set.
+    for (name, value) in &vars.values {
+        if let Some(value) = value
+            && vars.is_secret(name)
+        {
+            crate::redact::register(value);
+        }
+    }
+    (vars, unknown_overrides)
 }
 
 struct Resolver<'a> {
@@ -278,8 +306,14 @@ impl Resolver<'_> {
 
     fn expand_at(&mut self, raw: &str, node: Option<&Node>) -> Result<String, ()> {
         let mut failed_silently = false;
+        // The environment's values are secrets unless the variable they feed says otherwise.
+        let secret = self
+            .stack
+            .last()
+            .and_then(|current| self.declared.iter().find(|v| &v.name == current))
+            .is_none_or(|v| v.secret != Some(false));
         let result = expand(raw, |reference| match reference {
-            Reference::Env { name, default } => self.inputs.env_value(name, default.as_deref()),
+            Reference::Env { name, default } => self.inputs.env_value(name, default.as_deref(), secret),
             Reference::Var(name) => match self.resolve_var(name) {
                 Ok(Some(value)) => Ok(value),
                 Ok(None) if self.declared.iter().any(|v| &v.name == name) => {
@@ -350,7 +384,7 @@ pub(crate) fn interpolate_tree(
         Value::Str(text) if text.contains('$') => {
             let original = text.clone();
             let result = expand(&original, |reference| match reference {
-                Reference::Env { name, default } => inputs.env_value(name, default.as_deref()),
+                Reference::Env { name, default } => inputs.env_value(name, default.as_deref(), true),
                 Reference::Var(name) if vars.failed.contains(name) => Ok(String::new()),
                 Reference::Var(name) => match vars.values.get(name.as_str()) {
                     Some(Some(value)) => Ok(value.clone()),
@@ -420,6 +454,7 @@ mod tests {
             name: name.into(),
             name_pos: Pos { line: 1, col: 1, offset: None, len: 0 },
             raw: Some(raw.into()),
+            secret: None,
             value_node: None,
         }
     }

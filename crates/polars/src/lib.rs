@@ -122,16 +122,29 @@ pub(crate) fn rechunk(df: DataFrame) -> DataFrame {
     unsafe { DataFrame::new_unchecked(height, columns) }
 }
 
-/// Hands memory the allocator holds free back to the system. glibc keeps freed memory in its
-/// per-thread arenas, where the small allocations of concurrent tasks (thousands of partition
+/// Hands memory the allocator holds free back to the system. Allocators keep freed memory in
+/// per-thread caches, where the small allocations of concurrent tasks (thousands of partition
 /// files) pin it; after a large table is dropped or spilled, that would keep the peak RSS as if
-/// the table were still there.
+/// the table were still there. The binary owns the global allocator and says how to release its
+/// memory with [`set_memory_release`]; without that, glibc's `malloc_trim` is called.
 pub(crate) fn release_free_memory() {
+    if let Some(release) = MEMORY_RELEASE.get() {
+        release();
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns whole free pages of the allocator's own heaps.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+static MEMORY_RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets how the engine hands free memory back to the system after dropping a large table: the
+/// global allocator's own call (the binary chooses the allocator). Only the first call counts.
+pub fn set_memory_release(release: fn()) {
+    let _ = MEMORY_RELEASE.set(release);
 }
 
 /// Spill folders are `<TMPDIR>/dagrun-spill-<pid>-<random>`.

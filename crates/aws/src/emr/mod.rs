@@ -477,7 +477,7 @@ pub async fn client(region: Option<&str>) -> aws_sdk_emr::Client {
     if let Some(region) = region {
         loader = loader.region(aws_config::Region::new(region.to_string()));
     }
-    let sdk = loader.load().await;
+    let sdk = crate::load_sdk_config(loader).await;
     let mut builder = aws_sdk_emr::config::Builder::from(&sdk);
     if sdk.region().is_none() {
         builder = builder.region(aws_config::Region::new("us-east-1"));

@@ -19,7 +19,7 @@ use std::time::Duration;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::decode::{Decode, Decoder, DurationValue, Entries, Located};
+use crate::decode::{Decode, Decoder, DurationValue, Located};
 use crate::diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile, suggestion};
 use crate::emr::EmrSettings;
 use crate::path::join_path;
@@ -247,6 +247,14 @@ fn engine_settings(
     (settings, emr_places)
 }
 
+crate::decode_struct! {
+    /// A variable declared as a mapping: `db_password: {value: "${env:DB_PASSWORD}", secret: true}`.
+    pub struct VarSpec as "a variable" {
+        value: Option<String>,
+        secret: Option<bool>,
+    }
+}
+
 fn declared_vars(root: &Node, source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Vec<DeclaredVar> {
     let Some(vars_node) = root.get("vars") else {
         return Vec::new();
@@ -255,30 +263,33 @@ fn declared_vars(root: &Node, source: &SourceFile, diags: &mut Vec<Diagnostic>) 
         return Vec::new();
     }
     let mut cx = Decoder::new(source);
-    let entries = Entries::<Located<Option<String>>>::decode(vars_node, &mut cx);
-    diags.append(&mut cx.diagnostics);
-    let Some(entries) = entries else {
-        return Vec::new();
-    };
     let Value::Map(nodes) = &vars_node.value else {
+        cx.expected(vars_node, "a mapping of variables");
+        diags.append(&mut cx.diagnostics);
         return Vec::new();
     };
     let mut out = Vec::new();
-    for ((key, value), (_, node)) in entries.0.into_iter().zip(nodes) {
+    for (key, node) in nodes {
         let pos = Pos { len: key.name.len(), ..key.pos };
+        let decoded = match &node.value {
+            Value::Map(_) => VarSpec::decode(node, &mut cx)
+                .map(|spec| (spec.value, spec.secret, node.get("value").cloned().or_else(|| Some(node.clone())))),
+            _ => Option::<String>::decode(node, &mut cx).map(|value| (value, None, Some(node.clone()))),
+        };
+        let Some((raw, secret, value_node)) = decoded else {
+            continue;
+        };
         if !vars::is_identifier(&key.name) {
-            diags.push(Diagnostic::error(
-                pos,
-                format!("invalid variable name `{}`: use letters, digits and _", key.name),
-            ));
+            cx.error(pos, format!("invalid variable name `{}`: use letters, digits and _", key.name));
             continue;
         }
         if BUILTIN_VARS.contains(&key.name.as_str()) {
-            diags.push(Diagnostic::error(pos, format!("`{}` is a built-in variable and cannot be declared", key.name)));
+            cx.error(pos, format!("`{}` is a built-in variable and cannot be declared", key.name));
             continue;
         }
-        out.push(DeclaredVar { name: key.name, name_pos: key.pos, raw: value.value, value_node: Some(node.clone()) });
+        out.push(DeclaredVar { name: key.name.clone(), name_pos: key.pos, raw, value_node, secret });
     }
+    diags.append(&mut cx.diagnostics);
     out
 }
 
@@ -324,8 +335,8 @@ impl Builder<'_> {
         // Ids: every readable id counts as known, even for tasks with other errors, so their
         // dependents do not get a second, misleading "unknown dependency" error.
         let mut known: BTreeMap<String, Pos> = BTreeMap::new();
-        for (_, id) in &top.tasks {
-            let Some(id) = id else { continue };
+        for raw in &top.tasks {
+            let Some(id) = &raw.id else { continue };
             let pos = Pos { len: id.len(), ..id.pos };
             if !is_task_id(id) {
                 self.error(pos, format!("invalid task id `{}`", id.value)).hint =
@@ -339,40 +350,67 @@ impl Builder<'_> {
                 known.insert(id.value.clone(), id.pos);
             }
         }
-        let all_decoded = top.tasks.iter().all(|(t, _)| t.is_some());
-        let specs: Vec<TaskSpec> = top.tasks.into_iter().filter_map(|(t, _)| t).collect();
-        let mut index_of: HashMap<String, usize> = HashMap::new();
-        for (i, spec) in specs.iter().enumerate() {
-            index_of.entry(spec.id.value.clone()).or_insert(i);
+        let all_decoded = top.tasks.iter().all(|t| t.spec.is_some());
+        // The graph as written, every task with a readable id in it (decoded or not), so that
+        // one task's typo does not hide dependency errors or cycles.
+        let graph_nodes: Vec<(&Located<String>, &[Located<String>])> = top
+            .tasks
+            .iter()
+            .filter_map(|t| match &t.spec {
+                Some(spec) => Some((&spec.id, spec.depends_on.as_slice())),
+                None => t.id.as_ref().map(|id| (id, t.depends_on.as_slice())),
+            })
+            .collect();
+        let mut node_of: HashMap<&str, usize> = HashMap::new();
+        for (i, (id, _)) in graph_nodes.iter().enumerate() {
+            node_of.entry(id.as_str()).or_insert(i);
         }
-
-        // Dependencies.
-        let mut deps: Vec<Vec<usize>> = Vec::with_capacity(specs.len());
-        for spec in &specs {
+        let mut graph_deps: Vec<Vec<usize>> = Vec::with_capacity(graph_nodes.len());
+        for (id, depends_on) in &graph_nodes {
             let mut mine: Vec<usize> = Vec::new();
-            for dep in &spec.depends_on {
+            for dep in *depends_on {
                 let pos = Pos { len: dep.len(), ..dep.pos };
-                if dep.value == spec.id.value {
-                    self.error(pos, format!("task `{}` depends on itself", spec.id.value));
+                if dep.value == id.value {
+                    self.error(pos, format!("task `{}` depends on itself", id.value));
                     continue;
                 }
-                match index_of.get(dep.as_str()) {
+                match node_of.get(dep.as_str()) {
                     Some(&i) if mine.contains(&i) => {
                         self.error(pos, format!("`{}` is listed twice in depends_on", dep.value));
                     }
                     Some(&i) => mine.push(i),
-                    None if known.contains_key(dep.as_str()) => {}
                     None => {
                         let hint = suggestion(dep, known.keys().map(String::as_str));
-                        self.error(pos, format!("unknown dependency `{}` of task `{}`", dep.value, spec.id.value))
-                            .hint = hint;
+                        self.error(pos, format!("unknown dependency `{}` of task `{}`", dep.value, id.value)).hint =
+                            hint;
                     }
                 }
             }
-            deps.push(mine);
+            graph_deps.push(mine);
         }
+        let has_cycle = self.check_cycles(&graph_nodes, &graph_deps);
 
-        let has_cycle = self.check_cycles(&specs, &deps);
+        let specs: Vec<TaskSpec> = top.tasks.into_iter().filter_map(|t| t.spec).collect();
+        let mut index_of: HashMap<String, usize> = HashMap::new();
+        for (i, spec) in specs.iter().enumerate() {
+            index_of.entry(spec.id.value.clone()).or_insert(i);
+        }
+        // Dependencies between decoded tasks (their errors were reported above).
+        let deps: Vec<Vec<usize>> = specs
+            .iter()
+            .map(|spec| {
+                let mut mine: Vec<usize> = Vec::new();
+                for dep in &spec.depends_on {
+                    if let Some(&i) = index_of.get(dep.as_str())
+                        && dep.value != spec.id.value
+                        && !mine.contains(&i)
+                    {
+                        mine.push(i);
+                    }
+                }
+                mine
+            })
+            .collect();
 
         // Per-task settings and actions.
         let mut tasks = Vec::with_capacity(specs.len());
@@ -561,9 +599,11 @@ impl Builder<'_> {
     }
 
     /// Reports every dependency cycle, naming its whole chain. Returns whether there was one.
-    fn check_cycles(&mut self, specs: &[TaskSpec], deps: &[Vec<usize>]) -> bool {
+    /// Reports every cycle among `nodes` (each task's id and `depends_on`), at the dependency
+    /// entry that closes it.
+    fn check_cycles(&mut self, nodes: &[(&Located<String>, &[Located<String>])], deps: &[Vec<usize>]) -> bool {
         let mut graph: DiGraph<usize, ()> = DiGraph::new();
-        for i in 0..specs.len() {
+        for i in 0..nodes.len() {
             graph.add_node(i);
         }
         for (i, ds) in deps.iter().enumerate() {
@@ -584,11 +624,11 @@ impl Builder<'_> {
             let mut chain = cycle_through(start, &members, deps);
             // Point at the dependency entry that closes the loop.
             let last = chain[chain.len() - 2];
-            let closing = specs[last].depends_on.iter().find(|d| d.value == specs[start].id.value);
-            let pos = closing.map_or(specs[last].id.pos, |d| Pos { len: d.len(), ..d.pos });
+            let closing = nodes[last].1.iter().find(|d| d.value == nodes[start].0.value);
+            let pos = closing.map_or(nodes[last].0.pos, |d| Pos { len: d.len(), ..d.pos });
             // Name the chain in data-flow order, like the graph: `a -> b` means b depends on a.
             chain.reverse();
-            let names: Vec<&str> = chain.iter().map(|&i| specs[i].id.as_str()).collect();
+            let names: Vec<&str> = chain.iter().map(|&i| nodes[i].0.as_str()).collect();
             self.error(pos, format!("dependency cycle: {}", names.join(" -> "))).hint =
                 Some("a task cannot depend, directly or not, on its own result".into());
         }

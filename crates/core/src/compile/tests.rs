@@ -291,3 +291,24 @@ fn delta_loads_take_a_retention_and_only_delta_loads_do() {
     let unknown = GOOD.replace("    retry: {max_attempts: 5}\n", "    format: iceberg\n");
     assert!(problems(&unknown)[0].contains("iceberg"), "{:?}", problems(&unknown));
 }
+
+#[test]
+fn a_task_that_fails_to_decode_still_has_its_dependencies_and_cycles_checked() {
+    // `users` has a typo (`sqll`), an unknown dependency and closes a cycle: one round of
+    // validation reports all three.
+    let text = GOOD.replace("    depends_on: [events]\n", "    depends_on: [events, evnts, load_users]\n").replace(
+        "    sql: |\n      SELECT DISTINCT user FROM events\n",
+        "    sqll: SELECT DISTINCT user FROM events\n",
+    );
+    let found = problems(&text);
+    let has = |needle: &str| found.iter().any(|p| p.contains(needle));
+    assert!(has("unknown key `sqll`"), "{found:#?}");
+    assert!(has("unknown dependency `evnts` of task `users` (did you mean `events`?)"), "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("dependency cycle:")
+                && ["users", "check_users", "load_users"].iter().all(|t| p.contains(t))),
+        "{found:#?}"
+    );
+}

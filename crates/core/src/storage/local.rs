@@ -166,6 +166,32 @@ fn file_id(_: &std::fs::Metadata) -> FileId {
     (0, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
+/// See [`ObjectMeta::identity`]. Only regular files have one: a FIFO or a device is never read
+/// to fingerprint it (reading could block forever).
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_file() {
+        return None;
+    }
+    Some(format!(
+        "{}:{}:{}.{}:{}.{}:{}",
+        meta.dev(),
+        meta.ino(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.len()
+    ))
+}
+
+#[cfg(not(unix))]
+fn identity(_: &std::fs::Metadata) -> Option<String> {
+    // No change time to trust: files keep their modification time in fingerprints.
+    None
+}
+
 fn shown_relative(relative: &str) -> &str {
     if relative.is_empty() { "the listed folder itself" } else { relative }
 }
@@ -216,6 +242,7 @@ fn list_folders(folders: &[(PathBuf, String)], glob: &globset::GlobMatcher) -> R
                     size: meta.len(),
                     modified: meta.modified().ok(),
                     etag: None,
+                    identity: identity(&meta),
                 };
                 listed.files.push((file, file_id(&meta)));
             }
@@ -532,6 +559,7 @@ impl Storage for LocalStorage {
                 size: meta.len(),
                 modified: meta.modified().ok(),
                 etag: None,
+                identity: identity(&meta),
             })
         })
         .await

@@ -56,6 +56,10 @@ pub struct ObjectMeta {
     pub modified: Option<SystemTime>,
     /// S3 ETag, when the storage has one.
     pub etag: Option<String>,
+    /// A local file's identity short of its bytes (device, inode, change and modification
+    /// times): while it is the same, so are the bytes (writing or `touch` moves the change
+    /// time, which no one can set). Keys the cache of content fingerprints.
+    pub identity: Option<String>,
 }
 
 /// What went wrong, so callers can tell a retry from a dead end.
@@ -355,6 +359,13 @@ pub trait Storage: Send + Sync {
     /// Whether `path` can be read (`write` false) or written (`write` true), without listing
     /// anything unrelated.
     async fn check_access(&self, path: &str, write: bool) -> AccessCheck;
+
+    /// Whether this storage can be reached at all, asked once before a dry run lists anything
+    /// (an S3 client without credentials cannot); `Err` says why, once, instead of a failure per
+    /// request.
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Creates the small object `path` only if nothing is there (S3 `If-None-Match: *`, on disk an
     /// exclusive create); fails with [`StorageErrorKind::AlreadyExists`] otherwise.
