@@ -143,3 +143,117 @@ fn a_duplicate_key_is_named_without_the_yaml_librarys_options() {
     );
     assert!(!run.stderr.contains("DuplicateKeyPolicy"), "{}", run.stderr);
 }
+
+const DRIFTING: &str = r#"name: drifting
+vars: {input: in, output: out, policy: warn}
+tasks:
+  - id: events
+    kind: extract
+    path: ${input}
+    format: jsonl
+    schema:
+      ts: int
+      page: string
+      user: {type: string, from: userId}
+    max_bad_records: 5
+    on_new_fields: ${policy}
+    ignore_fields: [auth]
+  - id: load
+    kind: load
+    depends_on: [events]
+    table: events
+    path: ${output}/events
+"#;
+
+/// A source that gained `device` (on two records, one nested), renamed `userId` to `user_id`,
+/// and has one `ts` of the wrong type.
+const DRIFTED_LINES: &str = "{\"ts\": 1, \"page\": \"Home\", \"auth\": \"in\", \"user_id\": \"7\"}\n\
+    {\"ts\": 2, \"page\": \"Next\", \"device\": \"tv\", \"user_id\": \"7\"}\n\
+    {\"ts\": \"late\", \"page\": \"Home\", \"user_id\": \"8\"}\n\
+    {\"ts\": 4, \"page\": \"Home\", \"device\": {\"os\": \"x\"}, \"user_id\": \"9\"}";
+
+fn drift_of(out: &std::path::Path, task: &str) -> serde_json::Value {
+    let runs = out.join("_dagrun");
+    let latest = fs::read_to_string(runs.join("LATEST")).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(runs.join(latest.trim()).join("run.json")).unwrap()).unwrap();
+    let task = record["tasks"].as_array().unwrap().iter().find(|t| t["id"] == task).unwrap().clone();
+    task["output"]["drift"].clone()
+}
+
+#[test]
+fn new_source_fields_are_named_per_field_with_counts_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline(tmp.path(), "drifting.yaml", DRIFTING);
+    fs::create_dir_all(tmp.path().join("in")).unwrap();
+    fs::write(tmp.path().join("in/a.json"), DRIFTED_LINES).unwrap();
+    let report = tmp.path().join("report.html");
+    let run = Run::from(
+        dagrun().current_dir(tmp.path()).args([p.to_str().unwrap(), "--report", "report.html"]).output().unwrap(),
+    )
+    .expect(0);
+    assert_eq!(state(&run.stdout, "load"), "succeeded");
+    // One warning names each new field, its count and where it first appears, and the
+    // declared field no record has.
+    assert!(
+        run.stderr.contains(
+            "2 source fields not in the schema: `user_id` (4 of 4 records, first at in/a.json:1), \
+             `device` (2 of 4 records, first at in/a.json:2)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("declared but in none of the records (all null): `user`"), "{}", run.stderr);
+    assert!(!run.stderr.contains("`auth`"), "ignored fields are not new: {}", run.stderr);
+    // The summary's notes, the run record and the report carry it too.
+    assert!(run.stdout.contains("source drift: 2 new fields not in the schema"), "{}", run.stdout);
+    let drift = drift_of(&tmp.path().join("out"), "events");
+    assert_eq!(
+        drift["new_fields"],
+        serde_json::json!([
+            {"field": "user_id", "records": 4, "first": "in/a.json:1"},
+            {"field": "device", "records": 2, "first": "in/a.json:2"}
+        ])
+    );
+    assert_eq!(drift["mismatched"], serde_json::json!([{"field": "ts", "records": 1, "first": "in/a.json:3"}]));
+    assert_eq!(drift["missing"], serde_json::json!([{"field": "user", "records": 4}]));
+    let html = fs::read_to_string(report).unwrap();
+    assert!(html.contains(r#"<section id="drift">"#) && html.contains("<code>device</code>"), "no drift section");
+}
+
+#[test]
+fn on_new_fields_fail_stops_the_extract_before_anything_is_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline(tmp.path(), "drifting.yaml", DRIFTING);
+    fs::create_dir_all(tmp.path().join("in")).unwrap();
+    fs::write(tmp.path().join("in/a.json"), DRIFTED_LINES).unwrap();
+    let run = Run::from(
+        dagrun().current_dir(tmp.path()).args([p.to_str().unwrap(), "-q", "--set", "policy=fail"]).output().unwrap(),
+    )
+    .expect(1);
+    assert_eq!(state(&run.stdout, "events"), "failed");
+    assert_eq!(state(&run.stdout, "load"), "skipped");
+    assert!(run.stdout.contains("`device` (2 of 4 records, first at in/a.json:2)"), "{}", run.stdout);
+    assert!(!tmp.path().join("out/events").exists());
+    // With the default, nothing is said and nothing is counted but the type mismatch.
+    let quiet = Run::from(
+        dagrun().current_dir(tmp.path()).args([p.to_str().unwrap(), "--set", "policy=ignore"]).output().unwrap(),
+    )
+    .expect(0);
+    assert!(!quiet.stderr.contains("not in the schema"), "{}", quiet.stderr);
+    let drift = drift_of(&tmp.path().join("out"), "events");
+    assert_eq!(drift, serde_json::json!({"mismatched": [{"field": "ts", "records": 1, "first": "in/a.json:3"}]}));
+}
+
+#[test]
+fn a_field_both_loaded_and_ignored_is_a_validate_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = DRIFTING.replace("ignore_fields: [auth]", "ignore_fields: [auth, userId]");
+    let p = pipeline(tmp.path(), "drifting.yaml", &text);
+    let run = run(&["validate", p.to_str().unwrap()]).expect(2);
+    assert!(
+        run.stderr.contains("field `userId` is both loaded (column `user`) and in `ignore_fields`: keep one"),
+        "{}",
+        run.stderr
+    );
+}

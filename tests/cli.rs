@@ -360,3 +360,65 @@ fn color_follows_the_flag_and_no_color() {
     assert_eq!(on_terminal("", true), Vec::<String>::new(), "NO_COLOR");
     assert_eq!(on_terminal("--color never", false), Vec::<String>::new(), "--color never");
 }
+
+const TYPOS: &str = r#"name: typos
+vars: {input: in, output: out}
+tasks:
+  - id: events
+    kind: extract
+    path: ${input}
+    format: jsonl
+    schema: {ts: int, page: string, user_id: string}
+  - id: pages
+    kind: transform
+    depends_on: [events]
+    sql: |
+      SELECT page,
+             COUNT(DISTINCT usr_id) AS users
+      FROM events GROUP BY page
+  - id: per_user
+    kind: transform
+    depends_on: [events]
+    sql: SELECT user_id, COUNT(*) AS plays FROM events GROUP BY user_id
+  - id: check
+    kind: quality_check
+    depends_on: [per_user]
+    table: per_user
+    checks:
+      - not_null: [user_idd]
+  - id: load
+    kind: load
+    depends_on: [check]
+    table: per_user
+    path: ${output}/per_user
+    partition_by: [plyas]
+report:
+  - title: Top users
+    sql: SELECT user_id, plays FROM per_user ORDER BY playz DESC
+"#;
+
+#[test]
+fn validate_finds_columns_no_table_has_at_their_place_with_did_you_mean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline(tmp.path(), "typos.yaml", TYPOS);
+    let run = run(&["validate", p.to_str().unwrap()]).expect(2);
+    let err = &run.stderr;
+    // The transform's typo, at its line and column in the SQL.
+    assert!(err.contains("typos.yaml:14:29: error: the SQL of task `pages` fails on the declared schemas"), "{err}");
+    assert!(err.contains("hint: did you mean `user_id`?"), "{err}");
+    // Columns of a transform's result, derived from its SQL: a check's and a load's.
+    assert!(
+        err.contains("typos.yaml:25:20: error: a check of task `check` names column `user_idd`, which table `per_user` does not have"),
+        "{err}"
+    );
+    assert!(
+        err.contains("typos.yaml:31:20: error: partition_by of task `load` names column `plyas`, which table `per_user` does not have"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `plays`?"), "{err}");
+    // A report query's: a warning, since at run time it fails only its answer.
+    assert!(err.contains("typos.yaml:34:"), "{err}");
+    assert!(err.contains("warning: report query `Top users` will fail"), "{err}");
+    // Nothing was read: the input folder does not even exist.
+    assert!(!tmp.path().join("in").exists());
+}

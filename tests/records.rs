@@ -221,3 +221,78 @@ fn the_html_report_renders_offline_in_a_browser() {
     );
     assert!(dom.contains("503 SlowDown (tried 6 times)"), "the failed attempt's error is on the page");
 }
+
+/// The plays counted by the record's "Free vs paid" answer.
+fn plays_answered(rec: &serde_json::Value) -> u64 {
+    let items = rec["answers"]["items"].as_array().expect("answers kept in run.json");
+    let free_paid = items.iter().find(|a| a["title"] == "Free vs paid").unwrap();
+    free_paid["rows"].as_array().unwrap().iter().map(|r| r[2].as_str().unwrap().parse::<u64>().unwrap()).sum()
+}
+
+#[test]
+fn report_answers_are_computed_by_the_run_and_kept_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample_copy(tmp.path());
+    let out = tmp.path().join("lake");
+    // dagrun's Parquet convention keeps no versions: only answers kept with the run show it as it was.
+    let parquet = ["-q", "--set", "format=parquet"];
+    run_sparkify(&input, &out, &parquet).expect(0);
+    let (first_path, first) = record(&out);
+    assert_eq!(plays_answered(&first), 6820);
+    let answers = &first["answers"];
+    assert!(answers["computed_at_ms"].as_u64().unwrap() > 0);
+    let run_id = first["run_id"].as_str().unwrap();
+    assert_eq!(answers["tables"]["songplays"], format!("run {run_id}"), "{answers}");
+    assert!(answers.get("carried_from").is_none());
+
+    // A later run over fewer days publishes fewer plays; the first run's report still shows its own.
+    for day in ["01", "02", "03", "04", "05"] {
+        std::fs::remove_file(input.join(format!("log_data/2018/11/2018-11-{day}-events.json"))).unwrap();
+    }
+    run_sparkify(&input, &out, &parquet).expect(0);
+    let (_, second) = record(&out);
+    let later = plays_answered(&second);
+    assert!(later < 6820, "{later}");
+    let page = tmp.path().join("first.html");
+    run(&["report", first_path.to_str().unwrap(), "--output", page.to_str().unwrap()]).expect(0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("Computed at the end of this run"), "the page says when and from what");
+    assert!(html.contains(&format!("songplays run {run_id}")));
+    let free_paid = &html[html.find("Free vs paid").unwrap()..];
+    assert!(free_paid.contains(&format!("<td>{}</td>", first["answers"]["items"][5]["rows"][0][2].as_str().unwrap())));
+
+    // A run that changes no table carries the answers over without reading anything.
+    run_sparkify(&input, &out, &parquet).expect(0);
+    let (_, third) = record(&out);
+    assert_eq!(third["answers"]["carried_from"], second["run_id"]);
+    assert_eq!(third["answers"]["items"], second["answers"]["items"]);
+}
+
+#[test]
+fn a_report_query_that_fails_fails_its_answer_not_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(sparkify()).unwrap().replace(
+        "      SELECT location, COUNT(*) AS plays\n      FROM songplays\n",
+        "      SELECT no_such_column, COUNT(*) AS plays\n      FROM songplays\n",
+    );
+    let p = pipeline(tmp.path(), "sparkify.yaml", &text);
+    let out = tmp.path().join("lake");
+    let page = tmp.path().join("report.html");
+    let ran = Run::from(
+        dagrun()
+            .args([p.to_str().unwrap(), "--set", &format!("input={}", sample().display())])
+            .args(["--set", &format!("output={}", out.display()), "--report", page.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    )
+    .expect(0);
+    assert!(ran.stderr.contains("1 report query could not be answered"), "{}", ran.stderr);
+    let (_, rec) = record(&out);
+    let items = rec["answers"]["items"].as_array().unwrap();
+    let broken = items.iter().find(|a| a["title"] == "Top locations").unwrap();
+    assert!(broken["error"].as_str().unwrap().contains("no_such_column"), "{broken}");
+    assert_eq!(plays_answered(&rec), 6820, "the other answers are there");
+    let html = std::fs::read_to_string(page).unwrap();
+    assert!(html.contains("Could not answer:"));
+    assert!(out.join("songplays").exists());
+}

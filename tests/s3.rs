@@ -246,6 +246,53 @@ fn missing_buckets_denied_access_and_missing_prefixes_fail_clearly() {
 }
 
 #[test]
+fn a_kms_key_that_refuses_the_credentials_is_named_not_the_bucket() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
+    let (moto, tmp) = setup();
+    let text = std::fs::read_to_string(sparkify()).unwrap().replace(
+        "defaults:\n",
+        "storage:\n  s3:\n    server_side_encryption: aws:kms\n    kms_key_id: alias/lake\n\ndefaults:\n",
+    );
+    let p = pipeline(tmp.path(), "sparkify-kms.yaml", &text);
+    let run_kms = || {
+        Run::from(
+            moto.dagrun()
+                .args([
+                    p.to_str().unwrap(),
+                    "--set",
+                    "input=s3://udacity-dend/sample",
+                    "--set",
+                    "output=s3://lake/star",
+                ])
+                .args(["-q", "--only", "load_songs"])
+                .output()
+                .unwrap(),
+        )
+    };
+    // S3 names the key it could not use: so does dagrun, with what SSE-KMS needs.
+    moto.faults(json!([{"kind": "kms_denied", "method": "PUT", "bucket": "lake"}]));
+    let run = run_kms().expect(1);
+    assert!(
+        run.stderr.contains("KMS key `arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab` refused these credentials")
+            && run.stderr.contains("SSE-KMS needs kms:GenerateDataKey and kms:Decrypt on the key"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("may not write to bucket"), "{}", run.stderr);
+    // A bare "Access Denied" on a KMS-encrypted write names the configured key as a cause too.
+    moto.faults(json!([{"kind": "denied", "method": "PUT", "bucket": "lake"}]));
+    let run = run_kms().expect(1);
+    assert!(
+        run.stderr.contains("may not write to bucket `lake`, or may not use KMS key `alias/lake`"),
+        "{}",
+        run.stderr
+    );
+    moto.faults(json!([]));
+}
+
+#[test]
 fn validate_env_checks_every_bucket_without_listing_others() {
     if !runtimes(&[Runtime::Moto]) {
         return;

@@ -133,3 +133,63 @@ fn globs_match_the_same_files_on_both_engines() {
         assert!(differ.is_empty(), "`{glob}` matches differently on Spark for {differ:?}");
     }
 }
+
+#[test]
+fn the_spark_step_program_reports_source_drift_as_the_local_engine_does() {
+    if !runtimes(&[Runtime::Spark]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(
+        input.join("a.json"),
+        "{\"ts\": 1, \"page\": \"Home\", \"auth\": \"in\"}\n\
+         {\"ts\": 2, \"page\": \"Next\", \"device\": \"tv\"}\n\
+         {\"ts\": \"late\", \"page\": \"Home\"}\n\
+         {\"ts\": 4, \"page\": \"Home\", \"device\": {\"os\": \"x\"}}",
+    )
+    .unwrap();
+    let extract = |id: &str, policy: &str| {
+        format!(
+            "  - id: {id}\n    kind: extract\n    path: {}\n    format: jsonl\n    \
+             schema: {{ts: int, page: string}}\n    max_bad_records: 5\n    on_new_fields: {policy}\n    \
+             ignore_fields: [auth]\n",
+            input.display()
+        )
+    };
+    let text = format!(
+        // `emr specs` writes the step specs of any pipeline: local folders stand in for S3.
+        "name: drift\nruns: {}\ntasks:\n{}{}",
+        tmp.path().join("runs").display(),
+        extract("a_warn", "warn"),
+        extract("b_fail", "fail")
+    );
+    let p = pipeline(tmp.path(), "drift.yaml", &text);
+    let specs = tmp.path().join("specs");
+    run(&["emr", "specs", p.to_str().unwrap(), "--out", specs.to_str().unwrap()]).expect(0);
+    let output = std::process::Command::new("python3")
+        .arg(specs.join("dagrun_step.py"))
+        .arg(specs.join("steps.json"))
+        .env("PYSPARK_PYTHON", "python3")
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .output()
+        .expect("python3 runs the step program");
+    let spark = Run::from(output);
+    assert_ne!(spark.code, 0, "on_new_fields: fail must fail its step: {}", spark.stdout);
+    assert!(
+        spark.stderr.contains("1 source field(s) not in the schema: `device` (2 records, first in "),
+        "{}",
+        spark.stderr
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(specs.join("results/a_warn-1.json")).unwrap()).unwrap();
+    let drift = &result["drift"];
+    assert_eq!(drift["new_fields"][0]["field"], "device");
+    assert_eq!(drift["new_fields"][0]["records"], 2);
+    assert_eq!(drift["new_fields"].as_array().unwrap().len(), 1, "{drift}");
+    assert_eq!(drift["mismatched"][0]["field"], "ts");
+    assert_eq!(drift["mismatched"][0]["records"], 1);
+    // The failed extract published nothing.
+    assert!(!specs.join("tables/b_fail/_manifest.json").exists());
+}

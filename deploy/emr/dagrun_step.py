@@ -282,7 +282,46 @@ def extract(spark, files, spec):
             raise StepError(
                 f"{bad_count} of {total} records quarantined in {spec.get('quarantine')} (first: {first['file']}: {first['reason']}); more than max_bad_records ({limit})"
             )
-    return good, total, bad_count, len(listed)
+    return good, total, bad_count, len(listed), source_drift(spark, e, fields, listed, bad)
+
+
+def source_drift(spark, e, fields, listed, bad):
+    """Schema drift, as dagrun's local engine reports it: records quarantined for a wrong type, per
+    column, and with on_new_fields warn or fail, the fields no column is read from and
+    ignore_fields does not list (in JSON-lines records and one-object documents; Spark cannot tell
+    an absent field from a null one, so missing fields are not counted here)."""
+    drift = {}
+    mismatched = (
+        bad.where(F.col("_reason").startswith("column `"))
+        .select(F.regexp_extract("_reason", r"^column `([^`]*)`", 1).alias("field"), "_file")
+        .groupBy("field")
+        .agg(F.count(F.lit(1)).alias("records"), F.min("_file").alias("first"))
+        .orderBy("field")
+        .collect()
+    )
+    if mismatched:
+        drift["mismatched"] = [r.asDict() for r in mismatched]
+    policy = e.get("on_new_fields", "ignore")
+    if policy != "ignore" and listed:
+        known = list(set(fields) | set(e.get("ignore_fields", [])))
+        text = spark.read.text([join(e["path"], rel) for rel in listed], wholetext=e["format"] == "json")
+        new_fields = (
+            text.select(F.input_file_name().alias("_file"), F.explode(F.expr("json_object_keys(value)")).alias("field"))
+            .where(~F.col("field").isin(known))
+            .groupBy("field")
+            .agg(F.count(F.lit(1)).alias("records"), F.min("_file").alias("first"))
+            .orderBy(F.desc("records"), "field")
+            .collect()
+        )
+        if new_fields:
+            drift["new_fields"] = [r.asDict() for r in new_fields]
+            if policy == "fail":
+                named = ", ".join(f"`{r['field']}` ({r['records']} records, first in {r['first']})" for r in new_fields)
+                raise StepError(
+                    f"{len(new_fields)} source field(s) not in the schema: {named}; declare them under `schema`, "
+                    "list them in `ignore_fields`, or set `on_new_fields: ignore`"
+                )
+    return drift
 
 
 # --- publishing ------------------------------------------------------------------------------
@@ -386,9 +425,11 @@ def run_task(spark, files, spec):
     started = time.time()
     result = {"task": spec["task"], "kind": kind}
     if kind == "extract":
-        df, total, bad, n_files = extract(spark, files, spec)
+        df, total, bad, n_files, drift = extract(spark, files, spec)
         rows, _ = publish(spark, files, df, spec["output"], [], "zstd", spec, spec["task"])
         result.update(rows_in=total, rows_out=rows, quarantined=bad, files=n_files)
+        if drift:
+            result["drift"] = drift
     elif kind == "transform":
         rows_in = 0
         for name, location in spec["inputs"].items():

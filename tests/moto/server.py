@@ -14,7 +14,7 @@ Control routes (JSON in, JSON out):
   POST /_dagrun/bucket    {"bucket"}        create an empty bucket
   POST /_dagrun/head      {"bucket", "key"} an object's size, content type, storage class, encryption
 
-A fault rule: {"kind": "slowdown" | "error500" | "reset" | "delay" | "denied",
+A fault rule: {"kind": "slowdown" | "error500" | "reset" | "delay" | "denied" | "kms_denied",
                "method": "GET", "match": "substring of the path", "bucket": "name",
                "every": N (every Nth matching request; default 1), "seconds": 1.5 (delay)}
 
@@ -295,6 +295,15 @@ class App:
                     "slowdown": ("503 Slow Down", "SlowDown", "Please reduce your request rate."),
                     "error500": ("500 Internal Server Error", "InternalError", "We encountered an internal error."),
                     "denied": ("403 Forbidden", "AccessDenied", "Access Denied"),
+                    # What S3 answers when the caller may write to the bucket but not use its KMS key.
+                    "kms_denied": (
+                        "403 Forbidden",
+                        "AccessDenied",
+                        "User: arn:aws:iam::123456789012:user/dagrun is not authorized to perform: "
+                        "kms:GenerateDataKey on resource: arn:aws:kms:us-east-1:123456789012:key/"
+                        "1234abcd-12ab-34cd-56ef-1234567890ab because no identity-based policy allows the "
+                        "kms:GenerateDataKey action",
+                    ),
                 }[kind]
                 body = ERROR_XML.format(code=code, message=message).encode()
                 start_response(status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])

@@ -196,7 +196,9 @@ impl S3Storage {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        classify(action, uri, bucket, &self.endpoint, err)
+        let kms = (self.settings.server_side_encryption == Some(ServerSideEncryption::AwsKms))
+            .then(|| self.settings.kms_key_id.clone().unwrap_or_else(|| "aws/s3 (the AWS managed key)".into()));
+        classify(action, uri, bucket, &self.endpoint, kms.as_deref(), err)
     }
 
     async fn put(&self, uri: &S3Uri, data: &[u8]) -> Result<(), StorageError> {
@@ -433,11 +435,14 @@ fn content_type(key: &str) -> &'static str {
 }
 
 /// Turns an SDK error into a storage error that says what happened and whether to retry.
+/// `kms` is the key writes are encrypted with (`server_side_encryption: aws:kms`), so that a
+/// denial it may cause is not reported as a bucket permission only.
 fn classify<E>(
     action: Op,
     uri: &str,
     bucket: &str,
     endpoint: &str,
+    kms: Option<&str>,
     err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> StorageError
 where
@@ -466,9 +471,39 @@ where
         (SdkError::ServiceError(_), Some(409), Some("ConditionalRequestConflict")) => {
             (StorageErrorKind::Transient, "409 ConditionalRequestConflict".into())
         }
+        // KMS refused the key (S3 names it, or answers with a `KMS.` code): say which key and what
+        // SSE-KMS needs, not "may not write to bucket".
+        (SdkError::ServiceError(se), _, c)
+            if c.is_some_and(|c| c.starts_with("KMS."))
+                || (matches!(status, Some(403)) || c == Some("AccessDenied"))
+                    && se.err().message().is_some_and(|m| m.contains("kms:")) =>
+        {
+            let said = se.err().message().unwrap_or_default();
+            let key = said
+                .split_whitespace()
+                .find(|w| w.starts_with("arn:") && w.contains(":kms:"))
+                .map(|w| w.trim_end_matches(['.', ',']).to_string())
+                .or_else(|| kms.map(String::from))
+                .unwrap_or_else(|| "the bucket's default key".into());
+            (
+                StorageErrorKind::PermissionDenied,
+                format!(
+                    "KMS key `{key}` refused these credentials ({}: {said}): SSE-KMS needs kms:GenerateDataKey \
+                     and kms:Decrypt on the key, in the IAM policy and the key policy",
+                    c.unwrap_or("AccessDenied")
+                ),
+            )
+        }
         (SdkError::ServiceError(_), Some(403), _) | (SdkError::ServiceError(_), _, Some("AccessDenied")) => (
             StorageErrorKind::PermissionDenied,
-            format!("access denied by {endpoint}: the credentials may not {} bucket `{bucket}`", verb(action)),
+            match kms {
+                Some(key) if !action.reads() || action == Op::Reading => format!(
+                    "access denied by {endpoint}: the credentials may not {} bucket `{bucket}`, or may not use KMS key \
+                     `{key}` (SSE-KMS needs kms:GenerateDataKey and kms:Decrypt on it)",
+                    verb(action)
+                ),
+                _ => format!("access denied by {endpoint}: the credentials may not {} bucket `{bucket}`", verb(action)),
+            },
         ),
         (SdkError::ServiceError(_), Some(301), _) | (SdkError::ServiceError(_), _, Some("PermanentRedirect")) => (
             StorageErrorKind::Other,

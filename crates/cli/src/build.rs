@@ -43,6 +43,15 @@ pub(crate) fn features() -> Vec<&'static str> {
     out
 }
 
+/// How `validate` derives transforms' columns: with the local engine's SQL planner, when this
+/// build carries it (a lean build checks tables, not columns).
+pub(crate) fn schema_check() -> Option<dagrun_core::compile::SchemaCheck> {
+    #[cfg(feature = "polars")]
+    return Some(dagrun_polars::schema_check());
+    #[cfg(not(feature = "polars"))]
+    None
+}
+
 /// Why something needs a feature this build lacks.
 pub(crate) fn missing(what: &str, feature: &str) -> String {
     format!(

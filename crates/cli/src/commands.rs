@@ -45,6 +45,7 @@ pub(crate) fn plan_options() -> PlanOptions {
     PlanOptions {
         engines: build::KNOWN_ENGINES.iter().map(|e| e.to_string()).collect(),
         spill_dir: Some(std::env::temp_dir().display().to_string()),
+        schema_check: build::schema_check(),
     }
 }
 
@@ -338,6 +339,34 @@ async fn run_leased(
     if code == 0 && !cancel.is_cancelled() {
         vacuum(&plan, storages, &record.versions).await;
     }
+    // The report's answers are part of the run: computed now, over the tables as this run left
+    // them, and kept in its record (a failed query is an answer with its error, not a failure).
+    if !plan.report().is_empty() {
+        record.answers = if code == 0 && !cancel.is_cancelled() {
+            let previous = records::latest(plan.runs_dir(), storages).await;
+            let answers = report::compute_answers(&record, storages, previous.as_ref()).await;
+            if let Some(a) = &answers {
+                let failed = a.items.iter().filter(|i| i.error.is_some()).count();
+                match &a.carried_from {
+                    Some(run) => info!("report answers carried from run {run}: the tables they read are unchanged"),
+                    None => info!(seconds = a.seconds, "report answers computed"),
+                }
+                if failed > 0 {
+                    warn!(
+                        "{} could not be answered (see the report)",
+                        dagrun_core::units::count(failed as u64, "report query")
+                    );
+                }
+            }
+            answers
+        } else {
+            Some(dagrun_core::record::Answers {
+                not_computed: Some("the run did not succeed, so its tables may not all be as planned".into()),
+                items: Vec::new(),
+                ..Default::default()
+            })
+        };
+    }
 
     match records::write(&record, storages, plan.runs_dir()).await {
         Ok(path) => print_stdout(&format!("run record: {path}\n")),
@@ -357,8 +386,7 @@ async fn run_leased(
         }
     }
     if let Some(path) = &args.report {
-        let answers = report::answers(&record, storages).await;
-        write_local(path, report::render(&record, &answers).as_bytes())?;
+        write_local(path, report::render(&record, record.answers.as_ref(), None).as_bytes())?;
         print_stdout(&format!("report: {}\n", path.display()));
     }
     Ok(code)
@@ -606,7 +634,20 @@ pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
         }
         record.versions.insert(table.clone(), *version);
     }
-    let answers = report::answers(&record, &storages).await;
+    // The answers the run kept; computed now only for `--as-of` or a record that has none.
+    let now;
+    let (answers, note) = match &record.answers {
+        Some(kept) if args.as_of.is_empty() => (Some(kept), None),
+        _ => {
+            now = report::compute_answers(&record, &storages, None).await;
+            let note = if args.as_of.is_empty() {
+                "Computed when this report was drawn (the run record keeps no answers)"
+            } else {
+                "Computed when this report was drawn, at the versions --as-of names"
+            };
+            (now.as_ref(), Some(note))
+        }
+    };
     let output = args.output.clone().unwrap_or_else(|| {
         if dagrun_core::storage::is_s3(&record_path) {
             PathBuf::from(format!("report-{}.html", record.report.run_id))
@@ -614,7 +655,7 @@ pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
             Path::new(&record_path).with_file_name("report.html")
         }
     });
-    write_local(&output, report::render(&record, &answers).as_bytes())?;
+    write_local(&output, report::render(&record, answers, note).as_bytes())?;
     print_stdout(&format!("{}\n", output.display()));
     Ok(0)
 }

@@ -23,6 +23,15 @@ pub(crate) async fn write(record: &RunRecord, storages: &Storages, runs_dir: &st
     Ok(path)
 }
 
+/// The latest run record in `runs_dir` (the one `LATEST` names), if there is one and it reads.
+pub(crate) async fn latest(runs_dir: &str, storages: &Storages) -> Option<RunRecord> {
+    let storage = storages.for_path(runs_dir).ok()?;
+    let latest = storage.read(&join_path(runs_dir, LATEST)).await.ok()?;
+    let id = String::from_utf8_lossy(&latest).trim().to_string();
+    let bytes = storage.read(&join_path(runs_dir, &format!("{id}/{RUN_RECORD}"))).await.ok()?;
+    serde_json::from_slice::<RunRecord>(&bytes).ok()
+}
+
 /// How long each task of `plan` took when it last ran, from the latest run record in the
 /// plan's runs folder: the executor starts the task with the most work ahead first. Tasks that
 /// did not run there (up to date, skipped, failed) have no entry; no record gives none.
@@ -31,11 +40,7 @@ pub(crate) async fn last_durations(
     storages: &Storages,
 ) -> std::collections::BTreeMap<usize, std::time::Duration> {
     let mut out = std::collections::BTreeMap::new();
-    let Ok(storage) = storages.for_path(plan.runs_dir()) else { return out };
-    let Ok(latest) = storage.read(&join_path(plan.runs_dir(), LATEST)).await else { return out };
-    let id = String::from_utf8_lossy(&latest).trim().to_string();
-    let Ok(bytes) = storage.read(&join_path(plan.runs_dir(), &format!("{id}/{RUN_RECORD}"))).await else { return out };
-    let Ok(record) = serde_json::from_slice::<RunRecord>(&bytes) else { return out };
+    let Some(record) = latest(plan.runs_dir(), storages).await else { return out };
     for task in &record.report.tasks {
         if let (TaskState::Succeeded, Some(planned), Some(last)) =
             (task.state, plan.task(&task.id), task.attempts.last())

@@ -159,7 +159,9 @@ pub(crate) fn summary(report: &RunReport) -> String {
         .iter()
         .filter(|t| {
             !matches!(t.state, TaskState::Succeeded | TaskState::UpToDate)
-                || t.output.as_ref().is_some_and(|o| o.quarantined > 0 || o.checks.iter().any(|c| !c.passed))
+                || t.output
+                    .as_ref()
+                    .is_some_and(|o| o.quarantined > 0 || o.drift.is_some() || o.checks.iter().any(|c| !c.passed))
         })
         .filter_map(|t| {
             let mut note = t.reason.clone().unwrap_or_default();
@@ -180,6 +182,10 @@ pub(crate) fn summary(report: &RunReport) -> String {
                     .collect();
                 if t.state == TaskState::Succeeded && !warned.is_empty() {
                     note = format!("warnings: {}", warned.join(", "));
+                }
+                if let Some(drift) = &o.drift {
+                    let drift = format!("source drift: {}", drift.describe());
+                    note = if note.is_empty() { drift } else { format!("{note}; {drift}") };
                 }
             }
             (!note.is_empty()).then(|| format!("  {:<w$}  {note}", t.id, w = widths[0]))

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use dagrun_core::executor::{TaskRecord, TaskState};
-use dagrun_core::record::RunRecord;
+use dagrun_core::record::{Answer, Answers, RunRecord};
 use dagrun_core::spec::ChartKind;
 use dagrun_core::storage::Storages;
 #[cfg(feature = "polars")]
@@ -17,29 +17,104 @@ use polars::sql::SQLContext;
 
 use dagrun_core::units::{format_elapsed, thousands};
 
-/// The answer to one report query: a small table, or why it could not be computed.
-pub(crate) struct Answer {
-    pub title: String,
-    pub chart: ChartKind,
-    pub result: Result<(Vec<String>, Vec<Vec<String>>), String>,
+/// Computes the answers to `record`'s report queries over its tables as the run left them (a
+/// Delta table at the version in `record.versions`, a Parquet-convention table through its
+/// manifest), reading only the tables the queries name. When `previous` (the run before) kept
+/// answers over the very same table versions, they are carried over and nothing is read.
+/// A query that fails is an answer with its error: never a failed run.
+pub(crate) async fn compute_answers(
+    record: &RunRecord,
+    storages: &Storages,
+    previous: Option<&RunRecord>,
+) -> Option<Answers> {
+    if record.queries.is_empty() {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    let computed_at_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let mut referenced = std::collections::BTreeSet::new();
+    for q in &record.queries {
+        referenced.extend(dagrun_core::sql::referenced_tables(&q.sql).unwrap_or_default());
+    }
+    let mut tables = std::collections::BTreeMap::new();
+    for name in &referenced {
+        let Some(path) = record.tables.get(name) else { continue };
+        let label = match record.versions.get(name) {
+            Some(v) => format!("v{v}"),
+            None => match table_run(storages, path).await {
+                Some(run) => format!("run {run}"),
+                None => "unreadable".to_string(),
+            },
+        };
+        tables.insert(name.clone(), label);
+    }
+    if let Some(prev) = previous
+        && let Some(kept) = &prev.answers
+        && kept.not_computed.is_none()
+        && kept.tables == tables
+        && !tables.values().any(|v| v == "unreadable")
+        && prev.queries == record.queries
+        && kept.items.iter().all(|a| a.error.is_none())
+    {
+        return Some(Answers {
+            carried_from: Some(kept.carried_from.clone().unwrap_or_else(|| prev.report.run_id.clone())),
+            ..kept.clone()
+        });
+    }
+    let items = answer_queries(record, storages, &referenced).await;
+    Some(Answers {
+        computed_at_ms,
+        seconds: started.elapsed().as_secs_f64(),
+        tables,
+        carried_from: None,
+        not_computed: None,
+        items,
+    })
+}
+
+/// The run that published a Parquet-convention table, from its manifest.
+#[cfg(feature = "polars")]
+async fn table_run(storages: &Storages, path: &str) -> Option<String> {
+    dagrun_polars::published::published_manifest(storages, path, None).await.ok().map(|m| m.run_id)
+}
+
+#[cfg(not(feature = "polars"))]
+async fn table_run(_storages: &Storages, _path: &str) -> Option<String> {
+    None
 }
 
 /// Without the local engine, the answers say so (the rest of the report is drawn as usual).
 #[cfg(not(feature = "polars"))]
-pub(crate) async fn answers(record: &RunRecord, _storages: &Storages) -> Vec<Answer> {
+async fn answer_queries(
+    record: &RunRecord,
+    _storages: &Storages,
+    _referenced: &std::collections::BTreeSet<String>,
+) -> Vec<Answer> {
     let why = crate::build::missing("answering report queries", "polars");
-    record.queries.iter().map(|q| Answer { title: q.title.clone(), chart: q.chart, result: Err(why.clone()) }).collect()
+    record
+        .queries
+        .iter()
+        .map(|q| Answer {
+            title: q.title.clone(),
+            chart: q.chart,
+            columns: Vec::new(),
+            rows: Vec::new(),
+            error: Some(why.clone()),
+        })
+        .collect()
 }
 
-/// Runs the record's report queries over its published tables: a Delta table at the version the
-/// run left it (`record.versions`), a Parquet-convention table through its manifest.
+/// Runs the record's report queries over the tables they name.
 #[cfg(feature = "polars")]
-pub(crate) async fn answers(record: &RunRecord, storages: &Storages) -> Vec<Answer> {
-    if record.queries.is_empty() {
-        return Vec::new();
-    }
+async fn answer_queries(
+    record: &RunRecord,
+    storages: &Storages,
+    referenced: &std::collections::BTreeSet<String>,
+) -> Vec<Answer> {
     let mut tables: std::collections::BTreeMap<String, Result<DataFrame, String>> = Default::default();
-    for (name, path) in &record.tables {
+    for name in referenced {
+        let Some(path) = record.tables.get(name) else { continue };
         let loaded = dagrun_polars::published::read_published(storages, path, record.versions.get(name).copied())
             .await
             .map_err(|e| e.to_string());
@@ -60,7 +135,11 @@ pub(crate) async fn answers(record: &RunRecord, storages: &Storages) -> Vec<Answ
             let df = cx.execute(&q.sql).and_then(|lf| lf.limit(50).collect()).map_err(|e| e.to_string())?;
             Ok(rows_of(&df))
         })();
-        out.push(Answer { title: q.title.clone(), chart: q.chart, result });
+        let (columns, rows, error) = match result {
+            Ok((columns, rows)) => (columns, rows, None),
+            Err(e) => (Vec::new(), Vec::new(), Some(e)),
+        };
+        out.push(Answer { title: q.title.clone(), chart: q.chart, columns, rows, error });
     }
     out
 }
@@ -363,8 +442,9 @@ const SCRIPT: &str = r#"
 })();
 "#;
 
-/// The whole page.
-pub(crate) fn render(record: &RunRecord, answers: &[Answer]) -> String {
+/// The whole page. `answers` are the record's own, or (`answers_note` says how) ones computed
+/// when the report was drawn.
+pub(crate) fn render(record: &RunRecord, answers: Option<&Answers>, answers_note: Option<&str>) -> String {
     let report = &record.report;
     let mut html = String::with_capacity(64 * 1024);
     let ended = report.started_at + report.duration;
@@ -499,23 +579,73 @@ pub(crate) fn render(record: &RunRecord, answers: &[Answer]) -> String {
     }
     html.push_str("</section>");
 
-    // Answers from the published tables.
-    if !answers.is_empty() {
+    // Source drift: how extracts' records differed from their declared schemas.
+    let drifted: Vec<(&TaskRecord, &dagrun_core::engine::SourceDrift)> = report
+        .tasks
+        .iter()
+        .filter_map(|t| t.output.as_ref().and_then(|o| o.drift.as_deref()).map(|d| (t, d)))
+        .collect();
+    if !drifted.is_empty() {
+        html.push_str(r#"<section id="drift"><h2>Source drift</h2><table><thead><tr><th>task</th><th>what</th><th>field</th><th>records</th><th>first at</th></tr></thead><tbody>"#);
+        for (t, d) in drifted {
+            let groups = [
+                ("not in the schema", &d.new_fields),
+                ("wrong type (quarantined)", &d.mismatched),
+                ("missing (loaded as null)", &d.missing),
+            ];
+            for (what, fields) in groups {
+                for f in fields {
+                    let _ = write!(
+                        html,
+                        "<tr><td>{}</td><td>{what}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                        escape(&t.id),
+                        escape(&f.field),
+                        thousands(f.records),
+                        escape(f.first.as_deref().unwrap_or(""))
+                    );
+                }
+            }
+        }
+        html.push_str("</tbody></table></section>");
+    }
+
+    // Answers from the published tables, as the run left them.
+    if let Some(answers) = answers {
         html.push_str(r#"<section id="answers"><h2>From the published tables</h2>"#);
-        for a in answers {
+        let versions: Vec<String> =
+            answers.tables.iter().map(|(t, v)| format!("{} {}", escape(t), escape(v))).collect();
+        let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(answers.computed_at_ms as i64)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default();
+        let provenance = match (&answers.not_computed, answers_note, &answers.carried_from) {
+            (Some(why), ..) => format!("Not computed: {}.", escape(why)),
+            (None, Some(note), _) => format!("{} ({when}), from {}.", escape(note), versions.join(", ")),
+            (None, None, Some(run)) => format!(
+                "Computed at the end of run <b>{}</b> ({when}) over the same table versions this run left: {}.",
+                escape(run),
+                versions.join(", ")
+            ),
+            (None, None, None) => format!(
+                "Computed at the end of this run ({when}, {:.1} s) from {}.",
+                answers.seconds,
+                versions.join(", ")
+            ),
+        };
+        let _ = write!(html, r#"<p class="provenance">{provenance}</p>"#);
+        for a in &answers.items {
             let _ = write!(html, r#"<div class="answer"><h3>{}</h3>"#, escape(&a.title));
-            match &a.result {
-                Ok((_, rows)) if rows.is_empty() => html.push_str("<p>No rows.</p>"),
-                Ok((header, rows)) => {
+            match &a.error {
+                Some(e) => {
+                    let _ = write!(html, r#"<p class="fail">Could not answer: {}</p>"#, escape(e));
+                }
+                None if a.rows.is_empty() => html.push_str("<p>No rows.</p>"),
+                None => {
                     if a.chart == ChartKind::Bar
-                        && let Some(svg) = bar_svg(header, rows)
+                        && let Some(svg) = bar_svg(&a.columns, &a.rows)
                     {
                         html.push_str(&svg);
                     }
-                    html.push_str(&table_html(header, rows, "answer-table"));
-                }
-                Err(e) => {
-                    let _ = write!(html, r#"<p class="fail">Could not answer: {}</p>"#, escape(e));
+                    html.push_str(&table_html(&a.columns, &a.rows, "answer-table"));
                 }
             }
             html.push_str("</div>");

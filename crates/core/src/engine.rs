@@ -135,6 +135,76 @@ pub struct TaskOutput {
     pub checks: Vec<CheckResult>,
     /// Engine-specific facts for the run record (cluster id, step id, ...).
     pub details: BTreeMap<String, String>,
+    /// How an extract's source differed from its declared schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Box<SourceDrift>>,
+}
+
+/// How an extract's records differed from its declared schema in one run (schema drift): source
+/// fields it neither declares nor ignores, declared columns whose values could not be cast, and
+/// declared fields that records lack. Counted per field, for the run record, summary and report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourceDrift {
+    /// Undeclared fields (`on_new_fields: warn | fail` only), most frequent first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub new_fields: Vec<FieldCount>,
+    /// Records quarantined because a declared column's value had the wrong type, per column.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mismatched: Vec<FieldCount>,
+    /// Records without a declared field (loaded as null), per column (`on_new_fields: warn |
+    /// fail` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<FieldCount>,
+}
+
+impl SourceDrift {
+    /// Whether nothing drifted.
+    pub fn is_empty(&self) -> bool {
+        self.new_fields.is_empty() && self.mismatched.is_empty() && self.missing.is_empty()
+    }
+
+    /// One line for summaries: `2 new fields not in the schema: a (12 records), b (1 record); ...`.
+    pub fn describe(&self) -> String {
+        use crate::units::count;
+        let list = |fields: &[FieldCount]| {
+            fields
+                .iter()
+                .map(|f| format!("{} ({})", f.field, count(f.records, "record")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        if !self.new_fields.is_empty() {
+            let n = self.new_fields.len();
+            parts.push(format!("{} not in the schema: {}", count(n as u64, "new field"), list(&self.new_fields)));
+        }
+        if !self.mismatched.is_empty() {
+            let total: u64 = self.mismatched.iter().map(|f| f.records).sum();
+            parts.push(format!(
+                "{} with a value of the wrong type: {}",
+                count(total, "record"),
+                list(&self.mismatched)
+            ));
+        }
+        if !self.missing.is_empty() {
+            parts.push(format!("declared fields missing: {}", list(&self.missing)));
+        }
+        parts.join("; ")
+    }
+}
+
+/// A source field and how many records it concerns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FieldCount {
+    /// The field (or, for type mismatches and missing fields, the declared column).
+    pub field: String,
+    /// Records concerned.
+    pub records: u64,
+    /// Where the first such record is (`file:line`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
 }
 
 /// An error from engine setup or teardown.

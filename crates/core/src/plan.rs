@@ -17,8 +17,8 @@ pub use crate::path::join_path;
 use crate::retry::RetryPolicy;
 use crate::slice::{RunSlice, SliceRequest, SliceTemplate};
 use crate::spec::{
-    ChartKind, CheckSeverity, ColumnType, Compression, JsonFormat, ServerSideEncryption, StorageClass, TableFormat,
-    TaskKind,
+    ChartKind, CheckSeverity, ColumnType, Compression, JsonFormat, NewFields, ServerSideEncryption, StorageClass,
+    TableFormat, TaskKind,
 };
 use crate::vars::Vars;
 
@@ -191,6 +191,13 @@ pub struct Extract {
     /// Where the files of one day are (`slice_path`), when runs may be scoped to some days.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slice: Option<SliceTemplate>,
+    /// What to do about undeclared source fields (`on_new_fields`). Left out of the record (and
+    /// so of fingerprints) at its default, so that pipelines without it keep their fingerprints.
+    #[serde(skip_serializing_if = "NewFields::is_ignore")]
+    pub on_new_fields: NewFields,
+    /// Source fields never reported as new (`ignore_fields`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignore_fields: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -90,6 +90,50 @@ pub struct RunRecord {
     /// how long that took: what fingerprinting by content cost.
     #[serde(default)]
     pub inputs_hashed: InputsHashed,
+    /// The answers to the `report:` queries, computed when the run ended, over the tables as the
+    /// run left them: `dagrun report` shows these, whatever later runs did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<Answers>,
+}
+
+/// The answers to a pipeline's `report:` queries, kept with the run they describe.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Answers {
+    /// When they were computed, in epoch milliseconds.
+    pub computed_at_ms: u64,
+    /// How long computing them took, in seconds.
+    pub seconds: f64,
+    /// The version of each table they read: `v3` for a Delta table; for dagrun's Parquet
+    /// convention, `run <id>` (the run that published it).
+    pub tables: BTreeMap<String, String>,
+    /// The earlier run these were computed in, when this run left every table they read as it
+    /// found them (nothing was read again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carried_from: Option<String>,
+    /// Why there are none (the run failed, ...), when there are none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_computed: Option<String>,
+    /// One per query, in the pipeline's order.
+    pub items: Vec<Answer>,
+}
+
+/// The answer to one report query: a small table, or why it could not be computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The query's title.
+    pub title: String,
+    /// How it is drawn.
+    pub chart: crate::spec::ChartKind,
+    /// The result's column names.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Its rows (at most 50), each value as text; null as an empty string.
+    #[serde(default)]
+    pub rows: Vec<Vec<String>>,
+    /// Why the query failed, when it did (the report shows it; the run is not failed for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What fingerprinting local inputs by content cost a run (see `dagrun_core::content`).
@@ -138,6 +182,7 @@ impl RunRecord {
             s3_region: plan.s3.region.clone(),
             s3_path_style: plan.s3.path_style,
             inputs_hashed: InputsHashed::default(),
+            answers: None,
         }
     }
 

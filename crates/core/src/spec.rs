@@ -101,6 +101,25 @@ decode_enum! {
 }
 
 decode_enum! {
+    /// What an extract does about source fields its schema neither declares nor ignores.
+    pub enum NewFields as "on_new_fields" {
+        /// Nothing (the default): undeclared fields are not loaded, and not looked at.
+        Ignore = "ignore",
+        /// Count them per field, warn, and keep them in the run record and report.
+        Warn = "warn",
+        /// Fail the extract, naming each field and where it first appears.
+        Fail = "fail",
+    }
+}
+
+impl NewFields {
+    /// Whether this is the default, `ignore`.
+    pub fn is_ignore(&self) -> bool {
+        *self == NewFields::Ignore
+    }
+}
+
+decode_enum! {
     /// A column type in an extract schema.
     pub enum ColumnType as "column type" {
         /// Text, kept byte-exact; numbers keep their source spelling.
@@ -454,6 +473,11 @@ decode_struct! {
         /// Where the files of one day are, relative to `path`
         /// (`{year}/{month}/{year}-{month}-{day}-*.json`): runs can then be scoped to some days.
         slice_path: Option<Located<String>>,
+        /// What to do about source fields that are neither declared nor listed in
+        /// `ignore_fields` (schema drift): `ignore` (default), `warn` or `fail`.
+        on_new_fields: Option<Located<NewFields>>,
+        /// Source fields known and deliberately not loaded: never reported as new.
+        ignore_fields: Option<OneOrMany<Located<String>>>,
     }
 }
 

@@ -38,6 +38,9 @@ pub enum Error {
     /// Too many records were quarantined.
     #[error("{0}")]
     TooManyBadRecords(String),
+    /// Source records carry fields the schema does not know (`on_new_fields: fail`).
+    #[error("{0}")]
+    NewFields(String),
     /// The run was cancelled while this task ran.
     #[error("cancelled")]
     Cancelled,

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::json::{BadRecord, Batch, RecordSchema};
+use crate::json::{BadRecord, Batch, RecordSchema, Tally};
 use dagrun_core::units::format_size;
 
 /// Bytes read per batch: bounds memory on large inputs while keeping many reads in flight.
@@ -32,6 +32,8 @@ pub(crate) struct Extracted {
     pub files: usize,
     pub records: u64,
     pub bad: Vec<BadRecord>,
+    /// How the records differed from the declared schema, per field.
+    pub tally: Tally,
 }
 
 /// What an attempt of an extract had done when it failed, for the next attempt of the same task
@@ -45,6 +47,7 @@ pub(crate) struct Carry {
     frames: Vec<DataFrame>,
     bad: Vec<BadRecord>,
     records: u64,
+    tally: Tally,
     read: HashMap<String, Vec<u8>>,
 }
 
@@ -78,11 +81,15 @@ pub(crate) async fn run(
         files.retain(|f| slice.reads(template, &f.relative));
         info!(days = slice.days.len(), files = files.len(), "reading the run's days only");
     }
-    let schema = Arc::new(RecordSchema::new(spec.schema.clone()));
+    let mut schema = RecordSchema::new(spec.schema.clone());
+    if !spec.on_new_fields.is_ignore() {
+        schema = schema.tracking_drift(&spec.ignore_fields);
+    }
+    let schema = Arc::new(schema);
     if files.is_empty() {
         warn!(path = %spec.path, glob = %spec.glob, "no files matched; the table is empty");
         let table = DataFrame::empty_with_schema(&schema.polars_schema());
-        return Ok(Extracted { table, files: 0, records: 0, bad: Vec::new() });
+        return Ok(Extracted { table, files: 0, records: 0, bad: Vec::new(), tally: Tally::default() });
     }
     let listing = listing_hash(&files);
     if carry.listing != listing {
@@ -163,6 +170,7 @@ pub(crate) async fn run(
         crate::release_free_memory();
         carry.frames.push(parsed.table);
         carry.bad.extend(parsed.bad);
+        carry.tally.merge(parsed.tally);
         carry.records += parsed.seen;
         carry.batches_done = i + 1;
         cx.progress.inc(batch.len() as u64);
@@ -177,7 +185,7 @@ pub(crate) async fn run(
     }
     let done = std::mem::take(carry);
     let table = crate::rechunk(stack(done.frames, &schema)?);
-    Ok(Extracted { table, files: files.len(), records: done.records, bad: done.bad })
+    Ok(Extracted { table, files: files.len(), records: done.records, bad: done.bad, tally: done.tally })
 }
 
 /// Consecutive runs of files of at most [`BATCH_BYTES`] / [`BATCH_FILES`].
@@ -203,6 +211,7 @@ struct Parsed {
     bad: Vec<BadRecord>,
     /// Records seen, good and bad.
     seen: u64,
+    tally: Tally,
 }
 
 /// One unit of parallel parsing.
@@ -270,17 +279,19 @@ fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: 
                 Unit::Lines { file, text, .. } => line_breaks = batch.push_lines(file, text, 1),
             }
             let bad = std::mem::take(&mut batch.bad);
+            let tally = std::mem::take(&mut batch.tally);
             let seen = batch.seen;
             let table = batch.finish().map_err(|e| Error::polars("building the table", e))?;
-            Ok((Parsed { table, bad, seen }, line_breaks))
+            Ok((Parsed { table, bad, seen, tally }, line_breaks))
         })
         .collect();
     let mut frames = Vec::with_capacity(results.len());
     let mut bad = Vec::new();
     let mut seen = 0;
+    let mut tally = Tally::default();
     let mut lines_before = 0;
     for (unit, r) in units.iter().zip(results) {
-        let (Parsed { table: df, bad: mut b, seen: s }, line_breaks) = r?;
+        let (Parsed { table: df, bad: mut b, seen: s, tally: mut t }, line_breaks) = r?;
         if let Unit::Lines { part, .. } = unit {
             if *part == 0 {
                 lines_before = 0;
@@ -288,13 +299,15 @@ fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: 
             for record in &mut b {
                 record.line += lines_before;
             }
+            t.shift_lines(lines_before);
             lines_before += line_breaks;
         }
         frames.push(df);
         bad.extend(b);
+        tally.merge(t);
         seen += s;
     }
-    Ok(Parsed { table: stack(frames, schema)?, bad, seen })
+    Ok(Parsed { table: stack(frames, schema)?, bad, seen, tally })
 }
 
 /// The frames one after another, their chunks kept.
@@ -342,7 +355,7 @@ mod tests {
         big.push_str("{\"n\": \"late\"}\n\n{\"n\": 1}");
         let names = vec!["a.json".to_string(), "b.json".to_string()];
         let contents = vec![big.into_bytes(), b"{\"n\": 1}\n{\"n\": oops}".to_vec()];
-        let Parsed { table: df, bad, seen } = parse(&schema, JsonFormat::JsonLines, &names, &contents).unwrap();
+        let Parsed { table: df, bad, seen, .. } = parse(&schema, JsonFormat::JsonLines, &names, &contents).unwrap();
         assert_eq!(df.height() as u64, lines + 2);
         assert_eq!(seen, lines + 4);
         let found: Vec<(&str, u64)> = bad.iter().map(|b| (b.file.as_str(), b.line)).collect();

@@ -35,8 +35,11 @@ pub(crate) const MAX_RECORD_TEXT: usize = 4096;
 #[derive(Debug, Clone)]
 pub(crate) struct RecordSchema {
     pub columns: Vec<ColumnDecl>,
-    /// Source field -> the columns read from it (a field may feed several columns).
+    /// Source field -> the columns read from it (a field may feed several columns). Ignored
+    /// fields (`ignore_fields`) feed none.
     fields: Vec<(String, Vec<usize>)>,
+    /// Whether undeclared fields and missing declared ones are counted (`on_new_fields`).
+    track_drift: bool,
 }
 
 impl RecordSchema {
@@ -48,7 +51,19 @@ impl RecordSchema {
                 None => fields.push((c.from.clone(), vec![i])),
             }
         }
-        Self { columns, fields }
+        Self { columns, fields, track_drift: false }
+    }
+
+    /// Counts undeclared fields other than `ignored`, and records without a declared field.
+    /// Costs a little per record, so only extracts with `on_new_fields: warn | fail` do.
+    pub(crate) fn tracking_drift(mut self, ignored: &[String]) -> Self {
+        self.track_drift = true;
+        for field in ignored {
+            if self.lookup(field).is_none() {
+                self.fields.push((field.clone(), Vec::new()));
+            }
+        }
+        self
     }
 
     fn lookup(&self, key: &str) -> Option<&[usize]> {
@@ -92,16 +107,98 @@ enum Builder {
     Bool(BooleanChunkedBuilder),
 }
 
+/// Per-field counts of how records differed from the declared schema (see
+/// [`dagrun_core::engine::SourceDrift`]). Locations are `(file, line)`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tally {
+    /// Undeclared fields, in order of first sight: name, records, first location.
+    pub new_fields: Vec<(String, u64, (String, u64))>,
+    /// Per declared column: records that lacked its field (counted when drift is tracked).
+    pub missing: Vec<u64>,
+    /// Per declared column: records quarantined for its value's type, and the first.
+    pub mismatched: Vec<(u64, Option<(String, u64)>)>,
+}
+
+impl Tally {
+    fn new(columns: usize) -> Self {
+        Self { new_fields: Vec::new(), missing: vec![0; columns], mismatched: vec![(0, None); columns] }
+    }
+
+    /// Adds `other`, which comes after `self` in input order.
+    pub(crate) fn merge(&mut self, other: Tally) {
+        for (name, n, first) in other.new_fields {
+            match self.new_fields.iter_mut().find(|(f, ..)| *f == name) {
+                Some((_, total, _)) => *total += n,
+                None => self.new_fields.push((name, n, first)),
+            }
+        }
+        if self.missing.len() < other.missing.len() {
+            self.missing.resize(other.missing.len(), 0);
+            self.mismatched.resize(other.mismatched.len(), (0, None));
+        }
+        for (total, n) in self.missing.iter_mut().zip(other.missing) {
+            *total += n;
+        }
+        for (mine, (n, first)) in self.mismatched.iter_mut().zip(other.mismatched) {
+            mine.0 += n;
+            if mine.1.is_none() {
+                mine.1 = first;
+            }
+        }
+    }
+
+    /// Moves every line number by `lines` (a chunk parsed apart from the start of its file).
+    pub(crate) fn shift_lines(&mut self, lines: u64) {
+        for (.., (_, line)) in &mut self.new_fields {
+            *line += lines;
+        }
+        for (_, first) in &mut self.mismatched {
+            if let Some((_, line)) = first {
+                *line += lines;
+            }
+        }
+    }
+
+    /// The counts, by field name, for the run record; `None` when nothing drifted.
+    pub(crate) fn drift(&self, schema: &RecordSchema) -> Option<dagrun_core::engine::SourceDrift> {
+        use dagrun_core::engine::{FieldCount, SourceDrift};
+        let at = |(file, line): &(String, u64)| Some(format!("{file}:{line}"));
+        let mut new_fields: Vec<FieldCount> = self
+            .new_fields
+            .iter()
+            .map(|(field, records, first)| FieldCount { field: field.clone(), records: *records, first: at(first) })
+            .collect();
+        new_fields.sort_by(|a, b| b.records.cmp(&a.records).then_with(|| a.field.cmp(&b.field)));
+        let per_column = |counts: &mut dyn Iterator<Item = (u64, Option<String>)>| -> Vec<FieldCount> {
+            counts
+                .zip(&schema.columns)
+                .filter(|((n, _), _)| *n > 0)
+                .map(|((records, first), c)| FieldCount { field: c.name.clone(), records, first })
+                .collect()
+        };
+        let drift = SourceDrift {
+            new_fields,
+            mismatched: per_column(&mut self.mismatched.iter().map(|(n, first)| (*n, first.as_ref().and_then(at)))),
+            missing: per_column(&mut self.missing.iter().map(|n| (*n, None))),
+        };
+        (!drift.is_empty()).then_some(drift)
+    }
+}
+
 /// Parses records into columns. One per worker; results are concatenated in input order.
 pub(crate) struct Batch<'s> {
     schema: &'s RecordSchema,
     builders: Vec<Builder>,
     /// Where each column's value is in the record being parsed (fast path).
     slots: Vec<Option<Span>>,
+    /// Undeclared keys of the record being parsed (fast path: spans in it; full parser: names).
+    unknown_spans: Vec<(usize, usize)>,
+    unknown_names: Vec<String>,
     rows: usize,
     pub bad: Vec<BadRecord>,
     /// Records seen (good and bad).
     pub seen: u64,
+    pub tally: Tally,
 }
 
 impl<'s> Batch<'s> {
@@ -121,7 +218,17 @@ impl<'s> Batch<'s> {
                 }
             })
             .collect();
-        Self { schema, builders, slots: vec![None; schema.columns.len()], rows: 0, bad: Vec::new(), seen: 0 }
+        Self {
+            schema,
+            builders,
+            slots: vec![None; schema.columns.len()],
+            unknown_spans: Vec::new(),
+            unknown_names: Vec::new(),
+            rows: 0,
+            bad: Vec::new(),
+            seen: 0,
+            tally: Tally::new(schema.columns.len()),
+        }
     }
 
     /// Parses every non-blank line of `text` as one record; `first_line` is the line number of
@@ -189,23 +296,61 @@ impl<'s> Batch<'s> {
     /// take the fast path ([`scan`]); everything else, errors included, the full parser.
     pub(crate) fn push_record(&mut self, file: &str, line: u64, raw: &[u8]) {
         let schema = self.schema;
+        let track = schema.track_drift;
         let mut slots = std::mem::take(&mut self.slots);
         slots.fill(None);
+        let mut spans = std::mem::take(&mut self.unknown_spans);
+        spans.clear();
+        self.unknown_names.clear();
         let text = simdutf8::basic::from_utf8(raw).ok();
+        let wanted = |key: &[u8]| {
+            let found = schema.lookup_bytes(key);
+            if track && found.is_none() {
+                let at = key.as_ptr() as usize - raw.as_ptr() as usize;
+                spans.push((at, at + key.len()));
+            }
+            found
+        };
         let converted = match text {
-            Some(text) if scan::flat_object(raw, |key| schema.lookup_bytes(key), &mut slots) => {
+            Some(text) if scan::flat_object(raw, wanted, &mut slots) => {
+                if track {
+                    for (c, slot) in slots.iter().enumerate() {
+                        self.tally.missing[c] += u64::from(slot.is_none());
+                    }
+                }
                 convert_all(schema, slots.iter().map(|s| s.map(|(a, b)| &text[a as usize..b as usize])))
             }
-            _ => match parse_full(schema, raw) {
-                Ok(values) => convert_all(schema, values.iter().map(|v| v.map(RawValue::get))),
-                Err(reason) => {
-                    self.slots = slots;
-                    self.quarantine(file, line, raw, reason);
-                    return;
+            _ => {
+                spans.clear();
+                let unknown = track.then_some(&mut self.unknown_names);
+                match parse_full(schema, raw, unknown) {
+                    Ok(values) => {
+                        if track {
+                            for (c, value) in values.iter().enumerate() {
+                                self.tally.missing[c] += u64::from(value.is_none());
+                            }
+                        }
+                        convert_all(schema, values.iter().map(|v| v.map(RawValue::get)))
+                    }
+                    Err(reason) => {
+                        self.slots = slots;
+                        self.unknown_spans = spans;
+                        self.quarantine(file, line, raw, reason);
+                        return;
+                    }
                 }
-            },
+            }
         };
         self.slots = slots;
+        if track {
+            for &(a, b) in &spans {
+                self.note_new_field(&raw[a..b], file, line);
+            }
+            for name in std::mem::take(&mut self.unknown_names) {
+                self.note_new_field(name.as_bytes(), file, line);
+            }
+        }
+        self.unknown_spans = spans;
         match converted {
             Ok(cells) => {
                 for (builder, cell) in self.builders.iter_mut().zip(cells) {
@@ -214,7 +359,21 @@ impl<'s> Batch<'s> {
                 self.rows += 1;
                 self.seen += 1;
             }
-            Err(reason) => self.quarantine(file, line, raw, reason),
+            Err((column, reason)) => {
+                let (n, first) = &mut self.tally.mismatched[column];
+                *n += 1;
+                first.get_or_insert_with(|| (file.to_string(), line));
+                self.quarantine(file, line, raw, reason)
+            }
+        }
+    }
+
+    fn note_new_field(&mut self, key: &[u8], file: &str, line: u64) {
+        match self.tally.new_fields.iter_mut().find(|(f, ..)| f.as_bytes() == key) {
+            Some((_, n, _)) => *n += 1,
+            None => {
+                self.tally.new_fields.push((String::from_utf8_lossy(key).into_owned(), 1, (file.to_string(), line)))
+            }
         }
     }
 
@@ -265,11 +424,16 @@ fn append(builder: &mut Builder, cell: Cell) {
 
 /// Parses a record that is not a flat object with the full parser: the raw values of the declared
 /// columns, or why the record is not one JSON object.
-fn parse_full<'r>(schema: &RecordSchema, raw: &'r [u8]) -> Result<Vec<Option<&'r RawValue>>, String> {
+/// With `unknown`, the record's undeclared keys are added to it.
+fn parse_full<'r>(
+    schema: &RecordSchema,
+    raw: &'r [u8],
+    unknown: Option<&mut Vec<String>>,
+) -> Result<Vec<Option<&'r RawValue>>, String> {
     let mut slots: Vec<Option<&RawValue>> = vec![None; schema.columns.len()];
     let parsed = {
         let mut de = serde_json::Deserializer::from_slice(raw);
-        let seed = RecordSeed { schema, slots: &mut slots };
+        let seed = RecordSeed { schema, slots: &mut slots, unknown };
         seed.deserialize(&mut de).and_then(|()| de.end())
     };
     match parsed {
@@ -282,20 +446,20 @@ fn parse_full<'r>(schema: &RecordSchema, raw: &'r [u8]) -> Result<Vec<Option<&'r
 }
 
 /// Converts the raw values of one record (JSON text, in column order), or says which column
-/// cannot be.
+/// (by index) cannot be, and why.
 fn convert_all<'r>(
     schema: &RecordSchema,
     values: impl Iterator<Item = Option<&'r str>>,
-) -> Result<Vec<Cell<'r>>, String> {
+) -> Result<Vec<Cell<'r>>, (usize, String)> {
     let mut cells = Vec::with_capacity(schema.columns.len());
-    for (column, value) in schema.columns.iter().zip(values) {
+    for (i, (column, value)) in schema.columns.iter().zip(values).enumerate() {
         match convert(column.ty, value) {
             Ok(cell) => cells.push(cell),
             Err(why) => {
                 let shown = value.map_or("nothing".to_string(), shorten);
                 let field =
                     if column.from == column.name { String::new() } else { format!(" (field `{}`)", column.from) };
-                return Err(format!("column `{}`{field}: {why}, found {shown}", column.name));
+                return Err((i, format!("column `{}`{field}: {why}, found {shown}", column.name)));
             }
         }
     }
@@ -449,6 +613,8 @@ fn line_of(text: &[u8], offset: usize) -> u64 {
 struct RecordSeed<'a, 'de> {
     schema: &'a RecordSchema,
     slots: &'a mut Vec<Option<&'de RawValue>>,
+    /// Where undeclared keys go, when they are counted.
+    unknown: Option<&'a mut Vec<String>>,
 }
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_, 'de> {
@@ -466,7 +632,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_, 'de> {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match self.schema.lookup(&key) {
                 Some(cols) => {
@@ -476,6 +642,9 @@ impl<'de> Visitor<'de> for RecordSeed<'_, 'de> {
                     }
                 }
                 None => {
+                    if let Some(unknown) = self.unknown.as_mut() {
+                        unknown.push(key.into_owned());
+                    }
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -669,7 +838,7 @@ mod tests {
         let mut fast = 0;
         for _ in 0..200_000 {
             let raw = random_record(&mut seed);
-            let full = parse_full(&s, &raw);
+            let full = parse_full(&s, &raw, None);
             let mut slots = vec![None; s.columns.len()];
             let Ok(text) = std::str::from_utf8(&raw) else { continue };
             if scan::flat_object(&raw, |k| s.lookup_bytes(k), &mut slots) {
@@ -682,6 +851,41 @@ mod tests {
             }
         }
         assert!(fast > 20_000, "the fast path took only {fast} records");
+    }
+
+    #[test]
+    fn undeclared_fields_are_counted_per_field_on_both_paths_unless_ignored() {
+        let s = song_schema().tracking_drift(&["known".to_string()]);
+        let mut b = Batch::new(&s, 4);
+        // Flat (fast path), nested (full parser), a cast failure, and invalid JSON (not counted).
+        b.push_lines(
+            "log.json",
+            b"{\"year\": 1, \"genre\": \"x\", \"known\": 1}\n\
+              {\"year\": 2, \"genre\": {\"a\": 1}, \"mood\": [1]}\n\
+              {\"year\": \"soon\", \"genre\": \"y\"}\n\
+              {\"genre\": ",
+            1,
+        );
+        let drift = b.tally.drift(&s).expect("drift");
+        let new: Vec<_> = drift.new_fields.iter().map(|f| (f.field.as_str(), f.records, f.first.as_deref())).collect();
+        assert_eq!(new, vec![("genre", 3, Some("log.json:1")), ("mood", 1, Some("log.json:2"))]);
+        let mismatched: Vec<_> =
+            drift.mismatched.iter().map(|f| (f.field.as_str(), f.records, f.first.as_deref())).collect();
+        assert_eq!(mismatched, vec![("year", 1, Some("log.json:3"))]);
+        // Three records parsed as objects, none with artist_name or artist_latitude.
+        let missing: Vec<_> = drift.missing.iter().map(|f| (f.field.as_str(), f.records)).collect();
+        assert_eq!(missing, vec![("artist_name", 3), ("artist_latitude", 3)]);
+    }
+
+    #[test]
+    fn without_tracking_only_type_mismatches_are_counted() {
+        let s = song_schema();
+        let mut b = Batch::new(&s, 4);
+        b.push_lines("log.json", b"{\"year\": 1, \"genre\": \"x\"}\n{\"year\": true}", 1);
+        let drift = b.tally.drift(&s).expect("drift");
+        assert!(drift.new_fields.is_empty() && drift.missing.is_empty(), "{drift:?}");
+        assert_eq!(drift.mismatched.len(), 1);
+        assert_eq!(drift.describe(), "1 record with a value of the wrong type: year (1 record)");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | [`transform`] | `transform`: Polars SQL |
 //! | [`checks`] | `quality_check` |
 //! | [`load`] | `load`: partitioned Parquet, atomic publish |
+//! | [`sql_schema`] | `validate`: a transform's columns, planned on empty tables |
 //!
 //! Tables live in memory between tasks, keyed by the id of the task that produced them, and are
 //! dropped as soon as no remaining task reads them; a table larger than the spill threshold is
@@ -23,8 +24,11 @@ pub mod published;
 mod replace;
 mod scan;
 mod spill;
+mod sql_schema;
 mod strings;
 mod transform;
+
+pub use sql_schema::schema_check;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -34,10 +38,11 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dagrun_core::engine::{Engine, Exchange, TableExport, TaskContext, TaskError, TaskOutput};
-use dagrun_core::plan::{Action, Load, PlannedTask};
-use dagrun_core::spec::{CheckSeverity, Compression, TableFormat};
+use dagrun_core::engine::{Engine, Exchange, SourceDrift, TableExport, TaskContext, TaskError, TaskOutput};
+use dagrun_core::plan::{Action, Extract, Load, PlannedTask};
+use dagrun_core::spec::{CheckSeverity, Compression, NewFields, TableFormat};
 use dagrun_core::storage::Storages;
+use dagrun_core::units::{count, thousands};
 use polars::prelude::{Column, DataFrame};
 use tracing::{info, warn};
 
@@ -329,8 +334,15 @@ impl LocalEngine {
                     quarantined: out.bad.len() as u64,
                     files: Some(out.files as u64),
                     outputs: vec![format!("table {}", task.id())],
+                    drift: out.tally.drift(&json::RecordSchema::new(spec.schema.clone())).map(Box::new),
                     ..Default::default()
                 };
+                if let Some(message) = new_fields_message(spec, output.drift.as_deref(), out.records) {
+                    if spec.on_new_fields == NewFields::Fail {
+                        return Err(TaskError::from(Error::NewFields(message)).with_partial(output));
+                    }
+                    warn!("{message}");
+                }
                 if !out.bad.is_empty() {
                     let path = cx.plan.quarantine_path(&cx.run_id, task.id());
                     write_quarantine(&self.storages, &path, &out.bad).await?;
@@ -351,7 +363,8 @@ impl LocalEngine {
                     }
                     warn!("{message}");
                 }
-                if cacheable && out.bad.is_empty() {
+                // A cached table would hide its drift from the next runs: only clean ones are kept.
+                if cacheable && out.bad.is_empty() && output.drift.is_none() {
                     cache::keep(&self.storages, task, cx, &out.table, out.records, out.files).await;
                 }
                 self.put(task.id(), out.table, cx).await?;
@@ -438,6 +451,45 @@ impl LocalEngine {
             }
         }
     }
+}
+
+/// What an extract with `on_new_fields: warn | fail` says about undeclared fields and declared
+/// fields that no record had; `None` when there is nothing to say.
+fn new_fields_message(spec: &Extract, drift: Option<&SourceDrift>, records: u64) -> Option<String> {
+    if spec.on_new_fields.is_ignore() {
+        return None;
+    }
+    let drift = drift?;
+    let mut parts = Vec::new();
+    if !drift.new_fields.is_empty() {
+        let fields: Vec<String> = drift
+            .new_fields
+            .iter()
+            .map(|f| {
+                let at = f.first.as_deref().map(|a| format!(", first at {a}")).unwrap_or_default();
+                format!("`{}` ({} of {}{at})", f.field, thousands(f.records), count(records, "record"))
+            })
+            .collect();
+        parts.push(format!(
+            "{} not in the schema: {}; declare {} under `schema`, list {} in `ignore_fields`, or set \
+             `on_new_fields: ignore`",
+            count(fields.len() as u64, "source field"),
+            fields.join(", "),
+            if fields.len() == 1 { "it" } else { "them" },
+            if fields.len() == 1 { "it" } else { "them" },
+        ));
+    }
+    // A declared field that no record has is drift too (a rename shows as one new, one absent).
+    let absent: Vec<String> = drift
+        .missing
+        .iter()
+        .filter(|f| records > 0 && f.records == records)
+        .map(|f| format!("`{}`", f.field))
+        .collect();
+    if !absent.is_empty() {
+        parts.push(format!("declared but in none of the records (all null): {}", absent.join(", ")));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 async fn write_quarantine(storages: &Storages, path: &str, bad: &[json::BadRecord]) -> Result<(), Error> {

@@ -14,7 +14,7 @@ pub(crate) type Span = (u32, u32);
 /// decide.
 pub(crate) fn flat_object<'k>(
     raw: &[u8],
-    wanted: impl Fn(&[u8]) -> Option<&'k [usize]>,
+    mut wanted: impl FnMut(&[u8]) -> Option<&'k [usize]>,
     slots: &mut [Option<Span>],
 ) -> bool {
     if raw.len() >= u32::MAX as usize {

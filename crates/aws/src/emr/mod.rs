@@ -408,6 +408,11 @@ impl EmrEngine {
             output.rows_out = result["rows_out"].as_u64();
             output.quarantined = result["quarantined"].as_u64().unwrap_or(0);
             output.files = result["files"].as_u64();
+            output.drift = result.get("drift").and_then(|d| serde_json::from_value(d.clone()).ok());
+        }
+        if let Some(drift) = output.drift.as_ref().filter(|d| !d.new_fields.is_empty()) {
+            // `on_new_fields: fail` failed the step before it published; `warn` says so here.
+            tracing::warn!("source drift: {}", drift.describe());
         }
         output.outputs = match &task.action() {
             Action::Load(l) => vec![l.path.clone()],

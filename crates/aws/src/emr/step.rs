@@ -63,6 +63,10 @@ pub struct ExtractStep {
     pub columns: Vec<ColumnStep>,
     /// How many records may be quarantined.
     pub max_bad_records: u64,
+    /// `ignore`, `warn` or `fail`: what to do about undeclared source fields.
+    pub on_new_fields: String,
+    /// Fields never reported as new.
+    pub ignore_fields: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -135,6 +139,8 @@ pub fn spec(
                     .map(|c| ColumnStep { name: c.name.clone(), ty: c.ty.to_string(), from: c.from.clone() })
                     .collect(),
                 max_bad_records: e.max_bad_records,
+                on_new_fields: e.on_new_fields.to_string(),
+                ignore_fields: e.ignore_fields.clone(),
             });
             spec.output = Some(table_location(&tables_root, task.id()));
             spec.quarantine = Some(plan.quarantine_path(run_id, task.id()));

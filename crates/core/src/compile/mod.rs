@@ -7,9 +7,13 @@
 //! | this one | the file, variables, tasks, dependencies and cycles, tables read, report queries |
 //! | [`emr`] | the `engines.emr` section |
 //! | [`places`] | that no output overlaps an input or another output |
+//! | [`columns`] | the columns checks, loads and SQL name, derived from the declared schemas |
 
+mod columns;
 mod emr;
 mod places;
+
+pub use columns::{SchemaCheck, SchemaOracle};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -29,8 +33,8 @@ use crate::plan::{
 };
 use crate::retry::RetryPolicy;
 use crate::spec::{
-    ChartKind, CheckKindSpec, CheckSeverity, Compression, DefaultsSpec, EnginesSpec, LoadMode, LoadSpec, PipelineSpec,
-    ReportQuerySpec, RetrySpec, S3Spec, ServerSideEncryption, TableFormat, TaskParams, TaskSpec,
+    ChartKind, CheckKindSpec, CheckSeverity, Compression, DefaultsSpec, EnginesSpec, LoadMode, LoadSpec, NewFields,
+    PipelineSpec, ReportQuerySpec, RetrySpec, S3Spec, ServerSideEncryption, TableFormat, TaskParams, TaskSpec,
 };
 use crate::sql;
 use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
@@ -44,11 +48,14 @@ pub struct PlanOptions {
     pub engines: Vec<String>,
     /// The folder (`TMPDIR`) in which spilled tables get a new folder of their own, if any.
     pub spill_dir: Option<String>,
+    /// Derives transforms' columns from the declared schemas, so that unknown columns are found
+    /// before a run (a build with the local engine sets it).
+    pub schema_check: Option<SchemaCheck>,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        Self { engines: vec![DEFAULT_ENGINE.to_string()], spill_dir: None }
+        Self { engines: vec![DEFAULT_ENGINE.to_string()], spill_dir: None, schema_check: None }
     }
 }
 
@@ -487,6 +494,9 @@ impl Builder<'_> {
         self.check_tables(&plan, &specs);
         self.check_report(&plan, &report_specs);
         self.check_outputs(&plan, &specs);
+        if !self.diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error) {
+            self.check_columns(&plan, &specs, &report_specs);
+        }
         self.places = self.places(&plan, &specs, top.runs.as_ref());
         Some(plan)
     }
@@ -648,7 +658,7 @@ impl Builder<'_> {
                 if e.schema.0.is_empty() {
                     self.error(spec.pos, format!("task `{}` declares an empty schema", spec.id.value));
                 }
-                let schema = e
+                let schema: Vec<Column> = e
                     .schema
                     .0
                     .iter()
@@ -665,6 +675,22 @@ impl Builder<'_> {
                         None
                     }
                 });
+                let mut ignore_fields: Vec<String> = Vec::new();
+                for field in e.ignore_fields.iter().flat_map(|f| &f.0) {
+                    if let Some(column) = schema.iter().find(|c| c.from == field.value) {
+                        self.error(
+                            field.pos,
+                            format!(
+                                "field `{}` is both loaded (column `{}`) and in `ignore_fields`: keep one",
+                                field.value, column.name
+                            ),
+                        );
+                    } else if ignore_fields.contains(&field.value) {
+                        self.error(field.pos, format!("field `{}` is listed twice in `ignore_fields`", field.value));
+                    } else {
+                        ignore_fields.push(field.value.clone());
+                    }
+                }
                 Some(Action::Extract(Extract {
                     path: e.path.value.clone(),
                     glob,
@@ -672,6 +698,8 @@ impl Builder<'_> {
                     schema,
                     max_bad_records: e.max_bad_records.as_ref().map_or(0, |m| m.value),
                     slice,
+                    on_new_fields: e.on_new_fields.as_ref().map_or(NewFields::Ignore, |p| p.value),
+                    ignore_fields,
                 }))
             }
             TaskParams::Transform(t) => {
