@@ -296,3 +296,52 @@ fn a_report_query_that_fails_fails_its_answer_not_the_run() {
     assert!(html.contains("Could not answer:"));
     assert!(out.join("songplays").exists());
 }
+
+#[test]
+fn answers_read_tables_from_memory_then_from_one_cached_file_not_from_thousands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    run(&["generate", "--out", data.to_str().unwrap(), "--songs", "600", "--events", "3000", "--seed", "3"]).expect(0);
+    let out = tmp.path().join("lake");
+    let verbose = ["-v", "--log-format", "json"];
+    // The last day arrives later.
+    let days: Vec<String> = files(&data.join("log_data")).into_iter().filter(|f| f.ends_with(".json")).collect();
+    let last_day = data.join("log_data").join(days.last().unwrap());
+    let held = tmp.path().join("held.json");
+    std::fs::rename(&last_day, &held).unwrap();
+    // The run published every table whole: the answers read them from memory, and keep a copy of
+    // each table of many files (songs: one per artist) in the answers cache.
+    let first = run_sparkify(&data, &out, &verbose).expect(0);
+    assert!(first.stderr.contains("answers read the table this run published, from memory"), "{}", first.stderr);
+    assert!(!first.stderr.contains("answers read the table's files"), "{}", first.stderr);
+    let cache = out.join("_dagrun/_cache/answers");
+    assert_eq!(std::fs::read_to_string(cache.join("songs.version")).unwrap(), "v0");
+    assert!(cache.join("songs.parquet").exists());
+
+    // A new day only: songs is up to date, and comes from the cache's one file.
+    std::fs::rename(&held, &last_day).unwrap();
+    let second = run_sparkify(&data, &out, &verbose).expect(0);
+    let songs_from_cache = second
+        .stderr
+        .lines()
+        .any(|l| l.contains("answers read the table from the answers cache") && l.contains("\"table\":\"songs\""));
+    assert!(songs_from_cache, "{}", second.stderr);
+
+    // Whatever the source, the answers are those of the published tables: computed again from
+    // their files by `dagrun report` on the record without its answers, they are the same.
+    let (path, rec) = record(&out);
+    let mut stripped = rec.clone();
+    stripped.as_object_mut().unwrap().remove("answers");
+    let bare = tmp.path().join("bare.json");
+    std::fs::write(&bare, serde_json::to_vec(&stripped).unwrap()).unwrap();
+    let (kept, fresh) = (tmp.path().join("kept.html"), tmp.path().join("fresh.html"));
+    run(&["report", path.to_str().unwrap(), "--output", kept.to_str().unwrap()]).expect(0);
+    run(&["report", bare.to_str().unwrap(), "--output", fresh.to_str().unwrap()]).expect(0);
+    let answers = |page: &std::path::Path| {
+        let html = std::fs::read_to_string(page).unwrap();
+        let start = html.find(r#"<div class="answer">"#).expect("answers on the page");
+        let end = html[start..].find("</section>").unwrap() + start;
+        html[start..end].to_string()
+    };
+    assert_eq!(answers(&kept), answers(&fresh));
+}

@@ -108,6 +108,42 @@ pub(crate) fn with_delta(mut storages: Storages) -> Storages {
     storages
 }
 
+/// The tables a run keeps for the report's answers (see `dagrun_polars::KeptTables`); nothing in a
+/// build without the local engine.
+#[derive(Default, Clone)]
+pub(crate) struct Kept {
+    #[cfg(feature = "polars")]
+    pub tables: Option<Arc<dagrun_polars::KeptTables>>,
+}
+
+impl Kept {
+    /// Lets the kept tables go (the answers are computed).
+    pub(crate) fn release(&self) {
+        #[cfg(feature = "polars")]
+        if let Some(tables) = &self.tables {
+            tables.clear();
+        }
+    }
+
+    /// Keeps the published tables the plan's report queries read.
+    pub(crate) fn for_report(plan: &Plan) -> Self {
+        #[cfg(feature = "polars")]
+        {
+            let mut wanted = std::collections::BTreeSet::new();
+            for q in plan.report() {
+                wanted.extend(dagrun_core::sql::referenced_tables(&q.sql).unwrap_or_default());
+            }
+            let tables = (!wanted.is_empty()).then(|| Arc::new(dagrun_polars::KeptTables::new(wanted)));
+            Self { tables }
+        }
+        #[cfg(not(feature = "polars"))]
+        {
+            let _ = plan;
+            Self {}
+        }
+    }
+}
+
 /// The engines of a run that this build carries, sharing its storages and one table exchange
 /// (a table made on EMR is read locally from where it was published, and the other way round).
 pub(crate) async fn engines(
@@ -116,6 +152,7 @@ pub(crate) async fn engines(
     spill_above: Option<Option<u64>>,
     allow_breaking_schema: bool,
     extract_cache: bool,
+    kept: &Kept,
 ) -> Result<Engines, Exit> {
     let exchange = Arc::new(Exchange::default());
     let engines = Engines::new();
@@ -127,6 +164,7 @@ pub(crate) async fn engines(
         }
         options.allow_breaking_schema = allow_breaking_schema;
         options.extract_cache = extract_cache;
+        options.kept = kept.tables.clone();
         let local = dagrun_polars::LocalEngine::new(storages.clone(), options)
             .map_err(|e| Exit { code: 1, message: e.to_string() })?
             .with_exchange(exchange.clone());
@@ -134,7 +172,7 @@ pub(crate) async fn engines(
         (engines.with(local.clone()), local)
     };
     #[cfg(not(feature = "polars"))]
-    let _ = (spill_above, storages, allow_breaking_schema, extract_cache);
+    let _ = (spill_above, storages, allow_breaking_schema, extract_cache, kept);
     #[cfg(feature = "aws")]
     let engines = match plan.emr() {
         Some(settings) => {

@@ -169,7 +169,9 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         SpillAbove::Bytes(n) => Some(n),
         SpillAbove::Never => None,
     });
-    let engines = build::engines(&storages, &plan, spill_above, args.allow_breaking_schema, !args.no_cache).await?;
+    let kept = build::Kept::for_report(&plan);
+    let engines =
+        build::engines(&storages, &plan, spill_above, args.allow_breaking_schema, !args.no_cache, &kept).await?;
     if args.dry_run {
         // What is already published from the same inputs (reads listings and manifests only),
         // then the real executor walked with engines that only describe.
@@ -253,7 +255,8 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     }
     let after_a_dead_run = lease.took_over().is_some();
     let outcome =
-        run_leased(&plan, args, terminal, &storages, &engines, options, force, cancel.clone(), after_a_dead_run).await;
+        run_leased(&plan, args, terminal, &storages, &engines, &kept, options, force, cancel.clone(), after_a_dead_run)
+            .await;
     // This run's own failed attempts removed their files; a Delta table's orphans were looked for
     // at the start, where a killed run's are found.
     if let Err(e) = remove_leftovers(&plan, &storages, None).await {
@@ -290,6 +293,7 @@ async fn run_leased(
     terminal: &Terminal,
     storages: &Storages,
     engines: &Engines,
+    kept: &build::Kept,
     mut options: ExecutorOptions,
     force: Force,
     cancel: CancellationToken,
@@ -344,7 +348,7 @@ async fn run_leased(
     if !plan.report().is_empty() {
         record.answers = if code == 0 && !cancel.is_cancelled() {
             let previous = records::latest(plan.runs_dir(), storages).await;
-            let answers = report::compute_answers(&record, storages, previous.as_ref()).await;
+            let answers = report::compute_answers(&record, storages, previous.as_ref(), kept).await;
             if let Some(a) = &answers {
                 let failed = a.items.iter().filter(|i| i.error.is_some()).count();
                 match &a.carried_from {
@@ -358,6 +362,7 @@ async fn run_leased(
                     );
                 }
             }
+            kept.release();
             answers
         } else {
             Some(dagrun_core::record::Answers {
@@ -639,7 +644,7 @@ pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
     let (answers, note) = match &record.answers {
         Some(kept) if args.as_of.is_empty() => (Some(kept), None),
         _ => {
-            now = report::compute_answers(&record, &storages, None).await;
+            now = report::compute_answers(&record, &storages, None, &build::Kept::default()).await;
             let note = if args.as_of.is_empty() {
                 "Computed when this report was drawn (the run record keeps no answers)"
             } else {

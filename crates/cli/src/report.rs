@@ -26,6 +26,7 @@ pub(crate) async fn compute_answers(
     record: &RunRecord,
     storages: &Storages,
     previous: Option<&RunRecord>,
+    kept: &crate::build::Kept,
 ) -> Option<Answers> {
     if record.queries.is_empty() {
         return None;
@@ -62,7 +63,7 @@ pub(crate) async fn compute_answers(
             ..kept.clone()
         });
     }
-    let items = answer_queries(record, storages, &referenced).await;
+    let items = answer_queries(record, storages, &tables, kept).await;
     Some(Answers {
         computed_at_ms,
         seconds: started.elapsed().as_secs_f64(),
@@ -89,7 +90,8 @@ async fn table_run(_storages: &Storages, _path: &str) -> Option<String> {
 async fn answer_queries(
     record: &RunRecord,
     _storages: &Storages,
-    _referenced: &std::collections::BTreeSet<String>,
+    _versions: &std::collections::BTreeMap<String, String>,
+    _kept: &crate::build::Kept,
 ) -> Vec<Answer> {
     let why = crate::build::missing("answering report queries", "polars");
     record
@@ -105,19 +107,66 @@ async fn answer_queries(
         .collect()
 }
 
-/// Runs the record's report queries over the tables they name.
+/// A table of more files than this is kept in the answers cache once read: its next reads at the
+/// same version take one file instead of thousands.
+#[cfg(feature = "polars")]
+const CACHE_ABOVE_FILES: u64 = 256;
+
+/// Runs the record's report queries over the tables they name (`versions`: each one's version
+/// label). Each table comes from the cheapest place that holds it as the run left it: the frame a
+/// load of this run published whole ([`crate::build::Kept`]), the answers cache at the same
+/// version, or its published files.
 #[cfg(feature = "polars")]
 async fn answer_queries(
     record: &RunRecord,
     storages: &Storages,
-    referenced: &std::collections::BTreeSet<String>,
+    versions: &std::collections::BTreeMap<String, String>,
+    kept: &crate::build::Kept,
 ) -> Vec<Answer> {
+    let cache = record.run_dir.rsplit_once('/').map(|(runs, _)| format!("{runs}/_cache/answers"));
     let mut tables: std::collections::BTreeMap<String, Result<DataFrame, String>> = Default::default();
-    for name in referenced {
+    for (name, label) in versions {
         let Some(path) = record.tables.get(name) else { continue };
-        let loaded = dagrun_polars::published::read_published(storages, path, record.versions.get(name).copied())
-            .await
-            .map_err(|e| e.to_string());
+        let here = kept.tables.as_ref().and_then(|k| k.get(name));
+        let (loaded, files) = match here {
+            Some(df) => {
+                let files = record
+                    .report
+                    .tasks
+                    .iter()
+                    .filter_map(|t| t.output.as_ref())
+                    .find(|o| o.outputs.iter().any(|p| p == path))
+                    .and_then(|o| o.files)
+                    .unwrap_or(0);
+                tracing::debug!(table = %name, version = %label, "answers read the table this run published, from memory");
+                (Ok(df), files)
+            }
+            None => match cached(storages, cache.as_deref(), name, label).await {
+                Some(df) => {
+                    tracing::debug!(table = %name, version = %label, "answers read the table from the answers cache");
+                    (Ok(df), 0)
+                }
+                None => match dagrun_polars::published::read_published_with_files(
+                    storages,
+                    path,
+                    record.versions.get(name).copied(),
+                )
+                .await
+                {
+                    Ok((df, files)) => {
+                        tracing::debug!(table = %name, version = %label, files, "answers read the table's files");
+                        (Ok(df), files as u64)
+                    }
+                    Err(e) => (Err(e.to_string()), 0),
+                },
+            },
+        };
+        if let (Ok(df), Some(cache)) = (&loaded, &cache)
+            && files > CACHE_ABOVE_FILES
+            && label != "unreadable"
+        {
+            keep_cached(storages, cache, name, label, df).await;
+        }
         tables.insert(name.clone(), loaded);
     }
     let mut out = Vec::new();
@@ -142,6 +191,35 @@ async fn answer_queries(
         out.push(Answer { title: q.title.clone(), chart: q.chart, columns, rows, error });
     }
     out
+}
+
+/// The answers cache's copy of `table` at version `label`, if it holds that version.
+#[cfg(feature = "polars")]
+async fn cached(storages: &Storages, cache: Option<&str>, table: &str, label: &str) -> Option<DataFrame> {
+    let cache = cache?;
+    let storage = storages.for_path(cache).ok()?;
+    let kept = storage.read(&format!("{cache}/{table}.version")).await.ok()?;
+    if kept != label.as_bytes() {
+        return None;
+    }
+    let bytes = storage.read(&format!("{cache}/{table}.parquet")).await.ok()?;
+    ParquetReader::new(std::io::Cursor::new(bytes)).finish().ok()
+}
+
+/// Keeps `df` as the answers cache's copy of `table` at version `label` (the version is written
+/// last, so a copy cut short is never taken for one). A failure costs only the next read.
+#[cfg(feature = "polars")]
+async fn keep_cached(storages: &Storages, cache: &str, table: &str, label: &str, df: &DataFrame) {
+    let Ok(storage) = storages.for_path(cache) else { return };
+    let mut bytes = Vec::new();
+    if ParquetWriter::new(&mut bytes).finish(&mut df.clone()).is_err() {
+        return;
+    }
+    let version = format!("{cache}/{table}.version");
+    let _ = storage.delete(&version).await;
+    if storage.write(&format!("{cache}/{table}.parquet"), bytes).await.is_ok() {
+        let _ = storage.write(&version, label.as_bytes().to_vec()).await;
+    }
 }
 
 #[cfg(feature = "polars")]

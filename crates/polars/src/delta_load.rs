@@ -134,6 +134,12 @@ impl Scope {
     }
 }
 
+/// Whether the load of task `task_index` replaces its whole table in this run (not only some
+/// days' rows): then the table it loads is the table it publishes.
+pub(crate) fn replaces_whole(plan: &dagrun_core::Plan, task_index: usize) -> bool {
+    Scope::of(plan, task_index).is_none_or(|s| s.whole)
+}
+
 /// Writes `df`'s files and commits them as the table's new version.
 pub(crate) async fn run(
     fingerprint: Option<String>,

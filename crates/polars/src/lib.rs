@@ -67,6 +67,36 @@ pub struct LocalOptions {
     /// Read an extract whose files an earlier run read unchanged, or a transform of unchanged
     /// inputs, from the cache ([`cache`]).
     pub extract_cache: bool,
+    /// Tables to keep once a load published them whole, for the report's answers.
+    pub kept: Option<Arc<KeptTables>>,
+}
+
+/// Tables this run's loads published whole, kept for the report's answers, which the run computes
+/// as its last step: the frames share the loaded table's memory, and spare reading the table back
+/// from its files (a table of 98,000 one-row partitions takes seconds to read, the SQL over it
+/// milliseconds). Only tables a report query reads are kept, and only when the load replaced the
+/// whole table (a load of some days' rows publishes more than it loaded).
+#[derive(Debug, Default)]
+pub struct KeptTables {
+    wanted: std::collections::BTreeSet<String>,
+    frames: Mutex<HashMap<String, DataFrame>>,
+}
+
+impl KeptTables {
+    /// Keeps the tables named `wanted` when a load publishes them.
+    pub fn new(wanted: impl IntoIterator<Item = String>) -> Self {
+        Self { wanted: wanted.into_iter().collect(), frames: Mutex::default() }
+    }
+
+    /// The table a load published whole in this run, if one did.
+    pub fn get(&self, table: &str) -> Option<DataFrame> {
+        self.frames.lock().expect("kept tables").get(table).cloned()
+    }
+
+    /// Lets the kept tables go.
+    pub fn clear(&self) {
+        self.frames.lock().expect("kept tables").clear();
+    }
 }
 
 /// The default spill threshold: 1 GiB.
@@ -80,6 +110,7 @@ impl Default for LocalOptions {
             spill_above: Some(DEFAULT_SPILL_ABOVE),
             allow_breaking_schema: false,
             extract_cache: true,
+            kept: None,
         }
     }
 }
@@ -431,8 +462,17 @@ impl LocalEngine {
             }
             Action::Load(spec) => {
                 let df = self.table(&spec.table).await?;
+                let keep = self
+                    .options
+                    .kept
+                    .as_ref()
+                    .filter(|k| k.wanted.contains(&spec.table) && delta_load::replaces_whole(&cx.plan, task.index()))
+                    .map(|k| (k.clone(), df.clone()));
                 let out = load::run(cx.fingerprint.clone(), df, spec, &self.storages, cx, &self.options, task.index())
                     .await?;
+                if let Some((kept, df)) = keep {
+                    kept.frames.lock().expect("kept tables").insert(spec.table.clone(), df);
+                }
                 let mut details = BTreeMap::new();
                 if out.partitions > 0 {
                     details.insert("partitions".to_string(), out.partitions.to_string());

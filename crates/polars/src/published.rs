@@ -52,9 +52,19 @@ pub async fn published_manifest(storages: &Storages, path: &str, as_of: Option<u
 
 /// The published table at `path` (at version `as_of` of a Delta table) as one DataFrame.
 pub async fn read_published(storages: &Storages, path: &str, as_of: Option<u64>) -> Result<DataFrame> {
+    read_published_with_files(storages, path, as_of).await.map(|(df, _)| df)
+}
+
+/// [`read_published`], and how many files the table has.
+pub async fn read_published_with_files(
+    storages: &Storages,
+    path: &str,
+    as_of: Option<u64>,
+) -> Result<(DataFrame, usize)> {
     let root = path.trim_end_matches('/');
     let manifest = published_manifest(storages, root, as_of).await?;
     let storage = storages.for_path(root)?;
+    let files = manifest.files.len();
     let paths: Vec<String> = manifest.files.iter().map(|f| format!("{root}/{}", f.path)).collect();
     let contents = storage.read_many(&paths, 32).await;
     let mut frames = Vec::with_capacity(paths.len());
@@ -113,7 +123,7 @@ pub async fn read_published(storages: &Storages, path: &str, as_of: Option<u64>)
     }
     let mut df = out.unwrap_or_default();
     df.rechunk_mut();
-    Ok(df)
+    Ok((df, files))
 }
 
 #[cfg(test)]
