@@ -422,3 +422,20 @@ fn validate_finds_columns_no_table_has_at_their_place_with_did_you_mean() {
     // Nothing was read: the input folder does not even exist.
     assert!(!tmp.path().join("in").exists());
 }
+
+#[test]
+fn validate_finds_type_errors_of_sql_over_the_declared_schemas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "name: types\nvars: {input: in, output: out}\ntasks:\n  - id: events\n    kind: extract\n    \
+                path: ${input}\n    format: jsonl\n    schema: {ts: int, page: string, user_id: string}\n  \
+                - id: totals\n    kind: transform\n    depends_on: [events]\n    sql: |\n      SELECT page,\n             \
+                SUM(user_id) AS total\n      FROM events GROUP BY page\n";
+    let p = pipeline(tmp.path(), "types.yaml", text);
+    let run = run(&["validate", p.to_str().unwrap()]).expect(2);
+    assert!(
+        run.stderr.contains("types.yaml:14:14: error: the SQL of task `totals` fails on the declared schemas:")
+            && run.stderr.contains("`sum`"),
+        "{}",
+        run.stderr
+    );
+}

@@ -183,10 +183,14 @@ impl Builder<'_> {
     ) -> (Pos, Option<String>) {
         let available: Vec<&str> = tables.iter().filter_map(|t| columns.get(t)).flatten().map(String::as_str).collect();
         for name in quoted(first_line(message)) {
-            let pos = sql::locate_word(self.source, sql, name);
-            if pos != sql.pos && pos.len > 0 {
-                let hint = if available.contains(&name) { None } else { suggestion(name, available.iter().copied()) };
-                return (pos, hint);
+            // Functions are quoted in lower case (`sum`) but often written in upper case.
+            for word in [name.to_string(), name.to_uppercase()] {
+                let pos = sql::locate_word(self.source, sql, &word);
+                if pos != sql.pos && pos.len > 0 {
+                    let known = available.contains(&name);
+                    let hint = if known { None } else { suggestion(name, available.iter().copied()) };
+                    return (pos, hint);
+                }
             }
         }
         (sql.pos, None)
