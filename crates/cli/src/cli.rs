@@ -46,7 +46,8 @@ pub(crate) enum Command {
     Graph(GraphArgs),
     /// Write Sparkify-shaped sample data (song_data/ and log_data/), deterministic for a seed.
     Generate(GenerateArgs),
-    /// Render a run record (run.json) as one self-contained HTML page.
+    /// Render a run record (run.json) as one self-contained HTML page, with the report answers the
+    /// run computed and kept.
     Report(ReportArgs),
     /// List a Delta table's versions: when, which operation, which dagrun run, how many rows.
     History(HistoryArgs),
@@ -232,7 +233,8 @@ pub(crate) struct ReportArgs {
     pub output: Option<PathBuf>,
 
     /// Read a Delta table at another version than the one the run left it at (repeatable), e.g.
-    /// `--as-of songplays=3`; `dagrun history PATH` lists a table's versions.
+    /// `--as-of songplays=3`, computing the answers anew at those versions; `dagrun history PATH`
+    /// lists a table's versions.
     #[arg(long, value_name = "TABLE=VERSION", value_parser = parse_as_of)]
     pub as_of: Vec<(String, u64)>,
 }
