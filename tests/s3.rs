@@ -453,6 +453,16 @@ tasks:
         read_table(&tmp.path().join("down")).len()
     };
     assert_eq!(rows, 40_000);
+
+    // A multipart upload that cannot be completed is aborted: its parts are not left billed.
+    moto.faults(json!([{"kind": "error500", "method": "POST", "match": "big/blobs", "query": "uploadId="}]));
+    let failed = Run::from(moto.dagrun().args([p.to_str().unwrap(), "-q", "--force"]).output().unwrap()).expect(1);
+    assert!(failed.stdout.contains("load_blobs"), "{}", failed.stdout);
+    let stats = moto.stats();
+    assert!(stats["injected"]["error500"].as_u64().unwrap_or(0) > 0, "no completion was refused: {stats}");
+    moto.faults(json!([]));
+    let uploads = moto.control("uploads", json!({"bucket": "lake"}));
+    assert_eq!(uploads["keys"], json!([]), "uploads left behind: {uploads}");
 }
 
 #[test]

@@ -13,9 +13,11 @@ Control routes (JSON in, JSON out):
                           download a prefix; with manifest, only the files `_manifest.json` names
   POST /_dagrun/bucket    {"bucket"}        create an empty bucket
   POST /_dagrun/head      {"bucket", "key"} an object's size, content type, storage class, encryption
+  POST /_dagrun/uploads   {"bucket"}        the keys of multipart uploads begun and not completed or aborted
 
 A fault rule: {"kind": "slowdown" | "error500" | "reset" | "delay" | "denied" | "kms_denied",
                "method": "GET", "match": "substring of the path", "bucket": "name",
+               "query": "substring of the query string",
                "every": N (every Nth matching request; default 1), "seconds": 1.5 (delay)}
 
 EMR (moto's cluster is WAITING at once, its steps never finish, CancelSteps is not implemented,
@@ -253,6 +255,8 @@ class Faults:
                     continue
                 if rule.get("match") and rule["match"] not in path:
                     continue
+                if rule.get("query") and rule["query"] not in query:
+                    continue
                 if rule.get("bucket") and path.lstrip("/").split("/", 1)[0] != rule["bucket"]:
                     continue
                 self.counts[i] += 1
@@ -380,6 +384,9 @@ class App:
                 "storage_class": key.storage_class,
                 "encryption": key.encryption,
             }
+        if path == "/_dagrun/uploads":
+            bucket = s3().get_bucket(body["bucket"])
+            return {"keys": sorted(m.key_name for m in bucket.multiparts.values())}
         if path == "/_dagrun/bucket":
             s3().create_bucket(body["bucket"], "us-east-1")
             return {"bucket": body["bucket"]}

@@ -293,19 +293,32 @@ impl S3Storage {
             }
         };
         let body = CompletedMultipartUpload::builder().set_parts(Some(completed)).build();
-        self.retrying(|| async {
-            self.client
-                .complete_multipart_upload()
+        let completed = self
+            .retrying(|| async {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&uri.bucket)
+                    .key(&uri.key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(body.clone())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.error(Op::CompletingUpload, &full, &uri.bucket, e))
+            })
+            .await;
+        // An upload never completed keeps its parts, billed, until it is aborted.
+        if completed.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
                 .bucket(&uri.bucket)
                 .key(&uri.key)
                 .upload_id(&upload_id)
-                .multipart_upload(body.clone())
                 .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.error(Op::CompletingUpload, &full, &uri.bucket, e))
-        })
-        .await
+                .await;
+        }
+        completed
     }
 
     /// Every object under a prefix (nothing skipped), paging through any number.
