@@ -139,7 +139,7 @@ fn emr_tasks_run_as_steps_on_one_cluster_that_is_terminated_after_success() {
     }
     let s = setup();
     s.mode(json!({"steps": "complete", "start_polls": 3}));
-    let run = s.run(&["--run-id", "run-ok"]).expect(0);
+    let run = s.run(&["--run-id", "run-ok", "--keep-staging"]).expect(0);
 
     let emr = s.emr();
     let clusters = s.clusters();
@@ -172,12 +172,18 @@ fn emr_tasks_run_as_steps_on_one_cluster_that_is_terminated_after_success() {
     assert_eq!(names, ["dagrun:emrtest:run-ok:plays:1", "dagrun:emrtest:run-ok:load_plays:1"]);
     let args: Vec<String> =
         steps(cluster)[0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
-    assert_eq!(args[0], "spark-submit");
+    // Bounded on the cluster (EMR has no step timeout), the driver in the step's process.
+    assert_eq!(args[..6], ["timeout", "--kill-after=60s", "600s", "spark-submit", "--deploy-mode", "client"]);
+    assert_eq!(request["StepConcurrencyLevel"], 2, "one per EMR task: {request}");
+    assert_eq!(cluster["tags"]["dagrun:runs"], "s3://lake/out/_dagrun");
+    assert!(!cluster["tags"]["dagrun:instance"].as_str().unwrap().is_empty());
     assert_eq!(args[args.len() - 2], "s3://lake/staging/run-ok/dagrun_step.py");
     assert_eq!(args[args.len() - 1], "s3://lake/staging/run-ok/tasks/plays-1.json");
     assert!(steps(cluster).iter().all(|s| s["state"] == "COMPLETED"));
 
-    // What the steps need is on S3: the program, each task's spec, the local table they read.
+    // What the steps need is on S3: the program, each task's spec, the local table they read
+    // (kept here by --keep-staging).
+    assert!(run.stdout.contains("staging s3://lake/staging/run-ok: kept (--keep-staging)"), "{}", run.stdout);
     let staged = s.moto.keys("lake", "staging/run-ok");
     for key in [
         "staging/run-ok/dagrun_step.py",
@@ -289,56 +295,76 @@ fn a_restarted_run_reattaches_to_its_cluster_and_running_step() {
 }
 
 #[test]
-fn emr_gc_terminates_clusters_whose_run_is_over_or_too_old() {
+fn emr_gc_terminates_only_clusters_whose_run_no_longer_holds_a_live_lease() {
     if !runtimes(&[Runtime::Moto]) {
         return;
     }
     let s = setup();
-    // Two clusters left alive by dagrun processes that were killed outright.
-    s.mode(json!({"steps": "hold"}));
-    let mut ids = Vec::new();
-    for run_id in ["orphan", "finished"] {
-        let mut child = s.spawn_until_step(run_id, "plays");
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let clusters = s.clusters();
-        ids.push(
-            clusters.iter().find(|c| c["tags"]["dagrun:run"] == run_id).unwrap()["id"].as_str().unwrap().to_string(),
-        );
-    }
     let gc = |args: &[&str]| {
         let mut cmd = s.moto.dagrun();
-        Run::from(cmd.current_dir(s.dir.path()).args(["emr", "gc"]).args(args).output().unwrap())
+        Run::from(cmd.current_dir(s.dir.path()).args(["emr", "gc"]).args(args).output().unwrap()).expect(0)
+    };
+    let cluster_of = |run: &str| {
+        let clusters = s.clusters();
+        let live = clusters.iter().filter(|c| c["tags"]["dagrun:run"] == run && c["state"] != "TERMINATED");
+        live.map(|c| c["id"].as_str().unwrap().to_string()).next_back().unwrap()
     };
     let state = |id: &str| s.clusters().iter().find(|c| c["id"] == id).unwrap()["state"].as_str().unwrap().to_string();
+    let line = |out: &str, id: &str| out.lines().find(|l| l.contains(id)).unwrap_or_default().to_string();
 
-    // Nothing says these runs are over: both are kept.
-    let listed = gc(&["--dry-run"]).expect(0);
-    assert!(listed.stdout.contains(&ids[0]) && listed.stdout.contains(&ids[1]), "{}", listed.stdout);
-    assert!(listed.stdout.contains("run orphan") && listed.stdout.contains("kept"), "{}", listed.stdout);
+    // A run id used before: its earlier run's record exists, and a new run of that id is live.
+    s.mode(json!({"steps": "complete"}));
+    s.run(&["--run-id", "again"]).expect(0);
+    s.mode(json!({"steps": "hold"}));
+    let wait_for_step = |run: &str| {
+        let start = Instant::now();
+        while !s
+            .clusters()
+            .iter()
+            .any(|c| c["tags"]["dagrun:run"] == run && c["state"] != "TERMINATED" && !steps(c).is_empty())
+        {
+            assert!(start.elapsed() < Duration::from_secs(60), "no step for run {run}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut cmd = s.command(&["--run-id", "again"]);
+    let live = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_step("again");
+    let reused = cluster_of("again");
+    // --older-than does not take a live run's cluster either.
+    let out = gc(&["--older-than", "1ms"]);
+    assert!(line(&out.stdout, &reused).contains("kept: its run is live"), "{}", out.stdout);
+    assert!(line(&out.stdout, &reused).contains("a live run's cluster is never taken"), "{}", out.stdout);
+    assert_eq!(state(&reused), "RUNNING");
 
-    // A run record beside the outputs (the tag dagrun:runs says where) means the run is over.
-    let record = tempfile::tempdir().unwrap();
-    std::fs::write(record.path().join("run.json"), "{}").unwrap();
-    s.moto.upload(record.path(), "lake", "out/_dagrun/finished");
-    let dry = gc(&["--dry-run"]).expect(0);
-    assert!(
-        dry.stdout.contains("would terminate: its run is over (s3://lake/out/_dagrun/finished/run.json)"),
-        "{}",
-        dry.stdout
-    );
-    assert_eq!(state(&ids[1]), "RUNNING", "a dry run terminates nothing");
-    let done = gc(&[]).expect(0);
-    assert!(done.stdout.contains("1 cluster(s) terminated, 1 kept"), "{}", done.stdout);
-    assert_eq!(state(&ids[1]), "TERMINATED");
-    assert_eq!(state(&ids[0]), "RUNNING");
+    // Two overlapping runs on two lakes: the other one is live too.
+    let mut cmd = s.command(&["--run-id", "other", "--set", "output=s3://lake/out2", "--lease-ttl", "6s"]);
+    let mut other = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_step("other");
+    let overlapping = cluster_of("other");
+    let out = gc(&[]);
+    assert!(out.stdout.contains("0 cluster(s) terminated, 2 kept"), "{}", out.stdout);
 
-    // --older-than ends the other one whatever its run says.
-    let old = gc(&["--older-than", "1ms"]).expect(0);
-    assert!(old.stdout.contains("terminating: older than 1ms"), "{}", old.stdout);
+    // Its runner is killed: the lease is not renewed; gc waits for it to expire (--lease-ttl).
+    other.kill().unwrap();
+    other.wait().unwrap();
+    let out = gc(&["--dry-run"]);
+    assert!(line(&out.stdout, &overlapping).contains("kept: its run is live"), "lease not yet expired: {}", out.stdout);
+    let ttl = Instant::now();
+    loop {
+        let out = gc(&[]);
+        if line(&out.stdout, &overlapping).contains("terminating: its run stopped renewing its lease") {
+            break;
+        }
+        assert!(ttl.elapsed() < Duration::from_secs(30), "{}", out.stdout);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(state(&overlapping), "TERMINATED");
+    assert_eq!(state(&reused), "RUNNING", "the live run's cluster is untouched");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(live.id() as i32, libc::SIGTERM) };
+    finish(live).expect(130);
     s.assert_all_terminated();
-    let none = gc(&[]).expect(0);
-    assert!(none.stdout.contains("no live clusters started by dagrun"), "{}", none.stdout);
 }
 
 #[test]
@@ -419,6 +445,25 @@ fn invalid_emr_settings_are_reported_with_their_locations() {
             "the master group has exactly 1 instance, found 2",
             "idle_timeout must be between 1m and 7d",
             "staging must be an s3://bucket/prefix URI",
+        ],
+    );
+    // What RunJobFlow would refuse after staging writes: an old release, names and tags past
+    // EMR's rules, a step concurrency out of range.
+    check(
+        "limits.yaml",
+        PIPELINE
+            .replace("name: emrtest", &format!("name: {}", "p".repeat(200)))
+            .replace("release_label: emr-7.5.0", "release_label: emr-6.15.0")
+            .replace("tags: {team: analytics}", "tags: {team: \"analytics & ops\", cost!center: x}")
+            .replace("poll_interval: 50ms", "poll_interval: 50ms\n    step_concurrency: 300"),
+        &[
+            "release_label `emr-6.15.0` is too old: dagrun's step program needs Spark 3.5, in emr-7.0.0 and later",
+            "the step names of task `load_plays`",
+            "EMR allows 256: shorten the pipeline name or the task id",
+            "the default cluster name `dagrun <pipeline> <run id>` can exceed EMR's 256 characters",
+            "the value of tag `team`: `&` is not allowed",
+            "tag key `cost!center`: `!` is not allowed",
+            "step_concurrency must be between 1 and 256, found 300",
         ],
     );
     // Shape: unknown keys with a suggestion, unknown enum values with the accepted ones.
@@ -512,4 +557,146 @@ fn sparkify_with_engine_emr_publishes_the_same_tables_as_the_local_run() {
         ["artists", "plays", "songplays", "songs", "staging_events", "staging_songs", "time", "users"],
         "extracts and transforms ran on EMR"
     );
+}
+
+/// The JSON object printed under a dry run's line starting with `title` (indented two spaces).
+fn printed(stdout: &str, title: &str) -> Value {
+    let mut lines = stdout.lines().skip_while(|l| !l.trim_start().starts_with(title));
+    let header = lines.next().unwrap_or_else(|| panic!("no {title} in {stdout}"));
+    let indent = header.len() - header.trim_start().len() + 2;
+    let body: Vec<&str> = lines.take_while(|l| l.len() > indent && l[..indent].trim().is_empty()).collect();
+    serde_json::from_str(&body.iter().map(|l| &l[indent..]).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_else(|e| panic!("{title}: {e} in {stdout}"))
+}
+
+/// Every field of `printed`, with the placeholders filled in, equals the one sent; nothing else is sent.
+fn assert_same_fields(path: &str, printed: &Value, sent: &Value, fill: &dyn Fn(&str) -> String) {
+    match (printed, sent) {
+        (Value::Object(p), Value::Object(s)) => {
+            let keys: std::collections::BTreeSet<&String> = p.keys().chain(s.keys()).collect();
+            for k in keys {
+                let (a, b) = (p.get(k).unwrap_or(&Value::Null), s.get(k).unwrap_or(&Value::Null));
+                assert_same_fields(&format!("{path}.{k}"), a, b, fill);
+            }
+        }
+        (Value::Array(p), Value::Array(s)) => {
+            assert_eq!(p.len(), s.len(), "{path}: printed {printed}, sent {sent}");
+            for (i, (a, b)) in p.iter().zip(s).enumerate() {
+                assert_same_fields(&format!("{path}[{i}]"), a, b, fill);
+            }
+        }
+        (Value::String(p), Value::String(s)) => assert_eq!(&fill(p), s, "{path}"),
+        _ => assert_eq!(printed, sent, "{path}"),
+    }
+}
+
+#[test]
+fn the_requests_sent_are_the_dry_runs_print_field_by_field() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
+    let s = setup();
+    let dry = s.run(&["--dry-run"]).expect(0);
+    s.run(&["--run-id", "wire"]).expect(0);
+    let emr = s.emr();
+    let sent = &emr["requests"][0];
+    let instance = s.clusters()[0]["tags"]["dagrun:instance"].as_str().unwrap().to_string();
+    let fill = |text: &str| text.replace("<run-id>", "wire").replace("<instance>", &instance);
+    assert_same_fields("RunJobFlow", &printed(&dry.stdout, "RunJobFlow"), sent, &fill);
+    // No empty `InstanceFleets: []` beside the groups: neither printed nor sent.
+    assert!(sent["Instances"].get("InstanceFleets").is_none(), "{sent}");
+    let cluster = s.clusters()[0]["id"].as_str().unwrap().to_string();
+    let fill = |text: &str| fill(text).replace("<cluster-id>", &cluster);
+    assert_same_fields("AddJobFlowSteps", &printed(&dry.stdout, "AddJobFlowSteps"), &emr["step_requests"][0], &fill);
+}
+
+#[test]
+fn a_runner_killed_mid_step_leaves_a_step_the_cluster_ends_at_the_task_timeout() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
+    let s = setup();
+    s.mode(json!({"steps": "hold"}));
+    let mut cmd = s.command(&["--run-id", "killed", "--set", "timeout=3s"]);
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    while !s.clusters().iter().any(|c| steps(c).iter().any(|st| st["state"] == "RUNNING")) {
+        assert!(start.elapsed() < Duration::from_secs(60), "no step started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let running = Instant::now();
+    // kill -9: dagrun can neither cancel the step nor terminate the cluster.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let step_state = || steps(&s.clusters()[0])[0]["state"].as_str().unwrap().to_string();
+    while step_state() == "RUNNING" {
+        assert!(running.elapsed() < Duration::from_secs(15), "the step outlived its 3s bound");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(step_state(), "FAILED");
+    assert!(running.elapsed() >= Duration::from_millis(2500), "ended at {:?}, before its bound", running.elapsed());
+    // Nothing runs now: the idle auto-termination (in the request) ends the cluster.
+    assert!(s.emr()["requests"][0]["AutoTerminationPolicy"]["IdleTimeout"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn staging_is_deleted_after_success_and_a_failed_runs_is_kept_for_its_window() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
+    let s = setup_with(&PIPELINE.replace("poll_interval: 50ms", "poll_interval: 50ms\n    keep_failed_staging: 2s"));
+    // A killed writer's multipart upload under the staging prefix, begun moments ago: an EMR step
+    // of a killed run may still be writing there (bounded by its task timeout), so it is kept.
+    s.moto.control("begin_upload", json!({"bucket": "lake", "key": "staging/elsewhere/part-0.parquet"}));
+
+    s.mode(json!({"steps": "complete", "fail": [":load_plays:"], "reason": "boom"}));
+    let failed = s.run(&["--run-id", "failed"]).expect(1);
+    assert!(failed.stdout.contains("staging s3://lake/staging/failed: kept for debugging until"), "{}", failed.stdout);
+    assert!(s.moto.keys("lake", "staging/failed").iter().any(|k| k.ends_with("tasks/plays-1.json")));
+    let staged = s.moto.keys("lake", "staging/failed");
+    assert!(staged.iter().any(|k| k == "staging/failed/dagrun-staging.json"), "marked as dagrun's: {staged:?}");
+
+    // Someone else's folder under the staging prefix, with no marker: never deleted.
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(foreign.path().join("notes.txt"), "mine").unwrap();
+    s.moto.upload(foreign.path(), "lake", "staging/someone");
+
+    std::thread::sleep(Duration::from_millis(2500));
+    s.mode(json!({"steps": "complete"}));
+    let ok = s.run(&["--run-id", "ok"]).expect(0);
+    assert!(ok.stdout.contains("staging s3://lake/staging/ok: deleted"), "{}", ok.stdout);
+    assert!(
+        ok.stdout.contains("deleted 1 folder of failed runs past keep_failed_staging"),
+        "{}{}",
+        ok.stdout,
+        ok.stderr
+    );
+    assert!(s.moto.keys("lake", "staging/ok").is_empty(), "a successful run's staging is deleted");
+    assert!(s.moto.keys("lake", "staging/failed").is_empty(), "past its window: {:?}", s.moto.keys("lake", "staging"));
+    assert_eq!(s.moto.keys("lake", "staging/someone"), ["staging/someone/notes.txt"]);
+    let uploads = s.moto.control("uploads", json!({"bucket": "lake"}));
+    assert_eq!(uploads["keys"], json!(["staging/elsewhere/part-0.parquet"]), "younger than the EMR bound: kept");
+}
+
+#[test]
+fn a_failed_spark_step_shows_the_drivers_error_from_the_steps_log() {
+    if !runtimes(&[Runtime::Moto, Runtime::Spark]) {
+        return;
+    }
+    // Real PySpark fails on a column that does not exist. On EMR the step's FailureDetails say only
+    // "Unknown Error."; the harness lays the logs out as EMR does (client mode: the driver's stderr
+    // is the step's stderr.gz), and dagrun finds the Python error among Spark's log lines.
+    let s = setup_with(&PIPELINE.replace("SELECT ts, user_id FROM", "SELECT ts, user_idd FROM"));
+    s.mode(json!({"steps": "spark"}));
+    let run = s.run(&["--run-id", "bad-sql"]).expect(1);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("Unknown Error."), "{all}");
+    assert!(all.contains("driver error:"), "{all}");
+    assert!(all.contains("AnalysisException") && all.contains("user_idd"), "{all}");
+    let cluster = s.clusters()[0].clone();
+    let step = steps(&cluster)[0]["id"].as_str().unwrap().to_string();
+    let logs = s.moto.keys("logs", "emr");
+    assert!(logs.contains(&format!("emr/{}/steps/{step}/stderr.gz", cluster["id"].as_str().unwrap())), "{logs:?}");
+    assert!(!logs.iter().any(|k| k.contains("/containers/")), "client mode: no container log holds the error");
+    s.assert_all_terminated();
 }

@@ -14,6 +14,7 @@ Control routes (JSON in, JSON out):
   POST /_dagrun/bucket    {"bucket"}        create an empty bucket
   POST /_dagrun/head      {"bucket", "key"} an object's size, content type, storage class, encryption
   POST /_dagrun/uploads   {"bucket"}        the keys of multipart uploads begun and not completed or aborted
+  POST /_dagrun/begin_upload {"bucket", "key"} begin a multipart upload and leave it (a killed writer's)
 
 A fault rule: {"kind": "slowdown" | "error500" | "reset" | "delay" | "denied" | "kms_denied",
                "method": "GET", "match": "substring of the path", "bucket": "name",
@@ -28,10 +29,16 @@ and a step has no FailureDetails; the harness drives all of that):
       for real: the step's program runs with PySpark on a local mirror of the S3 objects it reads,
       and what it writes is put back into S3 (as a cluster would, one step at a time);
       steps whose name contains a `fail` entry fail with the reason (and, when `stderr` is given,
-      a stderr.gz under the cluster's log URI); a new cluster reports STARTING for N polls
+      a stderr.gz under the cluster's log URI); a new cluster reports STARTING for N polls.
+      As on EMR: a step whose command starts with `timeout ... Ns` fails with exit code 124 once it
+      has run N seconds, whoever is watching; a failed real step's FailureDetails say only
+      "Unknown Error.", and its logs are laid out as EMR lays them out: in client mode the
+      driver's stderr is the step's stderr.gz; in cluster mode the step's stderr.gz holds the
+      spark-submit client's YARN report and the driver's stderr is under
+      containers/<application>/<container>_000001/stderr.gz
   POST /_dagrun/emr/step  {"step": id, "state": "COMPLETED" | "FAILED" | ..., "reason": "..."}
   GET  /_dagrun/emr       every cluster (state, tags, steps with names, args and states) and
-                          every RunJobFlow request body received
+                          every RunJobFlow and AddJobFlowSteps request body received
 """
 
 import gzip
@@ -85,6 +92,34 @@ def _step_status(step):
 
 emr_models.Step.status = property(_step_status)
 
+# moto answers ListMultipartUploads with a fixed Initiated date (2010); S3 gives the real one,
+# and dagrun only aborts uploads begun before a bound. Record when each upload began.
+import re  # noqa: E402
+from moto.s3 import models as s3_models  # noqa: E402
+
+_multipart_init = s3_models.FakeMultipart.__init__
+UPLOAD_BEGUN = {}
+
+
+def _multipart_init_timed(self, *args, **kwargs):
+    _multipart_init(self, *args, **kwargs)
+    UPLOAD_BEGUN[self.id] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+
+
+s3_models.FakeMultipart.__init__ = _multipart_init_timed
+
+
+def real_initiated(body):
+    def fix(m):
+        block = m.group(0)
+        found = re.search(rb"<UploadId>([^<]+)</UploadId>", block)
+        begun = UPLOAD_BEGUN.get(found.group(1).decode()) if found else None
+        if begun is None:
+            return block
+        return re.sub(rb"<Initiated>[^<]*</Initiated>", b"<Initiated>" + begun.encode() + b"</Initiated>", block)
+
+    return re.sub(rb"<Upload>.*?</Upload>", fix, body, flags=re.S)
+
 
 class Emr:
     """The harness's side of EMR: step outcomes, slow starts, CancelSteps, recorded requests."""
@@ -93,8 +128,47 @@ class Emr:
         self.lock = threading.Lock()
         self.mode = {"steps": "complete"}
         self.requests = []
+        self.step_requests = []
         self.starting = {}
         self.launched = set()
+        self.running_since = {}
+        threading.Thread(target=self.enforce_timeouts, daemon=True).start()
+
+    def enforce_timeouts(self):
+        """The cluster side of `timeout N spark-submit ...`: the step ends after N seconds of
+        running whether or not dagrun is still polling (it may have been killed)."""
+        while True:
+            time.sleep(0.1)
+            with self.lock:
+                for cluster in self.clusters():
+                    for step in cluster.steps:
+                        if step.state != "RUNNING":
+                            continue
+                        limit = step_timeout(step.args)
+                        if limit is None:
+                            continue
+                        since = self.running_since.setdefault(step.id, time.time())
+                        if time.time() - since > limit and step.id not in self.launched:
+                            self.finish(cluster, step, "FAILED", "Step failed with exitCode 124 (timeout)")
+
+    def write_logs(self, cluster, step, driver_stderr):
+        """A failed step's logs where EMR puts them (see the module's docstring)."""
+        if not (cluster.log_uri and cluster.log_uri.startswith("s3://")):
+            return
+        root = f"{cluster.log_uri.rstrip('/')}/{cluster.id}"
+        bucket, key = split_s3(f"{root}/steps/{step.id}/stderr.gz")
+        if deploy_mode(step.args) == "cluster":
+            app = f"application_{int(time.time() * 1000)}_0001"
+            report = (
+                f"24/12/01 10:00:00 INFO Client: Application report for {app} (state: FINISHED)\n"
+                "24/12/01 10:00:00 INFO Client:\n\t client token: N/A\n\t diagnostics: User application exited with status 1\n"
+                f"Exception in thread \"main\" org.apache.spark.SparkException: Application {app} finished with failed status\n"
+            )
+            s3().put_object(bucket, key, gzip.compress(report.encode()))
+            cbucket, ckey = split_s3(f"{root}/containers/{app}/container_{app[12:]}_01_000001/stderr.gz")
+            s3().put_object(cbucket, ckey, gzip.compress(driver_stderr.encode()))
+        else:
+            s3().put_object(bucket, key, gzip.compress(driver_stderr.encode()))
 
     def clusters(self):
         return list(emr().clusters.values())
@@ -126,6 +200,8 @@ class Emr:
         with self.lock:
             if target == "RunJobFlow":
                 self.requests.append(body)
+            elif target == "AddJobFlowSteps":
+                self.step_requests.append(body)
             elif target == "DescribeCluster":
                 cluster = emr().clusters.get(body.get("ClusterId"))
                 if cluster is not None and cluster.state in ("WAITING", "RUNNING", "STARTING"):
@@ -181,11 +257,18 @@ class Emr:
             with open(spec_file, "w") as f:
                 json.dump(mapped, f)
             env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-            proc = subprocess.run([sys.executable, runner, spec_file], capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                lines = [l for l in proc.stderr.splitlines() if l.startswith("dagrun: error:")] or proc.stderr.splitlines()[-1:]
+            try:
+                proc = subprocess.run(
+                    [sys.executable, runner, spec_file], capture_output=True, text=True, env=env,
+                    timeout=step_timeout(step.args),
+                )
+                code, stderr = proc.returncode, proc.stderr
+            except subprocess.TimeoutExpired as e:
+                code, stderr = 124, (e.stderr.decode() if isinstance(e.stderr, bytes) else e.stderr or "")
+            if code != 0:
                 with self.lock:
-                    self.finish(cluster, step, "FAILED", lines[-1] if lines else "the step failed", proc.stderr)
+                    self.write_logs(cluster, step, stderr)
+                    self.finish(cluster, step, "FAILED", "Unknown Error.")
                 return
             for key in ("output", "result", "quarantine"):
                 if spec.get(key):
@@ -212,6 +295,7 @@ class Emr:
             if path == "/_dagrun/emr":
                 return {
                     "requests": self.requests,
+                    "step_requests": self.step_requests,
                     "clusters": [
                         {
                             "id": c.id,
@@ -314,6 +398,9 @@ class App:
                 return [body]
         if environ.get("REQUEST_METHOD") == "POST" and "uploadId=" in environ.get("QUERY_STRING", ""):
             return self.complete_multipart(environ, start_response)
+        query_names = {part.split("=", 1)[0] for part in environ.get("QUERY_STRING", "").split("&")}
+        if environ.get("REQUEST_METHOD") == "GET" and "uploads" in query_names:
+            return self.rewrite(environ, start_response, real_initiated)
         if environ.get("REQUEST_METHOD") in ("PUT", "DELETE") and (
             "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ
         ):
@@ -335,14 +422,21 @@ class App:
     def complete_multipart(self, environ, start_response):
         """moto answers CompleteMultipartUpload with a `CompleteMultipartUploadResponse` root
         element; S3 (and the Rust SDK's parser) use `CompleteMultipartUploadResult`."""
+        return self.rewrite(
+            environ,
+            start_response,
+            lambda body: body.replace(b"CompleteMultipartUploadResponse", b"CompleteMultipartUploadResult"),
+        )
+
+    def rewrite(self, environ, start_response, change):
+        """moto's answer with its body changed."""
         captured = {}
 
         def capture(status, headers, exc_info=None):
             captured["status"], captured["headers"] = status, headers
             return lambda data: None
 
-        body = b"".join(self.moto(environ, capture))
-        body = body.replace(b"CompleteMultipartUploadResponse", b"CompleteMultipartUploadResult")
+        body = change(b"".join(self.moto(environ, capture)))
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(body))))
         start_response(captured["status"], headers)
@@ -387,6 +481,9 @@ class App:
         if path == "/_dagrun/uploads":
             bucket = s3().get_bucket(body["bucket"])
             return {"keys": sorted(m.key_name for m in bucket.multiparts.values())}
+        if path == "/_dagrun/begin_upload":
+            begun = s3().create_multipart_upload(body["bucket"], body["key"], {}, "STANDARD", {}, None, None, None)
+            return {"upload_id": begun.id}
         if path == "/_dagrun/bucket":
             s3().create_bucket(body["bucket"], "us-east-1")
             return {"bucket": body["bucket"]}
@@ -395,6 +492,23 @@ class App:
         if path == "/_dagrun/download":
             return download(body["bucket"], body.get("prefix", ""), body["dir"], body.get("manifest", False))
         raise KeyError(f"no control route {path}")
+
+
+def step_timeout(args):
+    """N from a step command `timeout [--kill-after=D] Ns spark-submit ...`, or None."""
+    if not args or args[0] != "timeout":
+        return None
+    for a in args[1:]:
+        if not a.startswith("-"):
+            return float(a.rstrip("s"))
+    return None
+
+
+def deploy_mode(args):
+    for i, a in enumerate(args[:-1]):
+        if a == "--deploy-mode":
+            return args[i + 1]
+    return "client"
 
 
 def split_s3(uri):

@@ -25,7 +25,7 @@ use aws_sdk_s3::config::Region;
 use aws_sdk_s3::config::retry::{RetryPartition, TokenBucket};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use dagrun_core::plan::S3Settings;
@@ -201,6 +201,13 @@ impl S3Storage {
         classify(action, uri, bucket, &self.endpoint, kms.as_deref(), err)
     }
 
+    /// The storage class of an object: `storage_class` for table data (Parquet files); dagrun's
+    /// own small objects (manifests, markers, run records, the lease, step specs) stay in
+    /// STANDARD, where reading them back is immediate and no minimum size or duration is billed.
+    fn storage_class(&self, key: &str) -> Option<dagrun_core::spec::StorageClass> {
+        self.settings.storage_class.filter(|_| key.ends_with(".parquet"))
+    }
+
     async fn put(&self, uri: &S3Uri, data: &[u8]) -> Result<(), StorageError> {
         let full = format!("s3://{}/{}", uri.bucket, uri.key);
         let mut request = self
@@ -216,7 +223,7 @@ impl S3Storage {
                 request = request.ssekms_key_id(key);
             }
         }
-        if let Some(class) = self.settings.storage_class {
+        if let Some(class) = self.storage_class(&uri.key) {
             request = request.storage_class(class.as_str().into());
         }
         request.send().await.map(|_| ()).map_err(|e| self.error(Op::Writing, &full, &uri.bucket, e))
@@ -229,14 +236,17 @@ impl S3Storage {
             .create_multipart_upload()
             .bucket(&uri.bucket)
             .key(&uri.key)
-            .content_type(content_type(&uri.key));
+            .content_type(content_type(&uri.key))
+            // The parts carry CRC32 checksums and the completion repeats them: S3 (and servers
+            // like it) accept that only if the upload named the algorithm when it began.
+            .checksum_algorithm(ChecksumAlgorithm::Crc32);
         if let Some(sse) = self.settings.server_side_encryption {
             create = create.server_side_encryption(sse_of(sse));
             if let Some(key) = &self.settings.kms_key_id {
                 create = create.ssekms_key_id(key);
             }
         }
-        if let Some(class) = self.settings.storage_class {
+        if let Some(class) = self.storage_class(&uri.key) {
             create = create.storage_class(class.as_str().into());
         }
         let upload = self
@@ -258,6 +268,7 @@ impl S3Storage {
                         .key(&uri.key)
                         .upload_id(upload_id)
                         .part_number(number)
+                        .checksum_algorithm(ChecksumAlgorithm::Crc32)
                         .body(ByteStream::from(chunk.to_vec()))
                         .send()
                         .await
@@ -741,6 +752,68 @@ impl Storage for S3Storage {
         let keys: Vec<String> =
             self.list_all(&uri, path).await?.iter().filter_map(|o| o.key().map(String::from)).collect();
         self.delete_keys(&uri.bucket, keys, path).await
+    }
+
+    async fn abort_stale_uploads(&self, path: &str, before: SystemTime) -> Result<Vec<String>, StorageError> {
+        let uri = S3Uri::parse(path)?;
+        let prefix = uri.prefix();
+        let mut stale = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .retrying(|| async {
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(&uri.bucket)
+                        .prefix(&prefix)
+                        .set_key_marker(key_marker.clone())
+                        .set_upload_id_marker(id_marker.clone())
+                        .send()
+                        .await
+                        .map_err(|e| self.error(Op::ListingUploads, path, &uri.bucket, e))
+                })
+                .await?;
+            for upload in page.uploads() {
+                let begun = upload.initiated().and_then(|t| SystemTime::try_from(*t).ok());
+                if let (Some(key), Some(id), Some(begun)) = (upload.key(), upload.upload_id(), begun)
+                    && begun < before
+                {
+                    stale.push((key.to_string(), id.to_string()));
+                }
+            }
+            if !page.is_truncated().unwrap_or(false) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(String::from);
+            id_marker = page.next_upload_id_marker().map(String::from);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        let mut aborted = Vec::new();
+        for (key, id) in stale {
+            let full = format!("s3://{}/{key}", uri.bucket);
+            let done = self
+                .retrying(|| async {
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&uri.bucket)
+                        .key(&key)
+                        .upload_id(&id)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| self.error(Op::AbortingUpload, &full, &uri.bucket, e))
+                })
+                .await;
+            match done {
+                Ok(()) => aborted.push(full),
+                // Completed or aborted in between: nothing is billed any more.
+                Err(e) if e.kind == StorageErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(aborted)
     }
 
     async fn begin_table(&self, target: &str, tag: &str) -> Result<TableWrite, StorageError> {

@@ -153,6 +153,7 @@ pub(crate) async fn engines(
     allow_breaking_schema: bool,
     extract_cache: bool,
     kept: &Kept,
+    keep_staging: bool,
 ) -> Result<Engines, Exit> {
     let exchange = Arc::new(Exchange::default());
     let engines = Engines::new();
@@ -173,6 +174,8 @@ pub(crate) async fn engines(
     };
     #[cfg(not(feature = "polars"))]
     let _ = (spill_above, storages, allow_breaking_schema, extract_cache, kept);
+    #[cfg(not(feature = "aws"))]
+    let _ = keep_staging;
     #[cfg(feature = "aws")]
     let engines = match plan.emr() {
         Some(settings) => {
@@ -187,7 +190,9 @@ pub(crate) async fn engines(
                 "error: {}",
                 missing("the local engine, which EMR runs need", "polars")
             )));
-            let emr = dagrun_aws::emr::EmrEngine::connect(settings.clone(), s3, exporter, exchange, plan).await;
+            let emr = dagrun_aws::emr::EmrEngine::connect(settings.clone(), s3, exporter, exchange, plan)
+                .await
+                .keep_staging(keep_staging);
             engines.with(Arc::new(emr))
         }
         None => engines,

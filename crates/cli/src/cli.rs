@@ -72,8 +72,9 @@ pub(crate) struct CompletionsArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum EmrCommand {
-    /// List clusters tagged by dagrun that are still alive, and terminate those whose run is over
-    /// (its run.json says so) or that are older than --older-than.
+    /// List clusters tagged by dagrun that are still alive, and terminate those whose run is not
+    /// live: no unexpired lease of that run on its lake (the run ended, or its runner died and the
+    /// lease expired). A live run's cluster is never terminated, whatever its age.
     Gc(GcArgs),
     /// Write the step specs an EMR run would submit, for every extract, transform and load, in
     /// run order (steps.json) with the step program beside them (dagrun_step.py), to run the Spark
@@ -101,9 +102,15 @@ pub(crate) struct GcArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Also terminate clusters older than this, whatever their run says (e.g. 12h, 2d).
+    /// Also terminate clusters older than this (e.g. 12h, 2d) whose run cannot be shown to be
+    /// over; a cluster whose run still holds a live lease on its lake is never terminated.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub older_than: Option<std::time::Duration>,
+
+    /// A runs folder whose URI was too long for an EMR tag (the cluster's `dagrun:runs` tag holds
+    /// its hash): gc matches the hash and reads the run's lease there (repeatable).
+    #[arg(long, value_name = "URI")]
+    pub runs: Vec<String>,
 
     /// EMR region [default: the AWS SDK's region chain, then us-east-1].
     #[arg(long)]
@@ -220,6 +227,12 @@ pub(crate) struct RunArgs {
     /// that while the run lives, and a dead run's lease is taken over once it expires [default: 2m].
     #[arg(long, value_name = "DURATION", value_parser = parse_lease_ttl)]
     pub lease_ttl: Option<std::time::Duration>,
+
+    /// Keep the run's EMR staging folder (`<staging>/<run-id>/`: step program, task specs,
+    /// intermediate tables) whatever the outcome. Without it a successful run deletes the folder,
+    /// and a failed run keeps it for `engines.emr.keep_failed_staging` (default 7d).
+    #[arg(long)]
+    pub keep_staging: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -170,8 +170,16 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         SpillAbove::Never => None,
     });
     let kept = build::Kept::for_report(&plan);
-    let engines =
-        build::engines(&storages, &plan, spill_above, args.allow_breaking_schema, !args.no_cache, &kept).await?;
+    let engines = build::engines(
+        &storages,
+        &plan,
+        spill_above,
+        args.allow_breaking_schema,
+        !args.no_cache,
+        &kept,
+        args.keep_staging,
+    )
+    .await?;
     if args.dry_run {
         // What is already published from the same inputs (reads listings and manifests only),
         // then the real executor walked with engines that only describe.
@@ -318,6 +326,7 @@ async fn run_leased(
     remove_leftovers(plan, storages, Some(&loading))
         .await
         .map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+    abort_stale_uploads(plan, storages).await;
     let mut plan = plan.clone();
     if let Some(slice) = &freshness.slice {
         plan.set_slice(slice.clone());
@@ -446,6 +455,47 @@ async fn vacuum(plan: &Plan, storages: &Storages, versions: &std::collections::B
             Ok(0) => {}
             Ok(n) => info!(table = %load.table, files = n, "vacuumed the files of versions past retention"),
             Err(e) => warn!("could not vacuum {}: {e}", load.path),
+        }
+    }
+}
+
+/// Aborts the multipart uploads that killed runs left under dagrun's S3 prefixes (the tables it
+/// loads, its runs folder, the EMR staging): their parts are billed until aborted. The lease is
+/// held, so no other run writes there; an EMR step of a killed run may still be going, so under
+/// what EMR writes only uploads older than the longest EMR task timeout (each step's bound on
+/// the cluster) are taken.
+async fn abort_stale_uploads(plan: &Plan, storages: &Storages) {
+    let now = std::time::SystemTime::now();
+    let emr_bound = plan
+        .tasks()
+        .iter()
+        .filter(|t| t.engine() == "emr")
+        .map(|t| t.timeout() + std::time::Duration::from_secs(60))
+        .max();
+    let mut places: Vec<(String, std::time::SystemTime)> = Vec::new();
+    for task in plan.tasks() {
+        if let Action::Load(load) = &task.action() {
+            let before = if task.engine() == "emr" { now - emr_bound.unwrap_or_default() } else { now };
+            places.push((load.path.clone(), before));
+        }
+    }
+    places.push((plan.runs_dir().to_string(), now));
+    if let (Some(emr), Some(bound)) = (plan.emr(), emr_bound) {
+        places.push((emr.staging.clone(), now - bound));
+    }
+    for (path, before) in places {
+        if !dagrun_core::storage::is_s3(&path) {
+            continue;
+        }
+        let Ok(storage) = storages.for_path(&path) else { continue };
+        match storage.abort_stale_uploads(&path, before).await {
+            Ok(aborted) if aborted.is_empty() => {}
+            Ok(aborted) => info!(
+                "aborted {} a killed run left under {path} (their parts were billed), such as {}",
+                dagrun_core::units::count(aborted.len() as u64, "unfinished upload"),
+                aborted[0]
+            ),
+            Err(e) => warn!("could not look for unfinished uploads under {path}: {e}"),
         }
     }
 }

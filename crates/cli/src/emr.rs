@@ -1,6 +1,7 @@
 //! `dagrun emr ...`: `gc` lists the EMR clusters dagrun started that are still alive and
-//! terminates those whose run is over (its run.json exists) or that are older than
-//! `--older-than`; `specs` writes the step specs a run would submit, to run the Spark side anywhere.
+//! terminates those whose run is not live (no unexpired lease of that run on its lake), or, when
+//! the lease cannot be read, that are older than `--older-than`; `specs` writes the step specs a
+//! run would submit, to run the Spark side anywhere.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,8 @@ use std::time::Duration;
 use dagrun_aws::S3Storage;
 use dagrun_aws::emr::gc::{self, ClusterSummary};
 use dagrun_aws::emr::step;
+use dagrun_core::lease;
 use dagrun_core::plan::{S3Settings, join_path};
-use dagrun_core::record::RUN_RECORD;
 use dagrun_core::spec::TaskKind;
 use dagrun_core::storage::{Storages, is_s3};
 use dagrun_core::units::format_duration;
@@ -17,19 +18,53 @@ use dagrun_core::units::format_duration;
 use crate::cli::{GcArgs, SpecsArgs};
 use crate::commands::{Exit, load_plan, plan_options, print_stdout};
 
-/// Why a cluster is terminated, or `None` to keep it.
-async fn verdict(cluster: &ClusterSummary, storages: &Storages, older_than: Option<Duration>) -> Option<String> {
-    if let (Some(limit), Some(age)) = (older_than, cluster.age)
-        && age > limit
-    {
-        return Some(format!("older than {}", format_duration(limit)));
+/// Why a cluster is terminated (`Ok`), or why it is kept (`Err`).
+async fn verdict(
+    cluster: &ClusterSummary,
+    storages: &Storages,
+    older_than: Option<Duration>,
+    runs: &[String],
+) -> Result<String, String> {
+    let old = match (older_than, cluster.age) {
+        (Some(limit), Some(age)) if age > limit => Some(format!("older than {}", format_duration(limit))),
+        _ => None,
+    };
+    let unknown = |why: String| match &old {
+        Some(old) => Ok(format!("{old}, and {why}")),
+        None => Err(format!("kept: {why} (use --older-than to end it anyway)")),
+    };
+    let Some(runs_dir) = cluster.runs_dir(runs) else {
+        return unknown(match cluster.runs_tag() {
+            "" => "it has no dagrun:runs tag to find its run's lease".to_string(),
+            tag => format!("its runs folder is stored as {tag} (its URI is too long for a tag): pass it with --runs"),
+        });
+    };
+    let storage = match storages.for_path(&runs_dir) {
+        Ok(storage) => storage,
+        Err(e) => return unknown(format!("its run's lease cannot be read: {e}")),
+    };
+    match lease::current(storage.as_ref(), &runs_dir).await {
+        Ok(Some(holder)) if holder.run_id == cluster.run() && holder.is_live() => {
+            let by = if holder.token == cluster.instance() || cluster.instance().is_empty() {
+                String::new()
+            } else {
+                format!(", reattached by instance {}", holder.token)
+            };
+            Err(format!(
+                "kept: its run is live (its lease was renewed {} ago by host {} pid {}{by}){}",
+                format_duration(holder.renewed_ago()),
+                holder.host,
+                holder.pid,
+                old.map(|o| format!("; {o}, but a live run's cluster is never taken")).unwrap_or_default()
+            ))
+        }
+        Ok(Some(holder)) if holder.run_id == cluster.run() => {
+            Ok(format!("its run stopped renewing its lease {} ago", format_duration(holder.renewed_ago())))
+        }
+        Ok(Some(holder)) => Ok(format!("its run no longer holds the lake (run {} does)", holder.run_id)),
+        Ok(None) => Ok(format!("its run is over (no lease in {runs_dir})")),
+        Err(e) => unknown(format!("its run's lease cannot be read: {e}")),
     }
-    if cluster.runs_dir().is_empty() || cluster.run().is_empty() {
-        return None;
-    }
-    let record = join_path(cluster.runs_dir(), &format!("{}/{RUN_RECORD}", cluster.run()));
-    let storage = storages.for_path(&record).ok()?;
-    storage.read(&record).await.ok().map(|_| format!("its run is over ({record})"))
 }
 
 pub(crate) async fn gc(args: &GcArgs) -> Result<u8, Exit> {
@@ -37,7 +72,7 @@ pub(crate) async fn gc(args: &GcArgs) -> Result<u8, Exit> {
     let client = dagrun_aws::emr::client(args.region.as_deref()).await;
     let clusters = gc::active_clusters(&client).await.map_err(fail)?;
     let mut storages = Storages::default();
-    if clusters.iter().any(|c| is_s3(c.runs_dir())) {
+    if clusters.iter().any(|c| c.runs_dir(&args.runs).is_some_and(|r| is_s3(&r))) {
         storages.s3 = Some(Arc::new(S3Storage::connect(&S3Settings::default()).await));
     }
     if clusters.is_empty() {
@@ -48,11 +83,11 @@ pub(crate) async fn gc(args: &GcArgs) -> Result<u8, Exit> {
     let mut lines = String::new();
     for c in &clusters {
         let age = c.age.map_or_else(|| "?".to_string(), format_duration);
-        let why = verdict(c, &storages, args.older_than).await;
+        let why = verdict(c, &storages, args.older_than, &args.runs).await;
         let action = match &why {
-            Some(why) if args.dry_run => format!("would terminate: {why}"),
-            Some(why) => format!("terminating: {why}"),
-            None => "kept: its run may still be going (use --older-than to end it anyway)".to_string(),
+            Ok(why) if args.dry_run => format!("would terminate: {why}"),
+            Ok(why) => format!("terminating: {why}"),
+            Err(kept) => kept.clone(),
         };
         lines.push_str(&format!(
             "{}  {:<13} age {:<6} pipeline {} run {}  {action}\n",
@@ -62,7 +97,7 @@ pub(crate) async fn gc(args: &GcArgs) -> Result<u8, Exit> {
             c.pipeline(),
             c.run()
         ));
-        if why.is_some() {
+        if why.is_ok() {
             doomed.push(c.id.clone());
         }
     }

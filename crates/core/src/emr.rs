@@ -102,6 +102,60 @@ pub struct EmrSettings {
     #[serde(skip)]
     /// The longest pause between two status polls.
     pub poll_interval: Duration,
+    /// How many steps the cluster runs at once (RunJobFlow's `StepConcurrencyLevel`).
+    pub step_concurrency: u32,
+    #[serde(skip)]
+    /// How long a failed run's staging folder is kept for debugging before a later run deletes it.
+    pub keep_failed_staging: Duration,
+}
+
+/// The default retention of a failed run's staging folder.
+pub(crate) const DEFAULT_KEEP_FAILED_STAGING: Duration = Duration::from_secs(7 * 86400);
+
+/// The oldest EMR release whose Spark (3.5) runs dagrun's step program.
+pub const MIN_RELEASE: (u32, u32) = (7, 0);
+
+/// EMR's most steps at once on one cluster.
+pub const MAX_STEP_CONCURRENCY: u32 = 256;
+
+/// EMR's tag rules: a key of 1 to 128 characters, a value of up to 256, both of Unicode letters,
+/// digits, spaces and `_ . : / = + - @`; at most 50 tags on a cluster.
+pub mod tag_rules {
+    /// The longest key.
+    pub const MAX_KEY: usize = 128;
+    /// The longest value.
+    pub const MAX_VALUE: usize = 256;
+    /// The most tags on one resource.
+    pub const MAX_TAGS: usize = 50;
+
+    /// The first character EMR would refuse, if any.
+    pub fn refused_char(text: &str) -> Option<char> {
+        text.chars().find(|c| !(c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(*c)))
+    }
+
+    /// Why `value` cannot be a tag value, if it cannot.
+    pub fn value_problem(value: &str) -> Option<String> {
+        if value.chars().count() > MAX_VALUE {
+            return Some(format!("{} characters, EMR allows {MAX_VALUE}", value.chars().count()));
+        }
+        refused_char(value).map(|c| format!("`{c}` is not allowed (letters, digits, spaces and _ . : / = + - @ are)"))
+    }
+}
+
+/// EMR's longest cluster and step names.
+pub const MAX_NAME: usize = 256;
+
+/// The value of the `dagrun:runs` tag: the runs folder's URI, or `sha256:` and the first 16 hex
+/// digits of its SHA-256 when EMR's tag rules refuse the URI (too long, or a character they do not
+/// allow). `dagrun emr gc --runs URI` matches a hashed tag to its folder.
+pub fn runs_tag_value(runs_dir: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if tag_rules::value_problem(runs_dir).is_none() {
+        return runs_dir.to_string();
+    }
+    let digest = Sha256::digest(runs_dir.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// The default longest pause between two status polls.
@@ -109,3 +163,19 @@ pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The default idle auto-termination: a safety net even if dagrun dies.
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_uri_within_emrs_tag_rules_is_the_tag_and_any_other_is_hashed() {
+        assert_eq!(runs_tag_value("s3://lake/sparkify/_dagrun"), "s3://lake/sparkify/_dagrun");
+        let long = format!("s3://lake/{}/_dagrun", "x".repeat(300));
+        let hashed = runs_tag_value(&long);
+        assert!(hashed.starts_with("sha256:") && hashed.len() == "sha256:".len() + 16, "{hashed}");
+        assert_eq!(hashed, runs_tag_value(&long), "stable");
+        assert!(runs_tag_value("s3://lake/a~b").starts_with("sha256:"), "`~` is outside the tag rules");
+        assert!(tag_rules::value_problem(&hashed).is_none());
+    }
+}

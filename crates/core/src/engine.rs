@@ -212,6 +212,15 @@ pub struct FieldCount {
 #[error("{0}")]
 pub struct EngineError(pub String);
 
+/// How a run ended, for an engine's [`Engine::shutdown`] (e.g. keep a failed run's staging).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnd {
+    /// The run's id.
+    pub run_id: String,
+    /// Every task succeeded or was up to date, and nothing interrupted the run.
+    pub succeeded: bool,
+}
+
 /// Where tasks run.
 #[async_trait]
 pub trait Engine: Send + Sync {
@@ -227,7 +236,7 @@ pub trait Engine: Send + Sync {
     }
 
     /// Called exactly once when the run ends, however it ends. Must be idempotent with `release`.
-    async fn shutdown(&self) -> Result<(), EngineError> {
+    async fn shutdown(&self, _end: &RunEnd) -> Result<(), EngineError> {
         Ok(())
     }
 

@@ -372,12 +372,17 @@ pub async fn execute(
         }
     }
 
+    let end = crate::engine::RunEnd {
+        run_id: options.run_id.clone(),
+        succeeded: !interrupted
+            && records.iter().flatten().all(|r| matches!(r.state, TaskState::Succeeded | TaskState::UpToDate)),
+    };
     let mut shutdown_errors = Vec::new();
     for engine in engines.iter() {
         if !plan.tasks.iter().any(|t| t.engine == engine.name()) {
             continue;
         }
-        match tokio::time::timeout(options.cancel_grace.max(Duration::from_secs(1)) * 4, engine.shutdown()).await {
+        match tokio::time::timeout(options.cancel_grace.max(Duration::from_secs(1)) * 4, engine.shutdown(&end)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => shutdown_errors.push(format!("engine {}: {e}", engine.name())),
             Err(_) => shutdown_errors.push(format!("engine {}: shutdown timed out", engine.name())),

@@ -78,6 +78,16 @@ impl Holder {
         now > self.expires_at_ms
     }
 
+    /// The lease has not expired: its run is alive, or died less than a lease's length ago.
+    pub fn is_live(&self) -> bool {
+        !self.expired(now_ms())
+    }
+
+    /// How long ago it was last renewed.
+    pub fn renewed_ago(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.renewed_at_ms))
+    }
+
     /// The holder was a process of this host that is gone: its lease needs no waiting for.
     fn dead_here(&self) -> bool {
         self.host == host_name() && self.pid != std::process::id() && !process_alive(self.pid)
@@ -128,6 +138,19 @@ pub enum LeaseError {
     /// The run was interrupted while waiting.
     #[error("interrupted while waiting for the lease on {0}")]
     Cancelled(String),
+}
+
+/// The lease of `runs_dir` as it stands, if there is one (`dagrun emr gc` reads it to tell a live
+/// run's cluster from a dead one's).
+pub async fn current(storage: &dyn Storage, runs_dir: &str) -> Result<Option<Holder>, LeaseError> {
+    let path = join_path(runs_dir, LEASE_FILE);
+    match storage.read(&path).await {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| LeaseError::Foreign { path, why: e.to_string() })
+        }
+        Err(e) if e.kind == StorageErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A held lease, renewed in the background until [`Lease::release`].

@@ -773,6 +773,10 @@ decode_struct! {
         region: Option<Located<String>>,
         /// The longest pause between two status polls (default 10s; polls start at 1s and double).
         poll_interval: Option<Located<DurationValue>>,
+        /// How many steps the cluster runs at once (default: the number of EMR tasks, 1 to 256).
+        step_concurrency: Option<Located<u32>>,
+        /// How long a failed run's staging folder is kept for debugging (default 7d; 0s: not kept).
+        keep_failed_staging: Option<Located<DurationValue>>,
     }
 }
 

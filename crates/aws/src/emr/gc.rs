@@ -1,14 +1,16 @@
-//! `dagrun emr gc`: finds clusters dagrun started (by their `dagrun:` tags) that are still alive
-//! and terminates those whose run is over or that are older than a limit. The safety net behind
-//! the safety net: the idle auto-termination ends a forgotten cluster too, but only after its
-//! idle timeout, and only if nothing keeps it busy.
+//! `dagrun emr gc`: finds clusters dagrun started (by their `dagrun:` tags) that are still alive,
+//! for the CLI to terminate those whose run is not live: a run is live while it holds an unexpired
+//! lease on its lake (renewed every quarter of its length), so a reused run id, an overlapping run
+//! or a slow step never makes gc take a live run's cluster. The safety net behind the safety net:
+//! the idle auto-termination ends a forgotten cluster too, but only after its idle timeout, and
+//! only if nothing keeps it busy.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_emr::types::ClusterState;
 
-use super::requests::{TAG_PIPELINE, TAG_RUN, TAG_RUNS};
+use super::requests::{TAG_INSTANCE, TAG_PIPELINE, TAG_RUN, TAG_RUNS};
 use super::{age, sdk_error};
 use dagrun_core::engine::TaskError;
 
@@ -38,8 +40,23 @@ impl ClusterSummary {
         self.tags.get(TAG_RUN).map_or("", String::as_str)
     }
 
-    /// Where the run's records live (`run.json` says whether the run is over).
-    pub fn runs_dir(&self) -> &str {
+    /// The process that started it (`dagrun:instance`; empty for clusters of older dagruns).
+    pub fn instance(&self) -> &str {
+        self.tags.get(TAG_INSTANCE).map_or("", String::as_str)
+    }
+
+    /// Where the run's lease and records live: the `dagrun:runs` tag, or, when it holds a hash
+    /// (the URI broke EMR's tag rules), the one of `candidates` with that hash.
+    pub fn runs_dir(&self, candidates: &[String]) -> Option<String> {
+        let tag = self.tags.get(TAG_RUNS)?;
+        if !tag.starts_with("sha256:") {
+            return Some(tag.clone());
+        }
+        candidates.iter().find(|c| &dagrun_core::emr::runs_tag_value(c) == tag).cloned()
+    }
+
+    /// The raw `dagrun:runs` tag.
+    pub fn runs_tag(&self) -> &str {
         self.tags.get(TAG_RUNS).map_or("", String::as_str)
     }
 }
@@ -105,4 +122,23 @@ pub async fn terminate(client: &aws_sdk_emr::Client, ids: &[String]) -> Result<(
         .await
         .map_err(|e| sdk_error("terminating EMR clusters", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(runs: &str) -> ClusterSummary {
+        let tags = [(TAG_RUN.to_string(), "r1".to_string()), (TAG_RUNS.to_string(), runs.to_string())];
+        ClusterSummary { id: "j-1".into(), name: String::new(), state: "WAITING".into(), tags: tags.into(), age: None }
+    }
+
+    #[test]
+    fn a_hashed_runs_tag_is_matched_to_the_runs_folder_given() {
+        let long = format!("s3://lake/{}/_dagrun", "x".repeat(300));
+        let c = cluster(&dagrun_core::emr::runs_tag_value(&long));
+        assert_eq!(c.runs_dir(&[]), None);
+        assert_eq!(c.runs_dir(&["s3://other/_dagrun".into(), long.clone()]), Some(long));
+        assert_eq!(cluster("s3://lake/_dagrun").runs_dir(&[]).as_deref(), Some("s3://lake/_dagrun"));
+    }
 }

@@ -14,9 +14,17 @@
 //!   step; a retry first cancels a previous attempt still running.
 //! - The cluster is terminated as soon as no remaining task needs it (`release`) and on every
 //!   exit path (`shutdown`): success, failure, Ctrl-C, SIGTERM, timeouts, panics in tasks.
+//! - If dagrun itself is killed, the cluster still ends: each step runs under `timeout` with the
+//!   task's timeout (cluster side), then the idle auto-termination follows; `dagrun emr gc` ends it
+//!   sooner once the run's lease on the lake has expired.
+//! - A task's timeout counts everything it waits for: the cluster's start-up, its step's wait in
+//!   the queue and its run. Each is recorded apart (`cluster_wait_seconds`, `queue_seconds`,
+//!   `step_seconds`); the cluster-side `timeout` counts the run only.
+//! - The run's staging folder is deleted at the end of a successful run (see [`staging`]).
 
 pub mod gc;
 mod requests;
+mod staging;
 pub mod step;
 
 use std::io::Read;
@@ -27,7 +35,7 @@ use async_trait::async_trait;
 use aws_sdk_emr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_emr::types::{ClusterState, StepState};
 use dagrun_core::emr::EmrSettings;
-use dagrun_core::engine::{Engine, EngineError, Exchange, TableExport, TaskContext, TaskError, TaskOutput};
+use dagrun_core::engine::{Engine, EngineError, Exchange, RunEnd, TableExport, TaskContext, TaskError, TaskOutput};
 use dagrun_core::plan::{Action, Plan, PlannedTask, join_path};
 use dagrun_core::retry::RetryPolicy;
 use dagrun_core::spec::Jitter;
@@ -52,6 +60,8 @@ pub struct EmrEngine {
     /// Cluster states and steps as they happened, for the summary and the run record.
     history: Mutex<Vec<String>>,
     poll_max: Duration,
+    /// `--keep-staging`: the run's staging folder is kept whatever the outcome.
+    keep_staging: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -107,7 +117,14 @@ impl EmrEngine {
             runner: OnceCell::new(),
             history: Mutex::new(Vec::new()),
             poll_max,
+            keep_staging: false,
         }
+    }
+
+    /// Keeps the run's staging folder whatever the outcome (`--keep-staging`).
+    pub fn keep_staging(mut self, keep: bool) -> Self {
+        self.keep_staging = keep;
+        self
     }
 
     fn note(&self, line: String) {
@@ -146,7 +163,8 @@ impl EmrEngine {
                         id
                     }
                     None => {
-                        let request = run_job_flow(&self.settings, &self.pipeline, &cx.run_id, &self.runs_dir);
+                        let request =
+                            run_job_flow(&self.settings, &self.pipeline, &cx.run_id, &cx.instance, &self.runs_dir);
                         let out = request
                             .send_with(&self.client)
                             .send()
@@ -251,26 +269,47 @@ impl EmrEngine {
         }
     }
 
-    /// The step program's place on S3 (uploaded once per run).
-    async fn runner_uri(&self, run_id: &str) -> Result<String, TaskError> {
-        let uri = join_path(&self.run_root(run_id), "dagrun_step.py");
+    /// The step program's place on S3, uploaded once per run into the run's staging folder,
+    /// which is marked as dagrun's first. Old failed runs' folders are swept then too.
+    async fn runner_uri(&self, cx: &TaskContext) -> Result<String, TaskError> {
+        let root = self.run_root(&cx.run_id);
+        let uri = join_path(&root, "dagrun_step.py");
         self.runner
             .get_or_try_init(|| async {
+                let marker = staging::Marker {
+                    run_id: cx.run_id.clone(),
+                    pipeline: self.pipeline.clone(),
+                    instance: cx.instance.clone(),
+                    created_ms: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+                        as u64,
+                    failed_ms: None,
+                };
+                staging::mark(&self.s3, &root, &marker).await.map_err(TaskError::permanent)?;
                 self.s3.write(&uri, step::RUNNER.as_bytes().to_vec()).await.map_err(TaskError::from)?;
+                let swept =
+                    staging::sweep(&self.s3, &self.settings.staging, &cx.run_id, self.settings.keep_failed_staging)
+                        .await;
+                if !swept.is_empty() {
+                    self.note(format!(
+                        "staging: deleted {} of failed runs past keep_failed_staging ({})",
+                        dagrun_core::units::count(swept.len() as u64, "folder"),
+                        swept.join(", ")
+                    ));
+                }
                 Ok::<_, TaskError>(uri.clone())
             })
             .await
             .cloned()
     }
 
-    /// The last lines of a step's stderr, if the cluster logs to S3 and they arrived.
-    async fn stderr_tail(&self, cluster: &str, step: &str) -> Option<String> {
+    /// The driver's error from a failed step's stderr, if the cluster logs to S3 and it arrived.
+    /// Steps run Spark in client mode, so the step's stderr is the driver's.
+    async fn driver_error(&self, cluster: &str, step: &str) -> Result<String, String> {
         let uri = join_path(&self.settings.log_uri, &format!("{cluster}/steps/{step}/stderr.gz"));
-        let bytes = self.s3.read(&uri).await.ok()?;
+        let bytes = self.s3.read(&uri).await.map_err(|_| uri.clone())?;
         let mut text = String::new();
-        flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text).ok()?;
-        let lines: Vec<&str> = text.lines().collect();
-        Some(lines[lines.len().saturating_sub(20)..].join("\n"))
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text).map_err(|_| uri.clone())?;
+        Ok(step::driver_error(&text))
     }
 
     async fn terminate(&self, why: &str) -> Result<(), EngineError> {
@@ -296,7 +335,9 @@ impl EmrEngine {
         if matches!(task.action(), Action::QualityCheck(_)) {
             return Err(TaskError::permanent(format!("task `{}`: quality checks run on the local engine", task.id())));
         }
+        let waited = Instant::now();
         let cluster = self.ready_cluster(cx).await?;
+        let cluster_wait = waited.elapsed();
         let run_root = self.run_root(&cx.run_id);
         let tables_root = join_path(&run_root, "tables");
 
@@ -315,7 +356,7 @@ impl EmrEngine {
         let spec_uri = join_path(&run_root, &format!("tasks/{}-{}.json", task.id(), cx.attempt));
         let json = serde_json::to_vec_pretty(&spec).expect("a step spec serializes");
         self.s3.write(&spec_uri, json).await.map_err(TaskError::from)?;
-        let runner = self.runner_uri(&cx.run_id).await?;
+        let runner = self.runner_uri(cx).await?;
 
         // A previous attempt still running is cancelled before this one starts.
         if cx.attempt > 1
@@ -331,7 +372,7 @@ impl EmrEngine {
                 id
             }
             None => {
-                let request = add_step(&cluster, name.clone(), &runner, &spec_uri);
+                let request = add_step(&cluster, name.clone(), &runner, &spec_uri, task.timeout());
                 let out =
                     request.send_with(&self.client).send().await.map_err(|e| sdk_error("adding the EMR step", e))?;
                 let id = out.step_ids().first().cloned().unwrap_or_default();
@@ -342,7 +383,8 @@ impl EmrEngine {
         cx.progress.set_message(&format!("EMR step {step_id} on {cluster}"));
 
         // Follow the step to a terminal state.
-        let started = Instant::now();
+        let added = Instant::now();
+        let mut running: Option<Instant> = None;
         let polls = self.polls();
         let mut poll = 1;
         let mut last = String::new();
@@ -357,6 +399,9 @@ impl EmrEngine {
                 .map_err(|e| sdk_error("checking the EMR step", e))?;
             let status = out.step().and_then(|s| s.status());
             let state = status.and_then(|s| s.state()).cloned().unwrap_or(StepState::Pending);
+            if state != StepState::Pending && running.is_none() {
+                running = Some(Instant::now());
+            }
             if state.as_str() != last {
                 self.note(format!("step {step_id} ({}): {} at {}", task.id(), state.as_str(), now()));
                 last = state.as_str().to_string();
@@ -378,8 +423,13 @@ impl EmrEngine {
                     } else if let Some(r) = status.and_then(|s| s.state_change_reason()).and_then(|r| r.message()) {
                         message.push_str(&format!(": {r}"));
                     }
-                    if let Some(tail) = self.stderr_tail(&cluster, &step_id).await {
-                        message.push_str(&format!("\nstderr (last lines):\n{tail}"));
+                    match self.driver_error(&cluster, &step_id).await {
+                        Ok(error) if !error.is_empty() => message.push_str(&format!("\ndriver error:\n{error}")),
+                        Ok(_) => {}
+                        Err(uri) if state == StepState::Failed => message.push_str(&format!(
+                            "\nthe step's stderr has not reached {uri} yet (EMR uploads logs within minutes)"
+                        )),
+                        Err(_) => {}
                     }
                     // Interrupted or cancelled by someone else (a lost node): another attempt may work.
                     let retryable = state != StepState::Failed;
@@ -420,7 +470,10 @@ impl EmrEngine {
         };
         output.details.insert("cluster".into(), cluster);
         output.details.insert("step".into(), step_id);
-        output.details.insert("step_seconds".into(), format!("{:.1}", started.elapsed().as_secs_f64()));
+        let ran = running.unwrap_or(added);
+        output.details.insert("cluster_wait_seconds".into(), format!("{:.1}", cluster_wait.as_secs_f64()));
+        output.details.insert("queue_seconds".into(), format!("{:.1}", ran.duration_since(added).as_secs_f64()));
+        output.details.insert("step_seconds".into(), format!("{:.1}", ran.elapsed().as_secs_f64()));
         Ok(output)
     }
 }
@@ -439,8 +492,16 @@ impl Engine for EmrEngine {
         self.terminate("no remaining task needs it").await
     }
 
-    async fn shutdown(&self) -> Result<(), EngineError> {
-        self.terminate("the run ended").await
+    async fn shutdown(&self, end: &RunEnd) -> Result<(), EngineError> {
+        let terminated = self.terminate("the run ended").await;
+        if self.runner.initialized() {
+            let folder = self.run_root(&end.run_id);
+            let kept = self.settings.keep_failed_staging;
+            if let Some(line) = staging::finish(&self.s3, &folder, end.succeeded, self.keep_staging, kept).await {
+                self.note(line);
+            }
+        }
+        terminated
     }
 
     fn cancel_grace(&self) -> Duration {
@@ -456,6 +517,7 @@ impl Engine for EmrEngine {
             name,
             &join_path(&root, "dagrun_step.py"),
             &join_path(&root, &format!("tasks/{}-1.json", task.id())),
+            task.timeout(),
         );
         let mut lines = vec!["AddJobFlowSteps:".to_string()];
         lines.extend(serde_json::to_string_pretty(&request).expect("serializes").lines().map(|l| format!("  {l}")));
@@ -463,7 +525,7 @@ impl Engine for EmrEngine {
     }
 
     fn describe_run(&self, plan: &Plan) -> Vec<String> {
-        let request = run_job_flow(&self.settings, plan.name(), "<run-id>", plan.runs_dir());
+        let request = run_job_flow(&self.settings, plan.name(), "<run-id>", "<instance>", plan.runs_dir());
         let mut lines =
             vec!["RunJobFlow (when the first emr task is ready; terminated when none is left):".to_string()];
         lines.extend(serde_json::to_string_pretty(&request).expect("serializes").lines().map(|l| format!("  {l}")));

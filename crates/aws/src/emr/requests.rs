@@ -15,6 +15,9 @@ use serde::Serialize;
 pub(crate) const TAG_PIPELINE: &str = "dagrun:pipeline";
 pub(crate) const TAG_RUN: &str = "dagrun:run";
 pub(crate) const TAG_RUNS: &str = "dagrun:runs";
+/// The process (a run instance, the lease's token) that started the cluster: a run id may be used
+/// again, an instance never is.
+pub(crate) const TAG_INSTANCE: &str = "dagrun:instance";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -34,6 +37,7 @@ pub(crate) struct RunJobFlowRequest {
     pub configurations: Vec<Config>,
     pub tags: Vec<KeyValue>,
     pub auto_termination_policy: IdleTimeout,
+    pub step_concurrency_level: u32,
     pub visible_to_all_users: bool,
 }
 
@@ -143,11 +147,18 @@ pub(super) struct JarStep {
     pub args: Vec<String>,
 }
 
-/// The cluster request for one run.
-pub(crate) fn run_job_flow(settings: &EmrSettings, pipeline: &str, run_id: &str, runs_dir: &str) -> RunJobFlowRequest {
+/// The cluster request for one run instance.
+pub(crate) fn run_job_flow(
+    settings: &EmrSettings,
+    pipeline: &str,
+    run_id: &str,
+    instance: &str,
+    runs_dir: &str,
+) -> RunJobFlowRequest {
     let mut tags: Vec<KeyValue> =
         settings.tags.iter().map(|(k, v)| KeyValue { key: k.clone(), value: v.clone() }).collect();
-    for (key, value) in [(TAG_PIPELINE, pipeline), (TAG_RUN, run_id), (TAG_RUNS, runs_dir)] {
+    let runs = dagrun_core::emr::runs_tag_value(runs_dir);
+    for (key, value) in [(TAG_PIPELINE, pipeline), (TAG_RUN, run_id), (TAG_INSTANCE, instance), (TAG_RUNS, &runs)] {
         tags.push(KeyValue { key: key.into(), value: value.into() });
     }
     RunJobFlowRequest {
@@ -205,6 +216,7 @@ pub(crate) fn run_job_flow(settings: &EmrSettings, pipeline: &str, run_id: &str,
             .collect(),
         tags,
         auto_termination_policy: IdleTimeout { idle_timeout: settings.idle_timeout.as_secs() },
+        step_concurrency_level: settings.step_concurrency,
         visible_to_all_users: true,
     }
 }
@@ -214,8 +226,23 @@ pub(crate) fn step_name(pipeline: &str, run_id: &str, task: &str, attempt: u32) 
     format!("dagrun:{pipeline}:{run_id}:{task}:{attempt}")
 }
 
-/// The step that runs one task attempt: `spark-submit` through `command-runner.jar`.
-pub(crate) fn add_step(cluster_id: &str, name: String, runner_uri: &str, spec_uri: &str) -> AddStepRequest {
+/// How long after `timeout`'s TERM a step that ignores it is killed.
+const KILL_AFTER: &str = "--kill-after=60s";
+
+/// The step that runs one task attempt, through `command-runner.jar` on the primary node:
+/// - `timeout <task timeout> spark-submit ...`: EMR has no step timeout, so the cluster bounds the
+///   step itself. A runner killed with -9 costs at most the task timeout and then the idle
+///   timeout (the step's wait in the queue does not count: `timeout` starts with the step).
+/// - `--deploy-mode client`: the driver runs in the step's own process, so the step's
+///   `stderr.gz` holds the Python error, not YARN's report of an application that failed.
+pub(crate) fn add_step(
+    cluster_id: &str,
+    name: String,
+    runner_uri: &str,
+    spec_uri: &str,
+    timeout: std::time::Duration,
+) -> AddStepRequest {
+    let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
     AddStepRequest {
         job_flow_id: cluster_id.to_string(),
         steps: vec![Step {
@@ -224,9 +251,12 @@ pub(crate) fn add_step(cluster_id: &str, name: String, runner_uri: &str, spec_ur
             hadoop_jar_step: JarStep {
                 jar: "command-runner.jar".into(),
                 args: vec![
+                    "timeout".into(),
+                    KILL_AFTER.into(),
+                    format!("{}s", seconds.max(1)),
                     "spark-submit".into(),
                     "--deploy-mode".into(),
-                    "cluster".into(),
+                    "client".into(),
                     "--conf".into(),
                     "spark.sql.session.timeZone=UTC".into(),
                     runner_uri.into(),
@@ -237,6 +267,11 @@ pub(crate) fn add_step(cluster_id: &str, name: String, runner_uri: &str, spec_ur
     }
 }
 
+/// An empty list would be sent as `[]`, which is not what the dry run printed: send none.
+fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
+    Some(items).filter(|v| !v.is_empty())
+}
+
 impl RunJobFlowRequest {
     /// The SDK call for this request.
     pub(crate) fn send_with(
@@ -244,7 +279,7 @@ impl RunJobFlowRequest {
         client: &aws_sdk_emr::Client,
     ) -> aws_sdk_emr::operation::run_job_flow::builders::RunJobFlowFluentBuilder {
         let instances = JobFlowInstancesConfig::builder()
-            .set_instance_groups(Some(
+            .set_instance_groups(non_empty(
                 self.instances
                     .instance_groups
                     .iter()
@@ -260,7 +295,7 @@ impl RunJobFlowRequest {
                     })
                     .collect(),
             ))
-            .set_instance_fleets(Some(
+            .set_instance_fleets(non_empty(
                 self.instances
                     .instance_fleets
                     .iter()
@@ -295,6 +330,7 @@ impl RunJobFlowRequest {
             .auto_termination_policy(
                 AutoTerminationPolicy::builder().idle_timeout(self.auto_termination_policy.idle_timeout as i64).build(),
             )
+            .step_concurrency_level(self.step_concurrency_level as i32)
             .visible_to_all_users(self.visible_to_all_users);
         for a in &self.applications {
             call = call.applications(Application::builder().name(&a.name).build());

@@ -161,3 +161,64 @@ pub fn spec(
     }
     Ok(spec)
 }
+
+/// The error in a failed step's stderr, which in client mode is the driver's: Spark logs INFO lines
+/// around and after it, so the tail alone often shows only the shutdown. In order of preference:
+/// the step program's own `dagrun: error:` lines; the last Python traceback's exception (with its
+/// innermost frame); else the last lines that are not log lines.
+pub fn driver_error(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let ours: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("dagrun: error:")).collect();
+    if !ours.is_empty() {
+        return ours.join("\n");
+    }
+    let is_log = |l: &str| {
+        let b = l.as_bytes();
+        // log4j's `24/12/01 10:00:00 INFO ...` and `2024-12-01 10:00:00,000 INFO ...`.
+        (b.len() > 17 && b[2] == b'/' && b[5] == b'/' && b[8] == b' ' && b[11] == b':')
+            || (b.len() > 19 && b[4] == b'-' && b[7] == b'-' && b[10] == b' ' && b[13] == b':')
+    };
+    if let Some(start) = lines.iter().rposition(|l| l.starts_with("Traceback (most recent call last):")) {
+        let after = &lines[start + 1..];
+        // The frames are indented; the exception starts at the first line that is not.
+        if let Some(at) = after.iter().position(|l| !l.starts_with(' ') && !l.is_empty()) {
+            let frame = after[..at].iter().rev().find(|l| l.trim_start().starts_with("File ")).map(|l| l.trim());
+            let mut out: Vec<&str> = frame.into_iter().collect();
+            for l in after[at..].iter().take(12) {
+                if is_log(l) || l.trim() == "JVM stacktrace:" {
+                    break;
+                }
+                out.push(l);
+            }
+            return out.join("\n");
+        }
+    }
+    let kept: Vec<&str> = lines.iter().copied().filter(|l| !is_log(l) && !l.trim().is_empty()).collect();
+    kept[kept.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod driver_error_tests {
+    use super::driver_error;
+
+    #[test]
+    fn the_step_programs_own_error_lines_win() {
+        let text = "24/12/01 10:00:00 INFO SparkContext: Running Spark\ndagrun: error: task `plays`: no rows\n24/12/01 10:00:01 INFO SparkContext: Successfully stopped SparkContext";
+        assert_eq!(driver_error(text), "dagrun: error: task `plays`: no rows");
+    }
+
+    #[test]
+    fn a_traceback_gives_its_exception_and_innermost_frame_without_the_log_lines_after_it() {
+        let text = "24/12/01 10:00:00 INFO SparkContext: Running Spark\nTraceback (most recent call last):\n  File \"/mnt/dagrun_step.py\", line 480, in <module>\n    sys.exit(main(sys.argv))\n  File \"/mnt/dagrun_step.py\", line 300, in transform\n    df = spark.sql(sql)\npyspark.errors.exceptions.captured.AnalysisException: [UNRESOLVED_COLUMN.WITH_SUGGESTION] `user_idd` cannot be resolved.\nJVM stacktrace:\norg.apache.spark.sql.AnalysisException: ...\n24/12/01 10:00:02 INFO ShutdownHookManager: Shutdown hook called\n24/12/01 10:00:02 INFO ShutdownHookManager: Deleting directory /mnt/tmp/spark-1";
+        assert_eq!(
+            driver_error(text),
+            "File \"/mnt/dagrun_step.py\", line 300, in transform\npyspark.errors.exceptions.captured.AnalysisException: [UNRESOLVED_COLUMN.WITH_SUGGESTION] `user_idd` cannot be resolved."
+        );
+    }
+
+    #[test]
+    fn without_a_traceback_the_last_lines_that_are_not_log_lines_are_kept() {
+        let text = "2024-12-01 10:00:00,000 INFO Client: Application report\nError: Could not find or load main class\n2024-12-01 10:00:01,000 INFO Client: done";
+        assert_eq!(driver_error(text), "Error: Could not find or load main class");
+    }
+}

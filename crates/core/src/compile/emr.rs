@@ -8,9 +8,10 @@ use std::time::Duration;
 use crate::decode::{Decode, Decoder, Located};
 use crate::diagnostic::{Diagnostic, Pos};
 use crate::emr::{
-    BootstrapAction, Configuration, DEFAULT_IDLE_TIMEOUT, DEFAULT_POLL_INTERVAL, EmrSettings, InstanceFleet,
-    InstanceGroup,
+    BootstrapAction, Configuration, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_FAILED_STAGING, DEFAULT_POLL_INTERVAL,
+    EmrSettings, InstanceFleet, InstanceGroup, MAX_NAME, MAX_STEP_CONCURRENCY, MIN_RELEASE, tag_rules,
 };
+use crate::plan::Plan;
 use crate::spec::{EmrSpec, EnginesSpec, InstanceRole, Market};
 use crate::yaml::Node;
 
@@ -18,12 +19,82 @@ fn text(v: &Option<Located<String>>) -> Option<String> {
     v.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
-/// Checks a decoded `engines.emr` section and fills in defaults. Every problem is pushed.
-pub(super) fn validate(spec: &EmrSpec, diags: &mut Vec<Diagnostic>) -> EmrSettings {
+/// `emr-7.5.0` as (7, 5); `None` if it does not look like a release label.
+fn release(label: &str) -> Option<(u32, u32)> {
+    let mut parts = label.strip_prefix("emr-")?.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The longest step name a run of this plan can give EMR: `dagrun:<pipeline>:<run>:<task>:<attempt>`
+/// with a 64-character run id and a 3-digit attempt.
+fn longest_step_name(plan: &Plan) -> (usize, String) {
+    plan.tasks
+        .iter()
+        .filter(|t| t.engine == crate::emr::ENGINE)
+        .map(|t| ("dagrun::".len() + plan.name.chars().count() + 1 + 64 + 1 + t.id.chars().count() + 4, t.id.clone()))
+        .max()
+        .unwrap_or_default()
+}
+
+/// Checks a decoded `engines.emr` section against EMR's own limits (release, names, tags) and
+/// fills in defaults. Every problem is pushed, so `validate` catches what RunJobFlow would refuse.
+pub(super) fn validate(spec: &EmrSpec, plan: &Plan, diags: &mut Vec<Diagnostic>) -> EmrSettings {
     let mut err = |pos: Pos, message: String| diags.push(Diagnostic::error(pos, message));
-    if !spec.release_label.starts_with("emr-") {
-        err(spec.release_label.pos, format!("release_label `{}` should look like emr-7.5.0", spec.release_label.value));
+    match release(&spec.release_label) {
+        None => err(
+            spec.release_label.pos,
+            format!("release_label `{}` should look like emr-7.5.0", spec.release_label.value),
+        ),
+        Some(found) if found < MIN_RELEASE => err(
+            spec.release_label.pos,
+            format!(
+                "release_label `{}` is too old: dagrun's step program needs Spark 3.5, in emr-{}.{}.0 and later",
+                spec.release_label.value, MIN_RELEASE.0, MIN_RELEASE.1
+            ),
+        ),
+        Some(_) => {}
     }
+    // The pipeline's name goes into the `dagrun:pipeline` tag, the default cluster name and every
+    // step's name: EMR refuses them at RunJobFlow, after staging writes, unless they are checked here.
+    if let Some(problem) = tag_rules::value_problem(&plan.name) {
+        err(spec.pos, format!("the pipeline name `{}` cannot be EMR's `dagrun:pipeline` tag: {problem}", plan.name));
+    }
+    let (longest, task) = longest_step_name(plan);
+    if longest > MAX_NAME {
+        err(
+            spec.pos,
+            format!(
+                "the step names of task `{task}` (`dagrun:<pipeline>:<run id>:{task}:<attempt>`) can reach {longest} characters; EMR allows {MAX_NAME}: shorten the pipeline name or the task id"
+            ),
+        );
+    }
+    if let Some(name) = &spec.name {
+        let length = name.chars().count();
+        if length > MAX_NAME {
+            err(name.pos, format!("the cluster name has {length} characters; EMR allows {MAX_NAME}"));
+        }
+    } else if "dagrun ".len() + plan.name.chars().count() + 1 + 64 > MAX_NAME {
+        err(
+            spec.pos,
+            format!(
+                "the default cluster name `dagrun <pipeline> <run id>` can exceed EMR's {MAX_NAME} characters: set engines.emr.name"
+            ),
+        );
+    }
+    let step_concurrency = match &spec.step_concurrency {
+        Some(n) => {
+            if n.value == 0 || n.value > MAX_STEP_CONCURRENCY {
+                err(n.pos, format!("step_concurrency must be between 1 and {MAX_STEP_CONCURRENCY}, found {}", n.value));
+            }
+            n.value.clamp(1, MAX_STEP_CONCURRENCY)
+        }
+        None => {
+            (plan.tasks.iter().filter(|t| t.engine == crate::emr::ENGINE).count() as u32).clamp(1, MAX_STEP_CONCURRENCY)
+        }
+    };
+    let keep_failed_staging = spec.keep_failed_staging.as_ref().map_or(DEFAULT_KEEP_FAILED_STAGING, |d| d.value.0);
     let applications: Vec<String> = match &spec.applications {
         Some(apps) => apps.iter().map(|a| a.value.clone()).collect(),
         None => vec!["Spark".into()],
@@ -136,15 +207,36 @@ pub(super) fn validate(spec: &EmrSpec, diags: &mut Vec<Diagnostic>) -> EmrSettin
         .as_ref()
         .map(|t| t.0.iter().map(|(k, v)| (k.name.clone(), v.value.clone())).collect())
         .unwrap_or_default();
-    for key in tags.keys() {
-        if key.starts_with("dagrun:") {
-            let pos = spec
-                .tags
-                .as_ref()
-                .and_then(|t| t.0.iter().find(|(k, _)| &k.name == key))
-                .map_or(spec.pos, |(k, _)| k.pos);
-            err(pos, format!("tag `{key}`: the dagrun: prefix is reserved for the tags dagrun sets"));
+    for (key, value) in spec.tags.iter().flat_map(|t| t.0.iter()) {
+        if key.name.starts_with("dagrun:") {
+            err(key.pos, format!("tag `{}`: the dagrun: prefix is reserved for the tags dagrun sets", key.name));
         }
+        let length = key.name.chars().count();
+        if length == 0 || length > tag_rules::MAX_KEY {
+            err(
+                key.pos,
+                format!("tag key `{}` has {length} characters; EMR allows 1 to {}", key.name, tag_rules::MAX_KEY),
+            );
+        } else if let Some(c) = tag_rules::refused_char(&key.name) {
+            err(
+                key.pos,
+                format!(
+                    "tag key `{}`: `{c}` is not allowed (letters, digits, spaces and _ . : / = + - @ are)",
+                    key.name
+                ),
+            );
+        }
+        if let Some(problem) = tag_rules::value_problem(&value.value) {
+            err(value.pos, format!("the value of tag `{}`: {problem}", key.name));
+        }
+    }
+    let ours = 4; // dagrun:pipeline, dagrun:run, dagrun:runs, dagrun:instance
+    if tags.len() + ours > tag_rules::MAX_TAGS {
+        let pos = spec.tags.as_ref().and_then(|t| t.0.first()).map_or(spec.pos, |(k, _)| k.pos);
+        err(
+            pos,
+            format!("{} tags and dagrun's {ours} make more than EMR's {} per cluster", tags.len(), tag_rules::MAX_TAGS),
+        );
     }
     EmrSettings {
         name: text(&spec.name),
@@ -185,6 +277,8 @@ pub(super) fn validate(spec: &EmrSpec, diags: &mut Vec<Diagnostic>) -> EmrSettin
         staging: spec.staging.value.trim_end_matches('/').to_string(),
         region: text(&spec.region),
         poll_interval,
+        step_concurrency,
+        keep_failed_staging,
     }
 }
 

@@ -34,7 +34,8 @@ use crate::plan::{
 use crate::retry::RetryPolicy;
 use crate::spec::{
     ChartKind, CheckKindSpec, CheckSeverity, Compression, DefaultsSpec, EnginesSpec, LoadMode, LoadSpec, NewFields,
-    PipelineSpec, ReportQuerySpec, RetrySpec, S3Spec, ServerSideEncryption, TableFormat, TaskParams, TaskSpec,
+    PipelineSpec, ReportQuerySpec, RetrySpec, S3Spec, ServerSideEncryption, StorageClass, TableFormat, TaskParams,
+    TaskSpec,
 };
 use crate::sql;
 use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
@@ -225,7 +226,7 @@ fn engine_settings(
             vars::interpolate_tree(&mut node, vars, declared, inputs, source, diags);
             let spec = EnginesSpec::decode(&node, &mut cx);
             spec.and_then(|s| s.emr).map(|emr| {
-                let settings = emr::validate(&emr, diags);
+                let settings = emr::validate(&emr, plan, diags);
                 emr_places.push(places::Place::output("engines.emr.staging", &settings.staging, emr.staging.pos));
                 emr_places.push(places::Place::output(
                     "engines.emr.log_uri (where EMR writes logs)",
@@ -547,6 +548,34 @@ impl Builder<'_> {
             self.error(key.pos, "kms_key_id needs `server_side_encryption: aws:kms`");
         }
         settings.storage_class = spec.storage_class.as_ref().map(|s| s.value);
+        if let Some(class) = &spec.storage_class {
+            match class.value {
+                StorageClass::Glacier | StorageClass::DeepArchive => {
+                    self.error(
+                        class.pos,
+                        format!(
+                            "storage_class {}: its objects must be restored before anyone reads them, and dagrun reads its tables back (checks, merges, report answers), as do your analysts' engines",
+                            class.value.as_str()
+                        ),
+                    )
+                    .hint = Some("archive old partitions with an S3 lifecycle rule instead".into());
+                }
+                StorageClass::StandardIa | StorageClass::OnezoneIa | StorageClass::GlacierIr => {
+                    self.warnings.push(
+                        Diagnostic::warning(
+                            class.pos,
+                            format!(
+                                "storage_class {} bills each object as at least 128 KB for at least {} days: a table's small files (a Sparkify song partition is about 2 KB) and a table replaced nightly cost more than in STANDARD",
+                                class.value.as_str(),
+                                if class.value == StorageClass::GlacierIr { 90 } else { 30 }
+                            ),
+                        )
+                        .with_hint("INTELLIGENT_TIERING has no minimum duration and does not bill small objects as 128 KB"),
+                    );
+                }
+                _ => {}
+            }
+        }
         settings
     }
 

@@ -81,7 +81,7 @@ impl Engine for TestEngine {
         Ok(())
     }
 
-    async fn shutdown(&self) -> Result<(), EngineError> {
+    async fn shutdown(&self, _end: &crate::engine::RunEnd) -> Result<(), EngineError> {
         self.0.log.lock().unwrap().push("shutdown".into());
         Ok(())
     }

@@ -134,6 +134,10 @@ pub enum Op {
     CompletingUpload,
     /// Checking a staged file's size before it is published.
     CheckingStaged,
+    /// Listing multipart uploads never completed.
+    ListingUploads,
+    /// Aborting a multipart upload a killed writer left.
+    AbortingUpload,
 }
 
 impl Op {
@@ -166,6 +170,8 @@ impl Op {
             Op::DeltaCommitting => "committing to the Delta table",
             Op::DeltaVacuuming => "vacuuming the Delta table",
             Op::CheckingStaged => "checking the staged file",
+            Op::ListingUploads => "listing the unfinished uploads under",
+            Op::AbortingUpload => "aborting the unfinished upload of",
         }
     }
 
@@ -175,6 +181,7 @@ impl Op {
             self,
             Op::Checking
                 | Op::CheckingStaged
+                | Op::ListingUploads
                 | Op::DeltaReading
                 | Op::Following
                 | Op::Listing
@@ -343,6 +350,17 @@ pub trait Storage: Send + Sync {
 
     /// Deletes a folder (prefix) and everything under it; a missing one is fine.
     async fn remove_all(&self, path: &str) -> Result<(), StorageError>;
+
+    /// Aborts the multipart uploads under the folder `path` that began before `before` (a killed
+    /// writer's: their parts are billed until aborted); returns their paths. A storage without
+    /// multipart uploads has none.
+    async fn abort_stale_uploads(
+        &self,
+        _path: &str,
+        _before: std::time::SystemTime,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
 
     /// Starts publishing a table at `target`; `tag` is unique to this run and attempt.
     async fn begin_table(&self, target: &str, tag: &str) -> Result<TableWrite, StorageError>;
