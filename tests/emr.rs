@@ -543,6 +543,12 @@ fn sparkify_with_engine_emr_publishes_the_same_tables_as_the_local_run() {
         moto.download_table("lake", &format!("star/{table}"), &got);
         assert_eq!(sorted_rows(&got), sorted_rows(&local.join(table)), "{table}");
     }
+    // Transforms on Spark report the rows they read (from their inputs' manifests).
+    let records = tmp.path().join("records");
+    moto.control("download", json!({"bucket": "lake", "prefix": "star/_dagrun/on-emr", "dir": records}));
+    let record: Value = serde_json::from_slice(&std::fs::read(records.join("run.json")).unwrap()).unwrap();
+    let songplays = record["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "songplays").unwrap();
+    assert!(songplays["output"]["rows_in"].as_u64().unwrap() > 0, "{songplays}");
     let emr = moto.control("emr", json!({}));
     let clusters = emr["clusters"].as_array().unwrap();
     assert_eq!(clusters.len(), 1);

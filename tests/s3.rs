@@ -820,3 +820,34 @@ fn archive_storage_classes_are_refused_at_validate_with_their_place() {
         assert!(out.stderr.contains(&format!("archive.yaml:{line}:")), "located: {}", out.stderr);
     }
 }
+
+#[test]
+fn an_input_bucket_and_a_lake_in_two_other_regions_give_the_contracts_tables() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
+    // The seed's input is in us-west-2; this lake is in eu-west-1; the client's region is
+    // us-east-1. The server answers as S3 does a request signed for the wrong region (301 or 400
+    // with x-amz-bucket-region), which the Rust SDK does not follow by itself.
+    let moto = Moto::start();
+    let tmp = tempfile::tempdir().unwrap();
+    moto.control(
+        "upload",
+        json!({"bucket": "udacity-dend", "prefix": "sample", "dir": sample(), "region": "us-west-2"}),
+    );
+    moto.control("bucket", json!({"bucket": "lake", "region": "eu-west-1"}));
+    let reference = local_reference(tmp.path());
+    let run = run_s3(&moto, &["-q"]).expect(0);
+    assert!(run.stdout.contains("all 18 tasks succeeded"), "{}{}", run.stdout, run.stderr);
+    assert_eq!(s3_tables(&moto, &tmp.path().join("tables")), reference);
+    let stats = moto.stats();
+    let wrong = stats["wrong_region"].as_u64().unwrap();
+    assert!(wrong >= 2, "each bucket answered once for the wrong region, then was asked in its own: {stats}");
+    assert!(wrong <= 6, "the region is asked once per bucket and process, not per request: {stats}");
+
+    // The run record is read back from the lake's region (`emr gc` and `report` read it so too).
+    let page = tmp.path().join("report.html");
+    let args = ["report", "s3://lake/star/_dagrun", "--output", page.to_str().unwrap()];
+    Run::from(moto.dagrun().args(args).output().unwrap()).expect(0);
+    assert!(std::fs::read_to_string(page).unwrap().contains("Free vs paid"));
+}

@@ -193,3 +193,53 @@ fn the_spark_step_program_reports_source_drift_as_the_local_engine_does() {
     // The failed extract published nothing.
     assert!(!specs.join("tables/b_fail/_manifest.json").exists());
 }
+
+#[test]
+fn concatenated_and_array_documents_give_the_same_rows_and_quarantine_on_both_engines() {
+    if !runtimes(&[Runtime::Spark]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("x")).unwrap();
+    let write = |name: &str, text: &str| std::fs::write(input.join(name), text).unwrap();
+    // Two objects in one file (Spark's multiLine reader alone keeps only the first).
+    write("x/two.json", "{\"song_id\": \"S1\", \"year\": 2001}{\"song_id\": \"S2\", \"year\": 0}\n");
+    // An unparseable tail after a good object: one quarantined record.
+    write("x/tail.json", "{\"song_id\": \"S3\", \"year\": 1}\n{\"song_id\": \"S4\", \"ye");
+    // An array of objects, one of them with a wrong type.
+    write("x/arr.json", "[{\"song_id\": \"S5\", \"year\": 5}, {\"song_id\": \"S6\", \"year\": \"x\"}]");
+    write("one.json", "{\"song_id\": \"S7\", \"year\": 1e3}");
+    let text = format!(
+        "name: docs\nruns: {runs}\nvars: {{output: ~}}\ntasks:\n  - id: songs\n    kind: extract\n    path: {input}\n    \
+         glob: \"**/*.json\"\n    format: json\n    max_bad_records: 10\n    schema: {{song_id: string, year: int}}\n  \
+         - id: load_songs\n    kind: load\n    depends_on: [songs]\n    table: songs\n    path: ${{output}}/songs\n",
+        runs = tmp.path().join("runs").display(),
+        input = input.display()
+    );
+    let p = pipeline(tmp.path(), "docs.yaml", &text);
+    let local_out = tmp.path().join("local");
+    let local = run(&[p.to_str().unwrap(), "--set", &format!("output={}", local_out.display())]).expect(0);
+    assert_eq!(state(&local.stdout, "songs"), "succeeded");
+    let spark_out = tmp.path().join("spark");
+    let specs = tmp.path().join("specs");
+    let out = format!("output={}", spark_out.display());
+    run(&["emr", "specs", p.to_str().unwrap(), "--set", &out, "--out", specs.to_str().unwrap()]).expect(0);
+    let output = std::process::Command::new("python3")
+        .arg(specs.join("dagrun_step.py"))
+        .arg(specs.join("steps.json"))
+        .env("PYSPARK_PYTHON", "python3")
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .output()
+        .expect("python3 runs the step program");
+    let spark = Run::from(output).expect(0);
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(specs.join("results/songs-1.json")).unwrap()).unwrap();
+    assert_eq!(result["rows_in"], 7, "{result}");
+    assert_eq!(result["rows_out"], 5, "{result}");
+    assert_eq!(result["quarantined"], 2, "{result}");
+    assert!(local.stdout.contains("2 records quarantined"), "{}", local.stdout);
+    let rows = sorted_rows(&local_out.join("songs"));
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows, sorted_rows(&spark_out.join("songs")), "{}", spark.stdout);
+}

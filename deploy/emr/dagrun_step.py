@@ -186,12 +186,13 @@ def _glob_part(glob, top=False):
 
 
 def read_table(spark, files, location):
-    """A table published by dagrun, read through its manifest (partition columns from folders)."""
+    """A table published by dagrun, read through its manifest (partition columns from folders),
+    and its row count as the manifest states it."""
     manifest = json.loads(files.read_text(join(location, MANIFEST)))
     paths = [join(location, f["path"]) for f in manifest["files"]]
     if not paths:
         raise StepError(f"{location} holds no files")
-    return spark.read.option("basePath", location).parquet(*paths)
+    return spark.read.option("basePath", location).parquet(*paths), int(manifest.get("rows", 0))
 
 
 MIN_TIMESTAMP_MS = -62_135_596_800_000
@@ -200,25 +201,102 @@ MAX_TIMESTAMP_MS = 253_402_300_799_999
 SPARK_TYPES = {"string": "string", "int": "bigint", "float": "double", "bool": "boolean", "timestamp_ms": "bigint"}
 
 
-def extract(spark, files, spec):
-    e = spec["extract"]
-    pattern = glob_regex(e.get("glob") or "**")
+def hadoop_glob(name):
+    """A dagrun glob of file names (no `/`) in Hadoop's GlobFilter syntax: the same but `[^...]`."""
+    return name.replace("[!", "[^")
+
+
+def source_paths(files, e):
+    """What Spark reads for an extract, and the options that make it read exactly the matched files.
+
+    A glob of the form `**` or `**/<file name pattern>` (Sparkify's `**/*.json`) is read by its
+    root with `recursiveFileLookup` and `pathGlobFilter`: Spark lists the prefix itself, in pages of
+    1,000 keys, instead of being handed hundreds of thousands of paths that its file index would
+    look up one request at a time. Other globs are matched here, on one recursive listing, and the
+    matched files are passed by name. Returns (paths, options, listed), listed being None when
+    Spark lists."""
+    glob = e.get("glob") or "**"
+    by_root = re.fullmatch(r"\*\*(?:/([^/]+))?", glob)
+    if by_root and "**" not in (by_root.group(1) or ""):
+        if not files.exists(e["path"]):
+            raise StepError(f"listing {e['path']}: no such folder or prefix")
+        options = {"recursiveFileLookup": "true"}
+        if by_root.group(1) not in (None, "*"):
+            options["pathGlobFilter"] = hadoop_glob(by_root.group(1))
+        return [e["path"]], options, None
+    pattern = glob_regex(glob)
     listed = [rel for rel, _ in files.list_files(e["path"]) if not hidden(rel) and pattern.match(rel)]
     if not listed and not files.exists(e["path"]):
         raise StepError(f"listing {e['path']}: no such folder or prefix")
+    return [join(e["path"], rel) for rel in listed], {}, listed
+
+
+def split_documents(text):
+    """The JSON documents of a file, as the local engine reads them: one object, several
+    concatenated objects, or arrays (kept whole, their objects are rows). An unparseable tail is one
+    more document, which then fails to parse and is quarantined. Texts are kept as written, so that
+    numbers read as text keep their digits."""
+    if text is None:
+        return []
+    decoder = json.JSONDecoder()
+    out = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        if i >= n:
+            return out
+        try:
+            _, end = decoder.raw_decode(text, i)
+        except ValueError:
+            out.append(text[i:])
+            return out
+        out.append(text[i:end])
+        i = end
+
+
+def read_documents(spark, files, e, schema):
+    """`format: json` files as rows of the declared fields (text), `_corrupt` and `_file`, with
+    every concatenated object a row (Spark's multiLine reader would keep only the first), and the
+    documents themselves (for drift)."""
+    paths, options, listed = source_paths(files, e)
+    if not paths:
+        empty = spark.createDataFrame([], schema.add("_file", T.StringType()))
+        return empty, spark.createDataFrame([], "doc string, _file string"), listed
+    text = spark.read.options(**options).text(paths, wholetext=True).withColumn("_file", F.input_file_name())
+    split = F.udf(split_documents, T.ArrayType(T.StringType()))
+    docs = text.select(F.explode(split("value")).alias("doc"), "_file")
+    opts = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
+    plain = T.StructType([f for f in schema.fields if f.name != "_corrupt"])
+    one = F.from_json("doc", schema, opts)
+    many = F.from_json("doc", T.ArrayType(plain), opts)
+    is_array = F.ltrim("doc").startswith("[") & many.isNotNull()
+    as_row = F.struct(*[one[f.name].alias(f.name) for f in schema.fields])
+    items = F.when(is_array, F.transform(many, lambda r: F.struct(*[r[f.name].alias(f.name) for f in plain.fields], F.lit(None).cast("string").alias("_corrupt")))).otherwise(F.array(as_row))
+    raw = docs.select(F.explode(items).alias("r"), "_file").select("r.*", "_file")
+    return raw, docs, listed
+
+
+def extract(spark, files, spec):
+    e = spec["extract"]
     fields = []
     for c in e["columns"]:
         if c["from"] not in fields:
             fields.append(c["from"])
     # Every field is read as text and converted here, so the rules match the local engine's.
     schema = T.StructType([T.StructField(f, T.StringType()) for f in fields] + [T.StructField("_corrupt", T.StringType())])
-    reader = spark.read.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", "_corrupt")
     if e["format"] == "json":
-        reader = reader.option("multiLine", "true")
-    if listed:
-        raw = reader.json([join(e["path"], rel) for rel in listed]).withColumn("_file", F.input_file_name())
+        raw, docs, listed = read_documents(spark, files, e, schema)
     else:
-        raw = spark.createDataFrame([], schema.add("_file", T.StringType()))
+        paths, options, listed = source_paths(files, e)
+        reader = spark.read.schema(schema).options(**options).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", "_corrupt")
+        if paths:
+            raw = reader.json(paths).withColumn("_file", F.input_file_name())
+            docs = spark.read.options(**options).text(paths).select(F.col("value").alias("doc"), F.input_file_name().alias("_file"))
+        else:
+            raw = spark.createDataFrame([], schema.add("_file", T.StringType()))
+            docs = spark.createDataFrame([], "doc string, _file string")
+    n_files = len(listed) if listed is not None else len(raw.inputFiles())
     raw = raw.cache()
 
     reasons = []
@@ -282,10 +360,10 @@ def extract(spark, files, spec):
             raise StepError(
                 f"{bad_count} of {total} records quarantined in {spec.get('quarantine')} (first: {first['file']}: {first['reason']}); more than max_bad_records ({limit})"
             )
-    return good, total, bad_count, len(listed), source_drift(spark, e, fields, listed, bad)
+    return good, total, bad_count, n_files, source_drift(e, fields, docs, bad)
 
 
-def source_drift(spark, e, fields, listed, bad):
+def source_drift(e, fields, docs, bad):
     """Schema drift, as dagrun's local engine reports it: records quarantined for a wrong type, per
     column, and with on_new_fields warn or fail, the fields no column is read from and
     ignore_fields does not list (in JSON-lines records and one-object documents; Spark cannot tell
@@ -302,11 +380,10 @@ def source_drift(spark, e, fields, listed, bad):
     if mismatched:
         drift["mismatched"] = [r.asDict() for r in mismatched]
     policy = e.get("on_new_fields", "ignore")
-    if policy != "ignore" and listed:
+    if policy != "ignore":
         known = list(set(fields) | set(e.get("ignore_fields", [])))
-        text = spark.read.text([join(e["path"], rel) for rel in listed], wholetext=e["format"] == "json")
         new_fields = (
-            text.select(F.input_file_name().alias("_file"), F.explode(F.expr("json_object_keys(value)")).alias("field"))
+            docs.select("_file", F.explode(F.expr("json_object_keys(doc)")).alias("field"))
             .where(~F.col("field").isin(known))
             .groupBy("field")
             .agg(F.count(F.lit(1)).alias("records"), F.min("_file").alias("first"))
@@ -433,14 +510,15 @@ def run_task(spark, files, spec):
     elif kind == "transform":
         rows_in = 0
         for name, location in spec["inputs"].items():
-            df = read_table(spark, files, location)
+            df, rows = read_table(spark, files, location)
             df.createOrReplaceTempView(name)
+            rows_in += rows
         out = spark.sql(spec["sql"])
         rows, _ = publish(spark, files, out, spec["output"], [], "zstd", spec, spec["task"])
         result.update(rows_in=rows_in, rows_out=rows)
     elif kind == "load":
         load = spec["load"]
-        df = read_table(spark, files, spec["inputs"][load["table"]])
+        df, _ = read_table(spark, files, spec["inputs"][load["table"]])
         missing = [c for c in load["partition_by"] if c not in df.columns]
         if missing:
             raise StepError(f"table `{load['table']}` has no column `{missing[0]}` (columns: {', '.join(df.columns)})")

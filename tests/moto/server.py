@@ -11,10 +11,18 @@ Control routes (JSON in, JSON out):
   POST /_dagrun/upload    {"bucket", "prefix", "dir"}  create the bucket, upload a folder
   POST /_dagrun/download  {"bucket", "prefix", "dir", "manifest": bool}
                           download a prefix; with manifest, only the files `_manifest.json` names
-  POST /_dagrun/bucket    {"bucket"}        create an empty bucket
+  POST /_dagrun/bucket    {"bucket", "region"}  create an empty bucket; with a region, the bucket
+                          answers as S3 does for a bucket in that region (below)
+  POST /_dagrun/upload    ... "region" too, the same way
   POST /_dagrun/head      {"bucket", "key"} an object's size, content type, storage class, encryption
   POST /_dagrun/uploads   {"bucket"}        the keys of multipart uploads begun and not completed or aborted
   POST /_dagrun/begin_upload {"bucket", "key"} begin a multipart upload and leave it (a killed writer's)
+
+Buckets in other regions, as S3 answers them: a request signed for another region (the SigV4
+credential scope of its Authorization header) gets 301 PermanentRedirect (HEAD, no body) or 400
+AuthorizationHeaderMalformed naming the expected region, both with the `x-amz-bucket-region`
+header; HeadBucket answers carry that header too. Such answers are counted in the stats as
+`wrong_region`.
 
 A fault rule: {"kind": "slowdown" | "error500" | "reset" | "delay" | "denied" | "kms_denied",
                "method": "GET", "match": "substring of the path", "bucket": "name",
@@ -51,6 +59,7 @@ import tempfile
 import argparse
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -94,7 +103,6 @@ emr_models.Step.status = property(_step_status)
 
 # moto answers ListMultipartUploads with a fixed Initiated date (2010); S3 gives the real one,
 # and dagrun only aborts uploads begun before a bound. Record when each upload began.
-import re  # noqa: E402
 from moto.s3 import models as s3_models  # noqa: E402
 
 _multipart_init = s3_models.FakeMultipart.__init__
@@ -350,10 +358,15 @@ class Faults:
             return None
 
 
+SIGNED_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/s3/aws4_request")
+
+
 class App:
     def __init__(self):
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.faults = Faults()
+        self.bucket_regions = {}
+        self.wrong_region = 0
         self.emr = Emr()
         # moto checks If-None-Match / If-Match and then writes, in two steps: two conditional
         # writes of one key at once could both pass. S3 decides them atomically; so does this.
@@ -364,6 +377,9 @@ class App:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_dagrun/"):
             return self.control(environ, start_response, path)
+        regional = self.regional(environ, start_response, path)
+        if regional is not None:
+            return regional
         rule = self.faults.pick(environ.get("REQUEST_METHOD", ""), path, environ.get("QUERY_STRING", ""))
         if rule:
             kind = rule["kind"]
@@ -419,6 +435,36 @@ class App:
                 return [data]
         return self.moto(environ, start_response)
 
+    def regional(self, environ, start_response, path):
+        """S3's answers for a bucket in another region than the request was signed for; None to go on."""
+        parts = path.lstrip("/").split("/", 1)
+        bucket = parts[0]
+        region = self.bucket_regions.get(bucket)
+        if region is None or environ.get("HTTP_X_AMZ_TARGET"):
+            return None
+        found = SIGNED_REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
+        signed = found.group(1) if found else None
+        is_head_bucket = environ.get("REQUEST_METHOD") == "HEAD" and (len(parts) == 1 or not parts[1])
+        if signed == region:
+            if is_head_bucket:
+                def with_region(status, headers, exc_info=None):
+                    return start_response(status, list(headers) + [("x-amz-bucket-region", region)], exc_info)
+                return self.moto(environ, with_region)
+            return None
+        with self.faults.lock:
+            self.wrong_region += 1
+        headers = [("x-amz-bucket-region", region), ("Content-Type", "application/xml")]
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            start_response("301 Moved Permanently", headers + [("Content-Length", "0")])
+            return []
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AuthorizationHeaderMalformed</Code>'
+            f"<Message>The authorization header is malformed; the region '{signed}' is wrong; expecting '{region}'</Message>"
+            f"<Region>{region}</Region><RequestId>dagrun-test</RequestId></Error>"
+        ).encode()
+        start_response("400 Bad Request", headers + [("Content-Length", str(len(body)))])
+        return [body]
+
     def complete_multipart(self, environ, start_response):
         """moto answers CompleteMultipartUpload with a `CompleteMultipartUploadResponse` root
         element; S3 (and the Rust SDK's parser) use `CompleteMultipartUploadResult`."""
@@ -469,6 +515,7 @@ class App:
                 "requests": self.faults.requests,
                 "queries": self.faults.queries,
                 "conditional_writes": self.conditional_writes,
+                "wrong_region": self.wrong_region,
             }
         if path == "/_dagrun/head":
             key = s3().get_object(body["bucket"], body["key"])
@@ -485,9 +532,13 @@ class App:
             begun = s3().create_multipart_upload(body["bucket"], body["key"], {}, "STANDARD", {}, None, None, None)
             return {"upload_id": begun.id}
         if path == "/_dagrun/bucket":
-            s3().create_bucket(body["bucket"], "us-east-1")
+            s3().create_bucket(body["bucket"], body.get("region", "us-east-1"))
+            if body.get("region"):
+                self.bucket_regions[body["bucket"]] = body["region"]
             return {"bucket": body["bucket"]}
         if path == "/_dagrun/upload":
+            if body.get("region"):
+                self.bucket_regions[body["bucket"]] = body["region"]
             return upload(body["bucket"], body.get("prefix", ""), body["dir"])
         if path == "/_dagrun/download":
             return download(body["bucket"], body.get("prefix", ""), body["dir"], body.get("manifest", False))

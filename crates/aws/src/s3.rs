@@ -16,7 +16,9 @@
 //! files the new manifest does not name. A failed or killed run leaves the previous manifest and
 //! all of its files in place.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -37,6 +39,7 @@ use dagrun_core::storage::{
     TableFile, TableManifest, TableWrite, Version, is_hidden_name, is_manifest, not_a_table_message,
 };
 use futures::{StreamExt, TryStreamExt, stream};
+use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
 /// An `s3://bucket/key` URI, split.
@@ -74,9 +77,18 @@ impl S3Uri {
 /// failure is given up as transient: the per-object budget.
 pub(crate) const OBJECT_ROUNDS: u32 = 3;
 
-/// The S3 storage.
+/// The S3 storage. Buckets may live in different regions (the public input in us-west-2, the lake
+/// in eu-west-1): each bucket's region is asked once, and each region has its own client.
 pub struct S3Storage {
+    /// The client of the configured region (`storage.s3.region`, else the AWS chain, else
+    /// us-east-1): the fallback, and the one that asks buckets for their region.
     client: Client,
+    /// The fallback client's region.
+    region: String,
+    /// Each bucket's client, once its region is known.
+    by_bucket: std::sync::Mutex<HashMap<String, Arc<OnceCell<Client>>>>,
+    /// One client per region other than the fallback's.
+    by_region: std::sync::Mutex<HashMap<String, Client>>,
     settings: S3Settings,
     /// Where requests go, for messages (never credentials).
     endpoint: String,
@@ -143,11 +155,63 @@ impl S3Storage {
         if let Some(url) = &settings.endpoint_url {
             builder = builder.endpoint_url(url.clone());
         }
-        let client = Client::from_conf(builder.build());
+        let config = builder.build();
+        let region = config.region().map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
+        let client = Client::from_conf(config);
         let endpoint = endpoint.unwrap_or_else(|| "AWS S3".to_string());
-        debug!(endpoint = %endpoint, path_style, "S3 client ready");
+        debug!(endpoint = %endpoint, path_style, region = %region, "S3 client ready");
         let credentials = sdk.credentials_provider();
-        Self { client, settings: settings.clone(), endpoint, credentials }
+        Self {
+            client,
+            region,
+            by_bucket: Default::default(),
+            by_region: Default::default(),
+            settings: settings.clone(),
+            endpoint,
+            credentials,
+        }
+    }
+
+    /// The client for `bucket`, in the bucket's region. The region is asked once per bucket with
+    /// HeadBucket, which S3 answers with `x-amz-bucket-region`, also when it refuses the request
+    /// (301 from another region's endpoint, 400 for a request signed for another region, 403).
+    /// The Rust SDK follows no cross-region redirect itself. When S3 does not say (an
+    /// S3-compatible server, a bucket that does not exist), the configured region is used.
+    async fn client_for(&self, bucket: &str) -> Client {
+        let cell = self.by_bucket.lock().expect("bucket regions").entry(bucket.to_string()).or_default().clone();
+        let resolved = cell
+            .get_or_try_init(|| async {
+                let answer = self.client.head_bucket().bucket(bucket).send().await;
+                let region = match &answer {
+                    Ok(out) => out.bucket_region().map(String::from),
+                    Err(e) => e.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")).map(String::from),
+                };
+                // No answer at all (the network, no credentials): ask again next time.
+                if region.is_none() && matches!(answer, Err(SdkError::DispatchFailure(_) | SdkError::TimeoutError(_))) {
+                    return Err(());
+                }
+                Ok(match region {
+                    Some(region) if region != self.region => {
+                        debug!(bucket, region = %region, "the bucket is in another region than the client's");
+                        self.regional(&region)
+                    }
+                    _ => self.client.clone(),
+                })
+            })
+            .await;
+        resolved.cloned().unwrap_or_else(|()| self.client.clone())
+    }
+
+    /// The client for another region: the same settings, signed for and sent to that region.
+    fn regional(&self, region: &str) -> Client {
+        let mut clients = self.by_region.lock().expect("regional clients");
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let config = self.client.config().to_builder().region(Region::new(region.to_string())).build();
+                Client::from_conf(config)
+            })
+            .clone()
     }
 
     /// Runs `op` (one request, which the SDK retries itself) until it succeeds, fails
@@ -211,7 +275,8 @@ impl S3Storage {
     async fn put(&self, uri: &S3Uri, data: &[u8]) -> Result<(), StorageError> {
         let full = format!("s3://{}/{}", uri.bucket, uri.key);
         let mut request = self
-            .client
+            .client_for(&uri.bucket)
+            .await
             .put_object()
             .bucket(&uri.bucket)
             .key(&uri.key)
@@ -232,7 +297,8 @@ impl S3Storage {
     async fn put_multipart(&self, uri: &S3Uri, data: &[u8]) -> Result<(), StorageError> {
         let full = format!("s3://{}/{}", uri.bucket, uri.key);
         let mut create = self
-            .client
+            .client_for(&uri.bucket)
+            .await
             .create_multipart_upload()
             .bucket(&uri.bucket)
             .key(&uri.key)
@@ -262,7 +328,8 @@ impl S3Storage {
             uploads.push(async move {
                 self.retrying(|| async {
                     let out = self
-                        .client
+                        .client_for(&uri.bucket)
+                        .await
                         .upload_part()
                         .bucket(&uri.bucket)
                         .key(&uri.key)
@@ -293,7 +360,8 @@ impl S3Storage {
             Ok(parts) => parts,
             Err(e) => {
                 let _ = self
-                    .client
+                    .client_for(&uri.bucket)
+                    .await
                     .abort_multipart_upload()
                     .bucket(&uri.bucket)
                     .key(&uri.key)
@@ -306,7 +374,8 @@ impl S3Storage {
         let body = CompletedMultipartUpload::builder().set_parts(Some(completed)).build();
         let completed = self
             .retrying(|| async {
-                self.client
+                self.client_for(&uri.bucket)
+                    .await
                     .complete_multipart_upload()
                     .bucket(&uri.bucket)
                     .key(&uri.key)
@@ -321,7 +390,8 @@ impl S3Storage {
         // An upload never completed keeps its parts, billed, until it is aborted.
         if completed.is_err() {
             let _ = self
-                .client
+                .client_for(&uri.bucket)
+                .await
                 .abort_multipart_upload()
                 .bucket(&uri.bucket)
                 .key(&uri.key)
@@ -340,7 +410,8 @@ impl S3Storage {
         loop {
             let page = self
                 .retrying(|| async {
-                    self.client
+                    self.client_for(&root.bucket)
+                        .await
                         .list_objects_v2()
                         .bucket(&root.bucket)
                         .prefix(&prefix)
@@ -385,7 +456,8 @@ impl S3Storage {
         }
         let page = self
             .retrying(|| async {
-                self.client
+                self.client_for(&uri.bucket)
+                    .await
                     .list_objects_v2()
                     .bucket(&uri.bucket)
                     .prefix(&prefix)
@@ -418,7 +490,8 @@ impl S3Storage {
                 })?;
             let out = self
                 .retrying(|| async {
-                    self.client
+                    self.client_for(bucket)
+                        .await
                         .delete_objects()
                         .bucket(bucket)
                         .delete(delete.clone())
@@ -674,7 +747,8 @@ impl Storage for S3Storage {
         let uri = S3Uri::parse(path)?;
         self.retrying(|| async {
             let output = self
-                .client
+                .client_for(&uri.bucket)
+                .await
                 .get_object()
                 .bucket(&uri.bucket)
                 .key(&uri.key)
@@ -692,7 +766,8 @@ impl Storage for S3Storage {
         let uri = S3Uri::parse(path)?;
         let out = self
             .retrying(|| async {
-                self.client
+                self.client_for(&uri.bucket)
+                    .await
                     .head_object()
                     .bucket(&uri.bucket)
                     .key(&uri.key)
@@ -714,7 +789,8 @@ impl Storage for S3Storage {
     async fn delete(&self, path: &str) -> Result<(), StorageError> {
         let uri = S3Uri::parse(path)?;
         self.retrying(|| async {
-            self.client
+            self.client_for(&uri.bucket)
+                .await
                 .delete_object()
                 .bucket(&uri.bucket)
                 .key(&uri.key)
@@ -762,7 +838,8 @@ impl Storage for S3Storage {
         loop {
             let page = self
                 .retrying(|| async {
-                    self.client
+                    self.client_for(&uri.bucket)
+                        .await
                         .list_multipart_uploads()
                         .bucket(&uri.bucket)
                         .prefix(&prefix)
@@ -795,7 +872,8 @@ impl Storage for S3Storage {
             let full = format!("s3://{}/{key}", uri.bucket);
             let done = self
                 .retrying(|| async {
-                    self.client
+                    self.client_for(&uri.bucket)
+                        .await
                         .abort_multipart_upload()
                         .bucket(&uri.bucket)
                         .key(&key)
@@ -904,7 +982,8 @@ impl Storage for S3Storage {
         let uri = S3Uri::parse(path)?;
         let result = self
             .retrying(|| async {
-                self.client
+                self.client_for(&uri.bucket)
+                    .await
                     .put_object()
                     .bucket(&uri.bucket)
                     .key(&uri.key)
@@ -929,7 +1008,8 @@ impl Storage for S3Storage {
         let uri = S3Uri::parse(path)?;
         self.retrying(|| async {
             let output = self
-                .client
+                .client_for(&uri.bucket)
+                .await
                 .get_object()
                 .bucket(&uri.bucket)
                 .key(&uri.key)
@@ -949,7 +1029,8 @@ impl Storage for S3Storage {
         let uri = S3Uri::parse(path)?;
         let out = self
             .retrying(|| async {
-                self.client
+                self.client_for(&uri.bucket)
+                    .await
                     .put_object()
                     .bucket(&uri.bucket)
                     .key(&uri.key)
@@ -967,7 +1048,8 @@ impl Storage for S3Storage {
     async fn delete_if(&self, path: &str, version: &Version) -> Result<(), StorageError> {
         let uri = S3Uri::parse(path)?;
         self.retrying(|| async {
-            self.client
+            self.client_for(&uri.bucket)
+                .await
                 .delete_object()
                 .bucket(&uri.bucket)
                 .key(&uri.key)
@@ -1038,7 +1120,8 @@ impl Storage for S3Storage {
         let result: Result<String, StorageError> = async {
             let uri = S3Uri::parse(path)?;
             self.retrying(|| async {
-                self.client
+                self.client_for(&uri.bucket)
+                    .await
                     .head_bucket()
                     .bucket(&uri.bucket)
                     .send()
@@ -1051,7 +1134,8 @@ impl Storage for S3Storage {
             }
             let page = self
                 .retrying(|| async {
-                    self.client
+                    self.client_for(&uri.bucket)
+                        .await
                         .list_objects_v2()
                         .bucket(&uri.bucket)
                         .prefix(uri.prefix())
