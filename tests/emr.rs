@@ -455,7 +455,11 @@ fn invalid_emr_settings_are_reported_with_their_locations() {
             .replace("name: emrtest", &format!("name: {}", "p".repeat(200)))
             .replace("release_label: emr-7.5.0", "release_label: emr-6.15.0")
             .replace("tags: {team: analytics}", "tags: {team: \"analytics & ops\", cost!center: x}")
-            .replace("poll_interval: 50ms", "poll_interval: 50ms\n    step_concurrency: 300"),
+            .replace(
+                "poll_interval: 50ms",
+                "poll_interval: 50ms\n    step_concurrency: 300\n    prices: {m5.xlarge: {ec2: -1, emr: 0}}",
+            )
+            .replace("\ntasks:\n", "\nbudget: {max_usd: -1}\ntasks:\n"),
         &[
             "release_label `emr-6.15.0` is too old: dagrun's step program needs Spark 3.5, in emr-7.0.0 and later",
             "the step names of task `load_plays`",
@@ -464,6 +468,8 @@ fn invalid_emr_settings_are_reported_with_their_locations() {
             "the value of tag `team`: `&` is not allowed",
             "tag key `cost!center`: `!` is not allowed",
             "step_concurrency must be between 1 and 256, found 300",
+            "the price of m5.xlarge must be a number of USD per instance-hour, at least 0",
+            "budget.max_usd must be a number of USD, at least 0 (0 forbids EMR)",
         ],
     );
     // Shape: unknown keys with a suggestion, unknown enum values with the accepted ones.
@@ -705,4 +711,79 @@ fn a_failed_spark_step_shows_the_drivers_error_from_the_steps_log() {
     assert!(logs.contains(&format!("emr/{}/steps/{step}/stderr.gz", cluster["id"].as_str().unwrap())), "{logs:?}");
     assert!(!logs.iter().any(|k| k.contains("/containers/")), "client mode: no container log holds the error");
     s.assert_all_terminated();
+}
+
+#[test]
+fn the_dry_run_prices_the_cluster_and_estimates_from_the_last_runs_cluster() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
+    let s = setup();
+    let dry = s.run(&["--dry-run"]).expect(0);
+    // 1 master + 2 core m5.xlarge at $0.192 + $0.048 each (us-east-1).
+    assert!(dry.stdout.contains("3 instance-hours per hour, $0.720/h in us-east-1"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains(
+            "CORE 2 x m5.xlarge: $0.240/h each (EC2 $0.192 + EMR $0.048; spot, priced at on-demand as an upper bound)"
+        ),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("no history"), "{}", dry.stdout);
+
+    s.mode(json!({"steps": "complete"}));
+    let run = s.run(&["--run-id", "priced"]).expect(0);
+    assert!(run.stdout.contains(" of wall time (start-up "), "{}", run.stdout);
+    let records = tempfile::tempdir().unwrap();
+    s.moto.control("download", json!({"bucket": "lake", "prefix": "out/_dagrun/priced", "dir": records.path()}));
+    let record: Value = serde_json::from_slice(&std::fs::read(records.path().join("run.json")).unwrap()).unwrap();
+    let cost = &record["costs"][0];
+    assert_eq!(cost["usd_per_hour"], 0.72, "{cost}");
+    assert!(cost["wall_seconds"].as_f64().unwrap() > 0.0, "{cost}");
+    let shares: f64 = cost["tasks"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((shares - cost["usd"].as_f64().unwrap()).abs() < 1e-9, "each EMR task's share adds up: {cost}");
+    // Local tasks record what they took of this machine.
+    let events = record["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "events").unwrap();
+    assert!(events["output"]["details"]["cpu_seconds"].as_str().is_some(), "{events}");
+    assert!(events["output"]["details"]["peak_rss_mib"].as_str().is_some(), "{events}");
+
+    let again = s.run(&["--dry-run"]).expect(0);
+    assert!(again.stdout.contains("for this run: the cluster of run priced lived"), "{}", again.stdout);
+}
+
+#[test]
+fn a_budget_stops_the_cluster_and_the_record_shows_the_spend_and_why() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
+    // $1,200 an instance-hour: 3 instances spend $1 a second, and the 1m idle timeout commits $60.
+    let text =
+        PIPELINE.replace("idle_timeout: 45m", "idle_timeout: 1m\n    prices: {m5.xlarge: {ec2: 1000, emr: 200}}");
+    let s = setup_with(&text);
+    s.mode(json!({"steps": "hold"}));
+    let started = Instant::now();
+    let run = s.run(&["--run-id", "costly", "--max-cost", "63"]).expect(1);
+    assert!(started.elapsed() < Duration::from_secs(60), "stopped at the budget, not the timeout");
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("EMR budget: $"), "{all}");
+    assert!(all.contains("passes the budget of $63.00"), "{all}");
+    assert_eq!(state(&run.stdout, "plays"), "failed");
+    assert_eq!(state(&run.stdout, "load_plays"), "skipped");
+    let cluster = s.clusters()[0].clone();
+    assert_eq!(steps(&cluster)[0]["state"], "CANCELLED");
+    s.assert_all_terminated();
+    let records = tempfile::tempdir().unwrap();
+    s.moto.control("download", json!({"bucket": "lake", "prefix": "out/_dagrun/costly", "dir": records.path()}));
+    let record: Value = serde_json::from_slice(&std::fs::read(records.path().join("run.json")).unwrap()).unwrap();
+    let cost = &record["costs"][0];
+    assert!(cost["stopped"].as_str().unwrap().contains("passes the budget"), "{cost}");
+    assert!(cost["usd"].as_f64().unwrap() > 1.0, "the spend is recorded: {cost}");
+
+    // A budget the idle timeout alone passes starts nothing; $0 forbids EMR before anything runs.
+    let none = s.run(&["--run-id", "too-costly", "--max-cost", "10"]).expect(1);
+    assert!(none.stdout.contains("no cluster was started") || none.stderr.contains("no cluster was started"));
+    assert_eq!(s.clusters().len(), 1);
+    let forbidden = s.run(&["--max-cost", "0"]).expect(2);
+    assert!(forbidden.stderr.contains("a budget of $0 forbids EMR"), "{}", forbidden.stderr);
+    assert!(forbidden.stderr.contains("plays, load_plays"), "{}", forbidden.stderr);
 }

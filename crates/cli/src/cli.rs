@@ -228,6 +228,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_lease_ttl)]
     pub lease_ttl: Option<std::time::Duration>,
 
+    /// The most this run may spend on EMR, in USD (over the pipeline's budget.max_usd): past it,
+    /// the running step is cancelled and the cluster terminated. 0 forbids EMR.
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub max_cost: Option<f64>,
+
     /// Keep the run's EMR staging folder (`<staging>/<run-id>/`: step program, task specs,
     /// intermediate tables) whatever the outcome. Without it a successful run deletes the folder,
     /// and a failed run keeps it for `engines.emr.keep_failed_staging` (default 7d).
@@ -423,6 +428,13 @@ pub(crate) fn hoist_global_flags(args: impl IntoIterator<Item = std::ffi::OsStri
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     dagrun_core::units::parse_duration(text)
+}
+
+fn parse_usd(text: &str) -> Result<f64, String> {
+    match text.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{text}`: a budget is a number of USD, at least 0")),
+    }
 }
 
 fn parse_lease_ttl(text: &str) -> Result<std::time::Duration, String> {

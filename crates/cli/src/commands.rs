@@ -162,6 +162,17 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     if let Some(request) = slice_request(args)? {
         plan = plan.scoped(request).map_err(|e| Exit::config(format!("error: {e}")))?;
     }
+    if let Some(max) = args.max_cost {
+        plan.set_budget(max);
+    }
+    let on_emr: Vec<&str> = plan.tasks().iter().filter(|t| t.engine() == "emr").map(|t| t.id()).collect();
+    if plan.budget() == Some(0.0) && !on_emr.is_empty() {
+        return Err(Exit::config(format!(
+            "error: a budget of $0 forbids EMR (--max-cost 0 or budget.max_usd: 0), and {} run on emr: {}\n  = run them locally (engine: local, or --set engine=local for Sparkify), or allow a budget",
+            dagrun_core::units::count(on_emr.len() as u64, "task"),
+            on_emr.join(", ")
+        )));
+    }
     let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |j| j as usize);
     let force = force_of(&args.force, &plan)?;
     let storages = build::storages(&plan).await;
@@ -210,6 +221,13 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         }
         let walk = dagrun_core::dry_run::walk(Arc::new(plan.clone()), build::KNOWN_ENGINES, &options);
         print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness, &walk));
+        if let Some(price) = engines.get("emr").and_then(|e| e.price()) {
+            let (history, none) = match &unreachable {
+                None => (records::latest(plan.runs_dir(), &storages).await, "the latest run record has no EMR cluster"),
+                Some(_) => (None, "the run records could not be read"),
+            };
+            print_stdout(&render::emr_estimate(&price, history.as_ref(), none));
+        }
         return Ok(0);
     }
 

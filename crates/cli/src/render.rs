@@ -344,3 +344,39 @@ pub(crate) fn lake(record: &dagrun_core::record::RunRecord, record_path: &str, j
     }
     out
 }
+
+/// What an EMR run will cost, for the dry run: the cluster's hourly price, and an estimate from
+/// the wall time of the cluster of the latest run that used EMR (the run record keeps it).
+pub(crate) fn emr_estimate(
+    price: &dagrun_core::cost::ClusterPrice,
+    history: Option<&dagrun_core::record::RunRecord>,
+    why_none: &str,
+) -> String {
+    let mut out = String::from("EMR cost estimate:\n");
+    let per_hour = price.usd_per_hour();
+    let spot = price.lines.iter().any(|l| l.spot);
+    match history.and_then(|r| r.report.costs.first().map(|c| (r, c))) {
+        Some((record, last)) => {
+            let _ = writeln!(
+                out,
+                "  ${:.2} for this run: the cluster of run {} lived {} (start-up {}, steps {}), at ${per_hour:.3}/h",
+                per_hour * last.wall_seconds / 3600.0,
+                record.report.run_id,
+                format_duration(std::time::Duration::from_secs_f64(last.wall_seconds)),
+                format_duration(std::time::Duration::from_secs_f64(last.startup_seconds)),
+                format_duration(std::time::Duration::from_secs_f64(last.steps_seconds)),
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  no history ({why_none}): ${per_hour:.3} per hour of cluster time");
+        }
+    }
+    if spot {
+        let _ = writeln!(out, "  spot capacity is priced at on-demand: an upper bound");
+    }
+    if !price.complete() {
+        let _ =
+            writeln!(out, "  not counted: {} (no price; add it under engines.emr.prices)", price.unpriced.join(", "));
+    }
+    out
+}

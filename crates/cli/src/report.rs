@@ -15,7 +15,7 @@ use polars::prelude::*;
 #[cfg(feature = "polars")]
 use polars::sql::SQLContext;
 
-use dagrun_core::units::{format_elapsed, thousands};
+use dagrun_core::units::{format_duration, format_elapsed, thousands};
 
 /// Computes the answers to `record`'s report queries over its tables as the run left them (a
 /// Delta table at the version in `record.versions`, a Parquet-convention table through its
@@ -685,6 +685,45 @@ pub(crate) fn render(record: &RunRecord, answers: Option<&Answers>, answers_note
             }
         }
         html.push_str("</tbody></table></section>");
+    }
+
+    // What the run cost: each EMR cluster, and what local tasks took of this machine.
+    let local: Vec<&TaskRecord> = report
+        .tasks
+        .iter()
+        .filter(|t| t.output.as_ref().is_some_and(|o| o.details.contains_key("cpu_seconds")))
+        .collect();
+    if !report.costs.is_empty() || !local.is_empty() {
+        html.push_str(r#"<section id="cost"><h2>Cost</h2>"#);
+        for c in &report.costs {
+            let _ = write!(html, "<p>{}</p>", escape(&c.describe()));
+            if let Some(why) = &c.stopped {
+                let _ = write!(html, "<p><b>Stopped by the budget:</b> {}</p>", escape(why));
+            }
+            if !c.tasks.is_empty() {
+                html.push_str("<table><thead><tr><th>EMR task</th><th>share (by step time)</th></tr></thead><tbody>");
+                for (task, usd) in &c.tasks {
+                    let _ = write!(html, "<tr><td>{}</td><td>${usd:.2}</td></tr>", escape(task));
+                }
+                html.push_str("</tbody></table>");
+            }
+        }
+        if !local.is_empty() {
+            html.push_str("<table><thead><tr><th>local task</th><th>wall</th><th>process CPU while it ran</th><th>process peak memory</th></tr></thead><tbody>");
+            for t in local {
+                let details = &t.output.as_ref().expect("filtered on output").details;
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td>{}</td><td>{} s</td><td>{} MiB</td></tr>",
+                    escape(&t.id),
+                    format_duration(t.duration),
+                    escape(details.get("cpu_seconds").map_or("", String::as_str)),
+                    escape(details.get("peak_rss_mib").map_or("", String::as_str))
+                );
+            }
+            html.push_str("</tbody></table>");
+        }
+        html.push_str("</section>");
     }
 
     // Answers from the published tables, as the run left them.

@@ -107,6 +107,9 @@ pub struct EmrSettings {
     #[serde(skip)]
     /// How long a failed run's staging folder is kept for debugging before a later run deletes it.
     pub keep_failed_staging: Duration,
+    #[serde(skip)]
+    /// Prices per instance type that replace dagrun's table (`engines.emr.prices`).
+    pub prices: BTreeMap<String, crate::cost::InstancePrice>,
 }
 
 /// The default retention of a failed run's staging folder.

@@ -258,6 +258,16 @@ pub trait Engine: Send + Sync {
         Vec::new()
     }
 
+    /// What the engine's clusters cost in this run, once it was shut down.
+    fn costs(&self) -> Vec<crate::cost::ClusterCost> {
+        Vec::new()
+    }
+
+    /// What the engine's resources cost per hour, for a dry run's estimate.
+    fn price(&self) -> Option<crate::cost::ClusterPrice> {
+        None
+    }
+
     /// Lines about the engine's own resources for the summary and the run record (cluster ids,
     /// their states with times).
     fn notes(&self) -> Vec<String> {

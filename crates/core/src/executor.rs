@@ -67,6 +67,20 @@ impl ExecutorOptions {
 }
 
 /// A short random token naming this process among others that may share a run id.
+/// The process's CPU time (user and system, seconds) and peak resident memory (bytes) so far.
+fn process_usage() -> Option<(f64, u64)> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful call above.
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    // Linux reports ru_maxrss in KiB.
+    Some((seconds(usage.ru_utime) + seconds(usage.ru_stime), (usage.ru_maxrss.max(0) as u64) << 10))
+}
+
 pub(crate) fn new_instance() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
@@ -176,6 +190,9 @@ pub struct RunReport {
     /// What engines report about their own resources (clusters and their states).
     #[serde(default)]
     pub engine_notes: Vec<String>,
+    /// What the run's clusters cost (EMR), for the record, the report and the next estimate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub costs: Vec<crate::cost::ClusterCost>,
 }
 
 impl RunReport {
@@ -391,6 +408,8 @@ pub async fn execute(
     for e in &shutdown_errors {
         error!("{e}");
     }
+    let costs: Vec<crate::cost::ClusterCost> =
+        engines.iter().filter(|e| plan.tasks.iter().any(|t| t.engine == e.name())).flat_map(|e| e.costs()).collect();
     let engine_notes: Vec<String> =
         engines.iter().filter(|e| plan.tasks.iter().any(|t| t.engine == e.name())).flat_map(|e| e.notes()).collect();
 
@@ -411,6 +430,7 @@ pub async fn execute(
         interrupted,
         shutdown_errors,
         engine_notes,
+        costs,
     }
 }
 
@@ -490,6 +510,7 @@ impl AttemptRunner {
             };
             let started_at = SystemTime::now();
             let started = Instant::now();
+            let cpu_before = process_usage();
             async { info!("started") }.instrument(span.clone()).await;
             let outcome = self.attempt(&task, cx, &attempt_cancel).instrument(span.clone()).await;
             let duration = started.elapsed();
@@ -502,7 +523,15 @@ impl AttemptRunner {
                 timed_out: false,
             };
             let error = match outcome {
-                Outcome::Done(Ok(output)) => {
+                Outcome::Done(Ok(mut output)) => {
+                    // What the attempt cost on this machine: the process's CPU time while it ran
+                    // (shared with the tasks running beside it) and the process's peak memory.
+                    if task.engine == crate::plan::DEFAULT_ENGINE
+                        && let (Some(before), Some(after)) = (cpu_before, process_usage())
+                    {
+                        output.details.insert("cpu_seconds".into(), format!("{:.2}", (after.0 - before.0).max(0.0)));
+                        output.details.insert("peak_rss_mib".into(), format!("{}", after.1 >> 20));
+                    }
                     attempts.push(record);
                     span.in_scope(|| info!(elapsed = %format_duration(duration), "succeeded"));
                     return finished(&task, TaskState::Succeeded, attempts, clock.elapsed(), None, Some(output));

@@ -30,6 +30,7 @@
 
 pub mod compile;
 pub mod content;
+pub mod cost;
 pub(crate) mod decode;
 pub mod diagnostic;
 pub mod dry_run;

@@ -47,6 +47,8 @@ pub struct Plan {
     pub(crate) report: Vec<ReportQuery>,
     /// How EMR clusters are made (`engines.emr`), when a task runs on `emr`.
     pub(crate) emr: Option<EmrSettings>,
+    /// The most a run may spend on EMR, in USD (`budget.max_usd`, `--max-cost`).
+    pub(crate) budget: Option<f64>,
     /// Problems worth knowing that do not stop a run.
     pub(crate) warnings: Vec<Diagnostic>,
     /// The days of the sliced extracts this run reads, once decided (see [`crate::slice`]);
@@ -515,6 +517,16 @@ impl Plan {
     /// How EMR clusters are made, when a task runs on `emr`.
     pub fn emr(&self) -> Option<&EmrSettings> {
         self.emr.as_ref()
+    }
+
+    /// The most a run may spend on EMR, in USD; `Some(0.0)` forbids EMR.
+    pub fn budget(&self) -> Option<f64> {
+        self.budget
+    }
+
+    /// Replaces the budget (`--max-cost`).
+    pub fn set_budget(&mut self, usd: f64) {
+        self.budget = Some(usd);
     }
 
     /// Problems worth knowing that do not stop a run.

@@ -649,6 +649,7 @@ pub(crate) struct PipelineSpec {
     pub runs: Option<Located<String>>,
     pub storage: Option<StorageSpec>,
     pub report: Option<Vec<ReportQuerySpec>>,
+    pub budget: Option<BudgetSpec>,
     pub defaults: Option<DefaultsSpec>,
     /// Every task as written: decoded, or `None` where it had errors, with what could still be
     /// read of it (its id and `depends_on`), so that the graph is checked whole.
@@ -666,7 +667,7 @@ pub(crate) struct RawTask {
 }
 
 pub(crate) const TOP_KEYS: &[&str] =
-    &["name", "description", "vars", "runs", "storage", "engines", "defaults", "tasks", "report"];
+    &["name", "description", "vars", "runs", "storage", "engines", "budget", "defaults", "tasks", "report"];
 
 impl Decode for PipelineSpec {
     fn decode(node: &Node, cx: &mut Decoder) -> Option<Self> {
@@ -676,6 +677,7 @@ impl Decode for PipelineSpec {
         let runs = map.field::<Option<Located<String>>>(cx, "runs").flatten();
         let storage = map.field::<Option<StorageSpec>>(cx, "storage").flatten();
         let report = map.field::<Option<Vec<ReportQuerySpec>>>(cx, "report").flatten();
+        let budget = map.field::<Option<BudgetSpec>>(cx, "budget").flatten();
         let defaults = map.field::<Option<DefaultsSpec>>(cx, "defaults").flatten();
         let mut tasks = Vec::new();
         let tasks_pos = map.node("tasks").map_or(node.pos, |n| n.pos);
@@ -701,11 +703,40 @@ impl Decode for PipelineSpec {
             None => cx.error(node.pos, "missing required key `tasks` in the pipeline"),
         }
         let has_tasks_key = map.node("tasks").is_some();
-        Some(PipelineSpec { name, description, runs, storage, report, defaults, tasks, tasks_pos, has_tasks_key })
+        Some(PipelineSpec {
+            name,
+            description,
+            runs,
+            storage,
+            report,
+            budget,
+            defaults,
+            tasks,
+            tasks_pos,
+            has_tasks_key,
+        })
     }
 }
 
 // --- engines.emr -----------------------------------------------------------------------------
+
+decode_struct! {
+    /// One instance type's price (`engines.emr.prices`), USD per instance-hour.
+    pub struct PriceSpec as "an instance price" {
+        /// EC2 on-demand.
+        ec2: Located<f64>,
+        /// The EMR uplift.
+        emr: Located<f64>,
+    }
+}
+
+decode_struct! {
+    /// `budget:`: the most a run may spend on EMR.
+    pub struct BudgetSpec as "a budget" {
+        /// USD; 0 forbids EMR.
+        max_usd: Located<f64>,
+    }
+}
 
 decode_struct! {
     /// One instance group (`instance_groups:`).
@@ -777,6 +808,8 @@ decode_struct! {
         step_concurrency: Option<Located<u32>>,
         /// How long a failed run's staging folder is kept for debugging (default 7d; 0s: not kept).
         keep_failed_staging: Option<Located<DurationValue>>,
+        /// Prices per instance type, over dagrun's table: `{m5.xlarge: {ec2: 0.192, emr: 0.048}}`.
+        prices: Option<Entries<PriceSpec>>,
     }
 }
 

@@ -21,6 +21,10 @@
 //!   the queue and its run. Each is recorded apart (`cluster_wait_seconds`, `queue_seconds`,
 //!   `step_seconds`); the cluster-side `timeout` counts the run only.
 //! - The run's staging folder is deleted at the end of a successful run (see [`staging`]).
+//! - Cost: the cluster's price per hour comes from [`dagrun_core::cost`]; a [`CostClock`] times
+//!   its start-up, steps and idle time. With a budget, every poll projects the spend (so far, plus
+//!   the idle timeout EMR would bill after the last step); past the budget the running step is
+//!   cancelled and the cluster terminated. The run record keeps a [`ClusterCost`].
 
 pub mod gc;
 mod requests;
@@ -34,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_emr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_emr::types::{ClusterState, StepState};
+use dagrun_core::cost::{ClusterCost, ClusterPrice, PRICES_AS_OF, cluster_price};
 use dagrun_core::emr::EmrSettings;
 use dagrun_core::engine::{Engine, EngineError, Exchange, RunEnd, TableExport, TaskContext, TaskError, TaskOutput};
 use dagrun_core::plan::{Action, Plan, PlannedTask, join_path};
@@ -62,6 +67,57 @@ pub struct EmrEngine {
     poll_max: Duration,
     /// `--keep-staging`: the run's staging folder is kept whatever the outcome.
     keep_staging: bool,
+    /// What the cluster costs per hour, in the EMR region.
+    price: ClusterPrice,
+    /// The most the run may spend on EMR (`budget.max_usd`, `--max-cost`).
+    budget: Option<f64>,
+    clock: Mutex<CostClock>,
+    /// What the run's cluster cost, once it was let go.
+    cost: Mutex<Option<ClusterCost>>,
+}
+
+/// When the cluster was requested, ready and let go, and when steps ran: its cost's measure.
+#[derive(Debug, Default)]
+struct CostClock {
+    cluster: String,
+    requested: Option<Instant>,
+    ready: Option<Instant>,
+    ended: Option<Instant>,
+    /// Steps running now, and since when at least one has been.
+    running: usize,
+    busy_since: Option<Instant>,
+    busy: Duration,
+    /// Each task's steps' running seconds.
+    tasks: std::collections::BTreeMap<String, f64>,
+    /// Why the budget stopped the cluster.
+    stopped: Option<String>,
+}
+
+impl CostClock {
+    fn step_started(&mut self) {
+        if self.running == 0 {
+            self.busy_since = Some(Instant::now());
+        }
+        self.running += 1;
+    }
+
+    fn step_ended(&mut self, task: &str, ran: Duration) {
+        *self.tasks.entry(task.to_string()).or_default() += ran.as_secs_f64();
+        self.running = self.running.saturating_sub(1);
+        if self.running == 0
+            && let Some(since) = self.busy_since.take()
+        {
+            self.busy += since.elapsed();
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        match (self.requested, self.ended) {
+            (Some(r), Some(e)) => e.duration_since(r),
+            (Some(r), None) => r.elapsed(),
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,8 +161,15 @@ impl EmrEngine {
         plan: &Plan,
     ) -> Self {
         let poll_max = settings.poll_interval;
+        let client = client(settings.region.as_deref()).await;
+        let region = client.config().region().map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
+        let price = cluster_price(&settings, &region);
         Self {
-            client: client(settings.region.as_deref()).await,
+            client,
+            price,
+            budget: plan.budget(),
+            clock: Mutex::new(CostClock::default()),
+            cost: Mutex::new(None),
             s3,
             pipeline: plan.name().to_string(),
             runs_dir: plan.runs_dir().to_string(),
@@ -152,6 +215,10 @@ impl EmrEngine {
     async fn ready_cluster(&self, cx: &TaskContext) -> Result<String, TaskError> {
         let mut guard = self.cluster.lock().await;
         let mut cluster = match guard.clone() {
+            Some(_) if self.clock.lock().expect("cost clock").stopped.is_some() => {
+                let why = self.clock.lock().expect("cost clock").stopped.clone().unwrap_or_default();
+                return Err(TaskError::permanent(format!("not run on EMR: {why}")));
+            }
             Some(c) if c.terminated => {
                 return Err(TaskError::permanent(format!("the run's cluster {} was already terminated", c.id)));
             }
@@ -163,6 +230,7 @@ impl EmrEngine {
                         id
                     }
                     None => {
+                        self.affordable_start()?;
                         let request =
                             run_job_flow(&self.settings, &self.pipeline, &cx.run_id, &cx.instance, &self.runs_dir);
                         let out = request
@@ -172,6 +240,10 @@ impl EmrEngine {
                             .map_err(|e| sdk_error("starting the EMR cluster", e))?;
                         let id = out.job_flow_id().unwrap_or_default().to_string();
                         self.note(format!("cluster {id}: requested at {} ({})", now(), request.release_label));
+                        let mut clock = self.clock.lock().expect("cost clock");
+                        clock.cluster = id.clone();
+                        clock.requested = Some(Instant::now());
+                        drop(clock);
                         id
                     }
                 };
@@ -197,7 +269,18 @@ impl EmrEngine {
                 cluster.last_state = state.as_str().to_string();
             }
             match state {
-                ClusterState::Waiting | ClusterState::Running => cluster.ready = true,
+                ClusterState::Waiting | ClusterState::Running => {
+                    cluster.ready = true;
+                    let mut clock = self.clock.lock().expect("cost clock");
+                    if clock.ready.is_none() {
+                        clock.ready = Some(Instant::now());
+                        // A cluster found again: its cost is counted from now.
+                        clock.requested.get_or_insert_with(Instant::now);
+                        if clock.cluster.is_empty() {
+                            clock.cluster = cluster.id.clone();
+                        }
+                    }
+                }
                 ClusterState::Terminating | ClusterState::Terminated | ClusterState::TerminatedWithErrors => {
                     let reason = status
                         .and_then(|s| s.state_change_reason())
@@ -214,6 +297,11 @@ impl EmrEngine {
                     )));
                 }
                 _ => {
+                    if let Some(over) = self.over_budget() {
+                        *guard = Some(cluster.clone());
+                        drop(guard);
+                        return Err(self.stop_for_budget(over, None).await);
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(polls.backoff(poll + 1)) => {}
                         _ = cx.cancel.cancelled() => {
@@ -327,8 +415,106 @@ impl EmrEngine {
         cluster.terminated = true;
         let id = cluster.id.clone();
         drop(guard);
+        self.clock.lock().expect("cost clock").ended.get_or_insert_with(Instant::now);
         self.note(format!("cluster {id}: termination requested at {} ({why})", now()));
         Ok(())
+    }
+
+    /// Refuses to request a cluster whose idle timeout alone would pass the budget.
+    fn affordable_start(&self) -> Result<(), TaskError> {
+        let Some(max) = self.budget else { return Ok(()) };
+        if !self.price.complete() {
+            return Err(TaskError::permanent(format!(
+                "a budget of ${max:.2} is set, but {} has no price in {}: add it under engines.emr.prices",
+                self.price.unpriced.join(", "),
+                self.price.region
+            )));
+        }
+        let committed = self.price.usd_per_hour() * self.settings.idle_timeout.as_secs_f64() / 3600.0;
+        if committed > max {
+            return Err(TaskError::permanent(format!(
+                "EMR budget: the cluster's idle timeout of {} alone costs ${committed:.2} at ${:.3}/h, more than the budget of ${max:.2}; no cluster was started",
+                dagrun_core::units::format_duration(self.settings.idle_timeout),
+                self.price.usd_per_hour()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Why the spend so far, plus the idle time EMR would bill after the last step, passes the
+    /// budget, if it does.
+    fn over_budget(&self) -> Option<String> {
+        let max = self.budget?;
+        let per_hour = self.price.usd_per_hour();
+        let elapsed = self.clock.lock().expect("cost clock").elapsed();
+        let spent = per_hour * elapsed.as_secs_f64() / 3600.0;
+        let committed = per_hour * self.settings.idle_timeout.as_secs_f64() / 3600.0;
+        (spent + committed > max).then(|| {
+            format!(
+                "EMR budget: ${spent:.2} spent in {} at ${per_hour:.3}/h, plus ${committed:.2} for the {} idle timeout, passes the budget of ${max:.2}",
+                dagrun_core::units::format_duration(elapsed),
+                dagrun_core::units::format_duration(self.settings.idle_timeout)
+            )
+        })
+    }
+
+    /// Stops EMR work for the budget: cancels the step, terminates the cluster; the error fails
+    /// the task (and, through the recorded reason, every EMR task after it).
+    async fn stop_for_budget(&self, why: String, step: Option<(&str, &str)>) -> TaskError {
+        warn!("{why}: cancelling the running step and terminating the cluster");
+        self.clock.lock().expect("cost clock").stopped.get_or_insert_with(|| why.clone());
+        if let Some((cluster, step)) = step {
+            self.cancel_step(cluster, step).await;
+        }
+        if let Err(e) = self.terminate("over budget").await {
+            warn!("{e}");
+        }
+        TaskError::permanent(format!("{why}; the cluster was terminated"))
+    }
+
+    /// The cluster's cost once it is let go (none if no cluster was started).
+    async fn measure(&self) -> Option<ClusterCost> {
+        let (cluster, wall, startup, busy, tasks, stopped) = {
+            let clock = self.clock.lock().expect("cost clock");
+            if clock.cluster.is_empty() || clock.requested.is_none() {
+                return None;
+            }
+            let startup = match (clock.requested, clock.ready) {
+                (Some(r), Some(ready)) => ready.duration_since(r),
+                _ => clock.elapsed(),
+            };
+            let busy = clock.busy + clock.busy_since.map_or(Duration::ZERO, |s| s.elapsed());
+            (clock.cluster.clone(), clock.elapsed(), startup, busy, clock.tasks.clone(), clock.stopped.clone())
+        };
+        let normalized_instance_hours = match self.client.describe_cluster().cluster_id(&cluster).send().await {
+            Ok(out) => out.cluster().and_then(|c| c.normalized_instance_hours()).map(i64::from),
+            Err(_) => None,
+        };
+        let per_hour = self.price.usd_per_hour();
+        let usd = per_hour * wall.as_secs_f64() / 3600.0;
+        let total_step: f64 = tasks.values().sum();
+        let shares = tasks
+            .iter()
+            .map(|(t, secs)| (t.clone(), if total_step > 0.0 { usd * secs / total_step } else { 0.0 }))
+            .collect();
+        let prices = if self.settings.prices.is_empty() {
+            format!("prices of {PRICES_AS_OF}")
+        } else {
+            format!("prices of {PRICES_AS_OF} and engines.emr.prices")
+        };
+        Some(ClusterCost {
+            cluster,
+            normalized_instance_hours,
+            wall_seconds: wall.as_secs_f64(),
+            startup_seconds: startup.as_secs_f64(),
+            steps_seconds: busy.as_secs_f64(),
+            idle_seconds: (wall.saturating_sub(startup).saturating_sub(busy)).as_secs_f64(),
+            usd_per_hour: per_hour,
+            usd,
+            tasks: shares,
+            prices,
+            stopped,
+        })
     }
 
     async fn run_step(&self, task: &PlannedTask, cx: &TaskContext) -> Result<TaskOutput, TaskError> {
@@ -401,6 +587,14 @@ impl EmrEngine {
             let state = status.and_then(|s| s.state()).cloned().unwrap_or(StepState::Pending);
             if state != StepState::Pending && running.is_none() {
                 running = Some(Instant::now());
+                self.clock.lock().expect("cost clock").step_started();
+            }
+            let terminal = matches!(
+                state,
+                StepState::Completed | StepState::Failed | StepState::Cancelled | StepState::Interrupted
+            );
+            if terminal && let Some(ran) = running {
+                self.clock.lock().expect("cost clock").step_ended(task.id(), ran.elapsed());
             }
             if state.as_str() != last {
                 self.note(format!("step {step_id} ({}): {} at {}", task.id(), state.as_str(), now()));
@@ -436,9 +630,18 @@ impl EmrEngine {
                     return Err(TaskError { message, retryable, partial: None });
                 }
                 _ => {
+                    if let Some(over) = self.over_budget() {
+                        if let Some(ran) = running {
+                            self.clock.lock().expect("cost clock").step_ended(task.id(), ran.elapsed());
+                        }
+                        return Err(self.stop_for_budget(over, Some((&cluster, &step_id))).await);
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(polls.backoff(poll + 1)) => {}
                         _ = cx.cancel.cancelled() => {
+                            if let Some(ran) = running {
+                                self.clock.lock().expect("cost clock").step_ended(task.id(), ran.elapsed());
+                            }
                             self.cancel_step(&cluster, &step_id).await;
                             return Err(TaskError::permanent(format!("cancelled; EMR step {step_id} cancelled")));
                         }
@@ -494,6 +697,13 @@ impl Engine for EmrEngine {
 
     async fn shutdown(&self, end: &RunEnd) -> Result<(), EngineError> {
         let terminated = self.terminate("the run ended").await;
+        if let Some(cost) = self.measure().await {
+            self.note(cost.describe());
+            if let Some(why) = &cost.stopped {
+                self.note(format!("stopped by the budget: {why}"));
+            }
+            *self.cost.lock().expect("cost") = Some(cost);
+        }
         if self.runner.initialized() {
             let folder = self.run_root(&end.run_id);
             let kept = self.settings.keep_failed_staging;
@@ -526,14 +736,30 @@ impl Engine for EmrEngine {
 
     fn describe_run(&self, plan: &Plan) -> Vec<String> {
         let request = run_job_flow(&self.settings, plan.name(), "<run-id>", "<instance>", plan.runs_dir());
-        let mut lines =
-            vec!["RunJobFlow (when the first emr task is ready; terminated when none is left):".to_string()];
+        let mut lines = vec!["cluster price:".to_string()];
+        lines.extend(self.price.describe().into_iter().map(|l| format!("  {l}")));
+        if let Some(max) = self.budget {
+            lines.push(format!(
+                "  budget: ${max:.2}; the run stops EMR work once the spend so far plus the {} idle timeout (${:.2}) would pass it",
+                dagrun_core::units::format_duration(self.settings.idle_timeout),
+                self.price.usd_per_hour() * self.settings.idle_timeout.as_secs_f64() / 3600.0
+            ));
+        }
+        lines.push("RunJobFlow (when the first emr task is ready; terminated when none is left):".to_string());
         lines.extend(serde_json::to_string_pretty(&request).expect("serializes").lines().map(|l| format!("  {l}")));
         lines
     }
 
     fn notes(&self) -> Vec<String> {
         self.history.lock().expect("history").clone()
+    }
+
+    fn costs(&self) -> Vec<ClusterCost> {
+        self.cost.lock().expect("cost").iter().cloned().collect()
+    }
+
+    fn price(&self) -> Option<ClusterPrice> {
+        Some(self.price.clone())
     }
 }
 

@@ -95,6 +95,15 @@ pub(super) fn validate(spec: &EmrSpec, plan: &Plan, diags: &mut Vec<Diagnostic>)
         }
     };
     let keep_failed_staging = spec.keep_failed_staging.as_ref().map_or(DEFAULT_KEEP_FAILED_STAGING, |d| d.value.0);
+    let mut prices = BTreeMap::new();
+    for (key, price) in spec.prices.iter().flat_map(|p| p.0.iter()) {
+        for v in [&price.ec2, &price.emr] {
+            if !v.value.is_finite() || v.value < 0.0 {
+                err(v.pos, format!("the price of {} must be a number of USD per instance-hour, at least 0", key.name));
+            }
+        }
+        prices.insert(key.name.clone(), crate::cost::InstancePrice { ec2: price.ec2.value, emr: price.emr.value });
+    }
     let applications: Vec<String> = match &spec.applications {
         Some(apps) => apps.iter().map(|a| a.value.clone()).collect(),
         None => vec!["Spark".into()],
@@ -279,6 +288,7 @@ pub(super) fn validate(spec: &EmrSpec, plan: &Plan, diags: &mut Vec<Diagnostic>)
         poll_interval,
         step_concurrency,
         keep_failed_staging,
+        prices,
     }
 }
 

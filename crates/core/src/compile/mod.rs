@@ -486,6 +486,12 @@ impl Builder<'_> {
             dependents: Vec::new(),
             warnings: Vec::new(),
             emr: None,
+            budget: top.budget.as_ref().map(|b| {
+                if !b.max_usd.value.is_finite() || b.max_usd.value < 0.0 {
+                    self.error(b.max_usd.pos, "budget.max_usd must be a number of USD, at least 0 (0 forbids EMR)");
+                }
+                b.max_usd.value.max(0.0)
+            }),
             slice: None,
         }
         .indexed();
