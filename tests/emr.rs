@@ -787,3 +787,90 @@ fn a_budget_stops_the_cluster_and_the_record_shows_the_spend_and_why() {
     assert!(forbidden.stderr.contains("a budget of $0 forbids EMR"), "{}", forbidden.stderr);
     assert!(forbidden.stderr.contains("plays, load_plays"), "{}", forbidden.stderr);
 }
+
+const AUTO_PIPELINE: &str = r#"name: autotest
+vars: {input: ~, output: ~}
+engines:
+  emr:
+    release_label: emr-7.5.0
+    instance_groups:
+      - {role: master, instance_type: m5.xlarge, count: 1}
+    service_role: EMR_DefaultRole
+    instance_profile: EMR_EC2_DefaultRole
+    log_uri: s3://logs/emr/
+    staging: s3://lake/staging
+    poll_interval: 50ms
+    auto_max_local: 200ms
+tasks:
+  - id: events
+    kind: extract
+    engine: auto
+    path: ${input}
+    format: jsonl
+    schema: {ts: int, page: string}
+  - id: plays
+    kind: transform
+    engine: auto
+    depends_on: [events]
+    sql: SELECT ts FROM events WHERE page = 'NextSong'
+  - id: load_plays
+    kind: load
+    engine: auto
+    depends_on: [plays]
+    table: plays
+    path: ${output}/plays
+"#;
+
+#[test]
+fn engine_auto_runs_a_small_listing_here_and_a_large_one_on_emr_and_says_why() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
+    let s = setup_with(AUTO_PIPELINE);
+    // A large listing: 2,000 objects (zero bytes: their count alone takes the model past 200ms).
+    let many = tempfile::tempdir().unwrap();
+    for i in 0..2000 {
+        std::fs::write(many.path().join(format!("part-{i:04}.json")), "").unwrap();
+    }
+    s.moto.upload(many.path(), "lake", "many");
+    s.mode(json!({"steps": "complete"}));
+    let run = |input: &str, extra: &[&str]| {
+        let mut cmd = s.moto.dagrun();
+        cmd.current_dir(s.dir.path())
+            .arg(s.pipeline.to_str().unwrap())
+            .args(["--set", &format!("input={input}"), "--set", "output=s3://lake/out"])
+            .args(extra);
+        Run::from(cmd.output().unwrap())
+    };
+
+    // The repo's sample logs (30 objects): local, with the numbers.
+    let small = run("s3://lake/in/log_data", &["--dry-run"]).expect(0);
+    assert!(small.stdout.contains("engine: auto chose local for events: fits locally: "), "{}", small.stdout);
+    assert!(small.stdout.contains("in 30 file(s): planned "), "{}", small.stdout);
+    let ran = run("s3://lake/in/log_data", &["--run-id", "small"]).expect(0);
+    assert!(ran.stdout.contains("engine: auto chose local for plays"), "{}", ran.stdout);
+    assert!(s.clusters().is_empty(), "no cluster for a stage that fits");
+
+    let large = run("s3://lake/many", &["--dry-run"]).expect(0);
+    assert!(large.stdout.contains("engine: auto chose emr for events: does not fit locally: "), "{}", large.stdout);
+    assert!(large.stdout.contains("in 2,000 file(s)"), "{}", large.stdout);
+    assert!(large.stdout.contains("EMR cost estimate:"), "the cluster's cost is shown: {}", large.stdout);
+    let ran = run("s3://lake/many", &["--run-id", "large"]).expect(0);
+    assert!(ran.stdout.contains("engine: auto chose emr for plays"), "{}", ran.stdout);
+    let names: Vec<String> = steps(&s.clusters()[0]).iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(
+        names,
+        ["dagrun:autotest:large:events:1", "dagrun:autotest:large:plays:1", "dagrun:autotest:large:load_plays:1"]
+    );
+    let records = tempfile::tempdir().unwrap();
+    s.moto.control("download", json!({"bucket": "lake", "prefix": "out/_dagrun/large", "dir": records.path()}));
+    let record: Value = serde_json::from_slice(&std::fs::read(records.path().join("run.json")).unwrap()).unwrap();
+    assert_eq!(record["auto"][0]["engine"], "emr", "{}", record["auto"]);
+    assert_eq!(record["auto"][0]["input"]["files"], 2000);
+
+    // EMR forbidden: a stage that does not fit stops the run before it starts, saying why.
+    let forbidden = run("s3://lake/many", &["--max-cost", "0"]).expect(2);
+    assert!(forbidden.stderr.contains("task `events` (engine: auto) does not fit locally"), "{}", forbidden.stderr);
+    assert!(forbidden.stderr.contains("a budget of $0 forbids EMR"), "{}", forbidden.stderr);
+    assert_eq!(s.clusters().len(), 1, "no new cluster");
+}

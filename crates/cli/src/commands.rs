@@ -43,7 +43,7 @@ impl Exit {
 /// and the folder in which the local engine would spill.
 pub(crate) fn plan_options() -> PlanOptions {
     PlanOptions {
-        engines: build::KNOWN_ENGINES.iter().map(|e| e.to_string()).collect(),
+        engines: build::KNOWN_ENGINES.iter().chain(&[dagrun_core::auto::AUTO]).map(|e| e.to_string()).collect(),
         spill_dir: Some(std::env::temp_dir().display().to_string()),
         schema_check: build::schema_check(),
     }
@@ -176,6 +176,11 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |j| j as usize);
     let force = force_of(&args.force, &plan)?;
     let storages = build::storages(&plan).await;
+    // `engine: auto`: decided now, from listings, before engines are built for the plan.
+    let choices = crate::auto::resolve(&mut plan, &storages).await?;
+    if !choices.is_empty() && !args.dry_run {
+        print_stdout(&crate::auto::describe(&choices));
+    }
     let spill_above = args.spill_above.map(|s| match s {
         SpillAbove::Bytes(n) => Some(n),
         SpillAbove::Never => None,
@@ -220,6 +225,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
             options.expected = records::last_durations(&plan, &storages).await;
         }
         let walk = dagrun_core::dry_run::walk(Arc::new(plan.clone()), build::KNOWN_ENGINES, &options);
+        print_stdout(&crate::auto::describe(&choices));
         print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness, &walk));
         if let Some(price) = engines.get("emr").and_then(|e| e.price()) {
             let (history, none) = match &unreachable {
@@ -280,9 +286,20 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         });
     }
     let after_a_dead_run = lease.took_over().is_some();
-    let outcome =
-        run_leased(&plan, args, terminal, &storages, &engines, &kept, options, force, cancel.clone(), after_a_dead_run)
-            .await;
+    let outcome = run_leased(
+        &plan,
+        args,
+        terminal,
+        &storages,
+        &engines,
+        &kept,
+        options,
+        force,
+        cancel.clone(),
+        after_a_dead_run,
+        &choices,
+    )
+    .await;
     // This run's own failed attempts removed their files; a Delta table's orphans were looked for
     // at the start, where a killed run's are found.
     if let Err(e) = remove_leftovers(&plan, &storages, None).await {
@@ -324,6 +341,7 @@ async fn run_leased(
     force: Force,
     cancel: CancellationToken,
     after_a_dead_run: bool,
+    choices: &[dagrun_core::auto::AutoChoice],
 ) -> Result<u8, Exit> {
     build::remove_dead_spills();
     // What is already published from the same inputs (reads listings and manifests only).
@@ -365,6 +383,7 @@ async fn run_leased(
     print_stdout(&render::summary(&report));
     let code = report.exit_code() as u8;
     let mut record = RunRecord::new(&plan, report, join_path(plan.runs_dir(), &options.run_id));
+    record.auto = choices.to_vec();
     record.inputs_hashed = inputs_hashed;
     record.versions = delta_versions(&plan, &record, storages).await;
     if code == 0 && !cancel.is_cancelled() {

@@ -2,6 +2,7 @@
 //! documented exit code (0 ok, 1 a task failed, 2 usage or config error, 130 interrupted).
 
 mod alloc;
+mod auto;
 mod build;
 mod cli;
 mod commands;

@@ -110,7 +110,13 @@ pub struct EmrSettings {
     #[serde(skip)]
     /// Prices per instance type that replace dagrun's table (`engines.emr.prices`).
     pub prices: BTreeMap<String, crate::cost::InstancePrice>,
+    #[serde(skip)]
+    /// `engine: auto` goes to EMR when the local engine's planned time passes this.
+    pub auto_max_local: Duration,
 }
+
+/// The default of `auto_max_local`.
+pub const DEFAULT_AUTO_MAX_LOCAL: Duration = Duration::from_secs(3600);
 
 /// The default retention of a failed run's staging folder.
 pub(crate) const DEFAULT_KEEP_FAILED_STAGING: Duration = Duration::from_secs(7 * 86400);

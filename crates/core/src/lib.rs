@@ -28,6 +28,7 @@
 //! | [`graph`] | ascii / DOT / Mermaid |
 //! | [`diagnostic`] | located errors with source line and caret |
 
+pub mod auto;
 pub mod compile;
 pub mod content;
 pub mod cost;

@@ -49,6 +49,9 @@ pub struct Plan {
     pub(crate) emr: Option<EmrSettings>,
     /// The most a run may spend on EMR, in USD (`budget.max_usd`, `--max-cost`).
     pub(crate) budget: Option<f64>,
+    /// Why EMR cannot run this plan's `engine: auto` tasks, per task (a path that is not on S3)
+    /// or for all of them (key `*`: no `engines.emr` section, or one that does not validate).
+    pub(crate) emr_unavailable: std::collections::BTreeMap<String, String>,
     /// Problems worth knowing that do not stop a run.
     pub(crate) warnings: Vec<Diagnostic>,
     /// The days of the sliced extracts this run reads, once decided (see [`crate::slice`]);
@@ -527,6 +530,19 @@ impl Plan {
     /// Replaces the budget (`--max-cost`).
     pub fn set_budget(&mut self, usd: f64) {
         self.budget = Some(usd);
+    }
+
+    /// Why EMR cannot run task `id` if it were chosen for it (`engine: auto`), if it cannot.
+    pub fn emr_unavailable(&self, id: &str) -> Option<String> {
+        if self.budget == Some(0.0) {
+            return Some("a budget of $0 forbids EMR (--max-cost 0 or budget.max_usd: 0)".into());
+        }
+        self.emr_unavailable.get("*").or_else(|| self.emr_unavailable.get(id)).cloned()
+    }
+
+    /// Runs task `index` on `engine` (the choice for an `engine: auto` task).
+    pub fn set_engine(&mut self, index: usize, engine: &str) {
+        self.tasks[index].engine = engine.to_string();
     }
 
     /// Problems worth knowing that do not stop a run.

@@ -94,6 +94,9 @@ pub struct RunRecord {
     /// run left them: `dagrun report` shows these, whatever later runs did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<Answers>,
+    /// Where each `engine: auto` task ran, and the numbers that chose it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto: Vec<crate::auto::AutoChoice>,
 }
 
 /// The answers to a pipeline's `report:` queries, kept with the run they describe.
@@ -183,6 +186,7 @@ impl RunRecord {
             s3_path_style: plan.s3.path_style,
             inputs_hashed: InputsHashed::default(),
             answers: None,
+            auto: Vec::new(),
         }
     }
 

@@ -810,6 +810,8 @@ decode_struct! {
         keep_failed_staging: Option<Located<DurationValue>>,
         /// Prices per instance type, over dagrun's table: `{m5.xlarge: {ec2: 0.192, emr: 0.048}}`.
         prices: Option<Entries<PriceSpec>>,
+        /// `engine: auto` runs a task on EMR when the local engine's planned time passes this (default 1h).
+        auto_max_local: Option<Located<DurationValue>>,
     }
 }
 

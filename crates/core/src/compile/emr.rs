@@ -32,7 +32,7 @@ fn release(label: &str) -> Option<(u32, u32)> {
 fn longest_step_name(plan: &Plan) -> (usize, String) {
     plan.tasks
         .iter()
-        .filter(|t| t.engine == crate::emr::ENGINE)
+        .filter(|t| t.engine == crate::emr::ENGINE || t.engine == crate::auto::AUTO)
         .map(|t| ("dagrun::".len() + plan.name.chars().count() + 1 + 64 + 1 + t.id.chars().count() + 4, t.id.clone()))
         .max()
         .unwrap_or_default()
@@ -289,6 +289,7 @@ pub(super) fn validate(spec: &EmrSpec, plan: &Plan, diags: &mut Vec<Diagnostic>)
         step_concurrency,
         keep_failed_staging,
         prices,
+        auto_max_local: spec.auto_max_local.as_ref().map_or(crate::emr::DEFAULT_AUTO_MAX_LOCAL, |d| d.value.0),
     }
 }
 

@@ -140,9 +140,10 @@ pub fn compile(source: Arc<SourceFile>, inputs: &VarInputs, options: &PlanOption
     let mut plan = top.and_then(|top| builder.build(top, vars.clone()));
     let Builder { mut diags, warnings, mut places, .. } = builder;
     if let Some(plan) = plan.as_mut() {
-        let (emr, emr_places) =
+        let (emr, emr_places, unavailable) =
             engine_settings(plan, root.get("engines"), &vars, &declared, inputs, &source, &mut diags);
         plan.emr = emr;
+        plan.emr_unavailable = unavailable;
         places.extend(emr_places);
         places::check(&places, &mut diags);
     }
@@ -186,8 +187,27 @@ fn engine_settings(
     inputs: &VarInputs,
     source: &SourceFile,
     diags: &mut Vec<Diagnostic>,
-) -> (Option<EmrSettings>, Vec<places::Place>) {
+) -> (Option<EmrSettings>, Vec<places::Place>, BTreeMap<String, String>) {
     let mut emr_places = Vec::new();
+    // `engine: auto` tasks may go to EMR: what would stop them is noted, not an error.
+    let mut unavailable = BTreeMap::new();
+    let auto: Vec<&PlannedTask> = plan.tasks.iter().filter(|t| t.engine == crate::auto::AUTO).collect();
+    for t in &auto {
+        let why = match &t.action {
+            Action::QualityCheck(_) => {
+                let message = format!("task `{}`: quality checks run on the local engine, not on auto", t.id);
+                diags.push(Diagnostic::error(t.pos, message));
+                continue;
+            }
+            Action::Extract(e) if !crate::storage::is_s3(&e.path) => {
+                format!("it reads `{}`, not an s3:// path", e.path)
+            }
+            Action::Load(l) if l.format == TableFormat::Delta => "a Delta load commits in dagrun's process".into(),
+            Action::Load(l) if !crate::storage::is_s3(&l.path) => format!("it writes `{}`, not an s3:// path", l.path),
+            _ => continue,
+        };
+        unavailable.insert(t.id.clone(), why);
+    }
     let on_emr: Vec<&PlannedTask> = plan.tasks.iter().filter(|t| t.engine == crate::emr::ENGINE).collect();
     for t in &on_emr {
         let (verb, path) = match &t.action {
@@ -236,11 +256,39 @@ fn engine_settings(
                 settings
             })
         }
+        Some(node) if !auto.is_empty() => {
+            // Validated apart: an EMR section that does not validate (variables only EMR needs
+            // left unset) keeps the auto tasks local, and says why.
+            emr::check_keys_only(node, &mut cx);
+            let mut scratch = Vec::new();
+            let mut node = node.clone();
+            vars::interpolate_tree(&mut node, vars, declared, inputs, source, &mut scratch);
+            let mut apart = Decoder::new(source);
+            let spec = EnginesSpec::decode(&node, &mut apart);
+            let settings = spec.and_then(|s| s.emr).map(|emr| emr::validate(&emr, plan, &mut scratch));
+            scratch.append(&mut apart.diagnostics);
+            match scratch.iter().find(|d| d.severity == crate::diagnostic::Severity::Error) {
+                Some(first) => {
+                    unavailable.insert("*".into(), format!("engines.emr does not validate: {}", first.message));
+                    None
+                }
+                None if settings.is_none() => {
+                    unavailable.insert("*".into(), "the pipeline has no engines.emr section".into());
+                    None
+                }
+                None => settings,
+            }
+        }
         Some(node) => {
             emr::check_keys_only(node, &mut cx);
             None
         }
-        None => None,
+        None => {
+            if !auto.is_empty() {
+                unavailable.insert("*".into(), "the pipeline has no engines.emr section".into());
+            }
+            None
+        }
     };
     diags.append(&mut cx.diagnostics);
     if settings.is_none()
@@ -252,7 +300,7 @@ fn engine_settings(
             format!("task `{}` runs on emr, but the pipeline has no `engines.emr` section", first.id),
         ));
     }
-    (settings, emr_places)
+    (settings, emr_places, unavailable)
 }
 
 crate::decode_struct! {
@@ -486,6 +534,7 @@ impl Builder<'_> {
             dependents: Vec::new(),
             warnings: Vec::new(),
             emr: None,
+            emr_unavailable: Default::default(),
             budget: top.budget.as_ref().map(|b| {
                 if !b.max_usd.value.is_finite() || b.max_usd.value < 0.0 {
                     self.error(b.max_usd.pos, "budget.max_usd must be a number of USD, at least 0 (0 forbids EMR)");
