@@ -749,6 +749,17 @@ fn the_dry_run_prices_the_cluster_and_estimates_from_the_last_runs_cluster() {
 
     let again = s.run(&["--dry-run"]).expect(0);
     assert!(again.stdout.contains("for this run: the cluster of run priced lived"), "{}", again.stdout);
+
+    // --refresh-prices asks the Price List API (the harness speaks its GetProducts JSON).
+    s.moto.control("prices", json!({"AmazonEC2": {"m5.xlarge": "0.5"}, "ElasticMapReduce": {"m5.xlarge": "0.1"}}));
+    let refreshed = s.run(&["--dry-run", "--refresh-prices"]).expect(0);
+    assert!(
+        refreshed.stdout.contains("MASTER 1 x m5.xlarge: $0.600/h each (EC2 $0.500 + EMR $0.100, AWS Price List API)"),
+        "{}",
+        refreshed.stdout
+    );
+    assert!(refreshed.stdout.contains("$1.800/h in us-east-1 (the AWS Price List API)"), "{}", refreshed.stdout);
+    assert_eq!(s.moto.stats()["pricing"], 2, "one GetProducts for EC2 and one for EMR, for the one type");
 }
 
 #[test]

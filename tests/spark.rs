@@ -6,6 +6,19 @@ use crate::support::*;
 
 const TABLES: [&str; 5] = ["songplays", "users", "songs", "artists", "time"];
 
+/// Runs the step program on the specs `dagrun emr specs` wrote into `specs`, with real PySpark in
+/// local mode.
+fn spark_submit(specs: &std::path::Path) -> Run {
+    let output = std::process::Command::new("python3")
+        .arg(specs.join("dagrun_step.py"))
+        .arg(specs.join("steps.json"))
+        .env("PYSPARK_PYTHON", "python3")
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .output()
+        .expect("python3 runs the step program (scripts/test.sh installs pyspark)");
+    Run::from(output)
+}
+
 #[test]
 fn the_spark_step_program_publishes_the_same_tables_as_the_local_engine() {
     if !runtimes(&[Runtime::Spark]) {
@@ -32,14 +45,7 @@ fn the_spark_step_program_publishes_the_same_tables_as_the_local_engine() {
     .expect(0);
     assert!(written.stdout.contains("wrote 13 step specs"), "{}", written.stdout);
 
-    let output = std::process::Command::new("python3")
-        .arg(specs.join("dagrun_step.py"))
-        .arg(specs.join("steps.json"))
-        .env("PYSPARK_PYTHON", "python3")
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .output()
-        .expect("python3 runs the step program (scripts/test.sh installs pyspark)");
-    let spark = Run::from(output).expect(0);
+    let spark = spark_submit(&specs).expect(0);
     assert!(spark.stdout.contains("dagrun: load_songplays (load) done"), "{}", spark.stdout);
 
     for table in TABLES {
@@ -168,14 +174,7 @@ fn the_spark_step_program_reports_source_drift_as_the_local_engine_does() {
     let p = pipeline(tmp.path(), "drift.yaml", &text);
     let specs = tmp.path().join("specs");
     run(&["emr", "specs", p.to_str().unwrap(), "--out", specs.to_str().unwrap()]).expect(0);
-    let output = std::process::Command::new("python3")
-        .arg(specs.join("dagrun_step.py"))
-        .arg(specs.join("steps.json"))
-        .env("PYSPARK_PYTHON", "python3")
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .output()
-        .expect("python3 runs the step program");
-    let spark = Run::from(output);
+    let spark = spark_submit(&specs);
     assert_ne!(spark.code, 0, "on_new_fields: fail must fail its step: {}", spark.stdout);
     assert!(
         spark.stderr.contains("1 source field(s) not in the schema: `device` (2 records, first in "),
@@ -225,14 +224,7 @@ fn concatenated_and_array_documents_give_the_same_rows_and_quarantine_on_both_en
     let specs = tmp.path().join("specs");
     let out = format!("output={}", spark_out.display());
     run(&["emr", "specs", p.to_str().unwrap(), "--set", &out, "--out", specs.to_str().unwrap()]).expect(0);
-    let output = std::process::Command::new("python3")
-        .arg(specs.join("dagrun_step.py"))
-        .arg(specs.join("steps.json"))
-        .env("PYSPARK_PYTHON", "python3")
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .output()
-        .expect("python3 runs the step program");
-    let spark = Run::from(output).expect(0);
+    let spark = spark_submit(&specs).expect(0);
     let result: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(specs.join("results/songs-1.json")).unwrap()).unwrap();
     assert_eq!(result["rows_in"], 7, "{result}");

@@ -27,7 +27,7 @@ from policy_sentry.querying.actions import get_action_data, get_actions_for_serv
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 POLICY = ROOT / "deploy/iam/dagrun-runner-policy.json"
 
-SDKS = {"aws_sdk_s3": "s3", "aws_sdk_emr": "elasticmapreduce"}
+SDKS = {"aws_sdk_s3": "s3", "aws_sdk_emr": "elasticmapreduce", "aws_sdk_pricing": "pricing"}
 
 # S3 operations that are authorised by another action (AWS: "Amazon S3 API operations and the
 # permissions they need").
@@ -65,6 +65,8 @@ READ_BUCKETS = ["INPUT_BUCKET", "LAKE_BUCKET", "LOG_BUCKET"]
 # How dagrun makes each call: (resource, context) pairs that must all be allowed.
 USES = {
     ("elasticmapreduce", "RunJobFlow"): [("*", RUN_TAGS)],
+    # --refresh-prices.
+    ("pricing", "GetProducts"): [("*", {})],
     ("elasticmapreduce", "ListClusters"): [("*", {})],
     # gc and the reattach describe every live cluster to read its tags.
     ("elasticmapreduce", "DescribeCluster"): [(CLUSTER, {})],

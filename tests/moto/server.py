@@ -17,6 +17,9 @@ Control routes (JSON in, JSON out):
   POST /_dagrun/head      {"bucket", "key"} an object's size, content type, storage class, encryption
   POST /_dagrun/uploads   {"bucket"}        the keys of multipart uploads begun and not completed or aborted
   POST /_dagrun/begin_upload {"bucket", "key"} begin a multipart upload and leave it (a killed writer's)
+  POST /_dagrun/prices    {"AmazonEC2": {"m5.xlarge": "0.5"}, "ElasticMapReduce": {...}}
+                          what the Price List API's GetProducts answers (AWS's PriceList JSON), per
+                          service and instance type; requests are counted in the stats as `pricing`
 
 Buckets in other regions, as S3 answers them: a request signed for another region (the SigV4
 credential scope of its Authorization header) gets 301 PermanentRedirect (HEAD, no body) or 400
@@ -367,6 +370,8 @@ class App:
         self.faults = Faults()
         self.bucket_regions = {}
         self.wrong_region = 0
+        self.prices = {}
+        self.pricing_requests = 0
         self.emr = Emr()
         # moto checks If-None-Match / If-Match and then writes, in two steps: two conditional
         # writes of one key at once could both pass. S3 decides them atomically; so does this.
@@ -424,6 +429,8 @@ class App:
                 self.conditional_writes += 1
                 return list(self.moto(environ, start_response))
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target == "AWSPriceListService.GetProducts":
+            return self.get_products(environ, start_response)
         if target.startswith("ElasticMapReduce."):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             raw = environ["wsgi.input"].read(length) if length else b""
@@ -434,6 +441,23 @@ class App:
                 start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))])
                 return [data]
         return self.moto(environ, start_response)
+
+    def get_products(self, environ, start_response):
+        """The Price List API's GetProducts, from the prices set with /_dagrun/prices."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        filters = {f["Field"]: f["Value"] for f in body.get("Filters", [])}
+        self.pricing_requests += 1
+        usd = self.prices.get(body.get("ServiceCode"), {}).get(filters.get("instanceType"))
+        documents = []
+        if usd is not None:
+            documents.append(json.dumps({
+                "product": {"attributes": {"instanceType": filters.get("instanceType"), "regionCode": filters.get("regionCode")}},
+                "terms": {"OnDemand": {"SKU.TERM": {"priceDimensions": {"SKU.TERM.RATE": {"unit": "Hrs", "pricePerUnit": {"USD": str(usd)}}}}}},
+            }))
+        data = json.dumps({"FormatVersion": "aws_v1", "PriceList": documents}).encode()
+        start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))])
+        return [data]
 
     def regional(self, environ, start_response, path):
         """S3's answers for a bucket in another region than the request was signed for; None to go on."""
@@ -516,6 +540,7 @@ class App:
                 "queries": self.faults.queries,
                 "conditional_writes": self.conditional_writes,
                 "wrong_region": self.wrong_region,
+                "pricing": self.pricing_requests,
             }
         if path == "/_dagrun/head":
             key = s3().get_object(body["bucket"], body["key"])
@@ -528,6 +553,9 @@ class App:
         if path == "/_dagrun/uploads":
             bucket = s3().get_bucket(body["bucket"])
             return {"keys": sorted(m.key_name for m in bucket.multiparts.values())}
+        if path == "/_dagrun/prices":
+            self.prices = body
+            return {"prices": body}
         if path == "/_dagrun/begin_upload":
             begun = s3().create_multipart_upload(body["bucket"], body["key"], {}, "STANDARD", {}, None, None, None)
             return {"upload_id": begun.id}

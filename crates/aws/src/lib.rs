@@ -4,8 +4,10 @@
 //! | --- | --- |
 //! | [`s3`] | S3 as a `Storage`: listing, concurrent reads, multipart writes, publishing tables |
 //! | [`emr`] | the `emr` engine: cluster lifecycle, Spark steps, `dagrun emr gc` |
+//! | [`pricing`] | instance prices from the AWS Price List API (`--refresh-prices`) |
 
 pub mod emr;
+pub mod pricing;
 pub mod s3;
 
 pub use s3::S3Storage;

@@ -144,6 +144,14 @@ impl Kept {
     }
 }
 
+/// How this run's EMR engine behaves beyond the pipeline (`--keep-staging`, `--refresh-prices`).
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
+pub(crate) struct EmrOptions {
+    pub keep_staging: bool,
+    pub refresh_prices: bool,
+}
+
 /// The engines of a run that this build carries, sharing its storages and one table exchange
 /// (a table made on EMR is read locally from where it was published, and the other way round).
 pub(crate) async fn engines(
@@ -153,7 +161,7 @@ pub(crate) async fn engines(
     allow_breaking_schema: bool,
     extract_cache: bool,
     kept: &Kept,
-    keep_staging: bool,
+    emr_options: EmrOptions,
 ) -> Result<Engines, Exit> {
     let exchange = Arc::new(Exchange::default());
     let engines = Engines::new();
@@ -175,7 +183,7 @@ pub(crate) async fn engines(
     #[cfg(not(feature = "polars"))]
     let _ = (spill_above, storages, allow_breaking_schema, extract_cache, kept);
     #[cfg(not(feature = "aws"))]
-    let _ = keep_staging;
+    let _ = emr_options;
     #[cfg(feature = "aws")]
     let engines = match plan.emr() {
         Some(settings) => {
@@ -190,9 +198,10 @@ pub(crate) async fn engines(
                 "error: {}",
                 missing("the local engine, which EMR runs need", "polars")
             )));
-            let emr = dagrun_aws::emr::EmrEngine::connect(settings.clone(), s3, exporter, exchange, plan)
+            let refresh = emr_options.refresh_prices;
+            let emr = dagrun_aws::emr::EmrEngine::connect(settings.clone(), s3, exporter, exchange, plan, refresh)
                 .await
-                .keep_staging(keep_staging);
+                .keep_staging(emr_options.keep_staging);
             engines.with(Arc::new(emr))
         }
         None => engines,

@@ -233,6 +233,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub max_cost: Option<f64>,
 
+    /// Price the EMR cluster's instance types from the AWS Price List API (needs credentials and
+    /// `pricing:GetProducts`) instead of dagrun's table; engines.emr.prices still win.
+    #[arg(long)]
+    pub refresh_prices: bool,
+
     /// Keep the run's EMR staging folder (`<staging>/<run-id>/`: step program, task specs,
     /// intermediate tables) whatever the outcome. Without it a successful run deletes the folder,
     /// and a failed run keeps it for `engines.emr.keep_failed_staging` (default 7d).

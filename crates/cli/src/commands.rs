@@ -193,7 +193,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         args.allow_breaking_schema,
         !args.no_cache,
         &kept,
-        args.keep_staging,
+        build::EmrOptions { keep_staging: args.keep_staging, refresh_prices: args.refresh_prices },
     )
     .await?;
     if args.dry_run {

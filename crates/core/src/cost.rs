@@ -133,12 +133,18 @@ impl ClusterPrice {
                 l.price.total(),
                 l.price.ec2,
                 l.price.emr,
-                if l.source == "pipeline" { ", engines.emr.prices" } else { "" },
+                match l.source.as_str() {
+                    "pipeline" => ", engines.emr.prices",
+                    "price list" => ", AWS Price List API",
+                    _ => "",
+                },
                 if l.spot { "; spot, priced at on-demand as an upper bound" } else { "" }
             ));
         }
         let prices = if self.lines.iter().any(|l| l.source == "table") {
             format!("dagrun's price table of {PRICES_AS_OF}")
+        } else if self.lines.iter().any(|l| l.source == "price list") {
+            "the AWS Price List API".to_string()
         } else {
             "engines.emr.prices".to_string()
         };
@@ -159,10 +165,20 @@ impl ClusterPrice {
     }
 }
 
-/// The hourly price of the cluster `settings` describe, in `region`.
-pub fn cluster_price(settings: &EmrSettings, region: &str) -> ClusterPrice {
+/// The hourly price of the cluster `settings` describe, in `region`: each type's price from the
+/// pipeline (`engines.emr.prices`), else from the Price List API (`refreshed`), else the table.
+pub fn cluster_price(
+    settings: &EmrSettings,
+    region: &str,
+    refreshed: &BTreeMap<String, InstancePrice>,
+) -> ClusterPrice {
     let price_of = |t: &str| -> Option<(InstancePrice, &'static str)> {
-        settings.prices.get(t).map(|p| (*p, "pipeline")).or_else(|| table_price(t, region).map(|p| (p, "table")))
+        settings
+            .prices
+            .get(t)
+            .map(|p| (*p, "pipeline"))
+            .or_else(|| refreshed.get(t).map(|p| (*p, "price list")))
+            .or_else(|| table_price(t, region).map(|p| (p, "table")))
     };
     let mut lines = Vec::new();
     let mut unpriced = Vec::new();
@@ -248,6 +264,19 @@ impl ClusterCost {
             self.prices
         )
     }
+}
+
+/// The instance types a cluster's groups and fleets name, once each.
+pub fn instance_types(settings: &EmrSettings) -> Vec<String> {
+    let mut types: Vec<String> = settings
+        .instance_groups
+        .iter()
+        .map(|g| g.instance_type.clone())
+        .chain(settings.instance_fleets.iter().flat_map(|f| f.instance_types.iter().cloned()))
+        .collect();
+    types.sort();
+    types.dedup();
+    types
 }
 
 #[cfg(test)]

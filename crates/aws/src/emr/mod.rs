@@ -159,11 +159,19 @@ impl EmrEngine {
         exporter: Arc<dyn TableExport>,
         exchange: Arc<Exchange>,
         plan: &Plan,
+        refresh_prices: bool,
     ) -> Self {
         let poll_max = settings.poll_interval;
         let client = client(settings.region.as_deref()).await;
         let region = client.config().region().map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
-        let price = cluster_price(&settings, &region);
+        let mut refreshed = std::collections::BTreeMap::new();
+        if refresh_prices {
+            match crate::pricing::refresh(&dagrun_core::cost::instance_types(&settings), &region).await {
+                Ok(found) => refreshed = found,
+                Err(e) => warn!("could not refresh prices from the AWS Price List API, using dagrun's table: {e}"),
+            }
+        }
+        let price = cluster_price(&settings, &region, &refreshed);
         Self {
             client,
             price,
