@@ -789,6 +789,16 @@ fn a_budget_stops_the_cluster_and_the_record_shows_the_spend_and_why() {
     let cost = &record["costs"][0];
     assert!(cost["stopped"].as_str().unwrap().contains("passes the budget"), "{cost}");
     assert!(cost["usd"].as_f64().unwrap() > 1.0, "the spend is recorded: {cost}");
+    // The HTML report shows the cluster's cost, the budget's stop and each EMR task's share.
+    let page = records.path().join("report.html");
+    let report = ["report", "s3://lake/out/_dagrun/costly", "--output", page.to_str().unwrap()];
+    Run::from(s.moto.dagrun().current_dir(s.dir.path()).args(report).output().unwrap()).expect(0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains(r#"<section id="cost"><h2>Cost</h2>"#), "{html}");
+    assert!(html.contains(" of wall time (start-up ") && html.contains("at $3600.000/h"), "{html}");
+    assert!(html.contains("<b>Stopped by the budget:</b> EMR budget: $"), "{html}");
+    assert!(html.contains("<tr><td>plays</td><td>$"), "the task's share: {html}");
+    assert!(html.contains("<th>process peak memory</th>") && html.contains("<tr><td>events</td>"), "{html}");
 
     // A budget the idle timeout alone passes starts nothing; $0 forbids EMR before anything runs.
     let none = s.run(&["--run-id", "too-costly", "--max-cost", "10"]).expect(1);
