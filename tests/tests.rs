@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod delta;
 mod emr;
+mod fencing;
 mod iam;
 mod incremental;
 mod publish;

@@ -115,6 +115,16 @@ def hidden(rel):
     return any(part.startswith((".", "_")) for part in rel.split("/"))
 
 
+DAGRUN_FILE = re.compile(r"part-\d{5}-.+-\d+\.parquet")
+
+
+def dagrun_named(rel):
+    """A data file as dagrun names them in its hive folders: what its cleanup may take."""
+    folders, _, name = rel.rpartition("/")
+    in_hive = not folders or all("=" in f and not f.startswith("=") for f in folders.split("/"))
+    return in_hive and DAGRUN_FILE.fullmatch(name) is not None
+
+
 def glob_regex(glob):
     """dagrun's globs, as the local engine's globset reads them (literal separators): `*` and `?`
     stay within a folder, `**` crosses folders (`**/x`, `x/**`, `a/**/b`), `[abc]`, `[a-z]` and
@@ -469,12 +479,21 @@ def publish(spark, files, df, target, partition_by, compression, spec, table_nam
         for f in manifest["files"]:
             if present.get(f["path"]) != f["size"]:
                 raise StepError(f"checking {join(target, f['path'])}: missing or changed after upload")
+        previous = set()
+        if files.exists(join(target, MANIFEST)):
+            try:
+                previous = {f["path"] for f in json.loads(files.read_text(join(target, MANIFEST)))["files"]}
+            except (ValueError, KeyError, TypeError):
+                previous = set()
+        listed = files.list_files(target)
         files.write_text(join(target, MANIFEST), json.dumps(manifest, indent=2))
         files.write_text(join(target, SUCCESS), "")
         keep = {f["path"] for f in manifest["files"]} | {MANIFEST, SUCCESS}
         files.delete(staging)
-        for rel, _ in files.list_files(target):
-            if rel not in keep and not hidden(rel):
+        # The previous table's files, and files dagrun names that loads which never published
+        # left; never another tool's files.
+        for rel, _ in listed:
+            if rel not in keep and not hidden(rel) and (rel in previous or dagrun_named(rel)):
                 files.delete(join(target, rel), False)
     else:
         for rel, new_rel, _ in placed:

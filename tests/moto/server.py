@@ -5,7 +5,9 @@ Started by the Rust test harness (tests/support.rs) on 127.0.0.1 and a free port
 `port N` on stdout once it listens, and exits when its stdin closes (so it never outlives a test).
 
 Control routes (JSON in, JSON out):
-  POST /_dagrun/faults    {"rules": [...]}  replace the fault rules, reset the counters
+  POST /_dagrun/faults    {"rules": [...]}  replace the fault rules, reset the counters (and let
+                                            every held request go on)
+  POST /_dagrun/release   {}                let every request a `hold` rule holds go on
   GET  /_dagrun/stats                       faults injected so far, by kind, requests seen, and
                                             conditional writes (If-None-Match / If-Match) decided
   POST /_dagrun/upload    {"bucket", "prefix", "dir"}  create the bucket, upload a folder
@@ -27,10 +29,13 @@ AuthorizationHeaderMalformed naming the expected region, both with the `x-amz-bu
 header; HeadBucket answers carry that header too. Such answers are counted in the stats as
 `wrong_region`.
 
-A fault rule: {"kind": "slowdown" | "error500" | "reset" | "delay" | "denied" | "kms_denied",
+A fault rule: {"kind": "slowdown" | "error500" | "reset" | "delay" | "hold" | "denied" | "kms_denied",
                "method": "GET", "match": "substring of the path", "bucket": "name",
                "query": "substring of the query string",
-               "every": N (every Nth matching request; default 1), "seconds": 1.5 (delay)}
+               "every": N (every Nth matching request; default 1), "seconds": 1.5 (delay),
+               "limit": N (only the first N matching requests; default all)}
+`hold` keeps the request, unanswered and not yet given to moto, until POST /_dagrun/release: a
+write the network delayed past anything its sender could know.
 
 EMR (moto's cluster is WAITING at once, its steps never finish, CancelSteps is not implemented,
 and a step has no FailureDetails; the harness drives all of that):
@@ -329,6 +334,7 @@ class Faults:
         self.injected = {}
         self.requests = 0
         self.queries = {}
+        self.released = threading.Event()
 
     def set(self, rules):
         with self.lock:
@@ -337,6 +343,12 @@ class Faults:
             self.injected = {}
             self.requests = 0
             self.queries = {}
+            self.release()
+
+    def release(self):
+        """Lets every held request go on; later holds wait for the next release."""
+        self.released.set()
+        self.released = threading.Event()
 
     def pick(self, method, path, query):
         """The rule to apply to this request, if any (first match wins)."""
@@ -355,6 +367,8 @@ class Faults:
                 if rule.get("bucket") and path.lstrip("/").split("/", 1)[0] != rule["bucket"]:
                     continue
                 self.counts[i] += 1
+                if rule.get("limit") is not None and self.counts[i] > int(rule["limit"]):
+                    continue
                 if self.counts[i] % int(rule.get("every", 1)) == 0:
                     self.injected[rule["kind"]] = self.injected.get(rule["kind"], 0) + 1
                     return rule
@@ -390,6 +404,8 @@ class App:
             kind = rule["kind"]
             if kind == "delay":
                 time.sleep(float(rule.get("seconds", 1.0)))
+            elif kind == "hold":
+                self.faults.released.wait(timeout=300)
             elif kind == "reset":
                 sock = environ.get("werkzeug.socket")
                 if sock is not None:
@@ -530,6 +546,9 @@ class App:
         if path == "/_dagrun/faults":
             self.faults.set(body.get("rules", []))
             return {"rules": len(self.faults.rules)}
+        if path == "/_dagrun/release":
+            self.faults.release()
+            return {"released": True}
         if path.startswith("/_dagrun/emr"):
             return self.emr.control(path, body)
         if path == "/_dagrun/stats":

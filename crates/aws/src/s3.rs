@@ -35,8 +35,8 @@ use dagrun_core::retry::RetryPolicy;
 use dagrun_core::spec::{Jitter, ServerSideEncryption};
 use dagrun_core::storage::delta::DELTA_LOG;
 use dagrun_core::storage::{
-    AccessCheck, MANIFEST, ObjectMeta, Op, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TABLE_MARKER,
-    TableFile, TableManifest, TableWrite, Version, is_hidden_name, is_manifest, not_a_table_message,
+    AccessCheck, Fence, MANIFEST, ObjectMeta, Op, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind,
+    TABLE_MARKER, TableFile, TableManifest, TableWrite, Version, is_hidden_name, is_manifest, not_a_table_message,
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use tokio::sync::OnceCell;
@@ -433,11 +433,11 @@ impl S3Storage {
     /// manifest, or dagrun's marker (a first load that did not finish), or nothing, in which case
     /// the marker is written now. Anything else is refused: publishing deletes what the new
     /// manifest does not name, and that must never be someone else's data.
-    async fn claim_table(&self, uri: &S3Uri, display: &str) -> Result<(), StorageError> {
+    async fn claim_table(&self, uri: &S3Uri, display: &str) -> Result<Option<Version>, StorageError> {
         let prefix = uri.prefix();
         let manifest = uri.child(MANIFEST);
-        match self.read(&manifest).await {
-            Ok(bytes) if is_manifest(&bytes) => return Ok(()),
+        match self.read_versioned(&manifest).await {
+            Ok((bytes, version)) if is_manifest(&bytes) => return Ok(Some(version)),
             Ok(_) => {
                 return Err(StorageError::new(
                     StorageErrorKind::Other,
@@ -450,7 +450,7 @@ impl S3Storage {
             Err(e) => return Err(e),
         }
         match self.read(&uri.child(TABLE_MARKER)).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(None),
             Err(e) if e.kind == StorageErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -477,7 +477,8 @@ impl S3Storage {
             ));
         }
         let marker = S3Uri { bucket: uri.bucket.clone(), key: format!("{prefix}{TABLE_MARKER}") };
-        self.retrying(|| self.put(&marker, b"")).await
+        self.retrying(|| self.put(&marker, b"")).await?;
+        Ok(None)
     }
 
     async fn delete_keys(&self, bucket: &str, keys: Vec<String>, display: &str) -> Result<(), StorageError> {
@@ -694,6 +695,14 @@ async fn body_bytes(output: aws_sdk_s3::operation::get_object::GetObjectOutput) 
 }
 
 /// `part-00000.parquet` -> `part-00000-<tag>.parquet`: the name a tagged file has on S3.
+/// Whether `relative` (inside a table) is a data file as dagrun names them in its hive folders:
+/// `year=2018/part-00000-<run>-<process>-<attempt>.parquet`.
+fn dagrun_named(relative: &str) -> bool {
+    let (dirs, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+    dagrun_core::storage::delta::parse_data_file(name).is_some()
+        && (dirs.is_empty() || dirs.split('/').all(|d| d.split_once('=').is_some_and(|(k, _)| !k.is_empty())))
+}
+
 pub(crate) fn tagged_name(relative: &str, tag: &str) -> String {
     let (dir, file) = relative.rsplit_once('/').map_or(("", relative), |(d, f)| (d, f));
     let tagged = match file.rsplit_once('.') {
@@ -897,8 +906,8 @@ impl Storage for S3Storage {
     async fn begin_table(&self, target: &str, tag: &str) -> Result<TableWrite, StorageError> {
         let uri = S3Uri::parse(target)?;
         let target = target.trim_end_matches('/').to_string();
-        self.claim_table(&uri, &target).await?;
-        Ok(TableWrite { root: target.clone(), target, tag: tag.to_string() })
+        let base = self.claim_table(&uri, &target).await?;
+        Ok(TableWrite { root: target.clone(), target, tag: tag.to_string(), base })
     }
 
     fn table_file(&self, write: &TableWrite, relative: &str) -> TableFile {
@@ -906,7 +915,12 @@ impl Storage for S3Storage {
         TableFile { path: format!("{}/{relative}", write.root), relative }
     }
 
-    async fn commit_table(&self, write: &TableWrite, manifest: &TableManifest) -> Result<(), StorageError> {
+    async fn commit_table(
+        &self,
+        write: &TableWrite,
+        manifest: &TableManifest,
+        fence: Option<&dyn Fence>,
+    ) -> Result<(), StorageError> {
         manifest.check().map_err(|m| StorageError::new(StorageErrorKind::Other, Op::Publishing, &write.target, m))?;
         let uri = S3Uri::parse(&write.target)?;
         let listed = self.list_all(&uri, &write.target).await?;
@@ -950,19 +964,53 @@ impl Storage for S3Storage {
             }
         }
         let json = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
-        let manifest_uri = S3Uri { bucket: uri.bucket.clone(), key: format!("{prefix}{MANIFEST}") };
-        self.retrying(|| self.put(&manifest_uri, &json)).await?;
+        let manifest_path = uri.child(MANIFEST);
+        // The files of the table this one replaces: the previous manifest names them.
+        let previous: std::collections::HashSet<String> = match self.read(&manifest_path).await {
+            Ok(bytes) => serde_json::from_slice::<TableManifest>(&bytes)
+                .map(|m| m.files.into_iter().map(|f| format!("{prefix}{}", f.path)).collect())
+                .unwrap_or_default(),
+            Err(_) => std::collections::HashSet::new(),
+        };
+        // Listed above, before the check: what a run that took the lake over writes is not in it.
+        if let Some(fence) = fence {
+            fence.check().await?;
+        }
+        // Exactly over the table this write began from: a run frozen meanwhile, whose lake was
+        // taken over and published, never publishes over the newer table (its files may be gone).
+        let published = match &write.base {
+            Some(version) => self.replace_if(&manifest_path, json, version).await,
+            None => self.create_new(&manifest_path, json).await,
+        };
+        if let Err(e) = published {
+            return Err(match e.kind {
+                StorageErrorKind::Conflict | StorageErrorKind::AlreadyExists | StorageErrorKind::NotFound => {
+                    StorageError::new(
+                        StorageErrorKind::Conflict,
+                        Op::Publishing,
+                        &write.target,
+                        "another run published this table after this load began; nothing of this load was published",
+                    )
+                }
+                _ => e,
+            });
+        }
         let marker = S3Uri { bucket: uri.bucket.clone(), key: format!("{prefix}{SUCCESS_MARKER}") };
         self.retrying(|| self.put(&marker, b"")).await?;
-        // The new table is current; the old files go. Hidden names (`_SUCCESS`, the manifest,
-        // dagrun's marker, other tools' metadata) are never table files and stay.
+        // The new table is current; the old files go: those the previous manifest named, and
+        // files dagrun names that loads which never published left. Hidden names (`_SUCCESS`,
+        // the manifest, dagrun's marker) and other tools' files stay.
         let keep: std::collections::HashSet<String> =
             manifest.files.iter().map(|f| format!("{prefix}{}", f.path)).collect();
         let stale: Vec<String> = listed
             .iter()
             .filter_map(|o| o.key())
             .filter(|k| !keep.contains(*k))
-            .filter(|k| k.strip_prefix(&prefix).is_some_and(|rel| !rel.split('/').any(is_hidden_name)))
+            .filter(|k| {
+                previous.contains(*k)
+                    || k.strip_prefix(&prefix)
+                        .is_some_and(|rel| !rel.split('/').any(is_hidden_name) && dagrun_named(rel))
+            })
             .map(String::from)
             .collect();
         if let Err(e) = self.delete_keys(&uri.bucket, stale, &write.target).await {
@@ -1062,7 +1110,12 @@ impl Storage for S3Storage {
         .await
     }
 
-    async fn remove_leftovers(&self, target: &str) -> Result<Vec<String>, StorageError> {
+    async fn remove_leftovers(
+        &self,
+        target: &str,
+        dead: &[String],
+        fence: Option<&dyn Fence>,
+    ) -> Result<Vec<String>, StorageError> {
         let uri = S3Uri::parse(target)?;
         let prefix = uri.prefix();
         let listed = match self.list_all(&uri, target).await {
@@ -1088,16 +1141,29 @@ impl Storage for S3Storage {
         } else {
             return Ok(Vec::new());
         };
-        // Files no manifest names, and the staging folders of Spark steps that did not finish.
+        // The staging folders of Spark steps that did not finish, and what processes proven dead
+        // wrote. Other data files of loads that never published go when this run publishes the
+        // table (`commit_table`), not before: a run frozen before its publish may still name
+        // them, until a newer manifest fences it. Anything else (another tool's files, a folder
+        // someone keeps there) stays.
+        let of_dead = |rel: &str| {
+            dagrun_named(rel)
+                && dagrun_core::storage::delta::parse_data_file(rel.rsplit('/').next().unwrap_or(rel))
+                    .is_some_and(|(_, process, _)| dead.iter().any(|d| d == process))
+        };
         let leftovers: Vec<String> = keys
             .iter()
             .filter(|k| !named.contains(**k))
-            .filter(|k| {
-                k.strip_prefix(&prefix)
-                    .is_some_and(|rel| rel.starts_with("_staging-") || !rel.split('/').any(is_hidden_name))
-            })
+            .filter(|k| k.strip_prefix(&prefix).is_some_and(|rel| rel.starts_with("_staging-") || of_dead(rel)))
             .map(|k| k.to_string())
             .collect();
+        if leftovers.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Listed before the check: what a run that took the lake over writes is not in the list.
+        if let Some(fence) = fence {
+            fence.check().await?;
+        }
         self.delete_keys(&uri.bucket, leftovers.clone(), target).await?;
         Ok(leftovers.into_iter().map(|k| format!("s3://{}/{k}", uri.bucket)).collect())
     }
@@ -1179,6 +1245,15 @@ mod tests {
         assert!(wants_path_style("http://[::1]:9000"));
         assert!(!wants_path_style("https://s3.eu-west-1.amazonaws.com"));
         assert!(!wants_path_style("https://minio.internal:9000"));
+    }
+
+    #[test]
+    fn only_files_dagrun_names_in_hive_folders_are_dagruns() {
+        assert!(dagrun_named("year=2018/part-00000-r1-abcd1234-1.parquet"));
+        assert!(dagrun_named("part-00003-r1-abcd1234-2.parquet"));
+        assert!(!dagrun_named("exports/2018/part-00000-1c2d3e4f-c000.snappy.parquet"));
+        assert!(!dagrun_named("year=2018/notes.parquet"));
+        assert!(!dagrun_named("exports/part-00000-r1-abcd1234-1.parquet"));
     }
 
     #[test]

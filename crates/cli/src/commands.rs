@@ -11,13 +11,14 @@ use dagrun_core::engine::Engines;
 use dagrun_core::compile::{self, LoadError, PlanError, PlanOptions};
 use dagrun_core::executor::{self, ExecutorOptions};
 use dagrun_core::graph::{self, GraphFormat};
-use dagrun_core::lease::{self, Holder, Lease, LeaseError, LeaseOptions};
+use dagrun_core::lease::{self, Holder, Lease, LeaseError, LeaseOptions, LeasePlace};
 use dagrun_core::plan::{Action, Plan, join_path};
 use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
 use dagrun_core::resume::{self, Force};
 use dagrun_core::slice::SliceRequest;
 use dagrun_core::spec::TableFormat;
-use dagrun_core::storage::Storages;
+use dagrun_core::storage::delta::Orphans;
+use dagrun_core::storage::{Fence, Storages};
 use dagrun_core::vars::VarInputs;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -249,15 +250,18 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         });
     }
     // One writing run per lake: nothing is written before the lease is ours.
-    let lease_storage =
-        storages.for_path(plan.runs_dir()).map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+    let mut places = Vec::new();
+    for path in plan.lease_paths() {
+        let storage = storages.for_path(&path).map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+        places.push(LeasePlace { path, storage: storage.clone() });
+    }
     let me = Holder::this_process(&options.run_id, &options.instance, plan.name());
     let lease_options = LeaseOptions {
         ttl: args.lease_ttl.unwrap_or(lease::DEFAULT_TTL),
         wait: args.wait_for_lock,
         ..LeaseOptions::default()
     };
-    let lease = match Lease::acquire(lease_storage.clone(), plan.runs_dir(), me, &lease_options, &cancel).await {
+    let lease = match Lease::acquire(places, me, &lease_options, &cancel).await {
         Ok(lease) => lease,
         Err(LeaseError::Cancelled(_)) => {
             return Err(Exit {
@@ -285,24 +289,20 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
             cancel.cancel();
         });
     }
-    let after_a_dead_run = lease.took_over().is_some();
-    let outcome = run_leased(
-        &plan,
-        args,
-        terminal,
-        &storages,
-        &engines,
-        &kept,
-        options,
-        force,
-        cancel.clone(),
-        after_a_dead_run,
-        &choices,
-    )
-    .await;
-    // This run's own failed attempts removed their files; a Delta table's orphans were looked for
-    // at the start, where a killed run's are found.
-    if let Err(e) = remove_leftovers(&plan, &storages, None).await {
+    // Holders proven dead can never commit: what they left goes now. A holder whose lease only
+    // expired may be frozen, and its files go only once this run has committed their table.
+    let dead: Vec<String> =
+        lease.took_over().iter().filter(|t| t.proven_dead).map(|t| t.holder.token.clone()).collect();
+    let fence = lease.fence();
+    options.fence = Some(fence.clone());
+    let outcome =
+        run_leased(&plan, args, terminal, &storages, &engines, &kept, options, force, cancel.clone(), &dead, &choices)
+            .await;
+    // This run's own failed attempts removed their files; staging folders of earlier runs that
+    // did not finish go, only while this run still holds the lake.
+    if !lease.lost().is_cancelled()
+        && let Err(e) = remove_leftovers(&plan, &storages, None, &[], fence.as_ref()).await
+    {
         warn!("{e}");
     }
     let lost_to = lease.lost_to();
@@ -340,7 +340,7 @@ async fn run_leased(
     mut options: ExecutorOptions,
     force: Force,
     cancel: CancellationToken,
-    after_a_dead_run: bool,
+    dead: &[String],
     choices: &[dagrun_core::auto::AutoChoice],
 ) -> Result<u8, Exit> {
     build::remove_dead_spills();
@@ -348,18 +348,16 @@ async fn run_leased(
     let freshness = resume::assess(plan, storages, &force, true).await;
     let inputs_hashed = freshness.inputs_hashed;
     refuse(&freshness)?;
-    // What a killed run left: only a run that died holding the lease leaves files no commit
-    // names, so every table is searched after one (its lease was taken over); otherwise only the
-    // tables this run loads (a 100,000-file table that is up to date is not listed).
+    // What killed runs left beside the tables this run loads (a 100,000-file table that is up
+    // to date is not listed), and in every Delta table what holders proven dead wrote.
     let loading: Vec<usize> = plan
         .tasks()
         .iter()
-        .filter(|t| {
-            matches!(t.action(), Action::Load(_)) && (after_a_dead_run || !freshness.fresh.contains_key(&t.index()))
-        })
+        .filter(|t| matches!(t.action(), Action::Load(_)) && !freshness.fresh.contains_key(&t.index()))
         .map(|t| t.index())
         .collect();
-    remove_leftovers(plan, storages, Some(&loading))
+    let fence = options.fence.clone().expect("a writing run holds the lake");
+    remove_leftovers(plan, storages, Some(&loading), dead, fence.as_ref())
         .await
         .map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
     abort_stale_uploads(plan, storages).await;
@@ -387,7 +385,7 @@ async fn run_leased(
     record.inputs_hashed = inputs_hashed;
     record.versions = delta_versions(&plan, &record, storages).await;
     if code == 0 && !cancel.is_cancelled() {
-        vacuum(&plan, storages, &record.versions).await;
+        vacuum(&plan, storages, &record.versions, options.fence.as_deref()).await;
     }
     // The report's answers are part of the run: computed now, over the tables as this run left
     // them, and kept in its record (a failed query is an answer with its error, not a failure).
@@ -419,7 +417,7 @@ async fn run_leased(
         };
     }
 
-    match records::write(&record, storages, plan.runs_dir()).await {
+    match records::write(&record, storages, plan.runs_dir(), options.fence.as_ref()).await {
         Ok(path) => print_stdout(&format!("run record: {path}\n")),
         Err(e) => error!("could not write the run record: {e}"),
     }
@@ -480,7 +478,12 @@ async fn delta_versions(
 }
 
 /// After a successful run: deletes the files of Delta versions older than each table's retention.
-async fn vacuum(plan: &Plan, storages: &Storages, versions: &std::collections::BTreeMap<String, u64>) {
+async fn vacuum(
+    plan: &Plan,
+    storages: &Storages,
+    versions: &std::collections::BTreeMap<String, u64>,
+    fence: Option<&dyn Fence>,
+) {
     for task in plan.tasks() {
         let Action::Load(load) = &task.action() else { continue };
         // Version 0 has removed nothing yet.
@@ -488,7 +491,7 @@ async fn vacuum(plan: &Plan, storages: &Storages, versions: &std::collections::B
             continue;
         }
         let Some(delta) = &storages.delta else { continue };
-        match delta.vacuum(&load.path, load.retention).await {
+        match delta.vacuum(&load.path, load.retention, fence).await {
             Ok(0) => {}
             Ok(n) => info!(table = %load.table, files = n, "vacuumed the files of versions past retention"),
             Err(e) => warn!("could not vacuum {}: {e}", load.path),
@@ -537,28 +540,34 @@ async fn abort_stale_uploads(plan: &Plan, storages: &Storages) {
     }
 }
 
-/// Removes what earlier runs that did not finish left beside or inside the tables of the loads
-/// `loading` (all loads: `None`): staging folders, unnamed files and, with `loading` given, the
-/// files of Delta loads that never committed; and this run's own once it is over. Only while
-/// holding the lease: then no live run's files are taken.
-async fn remove_leftovers(plan: &Plan, storages: &Storages, loading: Option<&[usize]>) -> Result<(), String> {
-    let delta_orphans = loading.is_some();
+/// Removes what earlier runs that did not finish left beside the tables of the loads `loading`
+/// (all loads: `None`; every load once holders were proven `dead`): staging folders, and the data
+/// files of the processes in `dead` (lease holders proven dead, which can never commit them) that
+/// no version or manifest names. Only while holding the lease: then no live run's files are taken.
+async fn remove_leftovers(
+    plan: &Plan,
+    storages: &Storages,
+    loading: Option<&[usize]>,
+    dead: &[String],
+    fence: &dyn Fence,
+) -> Result<(), String> {
     for task in plan.tasks() {
         let Action::Load(load) = &task.action() else { continue };
-        if loading.is_some_and(|l| !l.contains(&task.index())) {
-            continue;
+        let mut removed = Vec::new();
+        // After holders proven dead, every table: they may have left files in any of them.
+        if !dead.is_empty() || loading.is_none_or(|l| l.contains(&task.index())) {
+            let storage = storages.for_path(&load.path).map_err(|e| e.to_string())?;
+            removed = storage
+                .remove_leftovers(&load.path, dead, Some(fence))
+                .await
+                .map_err(|e| format!("removing what unfinished runs left of {}: {e}", load.path))?;
         }
-        let storage = storages.for_path(&load.path).map_err(|e| e.to_string())?;
-        let mut removed = storage
-            .remove_leftovers(&load.path)
-            .await
-            .map_err(|e| format!("removing what unfinished runs left of {}: {e}", load.path))?;
-        if delta_orphans
+        if !dead.is_empty()
             && load.format == TableFormat::Delta
             && let Some(delta) = &storages.delta
         {
             // A table whose log cannot be read is left alone: its load says why.
-            match delta.remove_orphans(&load.path).await {
+            match delta.remove_orphans(&load.path, Orphans::OfDead(dead), Some(fence)).await {
                 Ok(orphans) => removed.extend(orphans),
                 Err(e) => warn!("could not look for what unfinished runs left of {}: {e}", load.path),
             }

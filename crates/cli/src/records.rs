@@ -2,23 +2,35 @@
 //! file of tasks and checks for CI systems, and a Markdown summary for GitHub's job summary.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use dagrun_core::executor::TaskState;
 use dagrun_core::plan::join_path;
 use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
 use dagrun_core::spec::CheckSeverity;
+use dagrun_core::storage::Fence;
 use dagrun_core::storage::{StorageError, Storages};
 
 use crate::report::escape;
 use dagrun_core::units::{format_elapsed, thousands};
 
-/// Writes `run.json` into the run's folder and points `LATEST` at it. Returns the record's path.
-pub(crate) async fn write(record: &RunRecord, storages: &Storages, runs_dir: &str) -> Result<String, StorageError> {
+/// Writes `run.json` into the run's folder and, while `fence` says the run still holds the lake,
+/// points `LATEST` at it. Returns the record's path.
+pub(crate) async fn write(
+    record: &RunRecord,
+    storages: &Storages,
+    runs_dir: &str,
+    fence: Option<&Arc<dyn Fence>>,
+) -> Result<String, StorageError> {
     let path = join_path(&record.run_dir, RUN_RECORD);
     let storage = storages.for_path(&path)?;
     let json = serde_json::to_vec_pretty(record).expect("a run record serializes");
     let json = dagrun_core::redact::redact_bytes(&json).into_owned();
     storage.write(&path, json).await?;
+    // `LATEST` says which run describes the lake: only a run that still holds it may say so.
+    if let Some(fence) = fence {
+        fence.check().await?;
+    }
     storage.write(&join_path(runs_dir, LATEST), format!("{}\n", record.report.run_id).into_bytes()).await?;
     Ok(path)
 }

@@ -91,6 +91,9 @@ pub struct TaskContext {
     /// What the task's output is made from ([`crate::resume`]); a load records it in its
     /// table's manifest, so that an unchanged re-run can skip it.
     pub fingerprint: Option<String>,
+    /// What a load checks right before it publishes: that the run still holds the lake's lease
+    /// ([`crate::storage::Fence`]). `None` where no lease is held.
+    pub fence: Option<Arc<dyn crate::storage::Fence>>,
     /// Cancelled on Ctrl-C, SIGTERM, `--fail-fast` or when the attempt times out. Long-running
     /// engines should watch it and clean up; the executor stops waiting after a grace period.
     pub cancel: CancellationToken,

@@ -24,6 +24,7 @@ use tracing::{Instrument, error, error_span, info, warn};
 use crate::engine::{CANCEL_GRACE, Engine, Engines, TaskContext, TaskError, TaskOutput, TaskProgress};
 use crate::plan::{Plan, PlannedTask};
 use crate::spec::TaskKind;
+use crate::storage::Fence;
 use crate::units::format_duration;
 
 /// How a run is carried out.
@@ -47,6 +48,9 @@ pub struct ExecutorOptions {
     pub fingerprints: BTreeMap<usize, String>,
     /// How long each task took in the last run, for the order in which ready tasks start.
     pub expected: BTreeMap<usize, Duration>,
+    /// What every write that publishes to the lake checks first (see [`crate::storage::Fence`]);
+    /// `None` where no lease is held (dry runs, tests of the executor alone).
+    pub fence: Option<Arc<dyn Fence>>,
 }
 
 impl ExecutorOptions {
@@ -62,6 +66,7 @@ impl ExecutorOptions {
             fresh: BTreeMap::new(),
             fingerprints: BTreeMap::new(),
             expected: BTreeMap::new(),
+            fence: None,
         }
     }
 }
@@ -288,6 +293,7 @@ pub async fn execute(
                 run_id: options.run_id.clone(),
                 instance: options.instance.clone(),
                 fingerprint: options.fingerprints.get(&i).cloned(),
+                fence: options.fence.clone(),
                 grace,
                 rng: StdRng::seed_from_u64(rand::RngExt::random(&mut seed_rng)),
             };
@@ -477,6 +483,7 @@ struct AttemptRunner {
     run_id: String,
     instance: String,
     fingerprint: Option<String>,
+    fence: Option<Arc<dyn Fence>>,
     grace: Duration,
     rng: StdRng,
 }
@@ -505,6 +512,7 @@ impl AttemptRunner {
                 instance: self.instance.clone(),
                 attempt,
                 fingerprint: self.fingerprint.clone(),
+                fence: self.fence.clone(),
                 cancel: attempt_cancel.clone(),
                 progress,
             };

@@ -574,6 +574,32 @@ impl Plan {
         out
     }
 
+    /// The lease files a run of this plan takes (see [`crate::lease`]): its runs folder's, and one
+    /// in each folder that holds one of its tables (`<folder>/_dagrun/lease.json`), so that two
+    /// pipelines writing one table exclude each other whatever their runs folders. Spellings of
+    /// one place (`out/`, `./out`, a link to it) give one file. Ordered by the place, not the
+    /// spelling: the order every run takes them in.
+    pub fn lease_paths(&self) -> Vec<String> {
+        let mut folders: Vec<String> = vec![crate::lease::runs_lease(&self.runs_dir)];
+        for t in &self.tasks {
+            if let Action::Load(load) = &t.action {
+                let table = crate::path::normalize_path(&load.path);
+                let parent = match table.rsplit_once('/') {
+                    Some((parent, _)) if !parent.is_empty() && parent != "s3:/" => parent.to_string(),
+                    Some(_) if table.starts_with('/') => "/".to_string(),
+                    _ => ".".to_string(),
+                };
+                folders.push(join_path(&parent, crate::lease::LAKE_LEASE));
+            }
+        }
+        let mut seen = std::collections::BTreeMap::new();
+        for path in folders {
+            seen.entry(crate::path::resolve(&path)).or_insert(path);
+        }
+        // In the order of the places they name, whatever their spelling: every run takes them so.
+        seen.into_values().collect()
+    }
+
     /// Every folder or prefix the plan reads or writes, in plan order.
     pub fn paths(&self) -> Vec<PlanPath> {
         let mut out = Vec::new();

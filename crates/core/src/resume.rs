@@ -529,7 +529,7 @@ tasks:
             fingerprint: Some(fingerprint.into()),
             slices: None,
         };
-        storage.commit_table(&write, &manifest).await.unwrap();
+        storage.commit_table(&write, &manifest, None).await.unwrap();
     }
 
     fn setup() -> tempfile::TempDir {

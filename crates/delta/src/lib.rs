@@ -13,14 +13,16 @@ mod schema;
 mod store;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dagrun_core::storage::Fence;
 use dagrun_core::storage::delta::{
-    ColumnBounds, Committed, DeltaCommit, DeltaFile, DeltaSnapshot, DeltaTables, DeltaVersion, PublishedFile, Removing,
+    ColumnBounds, Committed, DeltaCommit, DeltaFile, DeltaSnapshot, DeltaTables, DeltaVersion, Orphans, PublishedFile,
+    Removing, in_partition_folders,
 };
-use dagrun_core::storage::{ManifestFile, Op, Storage, StorageError, Storages, TableManifest, is_s3};
+use dagrun_core::storage::{ManifestFile, Op, Storage, StorageError, StorageErrorKind, Storages, TableManifest, is_s3};
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake_core::kernel::{Action, Add, Remove};
 use deltalake_core::logstore::{StorageConfig, default_logstore};
@@ -45,12 +47,6 @@ fn interval(retention: Duration) -> String {
     format!("interval {} seconds", retention.as_secs())
 }
 
-/// Whether `name` (a file name) is how dagrun names a Delta table's data files.
-fn is_dagrun_data_file(name: &str) -> bool {
-    name.strip_prefix("part-")
-        .and_then(|rest| rest.split_once('-'))
-        .is_some_and(|(n, tail)| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()) && tail.ends_with(".parquet"))
-}
 /// The key of dagrun's entry in a commit's `commitInfo`.
 pub(crate) const COMMIT_INFO_KEY: &str = "dagrun";
 
@@ -77,8 +73,30 @@ impl DeltaLake {
     /// The table at `path`, not yet loaded.
     fn open(&self, path: &str) -> Result<DeltaTable> {
         let storage = self.storage(path)?.clone();
-        let (root, url) = table_url(path)?;
-        let store: Arc<dyn ObjectStore> = Arc::new(store::StorageStore::new(storage, root));
+        let (root, _) = table_url(path)?;
+        self.open_on(path, store::StorageStore::new(storage, root))
+    }
+
+    /// The table at `path`, not yet loaded, on a store whose commits first check `fence`; and
+    /// where the fence's refusal is kept, if it refuses.
+    fn open_fenced(
+        &self,
+        path: &str,
+        fence: Option<Arc<dyn Fence>>,
+    ) -> Result<(DeltaTable, Arc<Mutex<Option<StorageError>>>)> {
+        let storage = self.storage(path)?.clone();
+        let (root, _) = table_url(path)?;
+        let store = match fence {
+            Some(fence) => store::StorageStore::fenced(storage, root, fence),
+            None => store::StorageStore::new(storage, root),
+        };
+        let refusal = store.refusal();
+        Ok((self.open_on(path, store)?, refusal))
+    }
+
+    fn open_on(&self, path: &str, store: store::StorageStore) -> Result<DeltaTable> {
+        let (_, url) = table_url(path)?;
+        let store: Arc<dyn ObjectStore> = Arc::new(store);
         let prefix = object_store::path::Path::from_url_path(url.path())
             .map_err(|e| Error::refused(Op::Opening, path, format!("not a usable table path: {e}")))?;
         let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(store.clone(), prefix));
@@ -145,7 +163,29 @@ impl DeltaLake {
     }
 
     async fn commit_inner(&self, path: &str, commit: DeltaCommit) -> Result<Committed> {
-        let table = self.load(path, None).await?;
+        // A run that lost the lake writes nothing (checked again right before the log entry).
+        if let Some(fence) = &commit.fence {
+            fence.check().await?;
+        }
+        let (opened, refusal) = self.open_fenced(path, commit.fence.clone())?;
+        // The version the load read, and nothing newer: the commit is exactly the next one.
+        let table = match commit.base_version {
+            Some(base) => {
+                let mut table = opened;
+                table.load_version(base).await.map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
+                Some(table)
+            }
+            None => {
+                let storage = self.storage(path)?;
+                if let Some(latest) = history::version_numbers(storage, path).await?.first() {
+                    return Err(conflict(
+                        path,
+                        format!("a table was created there (version {latest}) after this load found none"),
+                    ));
+                }
+                None
+            }
+        };
         let new_schema =
             schema::struct_type(&commit.columns).map_err(|m| Error::refused(Op::DeltaCommitting, path, m))?;
         let now = chrono::Utc::now().timestamp_millis();
@@ -189,7 +229,8 @@ impl DeltaLake {
                 &[(TABLE_PROPERTY, commit.table.as_str()), (RETENTION_PROPERTY, retention.as_str())],
             )
             .map_err(|m| Error::refused(Op::DeltaCreating, path, m))?;
-            let log_store = self.open(path)?.log_store();
+            let (created, refusal) = self.open_fenced(path, commit.fence.clone())?;
+            let log_store = created.log_store();
             let operation = DeltaOperation::Create {
                 mode: SaveMode::ErrorIfExists,
                 location: log_store.root_url().clone(),
@@ -200,7 +241,7 @@ impl DeltaLake {
             actions.extend(adds);
             let version = commit_actions(None, log_store, actions, properties, operation)
                 .await
-                .map_err(|e| Error::delta(Op::DeltaCreating, path, e))?;
+                .map_err(|e| commit_error(Op::DeltaCreating, path, e, &refusal, None))?;
             return Ok(Committed { version, removed_files: 0, added_columns: Vec::new() });
         };
         let state = table.snapshot().map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
@@ -285,18 +326,39 @@ impl DeltaLake {
         };
         let version = commit_actions(Some(&table), table.log_store(), actions, properties, operation)
             .await
-            .map_err(|e| Error::delta(Op::DeltaCommitting, path, e))?;
+            .map_err(|e| commit_error(Op::DeltaCommitting, path, e, &refusal, commit.base_version))?;
         Ok(Committed { version, removed_files, added_columns: change.added })
     }
 }
 
 impl DeltaLake {
-    async fn remove_orphans_inner(&self, path: &str) -> Result<Vec<String>> {
+    async fn remove_orphans_inner(
+        &self,
+        path: &str,
+        which: Orphans<'_>,
+        fence: Option<&dyn Fence>,
+    ) -> Result<Vec<String>> {
+        // The files first: one that appears after this listing is never taken.
+        let storage = self.storage(path)?;
+        let glob = dagrun_core::storage::compile_glob("**").expect("a valid glob");
+        let root = path.trim_end_matches('/');
+        let listed = match storage.list(root, &glob).await {
+            Ok(listed) => listed,
+            Err(e) if e.kind == StorageErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let candidates: Vec<_> =
+            listed.into_iter().filter(|o| which.takes(o.relative.rsplit('/').next().unwrap_or_default())).collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Then the log: a file committed since the listing is named there.
         let Some(table) = self.load(path, None).await? else { return Ok(Vec::new()) };
         let state = table.snapshot().map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
         if state.metadata().configuration().get(TABLE_PROPERTY).is_none() {
             return Ok(Vec::new());
         }
+        let partition_by: Vec<String> = state.metadata().partition_columns().to_vec();
         let mut known: std::collections::HashSet<String> = table
             .get_active_add_actions_by_partitions(&[])
             .map_ok(|f| f.path().into_owned())
@@ -311,21 +373,54 @@ impl DeltaLake {
             .await
             .map_err(|e| Error::delta(Op::DeltaReading, path, e))?;
         known.extend(removed);
-        let storage = self.storage(path)?;
-        let glob = dagrun_core::storage::compile_glob("**").expect("a valid glob");
-        let root = path.trim_end_matches('/');
-        let orphans: Vec<String> = storage
-            .list(root, &glob)
-            .await?
+        let orphans: Vec<String> = candidates
             .into_iter()
-            .filter(|o| is_dagrun_data_file(o.relative.rsplit('/').next().unwrap_or_default()))
+            .filter(|o| in_partition_folders(&o.relative, &partition_by))
             .filter(|o| !known.contains(&o.relative))
             .map(|o| format!("{root}/{}", o.relative))
             .collect();
+        // Last, the lake must still be this run's.
+        if let (Some(fence), false) = (fence, orphans.is_empty()) {
+            fence.check().await?;
+        }
         for orphan in &orphans {
             storage.delete(orphan).await?;
         }
         Ok(orphans)
+    }
+}
+
+/// A commit that did not land: refused by the fence (the run lost the lake), taken first by
+/// another writer (a conflict the task retries from the new version), or failed.
+fn commit_error(
+    op: Op,
+    path: &str,
+    e: deltalake_core::DeltaTableError,
+    refusal: &Mutex<Option<StorageError>>,
+    base: Option<u64>,
+) -> Error {
+    if let Some(refused) = refusal.lock().expect("fence").take() {
+        return Error::Storage(refused);
+    }
+    let error = Error::delta(op, path, e);
+    match (&error, base) {
+        (Error::Table { kind: StorageErrorKind::Conflict, .. }, Some(base)) => conflict(
+            path,
+            format!("version {} was committed by another writer after this load read version {base}", base + 1),
+        ),
+        (Error::Table { kind: StorageErrorKind::Conflict, .. }, None) => {
+            conflict(path, "another writer created the table first".to_string())
+        }
+        _ => error,
+    }
+}
+
+fn conflict(path: &str, what: String) -> Error {
+    Error::Table {
+        op: Op::DeltaCommitting,
+        table: path.to_string(),
+        message: format!("{what}; nothing of this load was committed, and it is tried again on the new version"),
+        kind: StorageErrorKind::Conflict,
     }
 }
 
@@ -351,7 +446,9 @@ async fn commit_actions(
         Some(table) => table.snapshot()?.config().checkpoint_interval().get(),
         None => u64::MAX,
     };
+    // No rebase over versions this load did not read: a version taken first is a conflict.
     let committed = CommitBuilder::from(properties)
+        .with_max_retries(0)
         .with_actions(actions)
         .build(reference, log_store, operation)
         .into_prepared_commit_future()
@@ -465,12 +562,27 @@ impl DeltaTables for DeltaLake {
         Ok(history::versions(self.storage(path)?, path, limit).await?)
     }
 
-    async fn remove_orphans(&self, path: &str) -> std::result::Result<Vec<String>, StorageError> {
-        Ok(self.remove_orphans_inner(path).await?)
+    async fn remove_orphans(
+        &self,
+        path: &str,
+        which: Orphans<'_>,
+        fence: Option<&dyn Fence>,
+    ) -> std::result::Result<Vec<String>, StorageError> {
+        Ok(self.remove_orphans_inner(path, which, fence).await?)
     }
 
-    async fn vacuum(&self, path: &str, retention: Duration) -> std::result::Result<usize, StorageError> {
+    async fn vacuum(
+        &self,
+        path: &str,
+        retention: Duration,
+        fence: Option<&dyn Fence>,
+    ) -> std::result::Result<usize, StorageError> {
         let Some(table) = self.load(path, None).await? else { return Ok(0) };
+        // Only files the log removed go, which no later version brings back; still, only while
+        // the lake is this run's.
+        if let Some(fence) = fence {
+            fence.check().await?;
+        }
         let (_, metrics) = table
             .vacuum()
             .with_mode(VacuumMode::Lite)
@@ -485,15 +597,6 @@ impl DeltaTables for DeltaLake {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_files_named_the_way_dagrun_names_them_can_be_orphans() {
-        assert!(is_dagrun_data_file("part-00000-20261202T015837Z-0c8e-f179a0b8-1.parquet"));
-        assert!(!is_dagrun_data_file("part-00000.parquet"), "the Parquet convention's name");
-        assert!(!is_dagrun_data_file("part-00000-x.csv"));
-        assert!(!is_dagrun_data_file("notes.parquet"));
-        assert!(!is_dagrun_data_file("part-0000a-x.parquet"));
-    }
 
     #[test]
     fn table_urls_put_local_tables_under_the_file_system_root() {

@@ -4,16 +4,21 @@
 //! commit file is created with `If-None-Match: *` on S3 and an exclusive create on disk, so two
 //! writers can never both take one version, and no DynamoDB is needed.
 //!
+//! A commit's store carries the run's [`Fence`]: the log entry that makes a version (the only
+//! write that publishes) is created only after the fence says this run still holds the lake.
+//!
 //! Paths: the store is rooted at a bucket (`s3://bucket`) or at the file system's root, the way
 //! delta-rs maps a table URL's path onto its store.
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use dagrun_core::storage::Fence;
+use dagrun_core::storage::delta::DELTA_LOG;
 use dagrun_core::storage::{ObjectMeta as Meta, Storage, StorageError, StorageErrorKind, Version, compile_glob};
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
@@ -28,6 +33,10 @@ pub(crate) struct StorageStore {
     storage: Arc<dyn Storage>,
     /// `s3://bucket`, or empty for the local file system.
     root: String,
+    /// Checked before a commit's log entry is created.
+    fence: Option<Arc<dyn Fence>>,
+    /// Why the fence stopped a commit, once it did.
+    fenced: Arc<Mutex<Option<StorageError>>>,
 }
 
 impl fmt::Debug for StorageStore {
@@ -47,7 +56,17 @@ const STORE: &str = "dagrun";
 impl StorageStore {
     /// A store rooted at `root` (`s3://bucket`, or `""` for the local file system).
     pub(crate) fn new(storage: Arc<dyn Storage>, root: String) -> Self {
-        Self { storage, root }
+        Self { storage, root, fence: None, fenced: Arc::default() }
+    }
+
+    /// The store of a commit: its log entry waits for `fence`.
+    pub(crate) fn fenced(storage: Arc<dyn Storage>, root: String, fence: Arc<dyn Fence>) -> Self {
+        Self { storage, root, fence: Some(fence), fenced: Arc::default() }
+    }
+
+    /// Why the fence refused a commit, if it did.
+    pub(crate) fn refusal(&self) -> Arc<Mutex<Option<StorageError>>> {
+        self.fenced.clone()
     }
 
     fn display_root(&self) -> &str {
@@ -85,6 +104,15 @@ fn error(path: &str, e: StorageError) -> object_store::Error {
     }
 }
 
+/// Whether `location` is a commit's entry in a Delta log (`.../_delta_log/00000000000000000003.json`).
+fn is_commit_entry(location: &Path) -> bool {
+    let text = location.as_ref();
+    text.rsplit_once('/').is_some_and(|(dir, name)| {
+        (dir == DELTA_LOG || dir.ends_with(&format!("/{DELTA_LOG}")))
+            && name.strip_suffix(".json").is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 fn payload_bytes(payload: PutPayload) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.content_length());
     for chunk in payload.iter() {
@@ -116,7 +144,15 @@ impl ObjectStore for StorageStore {
                 self.storage.write(&path, data).await.map_err(|e| error(&path, e))?;
                 None
             }
-            PutMode::Create => Some(self.storage.create_new(&path, data).await.map_err(|e| error(&path, e))?),
+            PutMode::Create => {
+                if let Some(fence) = self.fence.as_ref().filter(|_| is_commit_entry(location))
+                    && let Err(e) = fence.check().await
+                {
+                    *self.fenced.lock().expect("fence") = Some(e.clone());
+                    return Err(error(&path, e));
+                }
+                Some(self.storage.create_new(&path, data).await.map_err(|e| error(&path, e))?)
+            }
             PutMode::Update(v) => {
                 let Some(etag) = v.e_tag else {
                     return Err(object_store::Error::NotImplemented {
@@ -234,6 +270,14 @@ impl StorageStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_commits_log_entry_waits_for_the_fence() {
+        assert!(is_commit_entry(&Path::from("lake/songs/_delta_log/00000000000000000003.json")));
+        assert!(!is_commit_entry(&Path::from("lake/songs/_delta_log/00000000000000000010.checkpoint.parquet")));
+        assert!(!is_commit_entry(&Path::from("lake/songs/_delta_log/_last_checkpoint")));
+        assert!(!is_commit_entry(&Path::from("lake/songs/year=2018/part-00000-r-p-1.parquet")));
+    }
 
     #[test]
     fn ranges_follow_object_store_semantics() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use dagrun_core::engine::TaskContext;
 use dagrun_core::plan::{Load, Replace};
 use dagrun_core::slice::{Day, describe_days};
-use dagrun_core::storage::delta::{DeltaColumn, DeltaCommit, DeltaFile, DeltaTables, Removing};
+use dagrun_core::storage::delta::{DeltaColumn, DeltaCommit, DeltaFile, DeltaSnapshot, DeltaTables, Orphans, Removing};
 use dagrun_core::storage::{
     MANIFEST, SUCCESS_MARKER, Storage, StorageErrorKind, Storages, TABLE_MARKER, TableManifest, compile_glob, is_s3,
     not_a_table_message,
@@ -82,40 +82,40 @@ async fn remove_own(storage: &Arc<dyn Storage>, paths: &[String]) {
     }
 }
 
+/// What is at a load's place before it writes: the Delta table there (the version the load
+/// reads, and commits right after), or a table in dagrun's Parquet convention (whose files go once
+/// the Delta table holds the data), or nothing.
+struct Place {
+    snapshot: Option<DeltaSnapshot>,
+    parquet: Option<TableManifest>,
+}
+
 /// Whether a Delta table may be committed at `path`: nothing there, a Delta table (whose owner the
-/// commit checks), or a table in dagrun's Parquet convention, whose manifest is returned so that
-/// its files go once the Delta table holds the data. Anything else is refused before a byte is
-/// written: dagrun never mixes its files with files it did not create.
-async fn place_check(
-    storage: &Arc<dyn Storage>,
-    delta: &Arc<dyn DeltaTables>,
-    path: &str,
-) -> Result<Option<TableManifest>> {
+/// commit checks), or a table in dagrun's Parquet convention. Anything else is refused before a
+/// byte is written: dagrun never mixes its files with files it did not create.
+async fn place_check(storage: &Arc<dyn Storage>, delta: &Arc<dyn DeltaTables>, path: &str) -> Result<Place> {
     if !is_s3(path) && storage.head(path).await.is_ok() {
         return Err(Error::InvalidOutput(format!("refusing to replace {path}: it exists and is not a folder")));
     }
-    if delta.snapshot(path, None).await?.is_some() {
-        return Ok(None);
+    if let Some(snapshot) = delta.snapshot(path, None).await? {
+        return Ok(Place { snapshot: Some(snapshot), parquet: None });
     }
     let glob = compile_glob("**").map_err(|e| Error::Internal(e.to_string()))?;
     let listed = match storage.list(path, &glob).await {
         Ok(listed) => listed,
-        Err(e) if e.kind == StorageErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind == StorageErrorKind::NotFound => return Ok(Place { snapshot: None, parquet: None }),
         Err(e) => return Err(e.into()),
     };
-    let Some(first) = listed.first() else { return Ok(None) };
+    let Some(first) = listed.first() else { return Ok(Place { snapshot: None, parquet: None }) };
     let root = path.trim_end_matches('/');
+    let refused =
+        || Error::InvalidOutput(format!("refusing to replace {root}: {}", not_a_table_message(&first.relative)));
     match storage.read(&format!("{root}/{MANIFEST}")).await {
         Ok(bytes) => match serde_json::from_slice::<TableManifest>(&bytes) {
-            Ok(manifest) => Ok(Some(manifest)),
-            Err(_) => Err(Error::InvalidOutput(format!(
-                "refusing to replace {root}: {}",
-                not_a_table_message(&first.relative)
-            ))),
+            Ok(manifest) => Ok(Place { snapshot: None, parquet: Some(manifest) }),
+            Err(_) => Err(refused()),
         },
-        Err(_) => {
-            Err(Error::InvalidOutput(format!("refusing to replace {root}: {}", not_a_table_message(&first.relative))))
-        }
+        Err(_) => Err(refused()),
     }
 }
 
@@ -153,7 +153,8 @@ pub(crate) async fn run(
     let write_concurrency = options.write_concurrency;
     let delta = storages.delta(&spec.path)?.clone();
     let storage = storages.for_path(&spec.path)?.clone();
-    let previous = place_check(&storage, &delta, &spec.path).await?;
+    let Place { snapshot, parquet: previous } = place_check(&storage, &delta, &spec.path).await?;
+    let base_version = snapshot.as_ref().map(|s| s.version);
     let scope = Scope::of(&cx.plan, task_index);
     // Only part of the table is replaced: rows of some days, or rows merged by key.
     let partial = scope.as_ref().filter(|s| !s.whole);
@@ -170,7 +171,7 @@ pub(crate) async fn run(
     let mut df = df;
     if let (Some(_), Replace::Merge { keys, order_by }) = (partial, &spec.mode) {
         cx.progress.set_message("merging");
-        let published = crate::published::read_published(storages, &root, None).await?;
+        let published = crate::published::read_published(storages, &root, base_version).await?;
         let before = published.height();
         let (keys, order_by) = (keys.clone(), order_by.clone());
         df = crate::on_workers(move || -> Result<DataFrame> {
@@ -213,7 +214,6 @@ pub(crate) async fn run(
     let mut predicate = None;
     if let (Some(scope), Replace::Partitions { slice_column }) = (partial, &spec.mode) {
         cx.progress.set_message("finding the run's days in the table");
-        let snapshot = delta.snapshot(&root, None).await?;
         let (removed, kept, deleted) = match &snapshot {
             Some(snapshot) => {
                 crate::replace::cut_days(snapshot, &storage, &root, slice_column, &scope.days, &tag).await?
@@ -286,6 +286,8 @@ pub(crate) async fn run(
         removing,
         slices: scope.as_ref().map(|s| s.record.clone()),
         predicate,
+        base_version,
+        fence: cx.fence.clone(),
     };
     let write_s = writing.elapsed().as_secs_f64();
     cx.progress.set_message("committing");
@@ -306,6 +308,16 @@ pub(crate) async fn run(
                 commit_s = format!("{:.2}", committing.elapsed().as_secs_f64()),
                 "committed"
             );
+            // No writer that lost the lake can commit to this table any more: what such writers
+            // (and this run's earlier attempts) left in it can go.
+            match delta.remove_orphans(&spec.path, Orphans::AfterCommit { tag: &tag }, cx.fence.as_deref()).await {
+                Ok(removed) if removed.is_empty() => {}
+                Ok(removed) => info!(
+                    files = removed.len(),
+                    "removed what loads that never committed left in the table, such as {}", removed[0]
+                ),
+                Err(e) => warn!(error = %e, "could not look for what loads that never committed left in the table"),
+            }
             if let Some(old) = previous {
                 // The table was in dagrun's Parquet convention: its files are not the Delta table's.
                 let root = spec.path.trim_end_matches('/');

@@ -2,7 +2,7 @@
 //! conversion to [`TaskError`] carries that through to the retry loop.
 
 use dagrun_core::engine::TaskError;
-use dagrun_core::storage::{StorageError, StorageErrorKind};
+use dagrun_core::storage::{Op, StorageError, StorageErrorKind};
 
 /// Why the local engine could not do a task.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +55,11 @@ impl Error {
         Error::Polars { context: context.into(), source }
     }
 
-    /// Whether another attempt could help (a transient storage failure).
+    /// Whether another attempt could help: a transient storage failure, or a Delta version
+    /// another writer took first (the next attempt reads it and commits after it).
     pub fn retryable(&self) -> bool {
-        matches!(self, Error::Storage(e) if e.kind == StorageErrorKind::Transient)
+        matches!(self, Error::Storage(e) if e.kind == StorageErrorKind::Transient
+            || (e.kind == StorageErrorKind::Conflict && matches!(e.action, Op::DeltaCommitting | Op::DeltaCreating)))
     }
 }
 

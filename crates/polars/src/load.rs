@@ -397,7 +397,8 @@ async fn run_parquet(
         };
         // Before the table becomes current: every row written once, every file named once.
         manifest.check().map_err(|e| Error::Internal(format!("refusing to publish `{table_name}`: {e}")))?;
-        storage.commit_table(&write, &manifest).await?;
+        // Only while the run still holds the lake.
+        storage.commit_table(&write, &manifest, cx.fence.as_deref()).await?;
         Ok(())
     }
     .await;

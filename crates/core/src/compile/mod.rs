@@ -146,6 +146,9 @@ pub fn compile(source: Arc<SourceFile>, inputs: &VarInputs, options: &PlanOption
         plan.emr_unavailable = unavailable;
         places.extend(emr_places);
         places::check(&places, &mut diags);
+        let empty: Vec<&str> =
+            vars.values.iter().filter(|(_, v)| v.as_deref() == Some("")).map(|(k, _)| k.as_str()).collect();
+        places::check_local(&places, &source, &empty, &mut diags);
     }
 
     if diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error) || plan.is_none() {
@@ -509,6 +512,14 @@ impl Builder<'_> {
                 runs.value.clone()
             }
             None => match vars.get("output") {
+                Some("") => {
+                    self.error(
+                        Pos::UNKNOWN,
+                        "`${output}` is empty, so the runs folder would be /_dagrun, at the file system's root",
+                    )
+                    .hint = Some("give `output` a folder (`--set output=DIR`), or set `runs:`".into());
+                    "_dagrun".to_string()
+                }
                 Some(output) => join_path(output, "_dagrun"),
                 None => "_dagrun".to_string(),
             },

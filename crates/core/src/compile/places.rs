@@ -5,6 +5,10 @@
 //!
 //! Checking is near-linear in the number of places: each place looks up only the folders that
 //! contain it.
+//!
+//! [`check_local`] adds what the disk says: no output lies inside a table that exists (a lake
+//! inside a table's folder would be taken for the table's files), and no output path falls to
+//! the file system's root because the variable it starts with is empty (`--set output=`).
 
 use std::collections::HashMap;
 
@@ -89,6 +93,83 @@ pub(crate) fn check(places: &[Place], diags: &mut Vec<Diagnostic>) {
             }
         }
     }
+}
+
+/// What marks a folder as a table: a Delta log, or dagrun's Parquet convention's manifest or the
+/// marker of its first load. `None` when `dir` holds no table (or cannot be read).
+pub(crate) fn table_marker(dir: &std::path::Path) -> Option<&'static str> {
+    use crate::storage::{MANIFEST, TABLE_MARKER, delta::DELTA_LOG};
+    if std::fs::read_dir(dir.join(DELTA_LOG)).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Some("a Delta log");
+    }
+    if dir.join(MANIFEST).is_file() {
+        return Some("dagrun's table manifest");
+    }
+    if dir.join(TABLE_MARKER).is_file() {
+        return Some("dagrun's table marker");
+    }
+    None
+}
+
+/// The checks that read the local disk and the variables: outputs inside an existing table, and
+/// outputs at the root because their leading variable is empty.
+pub(crate) fn check_local(
+    places: &[Place],
+    source: &crate::diagnostic::SourceFile,
+    empty_vars: &[&str],
+    diags: &mut Vec<Diagnostic>,
+) {
+    for place in places.iter().filter(|p| p.role == Role::Output && !p.fresh_child) {
+        if place.path.starts_with('/')
+            && let Some(name) = leading_var(source, place.pos).filter(|n| empty_vars.contains(n))
+        {
+            diags.push(
+                Diagnostic::error(
+                    place.pos,
+                    format!("`${{{name}}}` is empty, so {} {}, at the file system's root", place.subject, place.path),
+                )
+                .with_hint(format!("give `{name}` a folder (`--set {name}=DIR`)")),
+            );
+            continue;
+        }
+        if path::is_s3(&place.path) || place.path.trim().is_empty() {
+            continue;
+        }
+        let resolved = path::resolve(&place.path);
+        let above = path::ancestors_and_self(&resolved);
+        for folder in above.iter().take(above.len().saturating_sub(1)) {
+            if let Some(marker) = table_marker(std::path::Path::new(folder)) {
+                diags.push(
+                    Diagnostic::error(
+                        place.pos,
+                        format!(
+                            "{} {}, inside the table {folder} (it holds {marker})",
+                            place.subject,
+                            shown(&place.path, &resolved)
+                        ),
+                    )
+                    .with_hint(
+                        "a folder inside a table is taken for the table's files: put the lake and its runs folder \
+                         beside the table, not in it",
+                    ),
+                );
+                break;
+            }
+        }
+    }
+}
+
+/// The variable a path's text starts with in the file (`${output}/songs` gives `output`).
+fn leading_var(source: &crate::diagnostic::SourceFile, pos: Pos) -> Option<&str> {
+    if !pos.is_known() {
+        return None;
+    }
+    let line = source.line(pos.line)?;
+    let text: &str = &line[line.char_indices().nth(pos.col.saturating_sub(1) as usize)?.0..];
+    let text = text.trim_start_matches(['"', '\'']);
+    let rest = text.strip_prefix("${")?;
+    let name = &rest[..rest.find('}')?];
+    crate::vars::is_identifier(name).then_some(name)
 }
 
 /// The diagnostic for places `i` and `j`, where `i` relates to `j` as `relation`. It points at
@@ -179,6 +260,34 @@ mod tests {
             messages(&places),
             ["4: the runs folder is s3://b/out/t/_dagrun, inside the output of load `l` (s3://b/out/t)"]
         );
+    }
+
+    #[test]
+    fn an_output_inside_an_existing_table_or_at_the_root_by_an_empty_variable_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("lake/songs");
+        std::fs::create_dir_all(table.join("_delta_log")).unwrap();
+        std::fs::write(table.join("_delta_log/00000000000000000000.json"), "{}").unwrap();
+        let source = crate::diagnostic::SourceFile::new("p.yaml", "a: 1\n    path: ${output}/songs\n");
+        let inner = format!("{}/songs/songplays", table.display());
+        let places = [
+            Place::load("load_songplays", &inner, pos(1)),
+            Place::load("load_songs", &table.display().to_string(), pos(1)),
+            Place::load("load_x", "/songs", Pos { line: 2, col: 11, offset: None, len: 1 }),
+        ];
+        let mut diags = Vec::new();
+        check_local(&places, &source, &["output"], &mut diags);
+        let messages: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].ends_with(&format!(
+                "inside the table {} (it holds a Delta log)",
+                path::resolve(&table.display().to_string())
+            )),
+            "{}",
+            messages[0]
+        );
+        assert_eq!(messages[1], "`${output}` is empty, so load `load_x` writes /songs, at the file system's root");
     }
 
     #[test]

@@ -137,6 +137,7 @@ async fn run(
         fresh: BTreeMap::new(),
         fingerprints: BTreeMap::new(),
         expected: BTreeMap::new(),
+        fence: None,
     };
     execute(plan, &engines, &options, Arc::new(Quiet), cancel).await
 }

@@ -6,10 +6,12 @@
 //! same view the Parquet convention's `_manifest.json` gives, so that resume, relationship checks
 //! and report queries read both formats one way.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::Fence;
 use super::{StorageError, TableManifest};
 
 /// The folder of a table's Delta log, relative to the table.
@@ -104,6 +106,69 @@ pub struct DeltaCommit {
     /// What the commit replaces, in words, for the log's `operationParameters` (`start_time on
     /// 2018-11-05`).
     pub predicate: Option<String>,
+    /// The version the load read (`None`: no table was there). The commit lands as exactly the
+    /// next version or not at all: a table changed since is a conflict, never rebased over, and
+    /// the task retries from the new version.
+    pub base_version: Option<u64>,
+    /// Checked right before the commit's log entry is written: the run still holds the lake.
+    pub fence: Option<Arc<dyn Fence>>,
+}
+
+/// Which data files of a table no version names may be deleted. Only files dagrun names
+/// (`part-NNNNN-<run>-<process>-<attempt>.parquet`), in the table's partition folders (none
+/// other: another tool's files, or a lake someone put inside the table, are never touched), and
+/// only those of writers that can no longer commit them.
+#[derive(Debug, Clone, Copy)]
+pub enum Orphans<'a> {
+    /// Files written by these processes (lease tokens): their lease was taken over with proof
+    /// that they are dead.
+    OfDead(&'a [String]),
+    /// Files of every writer but this attempt (its `<run>-<process>-<attempt>` tag), right after
+    /// this run committed the table under the lake's lease: a writer that lost the lease read an
+    /// older version and can only commit the version after it, which is taken now.
+    AfterCommit {
+        /// This attempt's tag.
+        tag: &'a str,
+    },
+}
+
+impl Orphans<'_> {
+    /// Whether a file named `name` (no folder) is one these orphans take.
+    pub fn takes(&self, name: &str) -> bool {
+        let Some((run, process, attempt)) = parse_data_file(name) else { return false };
+        match self {
+            Orphans::OfDead(dead) => dead.iter().any(|d| d == process),
+            Orphans::AfterCommit { tag } => format!("{run}-{process}-{attempt}") != *tag,
+        }
+    }
+}
+
+/// The (run, process, attempt) of a data file named the way dagrun names them:
+/// `part-00000-20261202T015837Z-0c8e-f179a0b8-1.parquet`.
+pub fn parse_data_file(name: &str) -> Option<(&str, &str, &str)> {
+    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let (number, tag) = rest.split_once('-')?;
+    if number.len() != 5 || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (head, attempt) = tag.rsplit_once('-')?;
+    let (run, process) = head.rsplit_once('-')?;
+    let ok =
+        !attempt.is_empty() && attempt.bytes().all(|b| b.is_ascii_digit()) && !process.is_empty() && !run.is_empty();
+    ok.then_some((run, process, attempt))
+}
+
+/// Whether `relative` (a path inside a table) lies in the table's partition folders: exactly one
+/// `column=value` folder per partition column, in order (a file at the top for an unpartitioned
+/// table).
+pub fn in_partition_folders(relative: &str, partition_by: &[String]) -> bool {
+    let mut parts: Vec<&str> = relative.split('/').collect();
+    parts.pop();
+    parts.len() == partition_by.len()
+        && parts
+            .iter()
+            .zip(partition_by)
+            .all(|(folder, column)| folder.strip_prefix(column.as_str()).is_some_and(|rest| rest.starts_with('=')))
 }
 
 /// What a commit did.
@@ -167,12 +232,49 @@ pub trait DeltaTables: Send + Sync {
     /// The table's versions, newest first, at most `limit`.
     async fn history(&self, path: &str, limit: Option<usize>) -> Result<Vec<DeltaVersion>, StorageError>;
 
-    /// Deletes the files that versions older than `retention` removed; returns how many.
-    async fn vacuum(&self, path: &str, retention: Duration) -> Result<usize, StorageError>;
+    /// Deletes the files that versions older than `retention` removed; returns how many. Only
+    /// while `fence` says the run holds the lake.
+    async fn vacuum(&self, path: &str, retention: Duration, fence: Option<&dyn Fence>) -> Result<usize, StorageError>;
 
     /// Deletes the data files that loads which never committed left in dagrun's table at `path`
-    /// (a run killed before its commit): files named the way dagrun names them that neither the
-    /// current version nor a removal the log still keeps knows. Only call it while holding the
-    /// lake's lease, so that no live load's files are taken. Returns what was deleted.
-    async fn remove_orphans(&self, path: &str) -> Result<Vec<String>, StorageError>;
+    /// (a run killed, or frozen and taken over, before its commit): the files `which` takes that
+    /// neither the current version nor a removal the log still keeps knows. Only while holding
+    /// the lake's lease: the files are listed first, the log read next, `fence` checked last, and
+    /// only listed files go, so that a run frozen anywhere in between never takes a file the run
+    /// that took the lake over writes or commits. Returns what was deleted.
+    async fn remove_orphans(
+        &self,
+        path: &str,
+        which: Orphans<'_>,
+        fence: Option<&dyn Fence>,
+    ) -> Result<Vec<String>, StorageError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_files_dagrun_named_in_partition_folders_of_writers_that_cannot_commit_are_orphans() {
+        let name = "part-00000-20261202T015837Z-0c8e-f179a0b8-1.parquet";
+        assert_eq!(parse_data_file(name), Some(("20261202T015837Z-0c8e", "f179a0b8", "1")));
+        assert_eq!(parse_data_file("part-00003-my-run-id-f179a0b8-12.parquet"), Some(("my-run-id", "f179a0b8", "12")));
+        assert_eq!(parse_data_file("part-00000.parquet"), None, "the Parquet convention's name");
+        assert_eq!(parse_data_file("part-00000-1c2d-c000.snappy.parquet"), None, "Spark's");
+        assert_eq!(parse_data_file("part-00000-x.csv"), None);
+        assert_eq!(parse_data_file("part-0000a-r-p-1.parquet"), None);
+        let dead = ["f179a0b8".to_string()];
+        assert!(Orphans::OfDead(&dead).takes(name));
+        assert!(!Orphans::OfDead(&dead).takes("part-00000-r-aaaaaaaa-1.parquet"));
+        let mine = Orphans::AfterCommit { tag: "20261202T015837Z-0c8e-f179a0b8-2" };
+        assert!(mine.takes(name), "an earlier attempt of this run is done");
+        assert!(!mine.takes("part-00007-20261202T015837Z-0c8e-f179a0b8-2.parquet"), "this attempt's own");
+        let by = ["year".to_string(), "month".to_string()];
+        assert!(in_partition_folders("year=2018/month=11/x.parquet", &by));
+        assert!(!in_partition_folders("exports/2018/x.parquet", &by));
+        assert!(!in_partition_folders("songplays/year=2018/month=11/x.parquet", &by), "a lake inside the table");
+        assert!(!in_partition_folders("year=2018/x.parquet", &by));
+        assert!(in_partition_folders("x.parquet", &[]));
+        assert!(!in_partition_folders("sub/x.parquet", &[]));
+    }
 }

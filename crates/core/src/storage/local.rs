@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    AccessCheck, MANIFEST, ObjectMeta, Op, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TableFile,
+    AccessCheck, Fence, MANIFEST, ObjectMeta, Op, SUCCESS_MARKER, Storage, StorageError, StorageErrorKind, TableFile,
     TableManifest, TableWrite, Version, is_hidden_name,
 };
 
@@ -281,8 +281,24 @@ fn check_replaceable(target: &Path) -> Result<(), StorageError> {
         Ok(_) => {}
     }
     if let Ok(bytes) = std::fs::read(target.join(MANIFEST))
-        && super::is_manifest(&bytes)
+        && let Ok(manifest) = serde_json::from_slice::<TableManifest>(&bytes)
     {
+        // dagrun's table, but the folder goes whole: only if everything in it is dagrun's.
+        let named: std::collections::HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+        let mut stack = vec![target.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(|e| io_error(Op::Checking, &dir, &e))?.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(path);
+                    continue;
+                }
+                let relative = path.strip_prefix(target).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                if !named.contains(relative.as_str()) && ![MANIFEST, SUCCESS_MARKER].contains(&relative.as_str()) {
+                    return refuse(super::not_a_table_message(&relative));
+                }
+            }
+        }
         return Ok(());
     }
     let first = std::fs::read_dir(target).map_err(|e| io_error(Op::Checking, target, &e))?.next();
@@ -493,39 +509,88 @@ fn changed(path: &Path) -> StorageError {
 
 /// The staging folders (and folders moved aside) that loads of the table at `target` leave
 /// beside it when they do not finish.
-fn local_leftovers(target: &Path) -> Result<Vec<String>, StorageError> {
-    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else { return Ok(Vec::new()) };
+/// What killed runs left of the table at `target`: staging folders beside it, and the
+/// temporaries of Delta log entries never linked (`_delta_log/.00000000000000000003.json.tmp-<pid>-<nanos>`).
+/// Listed only; [`remove_local_leftovers`] removes them.
+fn local_leftovers(target: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), StorageError> {
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else { return Ok(Default::default()) };
     let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
     let prefix = format!(".{}.staging-", name.to_string_lossy());
     let entries = match std::fs::read_dir(parent) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
         Err(e) => return Err(io_error(Op::Listing, parent, &e)),
     };
+    let folders: Vec<PathBuf> =
+        entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&prefix)).map(|e| e.path()).collect();
+    let log = target.join(super::delta::DELTA_LOG);
+    let temporaries: Vec<PathBuf> = match std::fs::read_dir(&log) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| is_temporary_name(&e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    Ok((folders, temporaries))
+}
+
+/// Removes what [`local_leftovers`] listed.
+fn remove_local_leftovers(folders: &[PathBuf], temporaries: &[PathBuf]) -> Result<Vec<String>, StorageError> {
     let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
-            continue;
-        }
-        let path = entry.path();
+    for path in folders {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // Earlier removals cut short (killed in the middle) are finished.
+        let doomed = if name.ends_with(REMOVING) {
+            path.clone()
+        } else {
+            // Renamed out of the way first, atomically: a frozen run that wakes and swaps its
+            // staging folder into place either did so before (and this finds nothing) or finds
+            // nothing to swap; what is deleted is never a folder that just became the table.
+            let doomed = path.with_file_name(format!("{name}{REMOVING}"));
+            match std::fs::rename(path, &doomed) {
+                Ok(()) => doomed,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(Op::Removing, path, &e)),
+            }
+        };
         // A writer abandoned mid-slice may still be adding files: try a few times.
-        let mut result = std::fs::remove_dir_all(&path);
+        let mut result = std::fs::remove_dir_all(&doomed);
         for _ in 0..5 {
             match &result {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     std::thread::sleep(std::time::Duration::from_millis(100));
-                    result = std::fs::remove_dir_all(&path);
+                    result = std::fs::remove_dir_all(&doomed);
                 }
                 _ => break,
             }
         }
         match result {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(Op::Removing, &path, &e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(Op::Removing, &doomed, &e)),
             _ => removed.push(path.display().to_string()),
+        }
+    }
+    for path in temporaries {
+        if std::fs::remove_file(path).is_ok() {
+            removed.push(path.display().to_string());
         }
     }
     removed.sort();
     Ok(removed)
+}
+
+/// The suffix of a staging folder being removed.
+const REMOVING: &str = ".removing";
+
+/// Whether `name` is how [`write_temporary`] names its files: `.<name>.tmp-<pid>-<nanos>`.
+fn is_temporary_name(name: &str) -> bool {
+    let Some((_, tail)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) else { return false };
+    tail.split_once('-').is_some_and(|(pid, nanos)| {
+        !pid.is_empty()
+            && !nanos.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && nanos.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 #[async_trait]
@@ -663,14 +728,24 @@ impl Storage for LocalStorage {
         blocking(move || check_replaceable(&checked)).await?;
         let root = staging_path(target, tag);
         self.remove_all(&root).await?;
-        Ok(TableWrite { target: target.trim_end_matches('/').to_string(), tag: tag.to_string(), root })
+        Ok(TableWrite { target: target.trim_end_matches('/').to_string(), tag: tag.to_string(), root, base: None })
     }
 
     fn table_file(&self, write: &TableWrite, relative: &str) -> TableFile {
         TableFile { path: format!("{}/{relative}", write.root), relative: relative.to_string() }
     }
 
-    async fn commit_table(&self, write: &TableWrite, manifest: &TableManifest) -> Result<(), StorageError> {
+    async fn commit_table(
+        &self,
+        write: &TableWrite,
+        manifest: &TableManifest,
+        fence: Option<&dyn Fence>,
+    ) -> Result<(), StorageError> {
+        // A run that took the lake over renames a frozen run's staging folder away before its own
+        // loads: then the swap below finds nothing to swap.
+        if let Some(fence) = fence {
+            fence.check().await?;
+        }
         manifest.check().map_err(|m| StorageError::new(StorageErrorKind::Other, Op::Publishing, &write.target, m))?;
         let staging = PathBuf::from(&write.root);
         let target = PathBuf::from(&write.target);
@@ -746,9 +821,23 @@ impl Storage for LocalStorage {
         .await
     }
 
-    async fn remove_leftovers(&self, target: &str) -> Result<Vec<String>, StorageError> {
+    async fn remove_leftovers(
+        &self,
+        target: &str,
+        _dead: &[String],
+        fence: Option<&dyn Fence>,
+    ) -> Result<Vec<String>, StorageError> {
         let target = PathBuf::from(target.trim_end_matches('/'));
-        blocking(move || local_leftovers(&target)).await
+        let (folders, temporaries) = blocking(move || local_leftovers(&target)).await?;
+        if folders.is_empty() && temporaries.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Listed before the check: what a run that took the lake over after it writes is not
+        // in the list.
+        if let Some(fence) = fence {
+            fence.check().await?;
+        }
+        blocking(move || remove_local_leftovers(&folders, &temporaries)).await
     }
 
     async fn check_access(&self, path: &str, write: bool) -> AccessCheck {
@@ -830,6 +919,47 @@ mod tests {
             std::fs::write(p, f.as_bytes()).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn leftovers_are_staging_folders_and_commit_temporaries_of_dagrun_only() {
+        let dir = tree(&[
+            ".songs.staging-r-p-1/year=2018/part-00000.parquet",
+            "songs/_delta_log/00000000000000000000.json",
+            "songs/_delta_log/.00000000000000000001.json.tmp-4242-123456789",
+            "songs/_delta_log/.my-notes.tmp",
+            "songs/_delta_log/.00000000000000000001.json.tmp-x-1",
+            "songs/year=2018/part-00000-r-p-1.parquet",
+        ]);
+        let (folders, temporaries) = local_leftovers(&dir.path().join("songs")).unwrap();
+        let removed = remove_local_leftovers(&folders, &temporaries).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        let left = files(dir.path());
+        assert_eq!(
+            left,
+            [
+                "songs/_delta_log/.00000000000000000001.json.tmp-x-1",
+                "songs/_delta_log/.my-notes.tmp",
+                "songs/_delta_log/00000000000000000000.json",
+                "songs/year=2018/part-00000-r-p-1.parquet",
+            ]
+        );
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap().flatten() {
+                if entry.path().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    out.push(entry.path().strip_prefix(dir).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     #[test]
@@ -931,7 +1061,7 @@ mod tests {
         LocalStorage.write(&file.path, b"data".to_vec()).await.unwrap();
         // Until the commit the old table is what readers see.
         assert!(dir.path().join("t/old.parquet").exists());
-        LocalStorage.commit_table(&write, &manifest(&[("a=1/new.parquet", 4)])).await.unwrap();
+        LocalStorage.commit_table(&write, &manifest(&[("a=1/new.parquet", 4)]), None).await.unwrap();
         let files: Vec<_> = ["a=1/new.parquet", "_manifest.json", "_SUCCESS"]
             .iter()
             .map(|f| dir.path().join("t").join(f).exists())
@@ -947,7 +1077,7 @@ mod tests {
         let target = dir.path().join("t").display().to_string();
         let write = LocalStorage.begin_table(&target, "r1").await.unwrap();
         LocalStorage.write(&LocalStorage.table_file(&write, "new.parquet").path, b"da".to_vec()).await.unwrap();
-        let err = LocalStorage.commit_table(&write, &manifest(&[("new.parquet", 4)])).await.unwrap_err();
+        let err = LocalStorage.commit_table(&write, &manifest(&[("new.parquet", 4)]), None).await.unwrap_err();
         assert!(err.message.contains("2 bytes on disk, 4 written"), "{err}");
         assert!(dir.path().join("t/old.parquet").exists());
         LocalStorage.abort_table(&write, &[]).await.unwrap();
@@ -968,7 +1098,7 @@ mod tests {
         LocalStorage.write(&LocalStorage.table_file(&write, "new.parquet").path, b"data".to_vec()).await.unwrap();
         std::fs::create_dir_all(dir.path().join("t")).unwrap();
         std::fs::write(dir.path().join("t/mine.txt"), "user data").unwrap();
-        let err = LocalStorage.commit_table(&write, &manifest(&[("new.parquet", 4)])).await.unwrap_err();
+        let err = LocalStorage.commit_table(&write, &manifest(&[("new.parquet", 4)]), None).await.unwrap_err();
         assert!(err.message.contains("such as `mine.txt`"), "{err}");
         assert_eq!(std::fs::read_to_string(dir.path().join("t/mine.txt")).unwrap(), "user data");
     }

@@ -75,6 +75,9 @@ pub enum StorageErrorKind {
     AlreadyExists,
     /// A conditional write or delete found the object changed (S3's 412 Precondition Failed).
     Conflict,
+    /// This run no longer holds the lake's lease, so it may not write there ([`Fence`]):
+    /// another run took the lake over.
+    Fenced,
     /// Anything else: not worth retrying.
     Other,
 }
@@ -229,6 +232,10 @@ pub struct TableWrite {
     pub tag: String,
     /// Where the files go until the table is committed (local: a hidden staging folder).
     pub root: String,
+    /// The version of the table's manifest when the write began (S3; `None`: none there): the
+    /// commit replaces exactly that one, so that a run frozen meanwhile never publishes over a
+    /// newer table.
+    pub base: Option<Version>,
 }
 
 /// Where one file of a table is written, and its path relative to the table once published.
@@ -293,6 +300,15 @@ impl TableManifest {
         }
         Ok(())
     }
+}
+
+/// The check a run makes before each write that publishes to the lake (a Delta commit, a table
+/// swap, `LATEST`): `Ok` only while this process holds the lake's lease with time to spare.
+#[async_trait]
+pub trait Fence: Send + Sync + std::fmt::Debug {
+    /// Fails with [`StorageErrorKind::Fenced`], saying who holds the lake now, once this run may
+    /// no longer write there; with the storage's error when the lease cannot be read.
+    async fn check(&self) -> Result<(), StorageError>;
 }
 
 /// A version of a small object, to change it only if nobody else did in between: an S3 ETag, or
@@ -369,7 +385,13 @@ pub trait Storage: Send + Sync {
     fn table_file(&self, write: &TableWrite, relative: &str) -> TableFile;
 
     /// Makes the written files the table, atomically for readers, then removes the old files.
-    async fn commit_table(&self, write: &TableWrite, manifest: &TableManifest) -> Result<(), StorageError>;
+    /// `fence` is checked right before the table becomes current.
+    async fn commit_table(
+        &self,
+        write: &TableWrite,
+        manifest: &TableManifest,
+        fence: Option<&dyn Fence>,
+    ) -> Result<(), StorageError>;
 
     /// Forgets a table that will not be committed; the published table is untouched.
     async fn abort_table(&self, write: &TableWrite, files: &[TableFile]) -> Result<(), StorageError>;
@@ -400,9 +422,18 @@ pub trait Storage: Send + Sync {
     async fn delete_if(&self, path: &str, version: &Version) -> Result<(), StorageError>;
 
     /// Removes what runs that ended without finishing (killed, or stopped mid-load) left of the
-    /// table at `target`: staging folders on disk, unnamed files on S3. Only call it while holding
-    /// the lake's lease, so that no live run's files are taken. Returns what was removed.
-    async fn remove_leftovers(&self, target: &str) -> Result<Vec<String>, StorageError>;
+    /// table at `target`: staging folders and unlinked log temporaries on disk; on S3, Spark's
+    /// staging and the data files of the processes in `dead` (lease holders proven dead, which
+    /// can never publish them; other writers' unpublished files go when the table is next
+    /// published). Only while holding the lake's lease: what is there is listed first, then
+    /// `fence` is checked, then only what was listed goes, so that a run frozen anywhere in between
+    /// never takes what the run that took the lake over writes. Returns what was removed.
+    async fn remove_leftovers(
+        &self,
+        target: &str,
+        dead: &[String],
+        fence: Option<&dyn Fence>,
+    ) -> Result<Vec<String>, StorageError>;
 }
 
 /// Picks the storage for a path: `s3://` URIs go to S3 (when available), the rest to local disk.
