@@ -14,7 +14,7 @@ fn unreadable_records_are_quarantined_with_file_line_and_reason() {
         "{first}\n{{\"ts\": 1541105830796, \"userId\": \"39\",\n{}\n",
         first.replace("\"ts\":1541105830796", "\"ts\":\"soon\"")
     );
-    fs::write(input.join("log_data/2018/11/2018-11-30-bad.json"), bad).unwrap();
+    fs::write(input.join("log_data/2018/11/2018-11-01-bad.json"), bad).unwrap();
     let out = tmp.path().join("lake");
     let run = run_sparkify(&input, &out, &["-q"]).expect(0);
     assert_eq!(state(&run.stdout, "staging_events"), "succeeded");
@@ -28,7 +28,7 @@ fn unreadable_records_are_quarantined_with_file_line_and_reason() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(records.len(), 2);
-    assert!(records[0]["file"].as_str().unwrap().ends_with("2018-11-30-bad.json"));
+    assert!(records[0]["file"].as_str().unwrap().ends_with("2018-11-01-bad.json"));
     assert_eq!(records[0]["line"], 2);
     assert!(records[0]["reason"].as_str().unwrap().starts_with("invalid JSON"), "{}", records[0]);
     assert_eq!(records[1]["line"], 3);

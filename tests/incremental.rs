@@ -28,9 +28,18 @@ fn months(dir: &Path) -> PathBuf {
     out
 }
 
-/// The days with a log file in `input`, by month (`2018-11`).
-fn log_days(input: &Path, month: &str) -> usize {
-    files(&input.join("log_data")).iter().filter(|f| f.contains(&format!("/{month}-"))).count()
+/// The days whose rows the log files of `input` may hold (`2018-11-05`): each file's day and the
+/// day on either side (Sparkify's `slice_tolerance` of one day).
+fn data_days(input: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for file in files(&input.join("log_data")) {
+        let name = file.rsplit('/').next().unwrap();
+        let day = chrono::NaiveDate::parse_from_str(&name[..10], "%Y-%m-%d").unwrap();
+        for d in [day.pred_opt().unwrap(), day, day.succ_opt().unwrap()] {
+            out.insert(d.format("%Y-%m-%d").to_string());
+        }
+    }
+    out
 }
 
 fn tables(lake: &Path) -> Vec<Vec<Row>> {
@@ -94,7 +103,12 @@ fn a_backfill_runs_only_missing_days_and_a_second_run_does_nothing() {
     run_sparkify(&input, &lake, &["-q", "--partition", "2018-12"]).expect(0);
     // The backfill runs the days before and after December, not December again.
     let run = run_sparkify(&input, &lake, &["-q", "--since", "2018-11-01", "--until", "2019-01-31"]).expect(0);
-    let missing = log_days(&input, "2018-11") + log_days(&input, "2019-01");
+    // The days of November and January whose rows the files may hold, and October's last, whose
+    // rows can only be in the file of November's first, which the backfill reads anyway.
+    let missing = data_days(&input)
+        .iter()
+        .filter(|d| d.as_str() >= "2018-10-31" && !d.starts_with("2018-12") && d.as_str() <= "2019-01-31")
+        .count();
     assert!(
         run.stdout.contains(&format!("asked 2018-11-01..2019-01-31 (92 days); running {missing} (")),
         "{}",
@@ -113,14 +127,15 @@ fn a_backfill_runs_only_missing_days_and_a_second_run_does_nothing() {
         assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
     }
 
-    // A changed day's file: only that day runs again.
+    // A changed day's file: `users`, a merge that cannot take a row back, is rebuilt from every
+    // day, and so is what the same extract feeds.
     let day = input.join("log_data/2018/12").join(&files(&input.join("log_data/2018/12"))[5]);
     let name = day.file_name().unwrap().to_str().unwrap()[..10].to_string();
     let text = fs::read_to_string(&day).unwrap();
     let first_line_end = text.find('\n').unwrap();
     fs::write(&day, &text[first_line_end + 1..]).unwrap();
     let run = run_sparkify(&input, &lake, &["-q"]).expect(0);
-    assert!(run.stdout.contains(&format!("running 1 ({name})")), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("every day: the input of {name} changed")), "{}", run.stdout);
     let full_again = tmp.path().join("full_again");
     run_sparkify(&input, &full_again, &["-q"]).expect(0);
     assert_same_lake(&full_again, &lake, "after one day's input changed");
@@ -143,10 +158,10 @@ fn an_input_that_does_not_cover_the_published_days_is_refused_before_anything_is
     let day = name[..10].to_string();
     fs::create_dir_all(one_day.join("log_data/2018/12")).unwrap();
     fs::copy(input.join("log_data/2018/12").join(&name), one_day.join("log_data/2018/12").join(&name)).unwrap();
-    let all_days = files(&input.join("log_data")).len();
     copy_dir(&input.join("song_data"), &one_day.join("song_data"));
     let run = run_sparkify(&one_day, &lake, &["-q"]).expect(1);
-    let expected = format!("load `load_songplays`: the input has no files for {} day(s)", all_days - 1);
+    let lacking = data_days(&input).len() - data_days(&one_day).len();
+    let expected = format!("load `load_songplays`: the input has no files for {lacking} day(s)");
     assert!(run.stderr.contains(&expected), "{}", run.stderr);
     assert!(run.stderr.contains("--partition"), "{}", run.stderr);
     assert_eq!(versions(&lake), before, "nothing was committed");
@@ -186,7 +201,7 @@ fn a_slice_is_refused_where_a_load_would_replace_its_whole_table() {
         "p.yaml",
         r#"name: p
 tasks:
-  - {id: e, kind: extract, path: in, slice_path: "{year}/{year}-{month}-{day}.json", format: jsonl, schema: {ts: int}}
+  - {id: e, kind: extract, path: in, slice_path: "{year}/{year}-{month}-{day}.json", slice_column: at, format: jsonl, schema: {ts: int, at: {type: timestamp_ms, from: ts}}}
   - {id: load_e, kind: load, depends_on: [e], table: e, path: out/e, format: delta}
 "#,
     );
@@ -286,4 +301,210 @@ fn the_lake_command_names_every_table_at_the_version_a_run_left_it() {
 
     let text = crate::support::run(&["lake", lake.join("_dagrun").to_str().unwrap()]).expect(0);
     assert!(text.stdout.contains("pl.read_delta(") && text.stdout.contains("versionAsOf"), "{}", text.stdout);
+}
+
+/// Generated data whose log files are named by a day three hours behind UTC, as logs rotated at
+/// local midnight are: the plays of 00:00 to 03:00 UTC are in the file of the day before.
+fn rotated(dir: &Path, days: u32, events: u32) -> PathBuf {
+    let out = dir.join("input");
+    let (days, events) = (days.to_string(), events.to_string());
+    run(&[
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--songs",
+        "120",
+        "--events",
+        &events,
+        "--days",
+        &days,
+        "--files-offset",
+        "-3",
+    ])
+    .expect(0);
+    out
+}
+
+/// The log file of `day` (`2018-11-05`) under `input`.
+fn log_file(input: &Path, day: &str) -> PathBuf {
+    input.join("log_data").join(&day[..4]).join(&day[5..7]).join(format!("{day}-events.json"))
+}
+
+/// The plays of `rows` that start on `day` (UTC).
+fn plays_on(rows: &[Row], day: &str) -> Vec<Row> {
+    let start = midnight_ms(day);
+    rows.iter()
+        .filter(|r| r["start_time"].parse::<i64>().is_ok_and(|t| t >= start && t < start + 86_400_000))
+        .cloned()
+        .collect()
+}
+
+/// Epoch milliseconds of a November 2018 day's midnight (UTC): the days these tests use.
+fn midnight_ms(day: &str) -> i64 {
+    assert!(day.starts_with("2018-11-"), "{day}");
+    1_541_030_400_000 + (day[8..].parse::<i64>().unwrap() - 1) * 86_400_000
+}
+
+#[test]
+fn a_play_filed_under_the_day_before_is_kept_when_its_own_day_arrives_late() {
+    if !runtimes(&[Runtime::DeltaLake]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = rotated(tmp.path(), 6, 1500);
+    // The plays of early 2018-11-03 (UTC) are in the file of the 2nd.
+    let early: usize = fs::read_to_string(log_file(&input, "2018-11-02"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"NextSong\"") && !l.contains("\"userId\":\"\""))
+        .filter(|l| {
+            let ts: i64 = l.split("\"ts\":").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+            ts >= midnight_ms("2018-11-03")
+        })
+        .count();
+    assert!(early > 0, "the file of the 2nd holds plays of the 3rd");
+
+    // The file of the 3rd arrives late: a full run publishes the 3rd's early plays from the 2nd's.
+    let late = tmp.path().join("late.json");
+    fs::rename(log_file(&input, "2018-11-03"), &late).unwrap();
+    let lake = tmp.path().join("lake");
+    run_sparkify(&input, &lake, &["-q"]).expect(0);
+    assert_eq!(plays_on(&read_table(&lake.join("songplays")), "2018-11-03").len(), early);
+    // It arrives; its day is run: the day keeps the plays of the 2nd's file.
+    fs::rename(&late, log_file(&input, "2018-11-03")).unwrap();
+    let run = run_sparkify(&input, &lake, &["-q", "--partition", "2018-11-03"]).expect(0);
+    assert!(run.stdout.contains("running 1 (2018-11-03)"), "{}", run.stdout);
+    let full = tmp.path().join("full");
+    run_sparkify(&input, &full, &["-q"]).expect(0);
+    let whole = read_table(&full.join("songplays"));
+    let mut got = plays_on(&read_table(&lake.join("songplays")), "2018-11-03");
+    let mut want = plays_on(&whole, "2018-11-03");
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "the 3rd equals the full run's 3rd");
+    // The next nightly runs the days around the late file, and the lake is the full run.
+    let run = run_sparkify(&input, &lake, &["-q"]).expect(0);
+    assert!(run.stdout.contains("running 2 (2018-11-02, 2018-11-04)"), "{}", run.stdout);
+    assert_same_lake(&full, &lake, "after the late file");
+
+    // On a new lake, the 2nd alone does not publish the 3rd's plays, and the 3rd then has them all.
+    let fresh = tmp.path().join("fresh");
+    run_sparkify(&input, &fresh, &["-q", "--partition", "2018-11-02"]).expect(0);
+    assert!(plays_on(&read_table(&fresh.join("songplays")), "2018-11-03").is_empty());
+    run_sparkify(&input, &fresh, &["-q", "--partition", "2018-11-03"]).expect(0);
+    let mut got = plays_on(&read_table(&fresh.join("songplays")), "2018-11-03");
+    got.sort();
+    assert_eq!(got, want);
+
+    // A play far from its file's day is quarantined by every run, full or of one day: no run of
+    // its own day would read it.
+    let far = format!(
+        "\n{}",
+        fs::read_to_string(log_file(&input, "2018-11-02"))
+            .unwrap()
+            .lines()
+            .find(|l| l.contains("\"NextSong\"") && !l.contains("\"userId\":\"\""))
+            .unwrap()
+            .replacen("\"ts\":154", "\"ts\":155", 1)
+    );
+    let mut text = fs::read_to_string(log_file(&input, "2018-11-04")).unwrap();
+    text.push_str(&far);
+    fs::write(log_file(&input, "2018-11-04"), text).unwrap();
+    for args in [&["-q", "--partition", "2018-11-04"][..], &["-q", "--force"][..]] {
+        let run = run_sparkify(&input, &lake, args).expect(0);
+        let quarantined = state_row(&run.stdout, "staging_events");
+        assert!(quarantined.ends_with(" 1"), "{args:?}: {quarantined}\n{}", run.stdout);
+    }
+    let record = fs::read_to_string(
+        lake.join("_dagrun")
+            .join(fs::read_to_string(lake.join("_dagrun/LATEST")).unwrap().trim())
+            .join("quarantine/staging_events.jsonl"),
+    )
+    .unwrap();
+    assert!(record.contains("days from its file's day 2018-11-04, farther than slice_tolerance (1d)"), "{record}");
+}
+
+/// The summary row of `task`.
+fn state_row(summary: &str, task: &str) -> String {
+    summary.lines().find(|l| l.split_whitespace().next() == Some(task)).unwrap_or_default().trim_end().to_string()
+}
+
+#[test]
+fn a_corrected_day_takes_back_what_it_merged_into_users() {
+    if !runtimes(&[Runtime::DeltaLake]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = rotated(tmp.path(), 8, 2400);
+    let lake = tmp.path().join("lake");
+    run_sparkify(&input, &lake, &["-q"]).expect(0);
+    // Every event of five users on the 5th is withdrawn: some of them played on no other day.
+    let file = log_file(&input, "2018-11-05");
+    let text = fs::read_to_string(&file).unwrap();
+    let user = |l: &str| l.split("\"userId\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let mut users: Vec<String> = text.lines().map(user).filter(|u| !u.is_empty()).collect();
+    users.sort();
+    users.dedup();
+    users.truncate(5);
+    let kept: Vec<&str> = text.lines().filter(|l| !users.contains(&user(l))).collect();
+    fs::write(&file, kept.join("\n")).unwrap();
+
+    let run = run_sparkify(&input, &lake, &["-q", "--partition", "2018-11-05"]).expect(0);
+    assert!(
+        run.stdout.contains("every day: the input of 2018-11-05 changed since `users` (mode: merge) was made from it"),
+        "{}",
+        run.stdout
+    );
+    let full = tmp.path().join("full");
+    run_sparkify(&input, &full, &["-q"]).expect(0);
+    assert_same_lake(&full, &lake, "after a corrected day");
+    // A day that only gains a file merges as before.
+    let again = run_sparkify(&input, &lake, &["-q"]).expect(0);
+    assert!(again.stdout.contains("nothing to run"), "{}", again.stdout);
+}
+
+/// The property, on logs rotated at local midnight, with late files, days that shrink and
+/// withdrawn users: whatever slices ran, the lake after the nightly equals one full run over the
+/// final input.
+#[test]
+fn slices_late_files_shrinking_days_and_withdrawn_users_still_equal_one_full_run() {
+    if !runtimes(&[Runtime::DeltaLake]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = rotated(tmp.path(), 40, 4000);
+    let held = tmp.path().join("held");
+    fs::create_dir_all(&held).unwrap();
+    for day in ["2018-11-10", "2018-12-03"] {
+        fs::rename(log_file(&input, day), held.join(day)).unwrap();
+    }
+    let lake = tmp.path().join("lake");
+    for slice in ["2018-12", "2018-11-20", "2018-11"] {
+        run_sparkify(&input, &lake, &["-q", "--partition", slice]).expect(0);
+    }
+    // Late files arrive; one day's file shrinks; a user's plays of a day are withdrawn.
+    for day in ["2018-11-10", "2018-12-03"] {
+        fs::rename(held.join(day), log_file(&input, day)).unwrap();
+    }
+    run_sparkify(&input, &lake, &["-q", "--partition", "2018-11-10"]).expect(0);
+    let shrink = log_file(&input, "2018-11-15");
+    let text = fs::read_to_string(&shrink).unwrap();
+    let half: Vec<&str> = text.lines().step_by(2).collect();
+    fs::write(&shrink, half.join("\n")).unwrap();
+    run_sparkify(&input, &lake, &["-q", "--partition", "2018-11-15"]).expect(0);
+    let withdraw = log_file(&input, "2018-12-06");
+    let text = fs::read_to_string(&withdraw).unwrap();
+    let first_user = text.lines().find_map(|l| {
+        let u = l.split("\"userId\":\"").nth(1)?.split('"').next()?;
+        (!u.is_empty()).then(|| format!("\"userId\":\"{u}\""))
+    });
+    let kept: Vec<&str> = text.lines().filter(|l| !l.contains(first_user.as_deref().unwrap())).collect();
+    fs::write(&withdraw, kept.join("\n")).unwrap();
+    // The nightly: every day that is stale, whatever ran before.
+    run_sparkify(&input, &lake, &["-q"]).expect(0);
+    let full = tmp.path().join("full");
+    run_sparkify(&input, &full, &["-q"]).expect(0);
+    assert_same_lake(&full, &lake, "slices, late files, a shrunk day and a withdrawn user");
+    let again = run_sparkify(&input, &lake, &["-q"]).expect(0);
+    assert!(again.stdout.contains("nothing to run"), "{}", again.stdout);
 }

@@ -76,7 +76,9 @@ fn failures_are_recorded_with_attempts_errors_and_failing_checks_and_secrets_sta
     let last = line.lines().rev().find(|l| l.contains("\"page\":\"NextSong\"")).unwrap();
     let late =
         last.replace("\"level\":\"free\"", "\"level\":\"gold\"").replace("\"level\":\"paid\"", "\"level\":\"gold\"");
-    let late = late.replace("\"ts\":154", "\"ts\":155");
+    // A play of the 1st of December, in that day's file.
+    let ts = late.split("\"ts\":").nth(1).unwrap().split(',').next().unwrap().to_string();
+    let late = late.replace(&format!("\"ts\":{ts}"), "\"ts\":1543626000000");
     std::fs::create_dir_all(input.join("log_data/2018/12")).unwrap();
     std::fs::write(input.join("log_data/2018/12/2018-12-01-late.json"), late).unwrap();
     let text = std::fs::read_to_string(sparkify())

@@ -128,8 +128,13 @@ fn linked_input_folders_are_read_whatever_their_name_and_loops_once() {
     let out = tmp.path().join("lake");
     // Files under a link named `late` fit no day of `slice_path`: this run reads the input whole.
     let text = fs::read_to_string(sparkify()).unwrap();
-    let slice_line = text.lines().find(|l| l.trim_start().starts_with("slice_path:")).unwrap().to_string();
-    let p = pipeline(tmp.path(), "sparkify.yaml", &text.replace(&slice_line, ""));
+    let unsliced = text.replacen("    slice_path: \"{year}/{month}/{year}-{month}-{day}-*.json\"\n", "", 1).replacen(
+        "    slice_column: start_time\n    format: jsonl",
+        "    format: jsonl",
+        1,
+    );
+    assert!(!unsliced.contains("slice_path"), "the extract's slice is removed");
+    let p = pipeline(tmp.path(), "sparkify.yaml", &unsliced);
     let input_var = format!("input={}", input.display());
     let output_var = format!("output={}", out.display());
     let run = Run::from(dagrun().arg(&p).args(["--set", &input_var, "--set", &output_var]).output().unwrap()).expect(0);
@@ -568,4 +573,49 @@ fn run_validate_env(pipeline: &Path, lake: &Path) -> Run {
     let output = format!("output={}/out", lake.display());
     let input = format!("input={}", sample().display());
     run(&["validate", "--env", pipeline.to_str().unwrap(), "--set", &input, "--set", &output]).expect(0)
+}
+
+#[test]
+fn validate_env_probes_an_existing_runs_folder_and_table_folder_themselves() {
+    if !runtimes(&[Runtime::MountNamespace]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    for folder in ["out/_dagrun", "out/songs"] {
+        fs::create_dir_all(lake.join(folder)).unwrap();
+    }
+    // The lake is writable; its runs folder and one table folder are read-only mounts.
+    let script = format!(
+        "mount --bind -o ro '{lake}/out/_dagrun' '{lake}/out/_dagrun' && mount --bind -o ro '{lake}/out/songs' '{lake}/out/songs' \
+         && exec '{dagrun}' validate --env '{pipeline}' --set input='{input}' --set output='{lake}/out'",
+        lake = lake.display(),
+        dagrun = env!("CARGO_BIN_EXE_dagrun"),
+        pipeline = sparkify().display(),
+        input = sample().display(),
+    );
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let namespace: &[&str] = if root { &["--mount"] } else { &["--mount", "--map-root-user"] };
+    let out = std::process::Command::new("unshare").args(namespace).args(["sh", "-c", &script]).output().unwrap();
+    let run = Run::from(out).expect(1);
+    assert!(run.stdout.contains(&format!("FAIL write {}/out/_dagrun", lake.display())), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("FAIL write {}/out/songs", lake.display())), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("ok   write {}/out/users", lake.display())), "{}", run.stdout);
+}
+
+#[test]
+fn s3_paths_with_dot_segments_and_dagruns_own_names_as_run_ids_are_refused() {
+    for output in ["s3://lake/in/../star", "s3://lake/./star", "s3://lake//star"] {
+        let run = run(&["validate", sparkify().to_str().unwrap(), "--set", &format!("output={output}")]).expect(2);
+        assert!(
+            run.stderr.contains("S3 keys are literal, so it is not a folder step there"),
+            "{output}: {}",
+            run.stderr
+        );
+    }
+    for id in ["LATEST", "latest", "_cache"] {
+        let run = run(&[sparkify().to_str().unwrap(), "--run-id", id, "--dry-run"]).expect(2);
+        assert!(run.stderr.contains("those are dagrun's own names in the runs folder"), "{id}: {}", run.stderr);
+    }
 }

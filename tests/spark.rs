@@ -235,3 +235,58 @@ fn concatenated_and_array_documents_give_the_same_rows_and_quarantine_on_both_en
     assert_eq!(rows.len(), 5);
     assert_eq!(rows, sorted_rows(&spark_out.join("songs")), "{}", spark.stdout);
 }
+
+#[test]
+fn rows_far_from_their_files_day_are_quarantined_on_both_engines() {
+    if !runtimes(&[Runtime::Spark]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("2018/11")).unwrap();
+    let day = |d: i64| 1_541_030_400_000i64 + (d - 1) * 86_400_000;
+    let line = |id: &str, ts: String| format!("{{\"id\": \"{id}\", \"ts\": {ts}}}\n");
+    // In the file of the 4th: its own rows, one of the 5th just after midnight (kept: within a
+    // day), one of the 9th (five days off: quarantined), and one with no time (quarantined).
+    let text = [
+        line("a", day(4).to_string()),
+        line("b", (day(5) + 1000).to_string()),
+        line("c", day(9).to_string()),
+        line("d", "\"\"".into()),
+    ]
+    .concat();
+    std::fs::write(input.join("2018/11/2018-11-04-events.json"), text).unwrap();
+    std::fs::write(input.join("2018/11/2018-11-05-events.json"), line("e", (day(4) + 5).to_string())).unwrap();
+    let text = format!(
+        "name: days\nruns: {runs}\nvars: {{output: ~}}\ntasks:\n  - id: events\n    kind: extract\n    path: {input}\n    \
+         format: jsonl\n    max_bad_records: 10\n    slice_path: \"{{year}}/{{month}}/{{year}}-{{month}}-{{day}}-*.json\"\n    \
+         slice_column: at\n    schema: {{id: string, at: {{type: timestamp_ms, from: ts}}}}\n  \
+         - id: load_events\n    kind: load\n    depends_on: [events]\n    table: events\n    path: ${{output}}/events\n    format: parquet\n",
+        runs = tmp.path().join("runs").display(),
+        input = input.display()
+    );
+    let p = pipeline(tmp.path(), "days.yaml", &text);
+    let local_out = tmp.path().join("local");
+    let local = run(&[p.to_str().unwrap(), "--set", &format!("output={}", local_out.display())]).expect(0);
+    assert!(local.stdout.contains("2 records quarantined"), "{}", local.stdout);
+    let spark_out = tmp.path().join("spark");
+    let specs = tmp.path().join("specs");
+    let out = format!("output={}", spark_out.display());
+    run(&["emr", "specs", p.to_str().unwrap(), "--set", &out, "--out", specs.to_str().unwrap()]).expect(0);
+    let spark = spark_submit(&specs).expect(0);
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(specs.join("results/events-1.json")).unwrap()).unwrap();
+    assert_eq!((result["rows_out"].as_u64(), result["quarantined"].as_u64()), (Some(3), Some(2)), "{result}");
+    let rows = sorted_rows(&local_out.join("events"));
+    let mut ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b", "e"]);
+    assert_eq!(rows, sorted_rows(&spark_out.join("events")), "{}", spark.stdout);
+    let quarantined: String = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("quarantine/events.jsonl")).ok())
+        .collect();
+    assert!(quarantined.contains("falls on 2018-11-09, 5 days from its file's day 2018-11-04"), "{quarantined}");
+    assert!(quarantined.contains("column `at` is empty"), "{quarantined}");
+}

@@ -192,6 +192,76 @@ def _glob_part(glob, top=False):
     return out
 
 
+def slice_regex(template):
+    """A `slice_path` template (`{year}/{month}/{year}-{month}-{day}-*.json`) as a regular
+    expression matching the end of a file's path, with the file's year, month and day as groups:
+    a placeholder named twice must read the same both times, as the local engine requires."""
+    out = ""
+    seen = set()
+    for token in re.split(r"(\{year\}|\{month\}|\{day\})", template):
+        if token in ("{year}", "{month}", "{day}"):
+            name = token[1:-1]
+            width = 4 if name == "year" else 2
+            out += f"(?P={name})" if name in seen else f"(?P<{name}>\\d{{{width}}})"
+            seen.add(name)
+        elif token:
+            out += _glob_part(token)
+    return re.compile(r"(?:^|/)" + out + r"\Z")
+
+
+def day_number(year, month, day):
+    """Days since 1970-01-01 of a civil date, or None when there is no such date."""
+    import datetime
+
+    try:
+        return (datetime.date(year, month, day) - datetime.date(1970, 1, 1)).days
+    except ValueError:
+        return None
+
+
+def day_text(number):
+    import datetime
+
+    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=number)).isoformat()
+
+
+def slice_reason(e):
+    """For a sliced extract, a column giving why a row is quarantined by its day, as the local
+    engine does (`crates/polars/src/days.rs`): its `slice_column` is empty, or falls farther from
+    its file's day than `slice_tolerance`. `None` for other extracts."""
+    template = (e.get("slice") or {}).get("text")
+    column = e.get("slice_column")
+    if not template or not column:
+        return None
+    tolerance = int(e.get("slice_tolerance") or 0)
+    pattern = slice_regex(template)
+    source = next(c["from"] for c in e["columns"] if c["name"] == column)
+
+    def why(path, text):
+        found = pattern.search(path or "")
+        if not found:
+            return None
+        file_day = day_number(int(found.group("year")), int(found.group("month")), int(found.group("day")))
+        if file_day is None:
+            return None
+        try:
+            millis = None if text is None or not str(text).strip() else int(float(str(text).strip()))
+        except ValueError:
+            return None  # quarantined for its type already
+        if millis is None:
+            return f"column `{column}` is empty: the row's day is unknown, so no run of a day would hold it"
+        day = millis // 86_400_000
+        distance = abs(day - file_day)
+        if distance > tolerance:
+            return (
+                f"column `{column}` falls on {day_text(day)}, {distance} days from its file's day "
+                f"{day_text(file_day)}, farther than slice_tolerance ({tolerance}d): no run of its day reads this file"
+            )
+        return None
+
+    return F.udf(why, T.StringType())(F.col("_file"), F.col(f"`{source}`"))
+
+
 # --- reading ---------------------------------------------------------------------------------
 
 
@@ -349,6 +419,9 @@ def extract(spark, files, spec):
         if expected:
             reasons.append(F.when(bad, F.concat(F.lit(f"column `{c['name']}`: expected {expected}, found "), s)))
         converted.append(value.alias(c["name"]))
+    by_day = slice_reason(e)
+    if by_day is not None:
+        reasons.append(by_day)
     reason = F.coalesce(F.when(F.col("_corrupt").isNotNull(), F.lit("invalid JSON")), *reasons) if reasons else F.when(F.col("_corrupt").isNotNull(), F.lit("invalid JSON"))
     marked = raw.withColumn("_reason", reason)
     good = marked.where(F.col("_reason").isNull()).select(*converted)

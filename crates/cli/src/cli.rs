@@ -344,6 +344,12 @@ pub(crate) struct GenerateArgs {
     /// Random seed: the same seed writes the same bytes.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+
+    /// Name each log file by the day in a zone this many hours from UTC (as logs rotated at
+    /// local midnight are): with -3, the plays of 00:00 to 03:00 UTC are in the file of the day
+    /// before.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true, value_parser = clap::value_parser!(i8).range(-23..=23), value_name = "HOURS")]
+    pub files_offset: i8,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -451,11 +457,16 @@ fn parse_lease_ttl(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn parse_run_id(text: &str) -> Result<String, String> {
-    if !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        Ok(text.to_string())
-    } else {
-        Err(format!("`{text}`: a run id is 1 to 64 letters, digits, - and _"))
+    if text.is_empty() || text.len() > 64 || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("`{text}`: a run id is 1 to 64 letters, digits, - and _"));
     }
+    // The runs folder holds dagrun's own names beside the runs' folders: `LATEST`, `_cache`.
+    if text.eq_ignore_ascii_case(dagrun_core::record::LATEST) || text.starts_with('_') {
+        return Err(format!(
+            "`{text}`: a run id may not be `LATEST` or start with `_`: those are dagrun's own names in the runs folder"
+        ));
+    }
+    Ok(text.to_string())
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

@@ -394,8 +394,10 @@ fn events(rng: &mut StdRng, total: u64, days: u32, users: &[User], songs: &[Song
     out
 }
 
-fn day_file(root: &Path, ts: i64) -> PathBuf {
-    let date = chrono::DateTime::from_timestamp_millis(ts).expect("valid timestamp").date_naive();
+/// The log file of an event at `ts`, named by its day `offset_hours` from UTC.
+fn day_file(root: &Path, ts: i64, offset_hours: i8) -> PathBuf {
+    let local = ts + i64::from(offset_hours) * 3_600_000;
+    let date = chrono::DateTime::from_timestamp_millis(local).expect("valid timestamp").date_naive();
     let f = date.format("%Y-%m-%d");
     root.join(date.format("%Y").to_string()).join(date.format("%m").to_string()).join(format!("{f}-events.json"))
 }
@@ -453,8 +455,12 @@ pub(crate) fn run(args: &GenerateArgs) -> Result<(), Exit> {
     std::fs::write(
         &marker,
         format!(
-            "made by dagrun generate --songs {} --events {} --days {} --seed {}\n",
-            args.songs, args.events, args.days, args.seed
+            "made by dagrun generate --songs {} --events {} --days {} --seed {}{}\n",
+            args.songs,
+            args.events,
+            args.days,
+            args.seed,
+            if args.files_offset == 0 { String::new() } else { format!(" --files-offset {}", args.files_offset) }
         ),
     )
     .map_err(|e| fail(format!("writing {}: {e}", marker.display())))?;
@@ -471,7 +477,7 @@ pub(crate) fn run(args: &GenerateArgs) -> Result<(), Exit> {
         .collect();
     let mut day: Option<(PathBuf, String)> = None;
     for e in &events {
-        let path = day_file(&log_root, e.ts);
+        let path = day_file(&log_root, e.ts, args.files_offset);
         match &mut day {
             Some((p, text)) if *p == path => {
                 text.push('\n');

@@ -282,6 +282,9 @@ pub(crate) fn slice_line(
         return Some(out);
     }
     let _ = writeln!(out, "days: {asked}; running {} ({})", slice.days.len(), describe_days(&slice.days));
+    if let Some(why) = &slice.rebuilt {
+        let _ = writeln!(out, "  every day: {why}");
+    }
     for task in plan.tasks() {
         let (Some(_), Action::Load(load)) = (slice.records.get(&task.index()), task.action()) else { continue };
         if fresh.contains_key(&task.index()) {

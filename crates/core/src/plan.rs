@@ -196,6 +196,15 @@ pub struct Extract {
     /// Where the files of one day are (`slice_path`), when runs may be scoped to some days.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slice: Option<SliceTemplate>,
+    /// With `slice`: the `timestamp_ms` column whose UTC day a row is of (`slice_column`). A run
+    /// of some days keeps the rows of those days, from whichever file they came in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice_column: Option<String>,
+    /// With `slice`: how many days a row's day may be from its file's day (`slice_tolerance`). A
+    /// run of a day reads the files of that many days before and after it; a row farther from its
+    /// file's day is quarantined, in every run, so that slices always equal a full run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice_tolerance: Option<u32>,
     /// What to do about undeclared source fields (`on_new_fields`). Left out of the record (and
     /// so of fingerprints) at its default, so that pipelines without it keep their fingerprints.
     #[serde(skip_serializing_if = "NewFields::is_ignore")]

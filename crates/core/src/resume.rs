@@ -17,8 +17,9 @@ use sha2::{Digest, Sha256};
 use crate::content::ContentHashes;
 
 use crate::path::join_path;
+use crate::plan::Replace;
 use crate::plan::{Action, Plan};
-use crate::slice::{Day, RunSlice, SliceRequest, describe_days};
+use crate::slice::{Day, RunSlice, SliceRequest, describe_days, window};
 use crate::spec::TableFormat;
 use crate::storage::{MANIFEST, ObjectMeta, Storages, TableManifest, compile_glob};
 
@@ -50,6 +51,8 @@ pub struct Freshness {
     pub refused: Vec<String>,
     /// What hashing local inputs' bytes cost.
     pub inputs_hashed: crate::record::InputsHashed,
+    /// The asked days' listing is not enough: a table must be rebuilt from every day.
+    relist: bool,
 }
 
 fn hex(digest: &[u8]) -> String {
@@ -60,6 +63,22 @@ fn hex(digest: &[u8]) -> String {
 /// bytes of local input files whose content hash is not cached yet (see [`crate::content`]);
 /// `keep_hashes` keeps those hashes in the runs folder (a dry run writes nothing).
 pub async fn assess(plan: &Plan, storages: &Storages, force: &Force, keep_hashes: bool) -> Freshness {
+    let out = assess_listing(plan, storages, force, keep_hashes, false).await;
+    if !out.relist {
+        return out;
+    }
+    // A run of some days that must rebuild a table from every day: every file is listed.
+    assess_listing(plan, storages, force, keep_hashes, true).await
+}
+
+/// [`assess`], listing only the files the asked days need unless `every_file`.
+async fn assess_listing(
+    plan: &Plan,
+    storages: &Storages,
+    force: &Force,
+    keep_hashes: bool,
+    every_file: bool,
+) -> Freshness {
     let mut out = Freshness::default();
     let runs_dir = plan.runs_dir();
     let mut hashes = ContentHashes::open((!crate::storage::is_s3(runs_dir)).then(|| std::path::Path::new(runs_dir)));
@@ -92,7 +111,15 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force, keep_hashes
             b.update(format!("dep {id} {fp}\n"));
         }
         if let Action::Extract(e) = &task.action {
-            let days = plan.slice.as_ref().and_then(|s| s.requested).map(|r| r.days());
+            // The asked days' files, and those of twice `slice_tolerance` days around them: enough
+            // to know every file of a day next to the asked ones.
+            let tolerance = e.slice_tolerance.unwrap_or(0);
+            let days = plan
+                .slice
+                .as_ref()
+                .and_then(|s| s.requested)
+                .filter(|_| !every_file)
+                .map(|r| r.days().into_iter().flat_map(|d| window(d, 2 * tolerance)).collect::<BTreeSet<Day>>());
             let listed = match storages.list_days_and_keep(&e.path, &e.glob, e.slice.as_ref(), days.as_ref()).await {
                 Ok(mut files) if !crate::storage::is_s3(&e.path) => {
                     let mut cache = std::mem::take(&mut hashes);
@@ -165,7 +192,7 @@ pub async fn assess(plan: &Plan, storages: &Storages, force: &Force, keep_hashes
     // Loads fed by a sliced extract: up to date day by day.
     let mut fresh_loads: BTreeMap<usize, String> = BTreeMap::new();
     if let Some(requested) = plan.slice.as_ref().map(|s| s.requested) {
-        let slice = assess_days(plan, storages, &forced, requested, &base, &day_files, &mut out).await;
+        let slice = assess_days(plan, storages, &forced, requested, &base, &day_files, every_file, &mut out).await;
         for (&i, reason) in &slice.1 {
             match reason {
                 Ok(fresh) => {
@@ -281,6 +308,13 @@ fn listing_digest(listed: &Result<Vec<ObjectMeta>, crate::storage::StorageError>
 /// What each load fed by a sliced extract must do: its stale days, its day fingerprints after the
 /// run, whether it replaces its whole table. Returns the run's slice, and per load either why it
 /// is up to date (`Ok`) or why it runs (`Err`). Refusals go to `out.refused`.
+///
+/// Days are the data's: a row is of its `slice_column`'s day, and a file of day F may hold rows
+/// of the days within the extract's `slice_tolerance` of F. A day's fingerprint therefore covers
+/// the files of the days around it, and a late file makes its neighbours stale too. A `merge`
+/// table cannot take a row back, so when a file day it was made from changed or went (rather
+/// than a day being added), it is rebuilt from every day.
+#[allow(clippy::too_many_arguments)]
 async fn assess_days(
     plan: &Plan,
     storages: &Storages,
@@ -288,6 +322,7 @@ async fn assess_days(
     requested: Option<SliceRequest>,
     base: &BTreeMap<usize, String>,
     day_files: &BTreeMap<usize, BTreeMap<Day, String>>,
+    every_file: bool,
     out: &mut Freshness,
 ) -> (RunSlice, BTreeMap<usize, Result<String, String>>) {
     // A sliced extract whose listing failed: nothing can be decided by day. Its loads run, and
@@ -307,7 +342,13 @@ async fn assess_days(
         }
         return (RunSlice { requested, ..RunSlice::default() }, decisions);
     }
-    let input_days: BTreeSet<Day> = day_files.values().flat_map(|m| m.keys().copied()).collect();
+    let tolerance = |e: usize| match &plan.tasks[e].action {
+        Action::Extract(x) => x.slice_tolerance.unwrap_or(0),
+        _ => 0,
+    };
+    // The days the input holds rows of: each file's day and the days around it.
+    let input_days: BTreeSet<Day> =
+        day_files.iter().flat_map(|(&e, files)| files.keys().flat_map(move |&f| window(f, tolerance(e)))).collect();
     let wanted: BTreeSet<Day> = match requested {
         Some(r) => r.days(),
         None => input_days.clone(),
@@ -316,15 +357,22 @@ async fn assess_days(
         index: usize,
         /// The table's days now (`None`: no table, or one without day fingerprints).
         published: Option<BTreeMap<String, String>>,
+        /// The file days its rows were read from, as recorded.
+        files_published: Option<BTreeMap<String, String>>,
         exists: bool,
-        /// Each wanted day with input: its fingerprint now.
+        /// Each day with input: its fingerprint now.
         now: BTreeMap<Day, String>,
+        /// Each file day of its input: its fingerprint now.
+        files_now: BTreeMap<Day, String>,
+        /// The widest `slice_tolerance` of its sliced extracts.
+        tolerance: u32,
         stale: BTreeSet<Day>,
         overwrite: bool,
     }
     let mut fed = Vec::new();
     let mut decisions = BTreeMap::new();
     let mut rewrite_all = false;
+    let mut rebuilt: Option<String> = None;
     for task in &plan.tasks {
         let Action::Load(load) = &task.action else { continue };
         let sources = plan.sliced_extracts_of(task.index);
@@ -350,20 +398,23 @@ async fn assess_days(
             decisions.insert(task.index, decision);
             continue;
         }
-        let (published, exists) = match published(storages, load).await {
-            Ok(Some(m)) => (m.slices, true),
-            Ok(None) => (None, false),
+        let (published, files_published, exists) = match published(storages, load).await {
+            Ok(Some(m)) => (m.slices, m.file_days, true),
+            Ok(None) => (None, None, false),
             Err(why) => {
                 decisions.insert(task.index, Err(why));
-                (None, true)
+                (None, None, true)
             }
         };
+        let tolerance_max = sources.iter().map(|&e| tolerance(e)).max().unwrap_or(0);
         let mut now = BTreeMap::new();
-        for &day in &wanted {
+        for &day in wanted.union(&input_days) {
             let files: Vec<String> = sources
                 .iter()
-                .filter_map(|e| {
-                    day_files.get(e).and_then(|m| m.get(&day)).map(|h| format!("{} {h}", plan.tasks[*e].id))
+                .flat_map(|&e| {
+                    window(day, tolerance(e)).filter_map(move |f| {
+                        day_files.get(&e).and_then(|m| m.get(&f)).map(|h| format!("{} {f} {h}", plan.tasks[e].id))
+                    })
                 })
                 .collect();
             if files.is_empty() {
@@ -373,6 +424,13 @@ async fn assess_days(
             h.update(format!("{}\n{day}\n{}", base[&task.index], files.join("\n")));
             now.insert(day, hex(&h.finalize()));
         }
+        let mut files_now: BTreeMap<Day, Sha256> = BTreeMap::new();
+        for &e in &sources {
+            for (f, h) in day_files.get(&e).into_iter().flatten() {
+                files_now.entry(*f).or_default().update(format!("{} {h}\n", plan.tasks[e].id));
+            }
+        }
+        let files_now: BTreeMap<Day, String> = files_now.into_iter().map(|(d, h)| (d, hex(&h.finalize()))).collect();
         let held: BTreeSet<Day> = published.iter().flat_map(|p| p.keys()).filter_map(|d| Day::parse(d)).collect();
         let is_forced = forced.contains(&task.index);
         let stale: BTreeSet<Day> = wanted
@@ -400,7 +458,65 @@ async fn assess_days(
                 ));
             }
         }
-        fed.push(Fed { index: task.index, published, exists, now, stale, overwrite: load.mode.is_overwrite() });
+        // A merge cannot take rows back: a file day it was made from that changed, near a day this
+        // run replaces, means rebuilding it from every day. So does one that went, when the run is
+        // over the whole input (a run of some days may be given only their own files, as a folder
+        // of last night's logs; the days it lacks are not taken for withdrawn).
+        if matches!(load.mode, Replace::Merge { .. }) && exists && !(is_forced && requested.is_none()) {
+            let changed: BTreeSet<Day> = files_published
+                .iter()
+                .flatten()
+                .filter_map(|(d, fp)| Some((Day::parse(d)?, fp)))
+                .filter(|(d, fp)| match files_now.get(d) {
+                    Some(now) => now != *fp,
+                    None => requested.is_none(),
+                })
+                .map(|(d, _)| d)
+                .filter(|&f| window(f, tolerance_max).any(|d| stale.contains(&d)))
+                .collect();
+            if !changed.is_empty() && rebuilt.is_none() {
+                rebuilt = Some(format!(
+                    "the input of {} changed since `{}` (mode: merge) was made from it, and a merge cannot take \
+                     rows back: every table its extract feeds is rebuilt from every day",
+                    describe_days(&changed),
+                    load.table
+                ));
+            }
+        }
+        fed.push(Fed {
+            index: task.index,
+            published,
+            files_published,
+            exists,
+            now,
+            files_now,
+            tolerance: tolerance_max,
+            stale,
+            overwrite: load.mode.is_overwrite(),
+        });
+    }
+    if rebuilt.is_some() && requested.is_some() && !every_file {
+        // Every day's files are needed: the caller lists them all and asks again.
+        out.relist = true;
+    }
+    if let Some(why) = &rebuilt {
+        for f in &fed {
+            let task = &plan.tasks[f.index];
+            let held: BTreeSet<Day> = f.published.iter().flat_map(|p| p.keys()).filter_map(|d| Day::parse(d)).collect();
+            let missing: Vec<Day> = held.difference(&input_days).copied().collect();
+            // A run over every day that lacks days is refused above already.
+            if !missing.is_empty() && !out.relist && requested.is_some() {
+                out.refused.push(format!(
+                    "load `{}`: {why}, but the input has no files for {} day(s) that its table holds ({}); nothing \
+                     was written. Run over an input that has every day, or with --force={} to rebuild it from \
+                     this input alone",
+                    task.id,
+                    missing.len(),
+                    describe_days(&missing),
+                    task.id
+                ));
+            }
+        }
     }
     // The run's days: what some load needs; every day of the input when a load that replaces its
     // whole table has to run.
@@ -417,9 +533,37 @@ async fn assess_days(
     });
     let must_rewrite_all =
         rewrite_all || unrecorded || elsewhere || fed.iter().any(|f| f.overwrite && !f.stale.is_empty());
-    let days: BTreeSet<Day> =
-        if must_rewrite_all { wanted.clone() } else { fed.iter().flat_map(|f| f.stale.iter().copied()).collect() };
-    let mut slice = RunSlice { requested, days: days.clone(), decided: true, ..RunSlice::default() };
+    let mut days: BTreeSet<Day> = if rebuilt.is_some() {
+        input_days.clone()
+    } else if must_rewrite_all {
+        wanted.clone()
+    } else {
+        fed.iter().flat_map(|f| f.stale.iter().copied()).collect()
+    };
+    // A day with no file of its own (the day before the first file, after the last, or between
+    // two) whose every file this run reads anyway runs too when it is stale: a backfill from the
+    // 1st also settles the 31st before it, whose rows can only be in the file of the 1st, and no
+    // later run has to replace such a day alone.
+    if !days.is_empty() {
+        let own: BTreeSet<Day> = day_files.values().flat_map(|m| m.keys().copied()).collect();
+        let widest = fed.iter().map(|f| f.tolerance).max().unwrap_or(0);
+        let read = |f: Day| window(f, widest).any(|d| days.contains(&d));
+        // Where every file of a day is known: the whole input, or the asked days and
+        // `slice_tolerance` around them (the listing reaches twice that far).
+        let known = |d: &Day| match requested.filter(|_| !every_file) {
+            Some(r) => r.since.0 - widest as i32 <= d.0 && d.0 <= r.until.0 + widest as i32,
+            None => true,
+        };
+        let extra: Vec<Day> = input_days
+            .iter()
+            .copied()
+            .filter(|d| known(d) && !days.contains(d) && !own.contains(d))
+            .filter(|&d| window(d, widest).filter(|f| own.contains(f)).all(read))
+            .filter(|d| fed.iter().any(|f| f.published.as_ref().and_then(|p| p.get(&d.to_string())) != f.now.get(d)))
+            .collect();
+        days.extend(extra);
+    }
+    let mut slice = RunSlice { requested, days: days.clone(), decided: true, rebuilt, ..RunSlice::default() };
     for f in fed {
         let whole = !f.exists
             || forced.contains(&f.index) && requested.is_none()
@@ -435,14 +579,23 @@ async fn assess_days(
                 None => record.remove(&day.to_string()),
             };
         }
+        // The file days this run reads for its days: their rows of those days are in the table now.
+        let mut file_record: BTreeMap<String, String> =
+            if whole { BTreeMap::new() } else { f.files_published.clone().unwrap_or_default() };
+        for (file_day, fp) in &f.files_now {
+            if window(*file_day, f.tolerance).any(|d| days.contains(&d)) {
+                file_record.insert(file_day.to_string(), fp.clone());
+            }
+        }
         if whole {
             slice.whole.insert(f.index);
         }
         slice.records.insert(f.index, record);
+        slice.file_records.insert(f.index, file_record);
         if decisions.contains_key(&f.index) {
             continue;
         }
-        let decision = if f.stale.is_empty() {
+        let decision = if f.stale.is_empty() && slice.rebuilt.is_none() {
             let scope = match requested {
                 Some(r) => format!("for {}", r.describe()),
                 None => "for every day of the input".to_string(),
@@ -450,6 +603,8 @@ async fn assess_days(
             Ok(format!("up to date {scope}: every day published from the same inputs"))
         } else if !f.exists {
             Err("not published yet".to_string())
+        } else if f.stale.is_empty() {
+            Err("rebuilt from every day".to_string())
         } else {
             Err(format!("{} day(s) to replace: {}", f.stale.len(), describe_days(&f.stale)))
         };
@@ -528,6 +683,7 @@ tasks:
             files: vec![ManifestFile { path: "part-00000.parquet".into(), size: 4, rows: None }],
             fingerprint: Some(fingerprint.into()),
             slices: None,
+            file_days: None,
         };
         storage.commit_table(&write, &manifest, None).await.unwrap();
     }

@@ -331,6 +331,12 @@ pub struct RunSlice {
     /// For each load downstream of a sliced extract (by task index): the fingerprint of each day
     /// of its table once this run has committed it, recorded with the commit.
     pub records: BTreeMap<usize, BTreeMap<String, String>>,
+    /// For each such load: the fingerprint of each file day of the input its rows were read
+    /// from, recorded with the commit (a merge cannot take rows back: a file day that changed,
+    /// rather than grew, makes its table rebuilt from every day).
+    pub file_records: BTreeMap<usize, BTreeMap<String, String>>,
+    /// Why this run rebuilds from every day what a run of some days would only have updated.
+    pub rebuilt: Option<String>,
     /// Loads that replace their whole table: every day it holds is one this run replaces.
     pub whole: BTreeSet<usize>,
     /// Whether the days were decided ([`crate::resume::assess`]); until then every file is read.
@@ -338,10 +344,28 @@ pub struct RunSlice {
 }
 
 impl RunSlice {
-    /// Whether this run reads a file of a sliced extract.
-    pub fn reads(&self, template: &SliceTemplate, relative: &str) -> bool {
-        !self.decided || template.day_of(relative).is_some_and(|d| self.days.contains(&d))
+    /// Whether this run reads a file of a sliced extract: its day is within `tolerance` days of
+    /// one of the run's days (its rows may be of those days).
+    pub fn reads(&self, template: &SliceTemplate, relative: &str, tolerance: u32) -> bool {
+        !self.decided || template.day_of(relative).is_some_and(|d| self.near(d, tolerance))
     }
+
+    /// Whether one of the run's days is within `tolerance` days of `day`.
+    pub fn near(&self, day: Day, tolerance: u32) -> bool {
+        let t = tolerance as i32;
+        self.days.range(Day(day.0 - t)..=Day(day.0 + t)).next().is_some()
+    }
+
+    /// The run's days, when decided (`None`: every row is the run's).
+    pub fn kept_days(&self) -> Option<&BTreeSet<Day>> {
+        self.decided.then_some(&self.days)
+    }
+}
+
+/// The days whose rows a file of day `file_day` may hold: `tolerance` days either side.
+pub fn window(file_day: Day, tolerance: u32) -> impl Iterator<Item = Day> {
+    let t = tolerance as i32;
+    (file_day.0 - t..=file_day.0 + t).map(Day)
 }
 
 #[cfg(test)]
@@ -392,6 +416,21 @@ mod tests {
         assert_eq!(SliceRequest::range(Some("2018-11-30"), None, today).unwrap().days().len(), 3);
         assert!(SliceRequest::range(Some("2018-11-30"), Some("2018-11-01"), today).unwrap_err().contains("before"));
         assert!(SliceRequest::range(None, Some("2018-11-01"), today).is_err());
+    }
+
+    #[test]
+    fn a_run_of_a_day_reads_the_files_of_its_neighbours_and_keeps_its_own_rows() {
+        let t = SliceTemplate::parse("{year}/{month}/{year}-{month}-{day}-*.json").unwrap();
+        let day = Day::parse("2018-11-05").unwrap();
+        let slice = RunSlice { days: [day].into(), decided: true, ..RunSlice::default() };
+        let file = |d: &str| format!("2018/11/{d}-events.json");
+        assert!(slice.reads(&t, &file("2018-11-04"), 1) && slice.reads(&t, &file("2018-11-06"), 1));
+        assert!(!slice.reads(&t, &file("2018-11-07"), 1));
+        assert!(!slice.reads(&t, &file("2018-11-04"), 0) && slice.reads(&t, &file("2018-11-05"), 0));
+        assert_eq!(slice.kept_days(), Some(&[day].into()));
+        assert!(RunSlice::default().reads(&t, &file("2018-11-30"), 0), "undecided: every file");
+        let w: Vec<String> = window(day, 1).map(|d| d.to_string()).collect();
+        assert_eq!(w, ["2018-11-04", "2018-11-05", "2018-11-06"]);
     }
 
     #[test]

@@ -473,6 +473,12 @@ decode_struct! {
         /// Where the files of one day are, relative to `path`
         /// (`{year}/{month}/{year}-{month}-{day}-*.json`): runs can then be scoped to some days.
         slice_path: Option<Located<String>>,
+        /// With `slice_path`: the `timestamp_ms` column whose UTC day a row is of, whatever file
+        /// it came in.
+        slice_column: Option<Located<String>>,
+        /// With `slice_path`: how many days a row's day may be from its file's (default `1d`:
+        /// logs rotated by local time or by size hold rows of the day before or after).
+        slice_tolerance: Option<Located<DurationValue>>,
         /// What to do about source fields that are neither declared nor listed in
         /// `ignore_fields` (schema drift): `ignore` (default), `warn` or `fail`.
         on_new_fields: Option<Located<NewFields>>,

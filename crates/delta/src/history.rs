@@ -20,6 +20,7 @@ pub(crate) struct DagrunCommit {
     pub run_id: Option<String>,
     pub fingerprint: Option<String>,
     pub slices: Option<std::collections::BTreeMap<String, String>>,
+    pub file_days: Option<std::collections::BTreeMap<String, String>>,
     pub rows: Option<u64>,
     pub table: Option<String>,
 }
@@ -61,6 +62,7 @@ pub(crate) async fn latest_dagrun_commit(
             run_id: d.get("run_id").and_then(Value::as_str).map(str::to_string),
             fingerprint: d.get("fingerprint").and_then(Value::as_str).map(str::to_string),
             slices: d.get("slices").and_then(|s| serde_json::from_value(s.clone()).ok()),
+            file_days: d.get("file_days").and_then(|s| serde_json::from_value(s.clone()).ok()),
             rows: d.get("rows").and_then(Value::as_u64),
             table: d.get("table").and_then(Value::as_str).map(str::to_string),
         }));

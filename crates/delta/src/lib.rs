@@ -157,6 +157,7 @@ impl DeltaLake {
             partition_by,
             files,
             fingerprint: latest.as_ref().and_then(|c| c.fingerprint.clone()),
+            file_days: latest.as_ref().and_then(|c| c.file_days.clone()),
             slices: latest.and_then(|c| c.slices),
         };
         Ok((manifest, published))
@@ -217,6 +218,7 @@ impl DeltaLake {
                 "rows": kept_rows + added_rows,
                 "files": commit.files.len(),
                 "slices": commit.slices,
+                "file_days": commit.file_days,
             }),
         );
         let properties = CommitProperties::default().with_metadata(info);
@@ -554,6 +556,7 @@ impl DeltaTables for DeltaLake {
             partition_by: Vec::new(),
             files: Vec::new(),
             fingerprint: latest.as_ref().and_then(|c| c.fingerprint.clone()),
+            file_days: latest.as_ref().and_then(|c| c.file_days.clone()),
             slices: latest.and_then(|c| c.slices),
         }))
     }

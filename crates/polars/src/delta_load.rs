@@ -124,13 +124,19 @@ struct Scope {
     days: BTreeSet<Day>,
     whole: bool,
     record: BTreeMap<String, String>,
+    file_record: Option<BTreeMap<String, String>>,
 }
 
 impl Scope {
     fn of(plan: &dagrun_core::Plan, task_index: usize) -> Option<Scope> {
         let slice = plan.slice().filter(|s| s.decided)?;
         let record = slice.records.get(&task_index)?.clone();
-        Some(Scope { days: slice.days.clone(), whole: slice.whole.contains(&task_index), record })
+        Some(Scope {
+            days: slice.days.clone(),
+            whole: slice.whole.contains(&task_index),
+            record,
+            file_record: slice.file_records.get(&task_index).cloned(),
+        })
     }
 }
 
@@ -285,6 +291,7 @@ pub(crate) async fn run(
         retention: spec.retention,
         removing,
         slices: scope.as_ref().map(|s| s.record.clone()),
+        file_days: scope.as_ref().and_then(|s| s.file_record.clone()),
         predicate,
         base_version,
         fence: cx.fence.clone(),

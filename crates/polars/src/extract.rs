@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use dagrun_core::engine::TaskContext;
 use dagrun_core::plan::Extract;
+use dagrun_core::slice::Day;
 
 use dagrun_core::spec::JsonFormat;
 use dagrun_core::storage::{ObjectMeta, Storage, Storages};
@@ -15,6 +16,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 use tracing::{info, warn};
 
+use crate::days::DayRule;
 use crate::error::{Error, Result};
 use crate::json::{BadRecord, Batch, RecordSchema, Tally};
 use dagrun_core::units::format_size;
@@ -47,6 +49,7 @@ pub(crate) struct Carry {
     frames: Vec<DataFrame>,
     bad: Vec<BadRecord>,
     records: u64,
+    other_days: u64,
     tally: Tally,
     read: HashMap<String, Vec<u8>>,
 }
@@ -76,11 +79,24 @@ pub(crate) async fn run(
     carry: &mut Carry,
 ) -> Result<Extracted> {
     let mut files = storages.list_once(&spec.path, &spec.glob).await?;
-    // A run scoped to some days reads only their files.
+    // A run scoped to some days reads only the files that may hold their rows: those of the days
+    // and of `slice_tolerance` days around them.
+    let tolerance = spec.slice_tolerance.unwrap_or(0);
     if let (Some(template), Some(slice)) = (&spec.slice, cx.plan.slice()) {
-        files.retain(|f| slice.reads(template, &f.relative));
+        files.retain(|f| slice.reads(template, &f.relative, tolerance));
         info!(days = slice.days.len(), files = files.len(), "reading the run's days only");
     }
+    let rule: Option<Arc<DayRule>> = match (&spec.slice, &spec.slice_column) {
+        (Some(_), Some(column)) => spec.schema.iter().position(|c| &c.name == column).map(|index| {
+            Arc::new(DayRule {
+                column: index,
+                name: column.clone(),
+                tolerance,
+                keep: cx.plan.slice().and_then(|s| s.kept_days()).map(|d| Arc::new(d.clone())),
+            })
+        }),
+        _ => None,
+    };
     let mut schema = RecordSchema::new(spec.schema.clone());
     if !spec.on_new_fields.is_ignore() {
         schema = schema.tracking_drift(&spec.ignore_fields);
@@ -157,7 +173,10 @@ pub(crate) async fn run(
         cx.progress.set_message(&format!("{} of {}", format_size(bytes_read), format_size(total_bytes)));
         let schema = schema.clone();
         let format = spec.format;
-        let parsing = crate::on_workers(move || parse(&schema, format, &names, &contents));
+        let file_days: Vec<Option<Day>> =
+            batch.iter().map(|f| spec.slice.as_ref().and_then(|t| t.day_of(&f.relative))).collect();
+        let rule = rule.clone();
+        let parsing = crate::on_workers(move || parse(&schema, format, &names, &contents, &file_days, rule.as_deref()));
         let (parsed, following) = match batches.get(i + 1) {
             Some(following) => {
                 let (parsed, following) = tokio::join!(parsing, read(following, HashMap::new()));
@@ -172,6 +191,7 @@ pub(crate) async fn run(
         carry.bad.extend(parsed.bad);
         carry.tally.merge(parsed.tally);
         carry.records += parsed.seen;
+        carry.other_days += parsed.other_days;
         carry.batches_done = i + 1;
         cx.progress.inc(batch.len() as u64);
         match following {
@@ -185,6 +205,12 @@ pub(crate) async fn run(
     }
     let done = std::mem::take(carry);
     let table = crate::rechunk(stack(done.frames, &schema)?);
+    if done.other_days > 0 {
+        info!(
+            rows = done.other_days,
+            "rows of the neighbouring days' files that are of other days: left for their runs"
+        );
+    }
     Ok(Extracted { table, files: files.len(), records: done.records, bad: done.bad, tally: done.tally })
 }
 
@@ -212,14 +238,16 @@ struct Parsed {
     /// Records seen, good and bad.
     seen: u64,
     tally: Tally,
+    /// Rows of days another run replaces.
+    other_days: u64,
 }
 
 /// One unit of parallel parsing.
 enum Unit<'a> {
-    /// Whole files of JSON documents.
-    Documents(Vec<(&'a str, &'a [u8])>),
+    /// Whole files of JSON documents, with the day each holds (sliced extracts).
+    Documents(Vec<(&'a str, &'a [u8], Option<Day>)>),
     /// A run of whole lines of one JSON-lines file; `part` counts from 0 within the file.
-    Lines { file: &'a str, text: &'a [u8], part: usize },
+    Lines { file: &'a str, text: &'a [u8], part: usize, day: Option<Day> },
 }
 
 /// A file's text without the UTF-8 byte order mark some editors put first.
@@ -227,15 +255,25 @@ fn without_bom(data: &[u8]) -> &[u8] {
     data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data)
 }
 
-fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: &[Vec<u8>]) -> Result<Parsed> {
+/// Parses a batch of files; `days` holds each file's day (sliced extracts), which `rule` sorts
+/// rows by.
+fn parse(
+    schema: &RecordSchema,
+    format: JsonFormat,
+    names: &[String],
+    contents: &[Vec<u8>],
+    days: &[Option<Day>],
+    rule: Option<&DayRule>,
+) -> Result<Parsed> {
     let mut units = Vec::new();
+    let day_of = |i: usize| days.get(i).copied().flatten();
     match format {
         JsonFormat::Json => {
             let mut group = Vec::new();
             let mut size = 0;
-            for (name, data) in names.iter().zip(contents) {
+            for (i, (name, data)) in names.iter().zip(contents).enumerate() {
                 let data = without_bom(data);
-                group.push((name.as_str(), data));
+                group.push((name.as_str(), data, day_of(i)));
                 size += data.len();
                 if size >= CHUNK_BYTES || group.len() >= 2048 {
                     units.push(Unit::Documents(std::mem::take(&mut group)));
@@ -247,8 +285,9 @@ fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: 
             }
         }
         JsonFormat::JsonLines => {
-            for (name, data) in names.iter().zip(contents) {
+            for (i, (name, data)) in names.iter().zip(contents).enumerate() {
                 let data = without_bom(data);
+                let day = day_of(i);
                 let mut offset = 0;
                 let mut part = 0;
                 while offset < data.len() {
@@ -256,7 +295,7 @@ fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: 
                     if end < data.len() {
                         end = memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |p| end + p + 1);
                     }
-                    units.push(Unit::Lines { file: name, text: &data[offset..end], part });
+                    units.push(Unit::Lines { file: name, text: &data[offset..end], part, day });
                     part += 1;
                     offset = end;
                 }
@@ -272,26 +311,32 @@ fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: 
             let mut line_breaks = 0;
             match unit {
                 Unit::Documents(files) => {
-                    for (name, data) in files {
+                    for (name, data, day) in files {
+                        batch.set_file_day(rule, *day);
                         batch.push_documents(name, data);
                     }
                 }
-                Unit::Lines { file, text, .. } => line_breaks = batch.push_lines(file, text, 1),
+                Unit::Lines { file, text, day, .. } => {
+                    batch.set_file_day(rule, *day);
+                    line_breaks = batch.push_lines(file, text, 1);
+                }
             }
             let bad = std::mem::take(&mut batch.bad);
             let tally = std::mem::take(&mut batch.tally);
-            let seen = batch.seen;
+            let (seen, other_days) = (batch.seen, batch.other_days);
             let table = batch.finish().map_err(|e| Error::polars("building the table", e))?;
-            Ok((Parsed { table, bad, seen, tally }, line_breaks))
+            Ok((Parsed { table, bad, seen, tally, other_days }, line_breaks))
         })
         .collect();
     let mut frames = Vec::with_capacity(results.len());
     let mut bad = Vec::new();
     let mut seen = 0;
+    let mut other_days = 0;
     let mut tally = Tally::default();
     let mut lines_before = 0;
     for (unit, r) in units.iter().zip(results) {
-        let (Parsed { table: df, bad: mut b, seen: s, tally: mut t }, line_breaks) = r?;
+        let (Parsed { table: df, bad: mut b, seen: s, tally: mut t, other_days: o }, line_breaks) = r?;
+        other_days += o;
         if let Unit::Lines { part, .. } = unit {
             if *part == 0 {
                 lines_before = 0;
@@ -307,7 +352,7 @@ fn parse(schema: &RecordSchema, format: JsonFormat, names: &[String], contents: 
         tally.merge(t);
         seen += s;
     }
-    Ok(Parsed { table: stack(frames, schema)?, bad, seen, tally })
+    Ok(Parsed { table: stack(frames, schema)?, bad, seen, tally, other_days })
 }
 
 /// The frames one after another, their chunks kept.
@@ -337,7 +382,7 @@ mod tests {
         let names = vec!["a.json".to_string()];
         for format in [JsonFormat::Json, JsonFormat::JsonLines] {
             let contents = vec![b"\xEF\xBB\xBF{\"n\": 1}\n{\"n\": 2}".to_vec()];
-            let parsed = parse(&schema, format, &names, &contents).unwrap();
+            let parsed = parse(&schema, format, &names, &contents, &[], None).unwrap();
             assert!(parsed.bad.is_empty(), "{format:?}: {:?}", parsed.bad);
             assert_eq!(parsed.table.height(), 2, "{format:?}");
         }
@@ -355,7 +400,8 @@ mod tests {
         big.push_str("{\"n\": \"late\"}\n\n{\"n\": 1}");
         let names = vec!["a.json".to_string(), "b.json".to_string()];
         let contents = vec![big.into_bytes(), b"{\"n\": 1}\n{\"n\": oops}".to_vec()];
-        let Parsed { table: df, bad, seen, .. } = parse(&schema, JsonFormat::JsonLines, &names, &contents).unwrap();
+        let Parsed { table: df, bad, seen, .. } =
+            parse(&schema, JsonFormat::JsonLines, &names, &contents, &[], None).unwrap();
         assert_eq!(df.height() as u64, lines + 2);
         assert_eq!(seen, lines + 4);
         let found: Vec<(&str, u64)> = bad.iter().map(|b| (b.file.as_str(), b.line)).collect();

@@ -9,11 +9,13 @@ use std::borrow::Cow;
 use std::fmt;
 
 use dagrun_core::plan::Column as ColumnDecl;
+use dagrun_core::slice::Day;
 use dagrun_core::spec::ColumnType;
 use polars::prelude::*;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::days::{DayRule, Verdict};
 use crate::scan::{self, Span};
 use crate::strings::StringColumn;
 
@@ -196,9 +198,13 @@ pub(crate) struct Batch<'s> {
     unknown_names: Vec<String>,
     rows: usize,
     pub bad: Vec<BadRecord>,
-    /// Records seen (good and bad).
+    /// Records seen (good and bad), but those of days another run replaces.
     pub seen: u64,
     pub tally: Tally,
+    /// A sliced extract's rule for the day of a row, and the day of the file being parsed.
+    days: Option<(&'s DayRule, Day)>,
+    /// Rows of days another run replaces, left for it.
+    pub other_days: u64,
 }
 
 impl<'s> Batch<'s> {
@@ -228,7 +234,14 @@ impl<'s> Batch<'s> {
             bad: Vec::new(),
             seen: 0,
             tally: Tally::new(schema.columns.len()),
+            days: None,
+            other_days: 0,
         }
+    }
+
+    /// The records pushed next are of a file of `file_day`, sorted into days by `rule`.
+    pub(crate) fn set_file_day(&mut self, rule: Option<&'s DayRule>, file_day: Option<Day>) {
+        self.days = rule.zip(file_day);
     }
 
     /// Parses every non-blank line of `text` as one record; `first_line` is the line number of
@@ -353,6 +366,20 @@ impl<'s> Batch<'s> {
         self.unknown_spans = spans;
         match converted {
             Ok(cells) => {
+                if let Some((rule, file_day)) = self.days {
+                    let millis = match &cells[rule.column] {
+                        Cell::Int(ms) => Some(*ms),
+                        _ => None,
+                    };
+                    match rule.verdict(millis, file_day) {
+                        Verdict::Keep => {}
+                        Verdict::OtherDay => {
+                            self.other_days += 1;
+                            return;
+                        }
+                        Verdict::Bad(reason) => return self.quarantine(file, line, raw, reason),
+                    }
+                }
                 for (builder, cell) in self.builders.iter_mut().zip(cells) {
                     append(builder, cell);
                 }

@@ -14,6 +14,7 @@
 
 mod cache;
 mod checks;
+mod days;
 mod delta_load;
 pub mod error;
 mod extract;

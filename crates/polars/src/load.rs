@@ -394,6 +394,7 @@ async fn run_parquet(
             files,
             fingerprint,
             slices: None,
+            file_days: None,
         };
         // Before the table becomes current: every row written once, every file named once.
         manifest.check().map_err(|e| Error::Internal(format!("refusing to publish `{table_name}`: {e}")))?;

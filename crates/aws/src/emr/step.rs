@@ -67,6 +67,24 @@ pub struct ExtractStep {
     pub on_new_fields: String,
     /// Fields never reported as new.
     pub ignore_fields: Vec<String>,
+    /// A sliced extract's day rule: where a file's day is in its path (`slice_path`), the column
+    /// whose day a row is of, and how far from its file's day that may be. Rows outside it are
+    /// quarantined, as on the local engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice: Option<SliceStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// See `slice`.
+    pub slice_column: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// See `slice`.
+    pub slice_tolerance: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Where a sliced extract's files of one day are.
+pub struct SliceStep {
+    /// The `slice_path` template.
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -141,6 +159,9 @@ pub fn spec(
                 max_bad_records: e.max_bad_records,
                 on_new_fields: e.on_new_fields.to_string(),
                 ignore_fields: e.ignore_fields.clone(),
+                slice: e.slice.as_ref().map(|t| SliceStep { text: t.text.clone() }),
+                slice_column: e.slice_column.clone(),
+                slice_tolerance: e.slice_tolerance,
             });
             spec.output = Some(table_location(&tables_root, task.id()));
             spec.quarantine = Some(plan.quarantine_path(run_id, task.id()));

@@ -33,9 +33,9 @@ use crate::plan::{
 };
 use crate::retry::RetryPolicy;
 use crate::spec::{
-    ChartKind, CheckKindSpec, CheckSeverity, Compression, DefaultsSpec, EnginesSpec, LoadMode, LoadSpec, NewFields,
-    PipelineSpec, ReportQuerySpec, RetrySpec, S3Spec, ServerSideEncryption, StorageClass, TableFormat, TaskParams,
-    TaskSpec,
+    ChartKind, CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, EnginesSpec, ExtractSpec, LoadMode,
+    LoadSpec, NewFields, PipelineSpec, ReportQuerySpec, RetrySpec, S3Spec, ServerSideEncryption, StorageClass,
+    TableFormat, TaskParams, TaskSpec,
 };
 use crate::sql;
 use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
@@ -770,6 +770,7 @@ impl Builder<'_> {
                         None
                     }
                 });
+                let (slice_column, slice_tolerance) = self.slice_rule(e, &schema);
                 let mut ignore_fields: Vec<String> = Vec::new();
                 for field in e.ignore_fields.iter().flat_map(|f| &f.0) {
                     if let Some(column) = schema.iter().find(|c| c.from == field.value) {
@@ -793,6 +794,8 @@ impl Builder<'_> {
                     schema,
                     max_bad_records: e.max_bad_records.as_ref().map_or(0, |m| m.value),
                     slice,
+                    slice_column,
+                    slice_tolerance,
                     on_new_fields: e.on_new_fields.as_ref().map_or(NewFields::Ignore, |p| p.value),
                     ignore_fields,
                 }))
@@ -991,6 +994,62 @@ impl Builder<'_> {
         }
     }
 
+    /// A sliced extract's day rule: the column whose UTC day a row is of, and how many days from
+    /// its file's day it may be (default 1).
+    fn slice_rule(&mut self, e: &ExtractSpec, schema: &[Column]) -> (Option<String>, Option<u32>) {
+        let column = match (&e.slice_path, &e.slice_column) {
+            (Some(_), Some(c)) => match schema.iter().find(|s| s.name == c.value) {
+                Some(s) if s.ty == ColumnType::TimestampMs => Some(c.value.clone()),
+                Some(s) => {
+                    self.error(
+                        c.pos,
+                        format!("`slice_column` `{}` is of type {}: it must be a timestamp_ms column", c.value, s.ty),
+                    );
+                    None
+                }
+                None => {
+                    let hint = suggestion(&c.value, schema.iter().map(|s| s.name.as_str()));
+                    self.error(c.pos, format!("`slice_column` `{}` is not a column of the schema", c.value)).hint =
+                        hint;
+                    None
+                }
+            },
+            (Some(p), None) => {
+                self.error(
+                    p.pos,
+                    "`slice_path` needs `slice_column`: the timestamp_ms column whose UTC day a row is of \
+                     (a run of a day keeps that day's rows, from whichever file they came in)",
+                )
+                .hint = Some("e.g. `slice_column: start_time`".into());
+                None
+            }
+            (None, Some(c)) => {
+                self.error(c.pos, "`slice_column` needs `slice_path`: where the files of one day are");
+                None
+            }
+            (None, None) => None,
+        };
+        let tolerance = match (&e.slice_path, &e.slice_tolerance) {
+            (Some(_), Some(t)) => {
+                let secs = t.value.0.as_secs_f64();
+                let days = secs / 86_400.0;
+                if days.fract() != 0.0 || days > 31.0 {
+                    self.error(t.pos, "`slice_tolerance` is whole days, at most 31: e.g. 0d, 1d or 2d");
+                    None
+                } else {
+                    Some(days as u32)
+                }
+            }
+            (Some(_), None) => Some(1),
+            (None, Some(t)) => {
+                self.error(t.pos, "`slice_tolerance` needs `slice_path`");
+                None
+            }
+            (None, None) => None,
+        };
+        (column, tolerance)
+    }
+
     fn check_path(&mut self, path: &Located<String>, key: &str) {
         if path.trim().is_empty() {
             self.error(path.pos, format!("`{key}` is empty"));
@@ -998,6 +1057,15 @@ impl Builder<'_> {
             && rest.split('/').next().is_none_or(str::is_empty)
         {
             self.error(path.pos, format!("`{}` names no bucket: expected s3://bucket/prefix", path.value));
+        } else if let Some(rest) = path.strip_prefix("s3://")
+            && let Some(segment) = rest.trim_end_matches('/').split('/').skip(1).find(|s| matches!(*s, "" | "." | ".."))
+        {
+            let shown = if segment.is_empty() { "an empty segment (`//`)".to_string() } else { format!("`{segment}`") };
+            self.error(
+                path.pos,
+                format!("`{}` holds {shown}: S3 keys are literal, so it is not a folder step there", path.value),
+            )
+            .hint = Some("write the prefix as S3 stores it, without `.`, `..` or `//`".into());
         } else if path.contains("://") && !path.starts_with("s3://") {
             let scheme = path.split("://").next().unwrap_or("");
             self.error(path.pos, format!("unsupported scheme `{scheme}://` in `{}`", path.value)).hint =

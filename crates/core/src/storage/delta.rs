@@ -103,6 +103,8 @@ pub struct DeltaCommit {
     pub removing: Removing,
     /// The table's day fingerprints after this commit, when a sliced extract feeds it.
     pub slices: Option<std::collections::BTreeMap<String, String>>,
+    /// The fingerprints of the input's file days its rows were read from, likewise.
+    pub file_days: Option<std::collections::BTreeMap<String, String>>,
     /// What the commit replaces, in words, for the log's `operationParameters` (`start_time on
     /// 2018-11-05`).
     pub predicate: Option<String>,

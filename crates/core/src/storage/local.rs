@@ -865,9 +865,14 @@ fn check_local(path: &Path, write: bool) -> Result<String, String> {
     loop {
         match std::fs::metadata(&probe) {
             Ok(m) if m.is_dir() => {
-                // Staging goes beside a table, in its parent: probe there when the table exists.
-                let folder = if probe == path { path.parent().filter(|p| p.is_dir()).unwrap_or(path) } else { &probe };
-                probe_write(folder)?;
+                // A folder that exists is written into (a Delta table's files and log, run
+                // records), and staging goes beside a table, in its parent: both are probed.
+                probe_write(&probe)?;
+                if probe == path
+                    && let Some(parent) = path.parent().filter(|p| p.is_dir())
+                {
+                    probe_write(parent)?;
+                }
                 return if probe == path {
                     Ok("folder exists and is writable".into())
                 } else {
@@ -1041,6 +1046,7 @@ mod tests {
             files: files.iter().map(|(p, s)| ManifestFile { path: p.to_string(), size: *s, rows: None }).collect(),
             fingerprint: None,
             slices: None,
+            file_days: None,
         }
     }
 

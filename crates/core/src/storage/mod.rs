@@ -268,6 +268,10 @@ pub struct TableManifest {
     /// from (`2018-11-05` -> fingerprint). See `crate::slice`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slices: Option<std::collections::BTreeMap<String, String>>,
+    /// For such a table: the fingerprint of each file day of the input its rows were read from
+    /// (`2018-11-05` -> fingerprint), to tell a changed day's input from one that only grew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_days: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
