@@ -317,7 +317,8 @@ fn answers_read_tables_from_memory_then_from_one_cached_file_not_from_thousands(
     assert!(first.stderr.contains("answers read the table this run published, from memory"), "{}", first.stderr);
     assert!(!first.stderr.contains("answers read the table's files"), "{}", first.stderr);
     let cache = out.join("_dagrun/_cache/answers");
-    assert_eq!(std::fs::read_to_string(cache.join("songs.version")).unwrap(), "v0");
+    let cached = std::fs::read_to_string(cache.join("songs.version")).unwrap();
+    assert!(cached.starts_with("v0 by run "), "{cached}");
     assert!(cache.join("songs.parquet").exists());
 
     // A new day only: songs is up to date, and comes from the cache's one file.
@@ -346,4 +347,47 @@ fn answers_read_tables_from_memory_then_from_one_cached_file_not_from_thousands(
         html[start..end].to_string()
     };
     assert_eq!(answers(&kept), answers(&fresh));
+}
+
+#[test]
+fn a_run_of_some_tasks_answers_from_every_published_table_and_as_of_names_a_version_that_is_not_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    run_sparkify(&sample(), &lake, &["-q"]).expect(0);
+    // Only artists: the other tables stay as published, and the answers read them all.
+    run_sparkify(&sample(), &lake, &["-q", "--only", "load_artists", "--force=load_artists"]).expect(0);
+    let (path, rec) = record(&lake);
+    assert_eq!(rec["versions"]["songplays"], 0, "{}", rec["versions"]);
+    let items = rec["answers"]["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    for item in items {
+        assert!(item["error"].is_null(), "{item}");
+        assert!(!item["rows"].as_array().unwrap().is_empty(), "{item}");
+    }
+    let out = tmp.path().join("r.html");
+    let bad =
+        run(&["report", path.to_str().unwrap(), "--as-of", "songplays=99", "-o", out.to_str().unwrap()]).expect(2);
+    assert!(bad.stderr.contains("table `songplays` has versions 0 to 0"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("there is no version 99") && !bad.stderr.contains("corrupt"), "{}", bad.stderr);
+    run(&["report", path.to_str().unwrap(), "--as-of", "songplays=0", "-o", out.to_str().unwrap()]).expect(0);
+}
+
+#[test]
+fn answers_are_not_carried_over_to_tables_made_again_from_other_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    run_sparkify(&sample(), &lake, &["-q"]).expect(0);
+    let (_, first) = record(&lake);
+    // The tables are deleted and made again from other input: version 0 again, other rows.
+    for table in TABLES {
+        std::fs::remove_dir_all(lake.join(table)).unwrap();
+    }
+    let other = tmp.path().join("other");
+    run(&["generate", "--out", other.to_str().unwrap(), "--songs", "60", "--events", "800", "--seed", "9"]).expect(0);
+    let run = run_sparkify(&other, &lake, &["-q"]).expect(0);
+    assert!(!run.stderr.contains("carried from run"), "{}", run.stderr);
+    let (_, second) = record(&lake);
+    assert!(second["answers"]["carried_from"].is_null(), "{}", second["answers"]);
+    assert_ne!(first["answers"]["items"], second["answers"]["items"], "the answers are the new data's");
+    assert_eq!(second["versions"]["songplays"], 0);
 }

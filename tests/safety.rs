@@ -605,7 +605,15 @@ fn validate_env_probes_an_existing_runs_folder_and_table_folder_themselves() {
 }
 
 #[test]
-fn s3_paths_with_dot_segments_and_dagruns_own_names_as_run_ids_are_refused() {
+fn s3_paths_with_dot_segments_an_empty_output_and_dagruns_own_names_as_run_ids_are_refused() {
+    // An empty `output` would put the tables and the runs folder at the file system's root.
+    let empty = run(&["validate", sparkify().to_str().unwrap(), "--set", "output="]).expect(2);
+    assert!(
+        empty.stderr.contains("`${output}` is empty, so load `load_songs` writes /songs, at the file system's root"),
+        "{}",
+        empty.stderr
+    );
+    assert!(empty.stderr.contains("the runs folder would be /_dagrun"), "{}", empty.stderr);
     for output in ["s3://lake/in/../star", "s3://lake/./star", "s3://lake//star"] {
         let run = run(&["validate", sparkify().to_str().unwrap(), "--set", &format!("output={output}")]).expect(2);
         assert!(

@@ -143,3 +143,43 @@ fn a_variable_declared_secret_false_shows_the_environment_value_it_holds() {
     .expect(0);
     assert!(run.stdout.contains("bucket=lake-bucket-public"), "{}", run.stdout);
 }
+
+#[test]
+fn keys_from_a_shared_credentials_file_never_appear_even_in_the_sdks_trace() {
+    if !runtimes(&[Runtime::Moto]) {
+        return;
+    }
+    let moto = Moto::start();
+    moto.upload(&sample(), "udacity-dend", "sample");
+    moto.control("bucket", serde_json::json!({"bucket": "lake"}));
+    let tmp = tempfile::tempdir().unwrap();
+    let (key_id, secret) = ("AKIAFILEKEYQ7TESTX9", "file-secret-Vb73qN/never-printed");
+    let credentials = tmp.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        format!("[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    let mut cmd = moto.dagrun();
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials);
+    let pipeline = sparkify();
+    let run = Run::from(
+        cmd.args([
+            pipeline.to_str().unwrap(),
+            "--set",
+            "input=s3://udacity-dend/sample",
+            "--set",
+            "output=s3://lake/star",
+        ])
+        .args(["-vv", "--only", "load_artists"])
+        .output()
+        .unwrap(),
+    )
+    .expect(0);
+    let printed = format!("{}{}", run.stdout, run.stderr);
+    // The SDK's trace shows the credentials it loaded from the file (their key id in clear).
+    assert!(printed.contains("access_key_id: \"***\""), "the SDK's trace names the file's key: {printed:.3000}");
+    assert!(!printed.contains(key_id) && !printed.contains(secret), "a key from the file leaked:\n{printed:.3000}");
+}

@@ -474,6 +474,17 @@ async fn delta_versions(
             Err(e) => warn!("could not read the version of {}: {e}", load.path),
         }
     }
+    // The tables of loads a run of some tasks (`--only`) did not keep, as they are.
+    for (table, path) in plan.lake_tables() {
+        if out.contains_key(table)
+            || plan.tasks().iter().any(|t| matches!(t.action(), Action::Load(l) if &l.table == table))
+        {
+            continue;
+        }
+        if let Ok(Some(version)) = delta.latest_version(path).await {
+            out.insert(table.clone(), version);
+        }
+    }
     out
 }
 
@@ -732,6 +743,28 @@ pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
                 "error: --as-of names `{table}`, which this run did not publish (its tables: {})",
                 known.join(", ")
             )));
+        }
+        // A version the table never had is said as such (not as a log that cannot be read).
+        let path = &record.tables[table];
+        let latest = match storages.delta(path) {
+            Ok(delta) => {
+                delta.latest_version(path).await.map_err(|e| Exit { code: 1, message: format!("error: {e}") })?
+            }
+            Err(e) => return Err(Exit { code: 1, message: format!("error: {e}") }),
+        };
+        match latest {
+            None => {
+                return Err(Exit::config(format!(
+                    "error: --as-of {table}={version}: {path} is not a Delta table (it has no _delta_log with commits)"
+                )));
+            }
+            Some(latest) if *version > latest => {
+                return Err(Exit::config(format!(
+                    "error: --as-of {table}={version}: table `{table}` has versions 0 to {latest} ({path}); there is no \
+                     version {version}"
+                )));
+            }
+            Some(_) => {}
         }
         record.versions.insert(table.clone(), *version);
     }

@@ -41,6 +41,7 @@ fn man_page() -> Result<u8, Exit> {
 fn main() -> ExitCode {
     alloc::init();
     dagrun_core::redact::register_aws_environment();
+    dagrun_core::redact::register_aws_files();
     let cli = Cli::parse_from(cli::hoist_global_flags(std::env::args_os()));
     let threads = match &cli.command {
         Some(Command::Run(args)) => args.threads,

@@ -42,7 +42,12 @@ pub(crate) async fn compute_answers(
     for name in &referenced {
         let Some(path) = record.tables.get(name) else { continue };
         let label = match record.versions.get(name) {
-            Some(v) => format!("v{v}"),
+            // A version number alone names no data: a table deleted and made again from other
+            // input starts at v0 again. The run that made its last load tells them apart.
+            Some(v) => match table_maker(storages, path).await {
+                Some(run) => format!("v{v} by run {run}"),
+                None => format!("v{v}"),
+            },
             None => match table_run(storages, path).await {
                 Some(run) => format!("run {run}"),
                 None => "unreadable".to_string(),
@@ -72,6 +77,12 @@ pub(crate) async fn compute_answers(
         not_computed: None,
         items,
     })
+}
+
+/// The run whose load made a Delta table's latest version, from that commit alone.
+async fn table_maker(storages: &Storages, path: &str) -> Option<String> {
+    let delta = storages.delta(path).ok()?;
+    delta.last_load(path).await.ok().flatten().map(|m| m.run_id).filter(|r| !r.is_empty())
 }
 
 /// The run that published a Parquet-convention table, from its manifest.

@@ -57,6 +57,9 @@ pub struct Plan {
     /// The days of the sliced extracts this run reads, once decided (see [`crate::slice`]);
     /// `None` when no extract declares `slice_path`.
     pub(crate) slice: Option<RunSlice>,
+    /// Every table the pipeline publishes (table -> path), whichever tasks `--only` kept: the
+    /// report's answers read them all.
+    pub(crate) lake_tables: std::collections::BTreeMap<String, String>,
 }
 
 /// Each node's wave in a DAG given as each node's dependencies: the number of links of its longest
@@ -607,6 +610,11 @@ impl Plan {
         }
         // In the order of the places they name, whatever their spelling: every run takes them so.
         seen.into_values().collect()
+    }
+
+    /// Every table the pipeline publishes (table -> path), whichever tasks `--only` kept.
+    pub fn lake_tables(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.lake_tables
     }
 
     /// Every folder or prefix the plan reads or writes, in plan order.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::executor::{RunReport, TaskState};
-use crate::plan::{Action, Plan, ReportQuery, S3Settings};
+use crate::plan::{Plan, ReportQuery, S3Settings};
 
 /// How a run ended, as its record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,14 +160,9 @@ impl RunRecord {
         } else {
             Outcome::Failed
         };
-        let tables = plan
-            .tasks
-            .iter()
-            .filter_map(|t| match &t.action {
-                Action::Load(l) => Some((l.table.clone(), l.path.clone())),
-                _ => None,
-            })
-            .collect();
+        // Every table of the pipeline, also those a run of some tasks (`--only`) left as they
+        // were: the report's answers read them all.
+        let tables = plan.lake_tables.clone();
         Self {
             format: 1,
             dagrun_version: env!("CARGO_PKG_VERSION").to_string(),

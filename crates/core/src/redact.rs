@@ -48,6 +48,37 @@ pub fn register_aws_environment() {
     }
 }
 
+/// Registers the keys in the AWS shared credentials and config files (`AWS_SHARED_CREDENTIALS_FILE`
+/// or `~/.aws/credentials`, `AWS_CONFIG_FILE` or `~/.aws/config`): the SDK's trace logs can name a
+/// profile's key before the credentials chain hands it over, so they are hidden from the start.
+pub fn register_aws_files() {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let file = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws").join(default)))
+    };
+    for path in
+        [file("AWS_SHARED_CREDENTIALS_FILE", "credentials"), file("AWS_CONFIG_FILE", "config")].into_iter().flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for value in aws_file_secrets(&text) {
+                register(value);
+            }
+        }
+    }
+}
+
+/// The values of the keys an AWS shared file holds secrets in.
+fn aws_file_secrets(text: &str) -> impl Iterator<Item = &str> {
+    const KEYS: [&str; 4] = ["aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_security_token"];
+    text.lines().filter_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        let key = key.trim().to_ascii_lowercase();
+        KEYS.contains(&key.as_str()).then(|| value.trim()).filter(|v| !v.is_empty())
+    })
+}
+
 /// Whether any secret is registered.
 pub fn any() -> bool {
     !SECRETS.read().unwrap_or_else(|e| e.into_inner()).is_empty()
@@ -117,6 +148,13 @@ fn html_escaped(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_keys_of_aws_shared_files_are_found() {
+        let text = "[default]\naws_access_key_id = AKIAFILE1234\nAWS_Secret_Access_Key=s3cr3t/x\nregion = eu-west-1\n\
+                    [profile x]\naws_session_token =tok\n";
+        assert_eq!(aws_file_secrets(text).collect::<Vec<_>>(), ["AKIAFILE1234", "s3cr3t/x", "tok"]);
+    }
 
     #[test]
     fn registered_values_are_hidden_in_plain_json_and_html_forms_and_short_ones_are_not() {

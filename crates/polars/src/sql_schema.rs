@@ -24,10 +24,12 @@ impl SchemaOracle for PolarsSchemas {
         self.tables.insert(table.to_string(), DataFrame::empty_with_schema(&schema));
     }
 
-    fn plan(&mut self, sql: &str, keep_as: Option<&str>) -> Result<Vec<String>, String> {
+    fn plan(&mut self, sql: &str, tables: &[String], keep_as: Option<&str>) -> Result<Vec<String>, String> {
         let mut cx = SQLContext::new();
-        for (name, df) in &self.tables {
-            cx.register(name, df.clone().lazy());
+        for name in tables {
+            if let Some(df) = self.tables.get(name) {
+                cx.register(name, df.clone().lazy());
+            }
         }
         let df = cx.execute(sql).and_then(|lf| lf.collect()).map_err(|e| e.to_string())?;
         let columns = df.get_column_names().iter().map(|c| c.to_string()).collect();
@@ -54,10 +56,12 @@ mod tests {
         let mut oracle = PolarsSchemas::default();
         let decl = |name: &str, ty| ColumnDecl { name: name.into(), ty, from: name.into() };
         oracle.declare("events", &[decl("ts", ColumnType::TimestampMs), decl("page", ColumnType::String)]);
-        let columns = oracle.plan("SELECT page, COUNT(*) AS n FROM events GROUP BY page", Some("pages")).unwrap();
+        let events = ["events".to_string()];
+        let columns =
+            oracle.plan("SELECT page, COUNT(*) AS n FROM events GROUP BY page", &events, Some("pages")).unwrap();
         assert_eq!(columns, vec!["page", "n"]);
-        assert_eq!(oracle.plan("SELECT n FROM pages", None).unwrap(), vec!["n"]);
-        let err = oracle.plan("SELECT pgae FROM events", None).unwrap_err();
+        assert_eq!(oracle.plan("SELECT n FROM pages", &["pages".to_string()], None).unwrap(), vec!["n"]);
+        let err = oracle.plan("SELECT pgae FROM events", &events, None).unwrap_err();
         assert!(err.contains("pgae"), "{err}");
     }
 }

@@ -25,9 +25,11 @@ pub trait SchemaOracle {
     /// Adds a table with the declared columns (an extract's schema).
     fn declare(&mut self, table: &str, columns: &[Column]);
 
-    /// Plans `sql` over the tables so far, and with `keep_as`, keeps its result as a table of
-    /// that name. Returns the result's column names, or what the engine said (first line first).
-    fn plan(&mut self, sql: &str, keep_as: Option<&str>) -> Result<Vec<String>, String>;
+    /// Plans `sql` over `tables` (those it reads, declared or kept so far), and with `keep_as`,
+    /// keeps its result as a table of that name. Returns the result's column names, or what the
+    /// engine said (first line first). Only the tables read are given to the engine, so that
+    /// checking a pipeline of many tasks stays near-linear.
+    fn plan(&mut self, sql: &str, tables: &[String], keep_as: Option<&str>) -> Result<Vec<String>, String>;
 }
 
 /// Makes a fresh [`SchemaOracle`] for one compile ([`super::PlanOptions::schema_check`]).
@@ -59,7 +61,7 @@ impl Builder<'_> {
                     if !t.tables.iter().all(|n| columns.contains_key(n)) {
                         continue;
                     }
-                    match oracle.plan(&t.sql, Some(&task.id)) {
+                    match oracle.plan(&t.sql, &t.tables, Some(&task.id)) {
                         Ok(cols) => {
                             columns.insert(task.id.clone(), cols);
                         }
@@ -87,7 +89,7 @@ impl Builder<'_> {
                             CheckKindSpec::Sql(query) => {
                                 let tables = sql::referenced_tables(query).unwrap_or_default();
                                 if tables.iter().all(|n| columns.contains_key(n))
-                                    && let Err(message) = oracle.plan(query, None)
+                                    && let Err(message) = oracle.plan(query, &tables, None)
                                 {
                                     let what = format!("the SQL check of task `{}`", task.id);
                                     self.sql_problem(task, query, &what, &message, &tables, &columns);
@@ -113,7 +115,7 @@ impl Builder<'_> {
             if !tables.iter().all(|n| columns.contains_key(n)) {
                 continue;
             }
-            if let Err(message) = oracle.plan(&q.sql, None) {
+            if let Err(message) = oracle.plan(&q.sql, &tables, None) {
                 let (pos, hint) = self.locate_problem(&q.sql, &message, &tables, &columns);
                 let mut d = Diagnostic::warning(
                     pos,

@@ -553,8 +553,17 @@ impl Builder<'_> {
                 b.max_usd.value.max(0.0)
             }),
             slice: None,
+            lake_tables: Default::default(),
         }
         .indexed();
+        plan.lake_tables = plan
+            .tasks
+            .iter()
+            .filter_map(|t| match &t.action {
+                Action::Load(l) => Some((l.table.clone(), l.path.clone())),
+                _ => None,
+            })
+            .collect();
         if plan.tasks.iter().any(|t| matches!(&t.action, Action::Extract(e) if e.slice.is_some())) {
             plan.slice = Some(crate::slice::RunSlice::default());
         }
