@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -448,4 +449,71 @@ pub(crate) fn runtimes(needs: &[Runtime]) -> bool {
         }
     }
     true
+}
+
+/// A pipeline whose run blocks reading a FIFO (`in/stuck.json`) until a test feeds it: a run
+/// that is alive and holds the lake for as long as a test needs.
+pub(crate) const BLOCKED: &str = r#"name: blocked
+vars: {input: in, output: out}
+tasks:
+  - id: events
+    kind: extract
+    path: ${input}
+    format: jsonl
+    schema: {ts: int}
+  - id: load
+    kind: load
+    depends_on: [events]
+    table: events
+    path: ${output}/events
+"#;
+
+/// A run of [`BLOCKED`] in `dir` stuck reading a FIFO, started and waited for until it reads.
+pub(crate) struct Stuck {
+    pub(crate) child: std::process::Child,
+    fifo: PathBuf,
+    stderr: BufReader<std::process::ChildStderr>,
+}
+
+impl Stuck {
+    pub(crate) fn start(dir: &Path, extra: &[&str]) -> Stuck {
+        let p = pipeline(dir, "blocked.yaml", BLOCKED);
+        let fifo = dir.join("in/stuck.json");
+        if !fifo.exists() {
+            fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+            let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        }
+        let mut child = dagrun()
+            .current_dir(dir)
+            .arg(p.to_str().unwrap())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "dagrun ended early: {seen}");
+            seen.push_str(&line);
+            if line.contains("events: reading") {
+                break;
+            }
+        }
+        Stuck { child, fifo, stderr }
+    }
+
+    /// Feeds the FIFO one record, so the run finishes.
+    pub(crate) fn release(mut self) -> Run {
+        let mut w = fs::OpenOptions::new().write(true).open(&self.fifo).unwrap();
+        w.write_all(b"{\"ts\": 1}\n").unwrap();
+        drop(w);
+        let output = self.child.wait_with_output().unwrap();
+        let mut run = Run::from(output);
+        std::io::Read::read_to_string(&mut self.stderr, &mut run.stderr).unwrap();
+        run
+    }
 }
