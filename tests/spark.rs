@@ -132,7 +132,7 @@ fn globs_match_the_same_files_on_both_engines() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let spark: Vec<Vec<bool>> = serde_json::from_slice(&out.stdout).unwrap();
     for (glob, on_spark) in globs.iter().zip(spark) {
-        let matcher = dagrun_core::storage::compile_glob(glob).unwrap();
+        let matcher = dagrun_core::path::compile_glob(glob).unwrap();
         let local: Vec<bool> = paths.iter().map(|p| matcher.is_match(p)).collect();
         let differ: Vec<&str> =
             paths.iter().zip(local.iter().zip(&on_spark)).filter(|(_, (a, b))| a != b).map(|(p, _)| *p).collect();

@@ -9,6 +9,7 @@ mod emr;
 mod fencing;
 mod iam;
 mod incremental;
+mod layers;
 mod publish;
 mod records;
 mod resume;

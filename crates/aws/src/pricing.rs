@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_pricing::error::DisplayErrorContext;
 use aws_sdk_pricing::types::{Filter, FilterType};
-use dagrun_core::cost::InstancePrice;
+use dagrun_core::emr::InstancePrice;
 
 /// The Price List API answers in us-east-1 (also eu-central-1 and ap-south-1).
 const API_REGION: &str = "us-east-1";

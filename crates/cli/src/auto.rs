@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use dagrun_core::auto::{AUTO, AutoChoice, InputSize, Machine, choose};
 use dagrun_core::emr::DEFAULT_AUTO_MAX_LOCAL;
+use dagrun_core::path::{compile_glob, is_s3};
 use dagrun_core::plan::{Action, Plan};
-use dagrun_core::storage::{Storages, compile_glob, is_s3};
+use dagrun_core::storage::Storages;
 
-use crate::commands::Exit;
+use crate::exit::Exit;
 
 /// The memory this process may use: the cgroup's limit (v2, then v1) or the physical memory.
 fn memory() -> u64 {
@@ -43,11 +44,10 @@ pub(crate) async fn resolve(plan: &mut Plan, storages: &Storages) -> Result<Vec<
     let mut sizes: BTreeMap<usize, InputSize> = BTreeMap::new();
     for task in plan.tasks() {
         let Action::Extract(e) = task.action() else { continue };
-        let storage = storages.for_path(&e.path).map_err(|err| Exit { code: 1, message: format!("error: {err}") })?;
-        let glob = compile_glob(&e.glob).map_err(|err| Exit { code: 1, message: format!("error: {err}") })?;
-        let listed = storage.list(&e.path, &glob).await.map_err(|err| Exit {
-            code: 1,
-            message: format!("error: listing the input of `{}` to choose its engine: {err}", task.id()),
+        let storage = storages.for_path(&e.path).map_err(|err| Exit::failed(format!("error: {err}")))?;
+        let glob = compile_glob(&e.glob).map_err(|err| Exit::failed(format!("error: {err}")))?;
+        let listed = storage.list(&e.path, &glob).await.map_err(|err| {
+            Exit::failed(format!("error: listing the input of `{}` to choose its engine: {err}", task.id()))
         })?;
         let files = listed.len() as u64;
         sizes.insert(

@@ -10,7 +10,7 @@ use dagrun_core::engine::{Engines, Exchange};
 use dagrun_core::plan::{Plan, S3Settings};
 use dagrun_core::storage::{Storage, Storages};
 
-use crate::commands::Exit;
+use crate::exit::Exit;
 
 /// Every engine the file format knows, whether or not this build carries it.
 pub(crate) const KNOWN_ENGINES: &[&str] = &["local", "emr"];
@@ -175,7 +175,7 @@ pub(crate) async fn engines(
         options.extract_cache = extract_cache;
         options.kept = kept.tables.clone();
         let local = dagrun_polars::LocalEngine::new(storages.clone(), options)
-            .map_err(|e| Exit { code: 1, message: e.to_string() })?
+            .map_err(|e| Exit::failed(e.to_string()))?
             .with_exchange(exchange.clone());
         let local = Arc::new(local);
         (engines.with(local.clone()), local)

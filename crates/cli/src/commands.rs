@@ -23,22 +23,11 @@ use dagrun_core::vars::VarInputs;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::auto::{describe, resolve};
 use crate::cli::{GraphArgs, GraphFormatArg, HistoryArgs, LakeArgs, ReportArgs, RunArgs, SpillAbove, ValidateArgs};
+use crate::exit::{Code, Exit};
 use crate::ui::{ProgressObserver, Terminal};
-use crate::{EXIT_CONFIG, EXIT_INTERRUPTED};
 use crate::{build, records, render, report};
-
-/// A failure that ends the command with a documented exit code and a message.
-pub(crate) struct Exit {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Exit {
-    pub(crate) fn config(message: impl Into<String>) -> Self {
-        Self { code: EXIT_CONFIG, message: message.into() }
-    }
-}
 
 /// What validation knows: every engine the file format has (a lean build still validates them),
 /// and the folder in which the local engine would spill.
@@ -80,7 +69,7 @@ pub(crate) async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
         count(plan.waves().len() as u64, "wave")
     ));
     if !args.env {
-        return Ok(0);
+        return Ok(Code::Ok.into());
     }
     // The environment: can every folder or bucket be read or written as the plan needs?
     let storages = build::storages(&plan).await;
@@ -98,7 +87,7 @@ pub(crate) async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
     }
     let mut failed = 0;
     for (path, write, users) in checks {
-        let storage = storages.for_path(&path).map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+        let storage = storages.for_path(&path).map_err(|e| Exit::failed(format!("error: {e}")))?;
         let check = storage.check_access(&path, write).await;
         let mode = if write { "write" } else { "read" };
         let mark = if check.ok { "ok  " } else { "FAIL" };
@@ -111,7 +100,7 @@ pub(crate) async fn validate(args: &ValidateArgs) -> Result<u8, Exit> {
         eprintln!("error: {failed} of the pipeline's paths cannot be used as needed");
         return Ok(1);
     }
-    Ok(0)
+    Ok(Code::Ok.into())
 }
 
 pub(crate) fn graph(args: &GraphArgs) -> Result<(), Exit> {
@@ -150,7 +139,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     // Before anything else happens: from here on Ctrl-C and SIGTERM cancel the run (and let it
     // clean up) instead of killing the process.
     let cancel = CancellationToken::new();
-    let signals = Signals::install().map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+    let signals = Signals::install().map_err(|e| Exit::failed(format!("error: {e}")))?;
     tokio::spawn(watch_signals(signals, cancel.clone()));
 
     let Some(path) = &args.pipeline else {
@@ -178,9 +167,9 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     let force = force_of(&args.force, &plan)?;
     let storages = build::storages(&plan).await;
     // `engine: auto`: decided now, from listings, before engines are built for the plan.
-    let choices = crate::auto::resolve(&mut plan, &storages).await?;
+    let choices = resolve(&mut plan, &storages).await?;
     if !choices.is_empty() && !args.dry_run {
-        print_stdout(&crate::auto::describe(&choices));
+        print_stdout(&describe(&choices));
     }
     let spill_above = args.spill_above.map(|s| match s {
         SpillAbove::Bytes(n) => Some(n),
@@ -226,7 +215,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
             options.expected = records::last_durations(&plan, &storages).await;
         }
         let walk = dagrun_core::dry_run::walk(Arc::new(plan.clone()), build::KNOWN_ENGINES, &options);
-        print_stdout(&crate::auto::describe(&choices));
+        print_stdout(&describe(&choices));
         print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness, &walk));
         if let Some(price) = engines.get("emr").and_then(|e| e.price()) {
             let (history, none) = match &unreachable {
@@ -235,7 +224,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
             };
             print_stdout(&render::emr_estimate(&price, history.as_ref(), none));
         }
-        return Ok(0);
+        return Ok(Code::Ok.into());
     }
 
     let mut options = ExecutorOptions::new(args.run_id.clone().unwrap_or_else(run_id));
@@ -244,15 +233,12 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
 
     build::check_engines(&plan)?;
     if cancel.is_cancelled() {
-        return Err(Exit {
-            code: EXIT_INTERRUPTED,
-            message: "interrupted before the run started: nothing was written".into(),
-        });
+        return Err(Exit::interrupted("interrupted before the run started: nothing was written"));
     }
     // One writing run per lake: nothing is written before the lease is ours.
     let mut places = Vec::new();
     for path in plan.lease_paths() {
-        let storage = storages.for_path(&path).map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+        let storage = storages.for_path(&path).map_err(|e| Exit::failed(format!("error: {e}")))?;
         places.push(LeasePlace { path, storage: storage.clone() });
     }
     let me = Holder::this_process(&options.run_id, &options.instance, plan.name());
@@ -264,10 +250,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     let lease = match Lease::acquire(places, me, &lease_options, &cancel).await {
         Ok(lease) => lease,
         Err(LeaseError::Cancelled(_)) => {
-            return Err(Exit {
-                code: EXIT_INTERRUPTED,
-                message: "interrupted while waiting for the lake's lease".into(),
-            });
+            return Err(Exit::interrupted("interrupted while waiting for the lake's lease"));
         }
         Err(e @ LeaseError::Held { .. }) => {
             let advice = match &e {
@@ -276,9 +259,9 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
                 }
                 _ => "nothing was written; wait for it with --wait-for-lock DURATION, or, if that run is dead, run again once its lease expires".into(),
             };
-            return Err(Exit { code: 1, message: format!("error: {e}\n  = {advice}") });
+            return Err(Exit::failed(format!("error: {e}\n  = {advice}")));
         }
-        Err(e) => return Err(Exit { code: 1, message: format!("error: taking the lease on the lake: {e}") }),
+        Err(e) => return Err(Exit::failed(format!("error: taking the lease on the lake: {e}"))),
     };
     // A lost lease stops the run like a signal, before anything more is published.
     {
@@ -310,20 +293,16 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         warn!("could not release the lease on the lake: {e}");
     }
     if let Some(holder) = lost_to {
-        return Err(Exit {
-            code: 1,
-            message: format!(
-                "error: the run lost its lease on the lake and was stopped; the lease is now held by {holder}"
-            ),
-        });
+        return Err(Exit::failed(format!(
+            "error: the run lost its lease on the lake and was stopped; the lease is now held by {holder}"
+        )));
     }
     match outcome {
         // A signal after the last task finished: everything is published and recorded, but the
         // exit code still says the run was told to stop (and the vacuum was skipped).
-        Ok(0) if cancel.is_cancelled() => Err(Exit {
-            code: EXIT_INTERRUPTED,
-            message: "interrupted after every task had finished: the tables are published and the run recorded".into(),
-        }),
+        Ok(0) if cancel.is_cancelled() => Err(Exit::interrupted(
+            "interrupted after every task had finished: the tables are published and the run recorded",
+        )),
         other => other,
     }
 }
@@ -359,7 +338,7 @@ async fn run_leased(
     let fence = options.fence.clone().expect("a writing run holds the lake");
     remove_leftovers(plan, storages, Some(&loading), dead, fence.as_ref())
         .await
-        .map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+        .map_err(|e| Exit::failed(format!("error: {e}")))?;
     abort_stale_uploads(plan, storages).await;
     let mut plan = plan.clone();
     if let Some(slice) = &freshness.slice {
@@ -535,7 +514,7 @@ async fn abort_stale_uploads(plan: &Plan, storages: &Storages) {
         places.push((emr.staging.clone(), now - bound));
     }
     for (path, before) in places {
-        if !dagrun_core::storage::is_s3(&path) {
+        if !dagrun_core::path::is_s3(&path) {
             continue;
         }
         let Ok(storage) = storages.for_path(&path) else { continue };
@@ -599,10 +578,9 @@ fn write_local(path: &Path, data: &[u8]) -> Result<(), Exit> {
     let data = dagrun_core::redact::redact_bytes(data);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
-            .map_err(|e| Exit { code: 1, message: format!("error: creating {}: {e}", parent.display()) })?;
+            .map_err(|e| Exit::failed(format!("error: creating {}: {e}", parent.display())))?;
     }
-    std::fs::write(path, &data)
-        .map_err(|e| Exit { code: 1, message: format!("error: writing {}: {e}", path.display()) })
+    std::fs::write(path, &data).map_err(|e| Exit::failed(format!("error: writing {}: {e}", path.display())))
 }
 
 /// The days asked for by `--partition` or `--since/--until`, if any.
@@ -624,7 +602,7 @@ fn refuse(freshness: &resume::Freshness) -> Result<(), Exit> {
         return Ok(());
     }
     let reasons: Vec<String> = freshness.refused.iter().map(|r| format!("error: {r}")).collect();
-    Err(Exit { code: 1, message: reasons.join("\n") })
+    Err(Exit::failed(reasons.join("\n")))
 }
 
 /// `--force` flags: empty means everything, names must be tasks of the plan.
@@ -648,10 +626,10 @@ fn force_of(flags: &[String], plan: &Plan) -> Result<Force, Exit> {
 
 /// `dagrun history TABLE`: a Delta table's versions, newest first.
 pub(crate) async fn history(args: &HistoryArgs) -> Result<u8, Exit> {
-    let fail = |message: String| Exit { code: 1, message: format!("error: {message}") };
+    let fail = |message: String| Exit::failed(format!("error: {message}"));
     let path = args.table.trim_end_matches('/').to_string();
     let mut storages = Storages::default();
-    if dagrun_core::storage::is_s3(&path) {
+    if dagrun_core::path::is_s3(&path) {
         storages.s3 = build::s3(&dagrun_core::plan::S3Settings::default()).await;
         if storages.s3.is_none() {
             return Err(fail(build::missing("reading tables on S3", "aws")));
@@ -680,19 +658,19 @@ pub(crate) async fn history(args: &HistoryArgs) -> Result<u8, Exit> {
     } else {
         print_stdout(&render::history(&versions));
     }
-    Ok(0)
+    Ok(Code::Ok.into())
 }
 
 /// `dagrun report RUN`: renders a run record as HTML.
 /// A run record named as `dagrun report` and `dagrun lake` take it (a run.json, a run's folder or
 /// a runs folder, local or S3), with where it was found and storages that reach its tables.
 async fn find_record(run: &str) -> Result<(RunRecord, String, Storages), Exit> {
-    let fail = |message: String| Exit { code: 1, message: format!("error: {message}") };
+    let fail = |message: String| Exit::failed(format!("error: {message}"));
     let run = run.trim_end_matches('/').to_string();
     let candidates =
         if run.ends_with(".json") { vec![run.clone()] } else { vec![join_path(&run, RUN_RECORD), run.clone()] };
     let mut storages = Storages::default();
-    if dagrun_core::storage::is_s3(&run) {
+    if dagrun_core::path::is_s3(&run) {
         storages.s3 = build::s3(&dagrun_core::plan::S3Settings::default()).await;
         if storages.s3.is_none() {
             return Err(fail(build::missing("reading run records on S3", "aws")));
@@ -718,7 +696,7 @@ async fn find_record(run: &str) -> Result<(RunRecord, String, Storages), Exit> {
     let bytes = storage.read(&record_path).await.map_err(|e| fail(e.to_string()))?;
     let record: RunRecord =
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("{record_path} is not a run record: {e}")))?;
-    if record.tables.values().any(|p| dagrun_core::storage::is_s3(p)) {
+    if record.tables.values().any(|p| dagrun_core::path::is_s3(p)) {
         storages.s3 = build::s3(&record.s3_settings()).await;
     }
     Ok((record, record_path, storages))
@@ -729,7 +707,7 @@ async fn find_record(run: &str) -> Result<(RunRecord, String, Storages), Exit> {
 pub(crate) async fn lake(args: &LakeArgs) -> Result<u8, Exit> {
     let (record, record_path, _) = find_record(&args.run).await?;
     print_stdout(&render::lake(&record, &record_path, args.json));
-    Ok(0)
+    Ok(Code::Ok.into())
 }
 
 pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
@@ -747,10 +725,8 @@ pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
         // A version the table never had is said as such (not as a log that cannot be read).
         let path = &record.tables[table];
         let latest = match storages.delta(path) {
-            Ok(delta) => {
-                delta.latest_version(path).await.map_err(|e| Exit { code: 1, message: format!("error: {e}") })?
-            }
-            Err(e) => return Err(Exit { code: 1, message: format!("error: {e}") }),
+            Ok(delta) => delta.latest_version(path).await.map_err(|e| Exit::failed(format!("error: {e}")))?,
+            Err(e) => return Err(Exit::failed(format!("error: {e}"))),
         };
         match latest {
             None => {
@@ -783,7 +759,7 @@ pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
         }
     };
     let output = args.output.clone().unwrap_or_else(|| {
-        if dagrun_core::storage::is_s3(&record_path) {
+        if dagrun_core::path::is_s3(&record_path) {
             PathBuf::from(format!("report-{}.html", record.report.run_id))
         } else {
             Path::new(&record_path).with_file_name("report.html")
@@ -791,7 +767,7 @@ pub(crate) async fn report(args: &ReportArgs) -> Result<u8, Exit> {
     });
     write_local(&output, report::render(&record, answers, note).as_bytes())?;
     print_stdout(&format!("{}\n", output.display()));
-    Ok(0)
+    Ok(Code::Ok.into())
 }
 
 /// The signals that cancel a run, registered with the runtime at once (not when a task first
@@ -841,7 +817,7 @@ async fn watch_signals(mut signals: Signals, cancel: CancellationToken) {
             cancel.cancel();
         } else {
             eprintln!("{name} received again: exiting now");
-            std::process::exit(i32::from(EXIT_INTERRUPTED));
+            std::process::exit(i32::from(u8::from(Code::Interrupted)));
         }
     }
 }

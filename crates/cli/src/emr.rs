@@ -10,13 +10,15 @@ use dagrun_aws::S3Storage;
 use dagrun_aws::emr::gc::{self, ClusterSummary};
 use dagrun_aws::emr::step;
 use dagrun_core::lease;
+use dagrun_core::path::is_s3;
 use dagrun_core::plan::{S3Settings, join_path};
 use dagrun_core::spec::TaskKind;
-use dagrun_core::storage::{Storages, is_s3};
+use dagrun_core::storage::Storages;
 use dagrun_core::units::format_duration;
 
 use crate::cli::{GcArgs, SpecsArgs};
-use crate::commands::{Exit, load_plan, plan_options, print_stdout};
+use crate::commands::{load_plan, plan_options, print_stdout};
+use crate::exit::Exit;
 
 /// Why a cluster is terminated (`Ok`), or why it is kept (`Err`).
 async fn verdict(
@@ -68,7 +70,7 @@ async fn verdict(
 }
 
 pub(crate) async fn gc(args: &GcArgs) -> Result<u8, Exit> {
-    let fail = |e: dagrun_core::engine::TaskError| Exit { code: 1, message: format!("error: {}", e.message) };
+    let fail = |e: dagrun_core::engine::TaskError| Exit::failed(format!("error: {}", e.message));
     let client = dagrun_aws::emr::client(args.region.as_deref()).await;
     let clusters = gc::active_clusters(&client).await.map_err(fail)?;
     let mut storages = Storages::default();
@@ -112,8 +114,7 @@ pub(crate) async fn gc(args: &GcArgs) -> Result<u8, Exit> {
 /// `dagrun emr specs`: the step specs of every Spark-capable task, in run order.
 pub(crate) fn specs(args: &SpecsArgs) -> Result<u8, Exit> {
     let plan = load_plan(&args.pipeline.pipeline, &args.pipeline.set, &plan_options())?;
-    let fail =
-        |what: &str, e: std::io::Error| Exit { code: 1, message: format!("error: {what} {}: {e}", args.out.display()) };
+    let fail = |what: &str, e: std::io::Error| Exit::failed(format!("error: {what} {}: {e}", args.out.display()));
     std::fs::create_dir_all(&args.out).map_err(|e| fail("creating", e))?;
     let out = std::fs::canonicalize(&args.out).map_err(|e| fail("resolving", e))?;
     let root = out.display().to_string();
@@ -125,7 +126,7 @@ pub(crate) fn specs(args: &SpecsArgs) -> Result<u8, Exit> {
             continue;
         }
         let spec = step::spec(&plan, task, &args.run_id, 1, None, &root, &|t| step::table_location(&tables, t))
-            .map_err(|e| Exit { code: 1, message: format!("error: {e}") })?;
+            .map_err(|e| Exit::failed(format!("error: {e}")))?;
         specs.push(spec);
     }
     let json = serde_json::to_vec_pretty(&specs).expect("step specs serialize");

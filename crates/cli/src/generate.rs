@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::cli::GenerateArgs;
-use crate::commands::Exit;
+use crate::exit::Exit;
 
 const WORDS: &[&str] = &[
     "Love",
@@ -430,7 +430,7 @@ fn write_all(files: Vec<(PathBuf, String)>) -> Result<(), String> {
 pub(crate) const GENERATED_MARKER: &str = ".dagrun-generated";
 
 pub(crate) fn run(args: &GenerateArgs) -> Result<(), Exit> {
-    let fail = |message: String| Exit { code: 1, message: format!("error: {message}") };
+    let fail = |message: String| Exit::failed(format!("error: {message}"));
     let mut rng = StdRng::seed_from_u64(args.seed);
     let (artists, songs) = artists_and_songs(&mut rng, args.songs);
     let users = users(&mut rng, args.events);

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 #[cfg(feature = "aws")]
 mod emr;
+mod exit;
 mod generate;
 mod records;
 mod render;
@@ -19,12 +20,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, EmrCommand};
-use crate::commands::Exit;
-
-/// Usage or configuration error: nothing ran.
-pub const EXIT_CONFIG: u8 = 2;
-/// Interrupted by Ctrl-C or SIGTERM (or a lost lease).
-pub const EXIT_INTERRUPTED: u8 = 130;
+use crate::exit::{Code, Exit};
 
 /// `dagrun man`: the man page (its SUBCOMMANDS section lists every subcommand; `dagrun
 /// SUBCOMMAND --help` has their flags).
@@ -33,9 +29,9 @@ fn man_page() -> Result<u8, Exit> {
     let mut page = Vec::new();
     clap_mangen::Man::new(command)
         .render(&mut page)
-        .map_err(|e| Exit { code: 1, message: format!("error: rendering the man page: {e}") })?;
+        .map_err(|e| Exit::failed(format!("error: rendering the man page: {e}")))?;
     commands::print_stdout(&String::from_utf8_lossy(&page));
-    Ok(0)
+    Ok(Code::Ok.into())
 }
 
 fn main() -> ExitCode {
@@ -66,7 +62,7 @@ fn main() -> ExitCode {
         Some(Command::Completions(args)) => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(args.shell, &mut command, "dagrun", &mut std::io::stdout());
-            Ok(0)
+            Ok(Code::Ok.into())
         }
         Some(Command::Man) => man_page(),
         Some(Command::Run(args)) => block_on(commands::run(args, &terminal)),
@@ -99,7 +95,7 @@ fn block_on<T>(future: impl Future<Output = Result<T, Exit>>) -> Result<T, Exit>
         .enable_all()
         .thread_name("dagrun")
         .build()
-        .map_err(|e| Exit { code: 1, message: format!("error: cannot start the async runtime: {e}") })?;
+        .map_err(|e| Exit::failed(format!("error: cannot start the async runtime: {e}")))?;
     let result = runtime.block_on(future);
     // A cancelled local task may still sit in a blocking read (a stalled network file system, a
     // FIFO); do not wait for it.

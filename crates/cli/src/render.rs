@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::build::{KNOWN_ENGINES, feature_of, has_engine, missing};
 use dagrun_core::dry_run::Walk;
 use dagrun_core::engine::Engines;
 use dagrun_core::executor::{RunReport, TaskState};
@@ -41,10 +42,10 @@ pub(crate) fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &F
     if let Some(line) = plan.slice().and_then(|s| slice_line(plan, s, &freshness.fresh)) {
         out.push_str(&line);
     }
-    for name in crate::build::KNOWN_ENGINES {
-        if !crate::build::has_engine(name) && plan.tasks().iter().any(|t| t.engine() == *name) {
+    for name in KNOWN_ENGINES {
+        if !has_engine(name) && plan.tasks().iter().any(|t| t.engine() == *name) {
             let what = format!("the `{name}` engine, which a run of this plan needs,");
-            let _ = writeln!(out, "note: {}", crate::build::missing(&what, crate::build::feature_of(name)));
+            let _ = writeln!(out, "note: {}", missing(&what, feature_of(name)));
         }
     }
     let used = engines.iter().filter(|e| plan.tasks().iter().any(|t| t.engine() == e.name())).count();

@@ -17,6 +17,10 @@ use polars::sql::SQLContext;
 
 use dagrun_core::units::{format_duration, format_elapsed, thousands};
 
+use crate::build::Kept;
+#[cfg(not(feature = "polars"))]
+use crate::build::missing;
+
 /// Computes the answers to `record`'s report queries over its tables as the run left them (a
 /// Delta table at the version in `record.versions`, a Parquet-convention table through its
 /// manifest), reading only the tables the queries name. When `previous` (the run before) kept
@@ -26,7 +30,7 @@ pub(crate) async fn compute_answers(
     record: &RunRecord,
     storages: &Storages,
     previous: Option<&RunRecord>,
-    kept: &crate::build::Kept,
+    kept: &Kept,
 ) -> Option<Answers> {
     if record.queries.is_empty() {
         return None;
@@ -102,9 +106,9 @@ async fn answer_queries(
     record: &RunRecord,
     _storages: &Storages,
     _versions: &std::collections::BTreeMap<String, String>,
-    _kept: &crate::build::Kept,
+    _kept: &Kept,
 ) -> Vec<Answer> {
-    let why = crate::build::missing("answering report queries", "polars");
+    let why = missing("answering report queries", "polars");
     record
         .queries
         .iter()
@@ -132,7 +136,7 @@ async fn answer_queries(
     record: &RunRecord,
     storages: &Storages,
     versions: &std::collections::BTreeMap<String, String>,
-    kept: &crate::build::Kept,
+    kept: &Kept,
 ) -> Vec<Answer> {
     let cache = record.run_dir.rsplit_once('/').map(|(runs, _)| format!("{runs}/_cache/answers"));
     let mut tables: std::collections::BTreeMap<String, Result<DataFrame, String>> = Default::default();

@@ -14,6 +14,7 @@
 //! if EMR can run it (an `engines.emr` section that validates, `s3://` paths) and the budget
 //! allows it.
 
+use crate::units::{format_duration, format_size, thousands};
 use serde::{Deserialize, Serialize};
 
 /// The engine name that asks dagrun to choose.
@@ -101,14 +102,14 @@ pub fn choose(
     let fits_time = seconds <= max_local.as_secs_f64();
     let numbers = format!(
         "{} in {} file(s): planned {:.0} MiB of {:.0} MiB ({}% of this machine) and {:.1} s on {} core(s), limit {}",
-        crate::units::format_size(input.bytes),
-        crate::units::thousands(input.files),
+        format_size(input.bytes),
+        thousands(input.files),
         mib,
         limit_mib,
         (MEMORY_SHARE * 100.0) as u32,
         seconds,
         machine.cores,
-        crate::units::format_duration(max_local)
+        format_duration(max_local)
     );
     let (engine, reason) = match (fits_memory && fits_time, emr) {
         (true, _) => ("local", format!("fits locally: {numbers}")),

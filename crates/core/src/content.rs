@@ -191,12 +191,14 @@ fn hash_file(path: &Path, size: u64, buf: &mut Vec<u8>) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Storage;
+    use crate::storage::local::LocalStorage;
 
     fn listed(dir: &Path) -> Vec<ObjectMeta> {
-        let storage = crate::storage::local::LocalStorage;
+        let storage = LocalStorage;
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let glob = globset::Glob::new("**").unwrap().compile_matcher();
-        rt.block_on(crate::storage::Storage::list(&storage, dir.to_str().unwrap(), &glob)).unwrap()
+        rt.block_on(Storage::list(&storage, dir.to_str().unwrap(), &glob)).unwrap()
     }
 
     #[test]

@@ -7,26 +7,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::emr::EmrSettings;
+use crate::emr::{EmrSettings, InstancePrice};
+use crate::units::format_duration;
 
 /// When the shipped table's prices were taken (list prices, on-demand, Linux).
 pub const PRICES_AS_OF: &str = "2026-12";
-
-/// The price of one instance-hour of an instance type, in USD.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct InstancePrice {
-    /// EC2 on-demand.
-    pub ec2: f64,
-    /// The EMR uplift.
-    pub emr: f64,
-}
-
-impl InstancePrice {
-    /// Both together.
-    pub fn total(&self) -> f64 {
-        self.ec2 + self.emr
-    }
-}
 
 /// Per family: the `xlarge` size's EC2 and EMR prices in us-east-1, us-east-2 and us-west-2
 /// (which price these families alike), and in eu-west-1. Other sizes scale with their vCPUs; the
@@ -255,10 +240,10 @@ impl ClusterCost {
         format!(
             "cluster {}: {hours}{} of wall time (start-up {}, steps {}, idle {}), ${:.2} at ${:.3}/h ({})",
             self.cluster,
-            crate::units::format_duration(std::time::Duration::from_secs_f64(self.wall_seconds)),
-            crate::units::format_duration(std::time::Duration::from_secs_f64(self.startup_seconds)),
-            crate::units::format_duration(std::time::Duration::from_secs_f64(self.steps_seconds)),
-            crate::units::format_duration(std::time::Duration::from_secs_f64(self.idle_seconds)),
+            format_duration(std::time::Duration::from_secs_f64(self.wall_seconds)),
+            format_duration(std::time::Duration::from_secs_f64(self.startup_seconds)),
+            format_duration(std::time::Duration::from_secs_f64(self.steps_seconds)),
+            format_duration(std::time::Duration::from_secs_f64(self.idle_seconds)),
             self.usd,
             self.usd_per_hour,
             self.prices

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The engine name tasks use to run on EMR.
 pub(crate) const ENGINE: &str = "emr";
@@ -109,7 +109,7 @@ pub struct EmrSettings {
     pub keep_failed_staging: Duration,
     #[serde(skip)]
     /// Prices per instance type that replace dagrun's table (`engines.emr.prices`).
-    pub prices: BTreeMap<String, crate::cost::InstancePrice>,
+    pub prices: BTreeMap<String, InstancePrice>,
     #[serde(skip)]
     /// `engine: auto` goes to EMR when the local engine's planned time passes this.
     pub auto_max_local: Duration,
@@ -172,6 +172,22 @@ pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The default idle auto-termination: a safety net even if dagrun dies.
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The price of one instance-hour of an instance type, in USD.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct InstancePrice {
+    /// EC2 on-demand.
+    pub ec2: f64,
+    /// The EMR uplift.
+    pub emr: f64,
+}
+
+impl InstancePrice {
+    /// Both together.
+    pub fn total(&self) -> f64 {
+        self.ec2 + self.emr
+    }
+}
 
 #[cfg(test)]
 mod tests {

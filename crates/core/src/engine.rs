@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::cost::{ClusterCost, ClusterPrice};
 use crate::plan::{Plan, PlannedTask};
 use crate::spec::CheckSeverity;
-use crate::storage::{StorageError, StorageErrorKind};
+use crate::storage::{Fence, StorageError, StorageErrorKind};
 
 /// Why an attempt failed, and whether trying again could help.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -93,7 +94,7 @@ pub struct TaskContext {
     pub fingerprint: Option<String>,
     /// What a load checks right before it publishes: that the run still holds the lake's lease
     /// ([`crate::storage::Fence`]). `None` where no lease is held.
-    pub fence: Option<Arc<dyn crate::storage::Fence>>,
+    pub fence: Option<Arc<dyn Fence>>,
     /// Cancelled on Ctrl-C, SIGTERM, `--fail-fast` or when the attempt times out. Long-running
     /// engines should watch it and clean up; the executor stops waiting after a grace period.
     pub cancel: CancellationToken,
@@ -262,12 +263,12 @@ pub trait Engine: Send + Sync {
     }
 
     /// What the engine's clusters cost in this run, once it was shut down.
-    fn costs(&self) -> Vec<crate::cost::ClusterCost> {
+    fn costs(&self) -> Vec<ClusterCost> {
         Vec::new()
     }
 
     /// What the engine's resources cost per hour, for a dry run's estimate.
-    fn price(&self) -> Option<crate::cost::ClusterPrice> {
+    fn price(&self) -> Option<ClusterPrice> {
         None
     }
 

@@ -21,8 +21,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, error_span, info, warn};
 
-use crate::engine::{CANCEL_GRACE, Engine, Engines, TaskContext, TaskError, TaskOutput, TaskProgress};
-use crate::plan::{Plan, PlannedTask};
+use crate::cost::ClusterCost;
+use crate::engine::{CANCEL_GRACE, Engine, Engines, RunEnd, TaskContext, TaskError, TaskOutput, TaskProgress};
+use crate::plan::{DEFAULT_ENGINE, Plan, PlannedTask};
 use crate::spec::TaskKind;
 use crate::storage::Fence;
 use crate::units::format_duration;
@@ -197,7 +198,7 @@ pub struct RunReport {
     pub engine_notes: Vec<String>,
     /// What the run's clusters cost (EMR), for the record, the report and the next estimate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub costs: Vec<crate::cost::ClusterCost>,
+    pub costs: Vec<ClusterCost>,
 }
 
 impl RunReport {
@@ -395,7 +396,7 @@ pub async fn execute(
         }
     }
 
-    let end = crate::engine::RunEnd {
+    let end = RunEnd {
         run_id: options.run_id.clone(),
         succeeded: !interrupted
             && records.iter().flatten().all(|r| matches!(r.state, TaskState::Succeeded | TaskState::UpToDate)),
@@ -414,7 +415,7 @@ pub async fn execute(
     for e in &shutdown_errors {
         error!("{e}");
     }
-    let costs: Vec<crate::cost::ClusterCost> =
+    let costs: Vec<ClusterCost> =
         engines.iter().filter(|e| plan.tasks.iter().any(|t| t.engine == e.name())).flat_map(|e| e.costs()).collect();
     let engine_notes: Vec<String> =
         engines.iter().filter(|e| plan.tasks.iter().any(|t| t.engine == e.name())).flat_map(|e| e.notes()).collect();
@@ -534,7 +535,7 @@ impl AttemptRunner {
                 Outcome::Done(Ok(mut output)) => {
                     // What the attempt cost on this machine: the process's CPU time while it ran
                     // (shared with the tasks running beside it) and the process's peak memory.
-                    if task.engine == crate::plan::DEFAULT_ENGINE
+                    if task.engine == DEFAULT_ENGINE
                         && let (Some(before), Some(after)) = (cpu_before, process_usage())
                     {
                         output.details.insert("cpu_seconds".into(), format!("{:.2}", (after.0 - before.0).max(0.0)));

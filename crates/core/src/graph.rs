@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::plan::Plan;
 use crate::spec::TaskKind;
+use crate::units::count;
 
 /// Output format of `dagrun graph`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +50,8 @@ pub fn ascii(plan: &Plan, width: usize) -> String {
         out,
         "{}: {} in {}   ◆ extract  ● transform  ✓ quality_check  ▲ load",
         plan.name,
-        crate::units::count(plan.tasks.len() as u64, "task"),
-        crate::units::count(waves.len() as u64, "wave")
+        count(plan.tasks.len() as u64, "task"),
+        count(waves.len() as u64, "wave")
     );
     let id_width = plan.tasks.iter().map(|t| t.id.chars().count()).max().unwrap_or(4).min(28);
     let kind_width = plan

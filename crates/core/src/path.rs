@@ -4,6 +4,8 @@
 //! is recognised as the folder it is. Folder semantics everywhere: `out/songs` is not inside
 //! `out/son`.
 //!
+//! Globs ([`compile_glob`]) match paths relative to a listed root.
+//!
 //! A leaf module: it knows text and, for [`resolve`], where the file system's links point. It never
 //! reads or writes data.
 
@@ -12,6 +14,11 @@ use std::path::{Component, Path, PathBuf};
 /// Whether a path is an `s3://` URI.
 pub fn is_s3(path: &str) -> bool {
     path.starts_with("s3://")
+}
+
+/// Compiles a glob the way listings match it: `*` stays within one folder, `**` crosses folders.
+pub fn compile_glob(glob: &str) -> Result<globset::GlobMatcher, globset::Error> {
+    Ok(globset::GlobBuilder::new(glob).literal_separator(true).build()?.compile_matcher())
 }
 
 /// The bucket of an `s3://bucket/prefix` URI.

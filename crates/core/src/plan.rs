@@ -13,13 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{Diagnostic, Pos, SourceFile, suggestion};
 use crate::emr::EmrSettings;
+use crate::lease::{LAKE_LEASE, runs_lease};
 pub use crate::path::join_path;
+use crate::path::{is_s3, normalize_path, resolve};
 use crate::retry::RetryPolicy;
 use crate::slice::{RunSlice, SliceRequest, SliceTemplate};
 use crate::spec::{
     ChartKind, CheckSeverity, ColumnType, Compression, JsonFormat, NewFields, ServerSideEncryption, StorageClass,
     TableFormat, TaskKind,
 };
+use crate::units::format_duration;
 use crate::vars::Vars;
 
 /// Built-in default timeout of one attempt.
@@ -461,7 +464,7 @@ impl PlannedTask {
                 let format = match l.format {
                     TableFormat::Parquet => "parquet".to_string(),
                     TableFormat::Delta => {
-                        format!("delta, keeps replaced files {}", crate::units::format_duration(l.retention))
+                        format!("delta, keeps replaced files {}", format_duration(l.retention))
                     }
                 };
                 let mode = match &l.mode {
@@ -592,21 +595,21 @@ impl Plan {
     /// one place (`out/`, `./out`, a link to it) give one file. Ordered by the place, not the
     /// spelling: the order every run takes them in.
     pub fn lease_paths(&self) -> Vec<String> {
-        let mut folders: Vec<String> = vec![crate::lease::runs_lease(&self.runs_dir)];
+        let mut folders: Vec<String> = vec![runs_lease(&self.runs_dir)];
         for t in &self.tasks {
             if let Action::Load(load) = &t.action {
-                let table = crate::path::normalize_path(&load.path);
+                let table = normalize_path(&load.path);
                 let parent = match table.rsplit_once('/') {
                     Some((parent, _)) if !parent.is_empty() && parent != "s3:/" => parent.to_string(),
                     Some(_) if table.starts_with('/') => "/".to_string(),
                     _ => ".".to_string(),
                 };
-                folders.push(join_path(&parent, crate::lease::LAKE_LEASE));
+                folders.push(join_path(&parent, LAKE_LEASE));
             }
         }
         let mut seen = std::collections::BTreeMap::new();
         for path in folders {
-            seen.entry(crate::path::resolve(&path)).or_insert(path);
+            seen.entry(resolve(&path)).or_insert(path);
         }
         // In the order of the places they name, whatever their spelling: every run takes them so.
         seen.into_values().collect()
@@ -637,7 +640,7 @@ impl Plan {
 
     /// Whether any path is on S3.
     pub fn uses_s3(&self) -> bool {
-        self.paths().iter().any(|p| crate::storage::is_s3(&p.path))
+        self.paths().iter().any(|p| is_s3(&p.path))
     }
 
     /// The task with this id.

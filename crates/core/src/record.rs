@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::auto::AutoChoice;
 use crate::executor::{RunReport, TaskState};
 use crate::plan::{Plan, ReportQuery, S3Settings};
+use crate::spec::ChartKind;
 
 /// How a run ended, as its record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +98,7 @@ pub struct RunRecord {
     pub answers: Option<Answers>,
     /// Where each `engine: auto` task ran, and the numbers that chose it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub auto: Vec<crate::auto::AutoChoice>,
+    pub auto: Vec<AutoChoice>,
 }
 
 /// The answers to a pipeline's `report:` queries, kept with the run they describe.
@@ -127,7 +129,7 @@ pub struct Answer {
     /// The query's title.
     pub title: String,
     /// How it is drawn.
-    pub chart: crate::spec::ChartKind,
+    pub chart: ChartKind,
     /// The result's column names.
     #[serde(default)]
     pub columns: Vec<String>,

@@ -16,12 +16,12 @@ use sha2::{Digest, Sha256};
 
 use crate::content::ContentHashes;
 
-use crate::path::join_path;
-use crate::plan::Replace;
-use crate::plan::{Action, Plan};
+use crate::path::{compile_glob, is_s3, join_path};
+use crate::plan::{Action, DEFAULT_ENGINE, Load, Plan, Replace};
+use crate::record::InputsHashed;
 use crate::slice::{Day, RunSlice, SliceRequest, describe_days, window};
 use crate::spec::TableFormat;
-use crate::storage::{MANIFEST, ObjectMeta, Storages, TableManifest, compile_glob};
+use crate::storage::{MANIFEST, ObjectMeta, StorageError, Storages, TableManifest};
 
 /// What to rerun regardless of fingerprints.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub struct Freshness {
     /// replace), found before anything is written.
     pub refused: Vec<String>,
     /// What hashing local inputs' bytes cost.
-    pub inputs_hashed: crate::record::InputsHashed,
+    pub inputs_hashed: InputsHashed,
     /// The asked days' listing is not enough: a table must be rebuilt from every day.
     relist: bool,
 }
@@ -81,7 +81,7 @@ async fn assess_listing(
 ) -> Freshness {
     let mut out = Freshness::default();
     let runs_dir = plan.runs_dir();
-    let mut hashes = ContentHashes::open((!crate::storage::is_s3(runs_dir)).then(|| std::path::Path::new(runs_dir)));
+    let mut hashes = ContentHashes::open((!is_s3(runs_dir)).then(|| std::path::Path::new(runs_dir)));
     let threads = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
     let order = plan.topological_order();
 
@@ -121,7 +121,7 @@ async fn assess_listing(
                 .filter(|_| !every_file)
                 .map(|r| r.days().into_iter().flat_map(|d| window(d, 2 * tolerance)).collect::<BTreeSet<Day>>());
             let listed = match storages.list_days_and_keep(&e.path, &e.glob, e.slice.as_ref(), days.as_ref()).await {
-                Ok(mut files) if !crate::storage::is_s3(&e.path) => {
+                Ok(mut files) if !is_s3(&e.path) => {
                     let mut cache = std::mem::take(&mut hashes);
                     let (cache, files) = tokio::task::spawn_blocking(move || {
                         cache.stamp(&mut files, threads);
@@ -159,11 +159,8 @@ async fn assess_listing(
         out.fingerprints.insert(i, hex(&h.finalize()));
         base.insert(i, hex(&b.finalize()));
     }
-    out.inputs_hashed = crate::record::InputsHashed {
-        files: hashes.hashed as u64,
-        bytes: hashes.hashed_bytes,
-        seconds: hashes.hashing.as_secs_f64(),
-    };
+    out.inputs_hashed =
+        InputsHashed { files: hashes.hashed as u64, bytes: hashes.hashed_bytes, seconds: hashes.hashing.as_secs_f64() };
     if hashes.hashed > 0 {
         tracing::debug!(
             files = hashes.hashed,
@@ -292,7 +289,7 @@ fn file_line(f: &ObjectMeta) -> String {
 
 /// A stable digest of an extract's input files; a listing error gives a digest that matches
 /// nothing, so the task runs (and reports the error).
-fn listing_digest(listed: &Result<Vec<ObjectMeta>, crate::storage::StorageError>) -> String {
+fn listing_digest(listed: &Result<Vec<ObjectMeta>, StorageError>) -> String {
     match listed {
         Ok(files) => {
             let mut h = Sha256::new();
@@ -528,9 +525,10 @@ async fn assess_days(
             && !plan.sliced_extracts_of(t.index).is_empty()
     });
     // An extract on another engine (EMR) reads every file it is given: no narrowing.
-    let elsewhere = plan.tasks.iter().any(|t| {
-        matches!(&t.action, Action::Extract(e) if e.slice.is_some()) && t.engine != crate::plan::DEFAULT_ENGINE
-    });
+    let elsewhere = plan
+        .tasks
+        .iter()
+        .any(|t| matches!(&t.action, Action::Extract(e) if e.slice.is_some()) && t.engine != DEFAULT_ENGINE);
     let must_rewrite_all =
         rewrite_all || unrecorded || elsewhere || fed.iter().any(|f| f.overwrite && !f.stale.is_empty());
     let mut days: BTreeSet<Day> = if rebuilt.is_some() {
@@ -615,7 +613,7 @@ async fn assess_days(
 
 /// The manifest of the table `load` publishes, in its format, if it is complete: every file it
 /// names is present with its size.
-async fn published(storages: &Storages, load: &crate::plan::Load) -> Result<Option<TableManifest>, String> {
+async fn published(storages: &Storages, load: &Load) -> Result<Option<TableManifest>, String> {
     let path = load.path.as_str();
     let storage = storages.for_path(path).map_err(|e| e.to_string())?;
     let manifest: TableManifest = match load.format {
@@ -647,9 +645,9 @@ async fn published(storages: &Storages, load: &crate::plan::Load) -> Result<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::PlanOptions;
+    use crate::compile::{PlanOptions, compile};
     use crate::diagnostic::SourceFile;
-    use crate::storage::{ManifestFile, Storage};
+    use crate::storage::{LocalStorage, ManifestFile, Storage};
     use crate::vars::VarInputs;
 
     fn plan(root: &std::path::Path) -> Plan {
@@ -666,12 +664,12 @@ tasks:
             root.display()
         );
         let inputs = VarInputs { env: Some(BTreeMap::new()), ..Default::default() };
-        crate::compile::compile(SourceFile::new("t.yaml", text), &inputs, &PlanOptions::default()).unwrap()
+        compile(SourceFile::new("t.yaml", text), &inputs, &PlanOptions::default()).unwrap()
     }
 
     /// Publishes a one-file table at `path` carrying `fingerprint`.
     async fn publish(path: &std::path::Path, fingerprint: &str) {
-        let storage = crate::storage::LocalStorage;
+        let storage = LocalStorage;
         let target = path.display().to_string();
         let write = storage.begin_table(&target, "r0-1").await.unwrap();
         storage.write(&storage.table_file(&write, "part-00000.parquet").path, b"data".to_vec()).await.unwrap();

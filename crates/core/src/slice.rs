@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::path::compile_glob;
 use serde::Serialize;
 
 /// A calendar day (UTC), as days since 1970-01-01.
@@ -211,7 +212,7 @@ impl SliceTemplate {
                                 Piece::Month | Piece::Day => "[0-9][0-9]".into(),
                             })
                             .collect();
-                        let matcher = crate::storage::compile_glob(&remaining).ok()?;
+                        let matcher = compile_glob(&remaining).ok()?;
                         if !matcher.is_match(rest) {
                             return None;
                         }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::diagnostic::{Diagnostic, Pos, SourceFile, suggestion};
+use crate::redact::register;
 use crate::yaml::{Node, Value};
 
 /// Built-in variables that need no declaration.
@@ -39,7 +40,7 @@ impl VarInputs {
     fn env_value(&self, name: &str, default: Option<&str>, secret: bool) -> Result<String, (String, Option<String>)> {
         if let Some(value) = self.env_var(name) {
             if secret {
-                crate::redact::register(&value);
+                register(&value);
             }
             return Ok(value);
         }
@@ -243,7 +244,7 @@ pub(crate) fn resolve(
         if let Some(value) = value
             && vars.is_secret(name)
         {
-            crate::redact::register(value);
+            register(value);
         }
     }
     (vars, unknown_overrides)

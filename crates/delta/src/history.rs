@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use dagrun_core::path::compile_glob;
 use dagrun_core::storage::delta::{DELTA_LOG, DeltaVersion};
-use dagrun_core::storage::{Storage, StorageErrorKind, compile_glob};
+use dagrun_core::storage::{Storage, StorageErrorKind};
 use serde_json::Value;
 
 use crate::COMMIT_INFO_KEY;

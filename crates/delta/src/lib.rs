@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dagrun_core::path::is_s3;
 use dagrun_core::storage::Fence;
 use dagrun_core::storage::delta::{
     ColumnBounds, Committed, DeltaCommit, DeltaFile, DeltaSnapshot, DeltaTables, DeltaVersion, Orphans, PublishedFile,
     Removing, in_partition_folders,
 };
-use dagrun_core::storage::{ManifestFile, Op, Storage, StorageError, StorageErrorKind, Storages, TableManifest, is_s3};
+use dagrun_core::storage::{ManifestFile, Op, Storage, StorageError, StorageErrorKind, Storages, TableManifest};
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake_core::kernel::{Action, Add, Remove};
 use deltalake_core::logstore::{StorageConfig, default_logstore};
@@ -342,7 +343,7 @@ impl DeltaLake {
     ) -> Result<Vec<String>> {
         // The files first: one that appears after this listing is never taken.
         let storage = self.storage(path)?;
-        let glob = dagrun_core::storage::compile_glob("**").expect("a valid glob");
+        let glob = dagrun_core::path::compile_glob("**").expect("a valid glob");
         let root = path.trim_end_matches('/');
         let listed = match storage.list(root, &glob).await {
             Ok(listed) => listed,

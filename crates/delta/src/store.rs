@@ -17,9 +17,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use dagrun_core::path::compile_glob;
 use dagrun_core::storage::Fence;
 use dagrun_core::storage::delta::DELTA_LOG;
-use dagrun_core::storage::{ObjectMeta as Meta, Storage, StorageError, StorageErrorKind, Version, compile_glob};
+use dagrun_core::storage::{ObjectMeta as Meta, Storage, StorageError, StorageErrorKind, Version};
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{

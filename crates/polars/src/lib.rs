@@ -15,14 +15,13 @@
 mod cache;
 mod checks;
 mod days;
-mod delta_load;
 pub mod error;
 mod extract;
+mod hive;
 mod json;
 mod lean_parquet;
 mod load;
 pub mod published;
-mod replace;
 mod scan;
 mod spill;
 mod sql_schema;
@@ -467,7 +466,7 @@ impl LocalEngine {
                     .options
                     .kept
                     .as_ref()
-                    .filter(|k| k.wanted.contains(&spec.table) && delta_load::replaces_whole(&cx.plan, task.index()))
+                    .filter(|k| k.wanted.contains(&spec.table) && load::replaces_whole(&cx.plan, task.index()))
                     .map(|k| (k.clone(), df.clone()));
                 let out = load::run(cx.fingerprint.clone(), df, spec, &self.storages, cx, &self.options, task.index())
                     .await?;

@@ -9,27 +9,7 @@ use dagrun_core::storage::{MANIFEST, Storages, TableManifest};
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::load::DEFAULT_PARTITION;
-
-/// Undoes [`crate::load::escape_partition_value`].
-pub(crate) fn unescape_partition_value(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""), 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+use crate::hive::{DEFAULT_PARTITION, unescape_partition_value};
 
 /// What is published at `path`: the Delta table's version (the latest, or `as_of`), else the
 /// manifest of dagrun's Parquet convention.
@@ -124,17 +104,4 @@ pub async fn read_published_with_files(
     let mut df = out.unwrap_or_default();
     df.rechunk_mut();
     Ok((df, files))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::load::escape_partition_value;
-
-    #[test]
-    fn partition_values_round_trip() {
-        for v in ["AR/../x", "a=b:c%", "Café Zürich", "..", "100%"] {
-            assert_eq!(unescape_partition_value(&escape_partition_value(v)), v);
-        }
-    }
 }

@@ -49,6 +49,7 @@ use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use self::requests::{TAG_RUN, add_step, run_job_flow, step_name};
+use crate::pricing::refresh;
 
 /// How the EMR engine is wired into a run.
 pub struct EmrEngine {
@@ -166,7 +167,7 @@ impl EmrEngine {
         let region = client.config().region().map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
         let mut refreshed = std::collections::BTreeMap::new();
         if refresh_prices {
-            match crate::pricing::refresh(&dagrun_core::cost::instance_types(&settings), &region).await {
+            match refresh(&dagrun_core::cost::instance_types(&settings), &region).await {
                 Ok(found) => refreshed = found,
                 Err(e) => warn!("could not refresh prices from the AWS Price List API, using dagrun's table: {e}"),
             }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use super::Builder;
 use crate::decode::Located;
-use crate::diagnostic::{Diagnostic, Pos, suggestion};
+use crate::diagnostic::{Diagnostic, Pos, Severity, suggestion};
+use crate::emr::ENGINE;
 use crate::plan::{Action, Column, Plan, PlannedTask};
 use crate::spec::{CheckKindSpec, ReportQuerySpec, TaskParams, TaskSpec};
 use crate::sql;
@@ -161,13 +162,13 @@ impl Builder<'_> {
     ) {
         let (pos, hint) = self.locate_problem(sql, message, tables, columns);
         let text = format!("{what} fails on the declared schemas: {}", first_line(message));
-        let mut d = if task.engine == crate::emr::ENGINE {
+        let mut d = if task.engine == ENGINE {
             Diagnostic::warning(pos, format!("{text} (in Polars SQL; Spark SQL on EMR may accept it)"))
         } else {
             Diagnostic::error(pos, text)
         };
         d.hint = hint;
-        if d.severity == crate::diagnostic::Severity::Error {
+        if d.severity == Severity::Error {
             self.diags.push(d);
         } else {
             self.warnings.push(d);

@@ -5,12 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::auto::AUTO;
 use crate::decode::{Decode, Decoder, Located};
 use crate::diagnostic::{Diagnostic, Pos};
 use crate::emr::{
     BootstrapAction, Configuration, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_FAILED_STAGING, DEFAULT_POLL_INTERVAL,
     EmrSettings, InstanceFleet, InstanceGroup, MAX_NAME, MAX_STEP_CONCURRENCY, MIN_RELEASE, tag_rules,
 };
+use crate::emr::{DEFAULT_AUTO_MAX_LOCAL, ENGINE, InstancePrice};
 use crate::plan::Plan;
 use crate::spec::{EmrSpec, EnginesSpec, InstanceRole, Market};
 use crate::yaml::Node;
@@ -32,7 +34,7 @@ fn release(label: &str) -> Option<(u32, u32)> {
 fn longest_step_name(plan: &Plan) -> (usize, String) {
     plan.tasks
         .iter()
-        .filter(|t| t.engine == crate::emr::ENGINE || t.engine == crate::auto::AUTO)
+        .filter(|t| t.engine == ENGINE || t.engine == AUTO)
         .map(|t| ("dagrun::".len() + plan.name.chars().count() + 1 + 64 + 1 + t.id.chars().count() + 4, t.id.clone()))
         .max()
         .unwrap_or_default()
@@ -90,9 +92,7 @@ pub(super) fn validate(spec: &EmrSpec, plan: &Plan, diags: &mut Vec<Diagnostic>)
             }
             n.value.clamp(1, MAX_STEP_CONCURRENCY)
         }
-        None => {
-            (plan.tasks.iter().filter(|t| t.engine == crate::emr::ENGINE).count() as u32).clamp(1, MAX_STEP_CONCURRENCY)
-        }
+        None => (plan.tasks.iter().filter(|t| t.engine == ENGINE).count() as u32).clamp(1, MAX_STEP_CONCURRENCY),
     };
     let keep_failed_staging = spec.keep_failed_staging.as_ref().map_or(DEFAULT_KEEP_FAILED_STAGING, |d| d.value.0);
     let mut prices = BTreeMap::new();
@@ -102,7 +102,7 @@ pub(super) fn validate(spec: &EmrSpec, plan: &Plan, diags: &mut Vec<Diagnostic>)
                 err(v.pos, format!("the price of {} must be a number of USD per instance-hour, at least 0", key.name));
             }
         }
-        prices.insert(key.name.clone(), crate::cost::InstancePrice { ec2: price.ec2.value, emr: price.emr.value });
+        prices.insert(key.name.clone(), InstancePrice { ec2: price.ec2.value, emr: price.emr.value });
     }
     let applications: Vec<String> = match &spec.applications {
         Some(apps) => apps.iter().map(|a| a.value.clone()).collect(),
@@ -289,7 +289,7 @@ pub(super) fn validate(spec: &EmrSpec, plan: &Plan, diags: &mut Vec<Diagnostic>)
         step_concurrency,
         keep_failed_staging,
         prices,
-        auto_max_local: spec.auto_max_local.as_ref().map_or(crate::emr::DEFAULT_AUTO_MAX_LOCAL, |d| d.value.0),
+        auto_max_local: spec.auto_max_local.as_ref().map_or(DEFAULT_AUTO_MAX_LOCAL, |d| d.value.0),
     }
 }
 

@@ -23,21 +23,25 @@ use std::time::Duration;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::decode::{Decode, Decoder, DurationValue, Located};
-use crate::diagnostic::{Diagnostic, Diagnostics, Pos, SourceFile, suggestion};
-use crate::emr::EmrSettings;
-use crate::path::join_path;
+use crate::auto::AUTO;
+use crate::decode::{Decode, Decoder, DurationValue, Located, OneOrMany};
+use crate::diagnostic::{Diagnostic, Diagnostics, Pos, Severity, SourceFile, suggestion};
+use crate::emr::{ENGINE, EmrSettings};
+use crate::path::{is_s3, join_path};
+use crate::plan::DEFAULT_RETENTION;
 use crate::plan::{
     Action, Check, CheckKind, Column, DEFAULT_ENGINE, DEFAULT_TIMEOUT, Extract, Load, Plan, PlannedTask, QualityCheck,
     Replace, ReportQuery, S3Settings, Transform,
 };
 use crate::retry::RetryPolicy;
+use crate::slice::{RunSlice, SliceTemplate};
 use crate::spec::{
     ChartKind, CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, EnginesSpec, ExtractSpec, LoadMode,
     LoadSpec, NewFields, PipelineSpec, ReportQuerySpec, RetrySpec, S3Spec, ServerSideEncryption, StorageClass,
     TableFormat, TaskParams, TaskSpec,
 };
 use crate::sql;
+use crate::units::format_duration;
 use crate::vars::{self, BUILTIN_VARS, DeclaredVar, VarInputs, Vars};
 use crate::yaml::{self, Node, Value};
 
@@ -151,7 +155,7 @@ pub fn compile(source: Arc<SourceFile>, inputs: &VarInputs, options: &PlanOption
         places::check_local(&places, &source, &empty, &mut diags);
     }
 
-    if diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error) || plan.is_none() {
+    if diags.iter().any(|d| d.severity == Severity::Error) || plan.is_none() {
         let mut all = diags;
         all.extend(warnings);
         return Err(PlanError::Invalid(Diagnostics::new(source, all)));
@@ -194,7 +198,7 @@ fn engine_settings(
     let mut emr_places = Vec::new();
     // `engine: auto` tasks may go to EMR: what would stop them is noted, not an error.
     let mut unavailable = BTreeMap::new();
-    let auto: Vec<&PlannedTask> = plan.tasks.iter().filter(|t| t.engine == crate::auto::AUTO).collect();
+    let auto: Vec<&PlannedTask> = plan.tasks.iter().filter(|t| t.engine == AUTO).collect();
     for t in &auto {
         let why = match &t.action {
             Action::QualityCheck(_) => {
@@ -202,16 +206,16 @@ fn engine_settings(
                 diags.push(Diagnostic::error(t.pos, message));
                 continue;
             }
-            Action::Extract(e) if !crate::storage::is_s3(&e.path) => {
+            Action::Extract(e) if !is_s3(&e.path) => {
                 format!("it reads `{}`, not an s3:// path", e.path)
             }
             Action::Load(l) if l.format == TableFormat::Delta => "a Delta load commits in dagrun's process".into(),
-            Action::Load(l) if !crate::storage::is_s3(&l.path) => format!("it writes `{}`, not an s3:// path", l.path),
+            Action::Load(l) if !is_s3(&l.path) => format!("it writes `{}`, not an s3:// path", l.path),
             _ => continue,
         };
         unavailable.insert(t.id.clone(), why);
     }
-    let on_emr: Vec<&PlannedTask> = plan.tasks.iter().filter(|t| t.engine == crate::emr::ENGINE).collect();
+    let on_emr: Vec<&PlannedTask> = plan.tasks.iter().filter(|t| t.engine == ENGINE).collect();
     for t in &on_emr {
         let (verb, path) = match &t.action {
             Action::QualityCheck(_) => {
@@ -234,7 +238,7 @@ fn engine_settings(
             Action::Load(l) => ("writes", &l.path),
             Action::Transform(_) => continue,
         };
-        if !crate::storage::is_s3(path) {
+        if !is_s3(path) {
             let message = format!("task `{}` runs on emr and {verb} `{path}`: EMR steps use s3:// paths only", t.id);
             diags.push(
                 Diagnostic::error(t.pos, message).with_hint("pass an s3:// URI with --set, or run the task on local"),
@@ -270,7 +274,7 @@ fn engine_settings(
             let spec = EnginesSpec::decode(&node, &mut apart);
             let settings = spec.and_then(|s| s.emr).map(|emr| emr::validate(&emr, plan, &mut scratch));
             scratch.append(&mut apart.diagnostics);
-            match scratch.iter().find(|d| d.severity == crate::diagnostic::Severity::Error) {
+            match scratch.iter().find(|d| d.severity == Severity::Error) {
                 Some(first) => {
                     unavailable.insert("*".into(), format!("engines.emr does not validate: {}", first.message));
                     None
@@ -296,7 +300,7 @@ fn engine_settings(
     diags.append(&mut cx.diagnostics);
     if settings.is_none()
         && let Some(first) = on_emr.first()
-        && !diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error)
+        && !diags.iter().any(|d| d.severity == Severity::Error)
     {
         diags.push(Diagnostic::error(
             first.pos,
@@ -565,12 +569,12 @@ impl Builder<'_> {
             })
             .collect();
         if plan.tasks.iter().any(|t| matches!(&t.action, Action::Extract(e) if e.slice.is_some())) {
-            plan.slice = Some(crate::slice::RunSlice::default());
+            plan.slice = Some(RunSlice::default());
         }
         self.check_tables(&plan, &specs);
         self.check_report(&plan, &report_specs);
         self.check_outputs(&plan, &specs);
-        if !self.diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error) {
+        if !self.diags.iter().any(|d| d.severity == Severity::Error) {
             self.check_columns(&plan, &specs, &report_specs);
         }
         self.places = self.places(&plan, &specs, top.runs.as_ref());
@@ -704,8 +708,8 @@ impl Builder<'_> {
                 pos,
                 format!(
                     "max_delay ({}) is shorter than initial_delay ({})",
-                    crate::units::format_duration(policy.max_delay),
-                    crate::units::format_duration(policy.initial_delay)
+                    format_duration(policy.max_delay),
+                    format_duration(policy.initial_delay)
                 ),
             );
         }
@@ -772,7 +776,7 @@ impl Builder<'_> {
                         from: col.from.as_ref().map_or(key.name.clone(), |f| f.value.clone()),
                     })
                     .collect();
-                let slice = e.slice_path.as_ref().and_then(|t| match crate::slice::SliceTemplate::parse(t) {
+                let slice = e.slice_path.as_ref().and_then(|t| match SliceTemplate::parse(t) {
                     Ok(template) => Some(template),
                     Err(message) => {
                         self.error(t.pos, format!("invalid `slice_path`: {message}"));
@@ -940,7 +944,7 @@ impl Builder<'_> {
                     format,
                     partition_by,
                     compression: l.compression.as_ref().map_or(Compression::Zstd, |c| c.value),
-                    retention: l.retention.as_ref().map_or(crate::plan::DEFAULT_RETENTION, |r| r.value.0),
+                    retention: l.retention.as_ref().map_or(DEFAULT_RETENTION, |r| r.value.0),
                     mode,
                 }))
             }
@@ -949,7 +953,7 @@ impl Builder<'_> {
 
     /// A load's `mode` with the keys it needs, each misuse located.
     fn load_mode(&mut self, l: &LoadSpec, partition_by: &[String]) -> Replace {
-        let names = |v: &Option<crate::decode::OneOrMany<Located<String>>>| -> Vec<String> {
+        let names = |v: &Option<OneOrMany<Located<String>>>| -> Vec<String> {
             v.as_ref().map(|v| v.0.iter().map(|c| c.value.clone()).collect()).unwrap_or_default()
         };
         let mode = l.mode.as_ref().map_or(LoadMode::Overwrite, |m| m.value);

@@ -12,8 +12,9 @@
 
 use std::collections::HashMap;
 
-use crate::diagnostic::{Diagnostic, Pos};
+use crate::diagnostic::{Diagnostic, Pos, SourceFile};
 use crate::path::{self, Overlap};
+use crate::vars::is_identifier;
 
 /// Whether a run reads or writes a place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,12 +114,7 @@ pub(crate) fn table_marker(dir: &std::path::Path) -> Option<&'static str> {
 
 /// The checks that read the local disk and the variables: outputs inside an existing table, and
 /// outputs at the root because their leading variable is empty.
-pub(crate) fn check_local(
-    places: &[Place],
-    source: &crate::diagnostic::SourceFile,
-    empty_vars: &[&str],
-    diags: &mut Vec<Diagnostic>,
-) {
+pub(crate) fn check_local(places: &[Place], source: &SourceFile, empty_vars: &[&str], diags: &mut Vec<Diagnostic>) {
     for place in places.iter().filter(|p| p.role == Role::Output && !p.fresh_child) {
         if place.path.starts_with('/')
             && let Some(name) = leading_var(source, place.pos).filter(|n| empty_vars.contains(n))
@@ -160,7 +156,7 @@ pub(crate) fn check_local(
 }
 
 /// The variable a path's text starts with in the file (`${output}/songs` gives `output`).
-fn leading_var(source: &crate::diagnostic::SourceFile, pos: Pos) -> Option<&str> {
+fn leading_var(source: &SourceFile, pos: Pos) -> Option<&str> {
     if !pos.is_known() {
         return None;
     }
@@ -169,7 +165,7 @@ fn leading_var(source: &crate::diagnostic::SourceFile, pos: Pos) -> Option<&str>
     let text = text.trim_start_matches(['"', '\'']);
     let rest = text.strip_prefix("${")?;
     let name = &rest[..rest.find('}')?];
-    crate::vars::is_identifier(name).then_some(name)
+    is_identifier(name).then_some(name)
 }
 
 /// The diagnostic for places `i` and `j`, where `i` relates to `j` as `relation`. It points at
@@ -224,6 +220,7 @@ fn shown(path: &str, resolved: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnostic::SourceFile;
 
     fn pos(line: u32) -> Pos {
         Pos { line, col: 11, offset: None, len: 1 }
@@ -268,7 +265,7 @@ mod tests {
         let table = dir.path().join("lake/songs");
         std::fs::create_dir_all(table.join("_delta_log")).unwrap();
         std::fs::write(table.join("_delta_log/00000000000000000000.json"), "{}").unwrap();
-        let source = crate::diagnostic::SourceFile::new("p.yaml", "a: 1\n    path: ${output}/songs\n");
+        let source = SourceFile::new("p.yaml", "a: 1\n    path: ${output}/songs\n");
         let inner = format!("{}/songs/songplays", table.display());
         let places = [
             Place::load("load_songplays", &inner, pos(1)),

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::compile::compile;
 
 const GOOD: &str = r#"name: demo
 description: A small pipeline.
@@ -44,7 +45,7 @@ fn inputs() -> VarInputs {
 }
 
 fn load(text: &str) -> Result<Plan, PlanError> {
-    crate::compile::compile(SourceFile::new("p.yaml", text), &inputs(), &PlanOptions::default())
+    compile(SourceFile::new("p.yaml", text), &inputs(), &PlanOptions::default())
 }
 
 /// `line:col message (hint)` for each diagnostic, in report order.
@@ -84,7 +85,7 @@ fn a_valid_pipeline_becomes_a_plan_with_defaults_and_overrides_applied() {
 #[test]
 fn set_overrides_reach_every_path() {
     let inputs = VarInputs { overrides: vec![("output".into(), "/lake".into())], ..inputs() };
-    let plan = crate::compile::compile(SourceFile::new("p.yaml", GOOD), &inputs, &PlanOptions::default()).unwrap();
+    let plan = compile(SourceFile::new("p.yaml", GOOD), &inputs, &PlanOptions::default()).unwrap();
     let Action::Load(l) = &plan.task("load_users").unwrap().action else { panic!("load") };
     assert_eq!(l.path, "/lake/users");
 }
@@ -218,7 +219,7 @@ fn unknown_engine_and_unknown_set_are_reported() {
     let text = GOOD.replace("  timeout: 10m", "  timeout: 10m\n  engine: locl");
     assert_eq!(problems(&text), vec!["8:11 unknown engine `locl` (did you mean `local`?)"]);
     let inputs = VarInputs { overrides: vec![("ouput".into(), "x".into())], ..inputs() };
-    let err = crate::compile::compile(SourceFile::new("p.yaml", GOOD), &inputs, &PlanOptions::default()).unwrap_err();
+    let err = compile(SourceFile::new("p.yaml", GOOD), &inputs, &PlanOptions::default()).unwrap_err();
     assert_eq!(err.to_string(), "--set ouput: the pipeline declares no variable `ouput`; did you mean `output`?");
 }
 

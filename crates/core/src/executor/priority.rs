@@ -61,14 +61,13 @@ pub(crate) fn priorities(plan: &Plan, expected: &BTreeMap<usize, Duration>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::PlanOptions;
+    use crate::compile::{PlanOptions, compile};
     use crate::diagnostic::SourceFile;
     use crate::vars::VarInputs;
 
     fn plan(yaml: &str) -> Plan {
         let inputs = VarInputs { env: Some(BTreeMap::new()), ..Default::default() };
-        crate::compile::compile(SourceFile::new("p.yaml", yaml), &inputs, &PlanOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"))
+        compile(SourceFile::new("p.yaml", yaml), &inputs, &PlanOptions::default()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     const TWO_BRANCHES: &str = r#"

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 
 use super::*;
-use crate::compile::PlanOptions;
+use crate::compile::{PlanOptions, compile};
 use crate::diagnostic::SourceFile;
-use crate::engine::{EngineError, NoProgress};
+use crate::engine::{EngineError, NoProgress, RunEnd};
 use crate::vars::VarInputs;
 
 /// What one attempt of a scripted task does.
@@ -81,7 +81,7 @@ impl Engine for TestEngine {
         Ok(())
     }
 
-    async fn shutdown(&self, _end: &crate::engine::RunEnd) -> Result<(), EngineError> {
+    async fn shutdown(&self, _end: &RunEnd) -> Result<(), EngineError> {
         self.0.log.lock().unwrap().push("shutdown".into());
         Ok(())
     }
@@ -112,9 +112,7 @@ fn plan(tasks: &[(&str, &[&str])], retry: &str, timeout: &str) -> Arc<Plan> {
     }
     let options = PlanOptions { engines: vec!["test".into()], ..PlanOptions::default() };
     let inputs = VarInputs { env: Some(BTreeMap::new()), ..Default::default() };
-    Arc::new(
-        crate::compile::compile(SourceFile::new("t.yaml", text), &inputs, &options).unwrap_or_else(|e| panic!("{e}")),
-    )
+    Arc::new(compile(SourceFile::new("t.yaml", text), &inputs, &options).unwrap_or_else(|e| panic!("{e}")))
 }
 
 const NO_JITTER: &str = "{max_attempts: 3, initial_delay: 2s, multiplier: 3, max_delay: 1m, jitter: none}";

@@ -914,7 +914,8 @@ fn probe_write(folder: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{ManifestFile, compile_glob};
+    use crate::path::compile_glob;
+    use crate::storage::ManifestFile;
 
     fn tree(files: &[&str]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

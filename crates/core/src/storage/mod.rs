@@ -17,6 +17,9 @@ use async_trait::async_trait;
 use futures::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 
+use crate::path::{compile_glob, is_s3, join_path};
+use crate::slice::{Day, SliceTemplate};
+
 pub use local::LocalStorage;
 
 /// The marker written last into a complete table folder.
@@ -503,8 +506,8 @@ impl Storages {
         &self,
         path: &str,
         glob: &str,
-        template: Option<&crate::slice::SliceTemplate>,
-        days: Option<&std::collections::BTreeSet<crate::slice::Day>>,
+        template: Option<&SliceTemplate>,
+        days: Option<&std::collections::BTreeSet<Day>>,
     ) -> Result<Vec<ObjectMeta>, StorageError> {
         let (Some(template), Some(days)) = (template, days) else { return self.list_and_keep(path, glob).await };
         let matcher = compile_glob(glob)
@@ -514,7 +517,7 @@ impl Storages {
         let storage = self.for_path(path)?;
         let mut files = Vec::new();
         for folder in folders {
-            let listed = match storage.list(&crate::path::join_path(path, &folder), &everything).await {
+            let listed = match storage.list(&join_path(path, &folder), &everything).await {
                 Ok(listed) => listed,
                 // A day with no folder has no files.
                 Err(e) if e.kind == StorageErrorKind::NotFound && !folder.is_empty() => continue,
@@ -544,16 +547,9 @@ impl Storages {
     }
 }
 
-pub use crate::path::is_s3;
-
 /// Whether a path component is hidden from readers (`_SUCCESS`, `.staging`, `_dagrun`).
 pub fn is_hidden_name(name: &str) -> bool {
     name.starts_with('.') || name.starts_with('_')
-}
-
-/// Compiles a glob the way listings match it: `*` stays within one folder, `**` crosses folders.
-pub fn compile_glob(glob: &str) -> Result<globset::GlobMatcher, globset::Error> {
-    Ok(globset::GlobBuilder::new(glob).literal_separator(true).build()?.compile_matcher())
 }
 
 #[cfg(test)]

@@ -1,79 +1,23 @@
-//! `kind: load`: write a table as Parquet under `<path>/`, hive-partitioned
-//! (`year=2018/month=11/part-00000.parquet`), into a staging folder that is swapped in whole once
-//! complete (see [`dagrun_core::storage`]). File names are deterministic, so a re-run replaces the
-//! table with identical file names and no duplicates.
-//!
-//! Partition values are escaped the way Hive does (`/` becomes `%2F`, and so on), so no value can
-//! name a folder outside the table; null and empty values go to `__HIVE_DEFAULT_PARTITION__`.
+//! A table's files, whatever its format: rows split into hive partitions
+//! (`year=2018/month=11/part-00000.parquet`, values escaped by [`crate::hive`]), each file
+//! encoded as Parquet (the lean writer for tiny files), and written a slice at a time while the
+//! next slice is encoded.
 
 use std::sync::Arc;
 
 use dagrun_core::engine::TaskContext;
 use dagrun_core::plan::Load;
-use dagrun_core::spec::{Compression, TableFormat};
-use dagrun_core::storage::{ManifestFile, Storage, Storages, TableFile, TableManifest};
+use dagrun_core::spec::Compression;
+use dagrun_core::storage::Storage;
 use dagrun_core::units::format_size;
 use polars::prelude::*;
 use rayon::prelude::*;
-use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::hive::{DEFAULT_PARTITION, escape_partition_value};
 use crate::lean_parquet::LeanWriter;
 
-/// The folder name Hive, Spark and Polars use for a null (or empty) partition value.
-pub(crate) const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
-/// File systems refuse longer names.
 const MAX_SEGMENT_BYTES: usize = 255;
-
-/// What a load wrote.
-pub(crate) struct Loaded {
-    pub rows: u64,
-    pub files: usize,
-    pub partitions: usize,
-    /// The Delta version committed, for `format: delta`.
-    pub version: Option<u64>,
-}
-
-/// Escapes one partition value the way Hive's `FileUtils.escapePathName` does. A literal value
-/// spelled like the default partition gets its first `_` escaped, so that readers unescape it back
-/// to the text it was instead of reading it as null.
-pub(crate) fn escape_partition_value(value: &str) -> String {
-    if value.is_empty() {
-        return DEFAULT_PARTITION.to_string();
-    }
-    if value == DEFAULT_PARTITION {
-        return format!("%5F{}", &DEFAULT_PARTITION[1..]);
-    }
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        let escape = matches!(
-            c,
-            '\u{01}'
-                ..='\u{1F}'
-                    | '"'
-                    | '#'
-                    | '%'
-                    | '\''
-                    | '*'
-                    | '/'
-                    | ':'
-                    | '='
-                    | '?'
-                    | '\\'
-                    | '\u{7F}'
-                    | '{'
-                    | '['
-                    | ']'
-                    | '^'
-        ) || c == '\0';
-        if escape {
-            out.push_str(&format!("%{:02X}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// The folder segment `column=value` for one partition key value.
 pub(crate) fn partition_segment(column: &str, value: Option<&str>) -> Result<String> {
@@ -122,7 +66,7 @@ pub(crate) fn encode(mut df: DataFrame, compression: Compression) -> Result<Vec<
 }
 
 /// The file of each partition in dagrun's Parquet convention (a load replaces the whole folder).
-const FILE_NAME: &str = "part-00000.parquet";
+pub(super) const FILE_NAME: &str = "part-00000.parquet";
 
 /// Files encoded and written per slice: the next slice is encoded while this one is written.
 const SLICE_FILES: usize = 1024;
@@ -315,106 +259,10 @@ pub(crate) async fn write_parts(
     Ok(files)
 }
 
-/// Publishes `df` as the table `spec` describes, in its format.
-pub(crate) async fn run(
-    fingerprint: Option<String>,
-    df: DataFrame,
-    spec: &Load,
-    storages: &Storages,
-    cx: &TaskContext,
-    options: &crate::LocalOptions,
-    task_index: usize,
-) -> Result<Loaded> {
-    match spec.format {
-        TableFormat::Parquet => {
-            let storage = storages.for_path(&spec.path)?;
-            run_parquet(fingerprint, df, spec, storage, cx, options.write_concurrency).await
-        }
-        TableFormat::Delta => crate::delta_load::run(fingerprint, df, spec, storages, cx, options, task_index).await,
-    }
-}
-
-/// Writes `df` to a staging folder next to `spec.path`, then publishes it atomically. Files are
-/// encoded a slice at a time on the workers while the slice before is being written.
-async fn run_parquet(
-    fingerprint: Option<String>,
-    df: DataFrame,
-    spec: &Load,
-    storage: &Arc<dyn Storage>,
-    cx: &TaskContext,
-    write_concurrency: usize,
-) -> Result<Loaded> {
-    let table_name = spec.table.as_str();
-    let rows = df.height() as u64;
-    let name = table_name.to_string();
-    let load = spec.clone();
-    cx.progress.set_message("partitioning");
-    let parts = crate::on_workers(move || partition(&name, &df, &load, FILE_NAME)).await??;
-    if cx.cancel.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
-    let count = parts.len();
-    let partitions = if spec.partition_by.is_empty() { 0 } else { count };
-    info!(files = count, rows, "writing");
-    cx.progress.set_length(Some(count as u64), "files");
-
-    // The tag is unique per attempt: an abandoned attempt (timed out, still finishing in the
-    // background) never shares files with its retry.
-    let write = storage.begin_table(&spec.path, &format!("{}-{}-{}", cx.run_id, cx.instance, cx.attempt)).await?;
-    let targets: Vec<TableFile> = parts.iter().map(|p| storage.table_file(&write, &p.path)).collect();
-    let result = async {
-        let mut attempted = Vec::new();
-        let written = write_parts(
-            parts,
-            storage,
-            |rel| storage.table_file(&write, rel).path,
-            spec.compression,
-            cx,
-            write_concurrency,
-            &mut attempted,
-        )
-        .await?;
-        let files: Vec<ManifestFile> = written
-            .into_iter()
-            .map(|w| ManifestFile {
-                path: storage.table_file(&write, &w.relative).relative,
-                size: w.size,
-                rows: Some(w.rows),
-            })
-            .collect();
-        // The last moment to back out: a cancelled or timed-out attempt publishes nothing.
-        if cx.cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        let manifest = TableManifest {
-            table: table_name.to_string(),
-            run_id: cx.run_id.clone(),
-            rows,
-            partition_by: spec.partition_by.clone(),
-            files,
-            fingerprint,
-            slices: None,
-            file_days: None,
-        };
-        // Before the table becomes current: every row written once, every file named once.
-        manifest.check().map_err(|e| Error::Internal(format!("refusing to publish `{table_name}`: {e}")))?;
-        // Only while the run still holds the lake.
-        storage.commit_table(&write, &manifest, cx.fence.as_deref()).await?;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        // Leave nothing half-written behind; the published table was never touched.
-        if let Err(cleanup) = storage.abort_table(&write, &targets).await {
-            tracing::warn!(error = %cleanup, "could not remove the files of the failed load");
-        }
-        return Err(e);
-    }
-    Ok(Loaded { rows, files: count, partitions, version: None })
-}
-
 #[cfg(test)]
 mod tests {
+    use dagrun_core::spec::TableFormat;
+
     use super::*;
 
     #[test]

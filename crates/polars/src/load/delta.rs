@@ -11,18 +11,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use dagrun_core::engine::TaskContext;
+use dagrun_core::path::{compile_glob, is_s3};
 use dagrun_core::plan::{Load, Replace};
 use dagrun_core::slice::{Day, describe_days};
 use dagrun_core::storage::delta::{DeltaColumn, DeltaCommit, DeltaFile, DeltaSnapshot, DeltaTables, Orphans, Removing};
 use dagrun_core::storage::{
-    MANIFEST, SUCCESS_MARKER, Storage, StorageErrorKind, Storages, TABLE_MARKER, TableManifest, compile_glob, is_s3,
-    not_a_table_message,
+    MANIFEST, SUCCESS_MARKER, Storage, StorageErrorKind, Storages, TABLE_MARKER, TableManifest, not_a_table_message,
 };
 use polars::prelude::*;
 use tracing::{info, warn};
 
+use super::Loaded;
+use super::partition::{partition, write_parts};
+use super::replace;
 use crate::error::{Error, Result};
-use crate::load::{Loaded, partition, write_parts};
+use crate::published::read_published;
 
 /// Delta's name of a Polars type, and the type to cast the column to first (if any).
 fn delta_type(column: &str, dtype: &DataType) -> Result<(&'static str, Option<DataType>)> {
@@ -177,12 +180,12 @@ pub(crate) async fn run(
     let mut df = df;
     if let (Some(_), Replace::Merge { keys, order_by }) = (partial, &spec.mode) {
         cx.progress.set_message("merging");
-        let published = crate::published::read_published(storages, &root, base_version).await?;
+        let published = read_published(storages, &root, base_version).await?;
         let before = published.height();
         let (keys, order_by) = (keys.clone(), order_by.clone());
         df = crate::on_workers(move || -> Result<DataFrame> {
             let (df, _) = delta_ready(df)?;
-            crate::replace::merge(df, published, &keys, &order_by)
+            replace::merge(df, published, &keys, &order_by)
         })
         .await??;
         info!(published = before, merged = df.height(), "merged with the published rows");
@@ -199,13 +202,13 @@ pub(crate) async fn run(
     let (mut parts, columns, bounds) = crate::on_workers(move || -> Result<_> {
         let (df, columns) = delta_ready(df)?;
         if let (Some(column), Some(days)) = (&slice_column, &check_days) {
-            crate::replace::check_rows_in_days(&df, column, days, &name)?;
+            replace::check_rows_in_days(&df, column, days, &name)?;
         }
         let parts = partition(&name, &df, &load, &file_name)?;
         let mut bounds = BTreeMap::new();
         if let Some(column) = &slice_column {
             for part in &parts {
-                if let Some(b) = crate::replace::bounds(&part.data, column)? {
+                if let Some(b) = replace::bounds(&part.data, column)? {
                     bounds.insert(part.path.clone(), b);
                 }
             }
@@ -221,14 +224,12 @@ pub(crate) async fn run(
     if let (Some(scope), Replace::Partitions { slice_column }) = (partial, &spec.mode) {
         cx.progress.set_message("finding the run's days in the table");
         let (removed, kept, deleted) = match &snapshot {
-            Some(snapshot) => {
-                crate::replace::cut_days(snapshot, &storage, &root, slice_column, &scope.days, &tag).await?
-            }
+            Some(snapshot) => replace::cut_days(snapshot, &storage, &root, slice_column, &scope.days, &tag).await?,
             None => (Vec::new(), Vec::new(), 0),
         };
         for part in &kept {
             kept_rows += part.data.height() as u64;
-            if let Some(b) = crate::replace::bounds(&part.data, slice_column)? {
+            if let Some(b) = replace::bounds(&part.data, slice_column)? {
                 bounds.insert(part.path.clone(), b);
             }
         }

@@ -15,8 +15,8 @@ use dagrun_core::storage::Storage;
 use dagrun_core::storage::delta::{ColumnBounds, DeltaSnapshot};
 use polars::prelude::*;
 
+use super::partition::Part;
 use crate::error::{Error, Result};
-use crate::load::Part;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
