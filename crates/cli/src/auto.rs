@@ -1,11 +1,12 @@
 //! `engine: auto` at run time: lists the inputs of the extracts each auto task depends on (before
 //! any work), measures this machine, asks [`dagrun_core::auto::choose`] and writes the choice into
-//! the plan. A stage that fits nowhere (too big here, EMR unavailable or forbidden) stops the run
+//! the run's decisions. A stage that fits nowhere (too big here, EMR unavailable or forbidden) stops the run
 //! before it starts.
 
 use std::collections::BTreeMap;
 
 use dagrun_core::auto::{AUTO, AutoChoice, InputSize, Machine, choose};
+use dagrun_core::decisions::RunDecisions;
 use dagrun_core::emr::DEFAULT_AUTO_MAX_LOCAL;
 use dagrun_core::path::{compile_glob, is_s3};
 use dagrun_core::plan::{Action, Plan};
@@ -34,8 +35,12 @@ pub(crate) fn machine() -> Machine {
     Machine { memory: memory(), cores: std::thread::available_parallelism().map_or(1, |n| n.get()) }
 }
 
-/// Decides every `engine: auto` task of `plan` and runs it there; returns the choices.
-pub(crate) async fn resolve(plan: &mut Plan, storages: &Storages) -> Result<Vec<AutoChoice>, Exit> {
+/// Decides the engine of every `engine: auto` task of `plan` in `decisions`; returns the choices.
+pub(crate) async fn resolve(
+    plan: &Plan,
+    decisions: &mut RunDecisions,
+    storages: &Storages,
+) -> Result<Vec<AutoChoice>, Exit> {
     let auto: Vec<usize> = plan.tasks().iter().filter(|t| t.engine() == AUTO).map(|t| t.index()).collect();
     if auto.is_empty() {
         return Ok(Vec::new());
@@ -77,7 +82,7 @@ pub(crate) async fn resolve(plan: &mut Plan, storages: &Storages) -> Result<Vec<
             }
             stack.extend(plan.tasks()[i].deps().iter().copied());
         }
-        let emr = match plan.emr_unavailable(task.id()) {
+        let emr = match decisions.emr_unavailable(plan, task.id()) {
             Some(why) => Err(why),
             None if plan.emr().is_none() => Err("the pipeline has no engines.emr section".to_string()),
             None => Ok(()),
@@ -94,8 +99,7 @@ pub(crate) async fn resolve(plan: &mut Plan, storages: &Storages) -> Result<Vec<
     }
     for c in &choices {
         if let Some(task) = plan.task(&c.task) {
-            let index = task.index();
-            plan.set_engine(index, &c.engine);
+            decisions.set_engine(task.index(), &c.engine);
         }
     }
     Ok(choices)

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use dagrun_core::decisions::RunDecisions;
 use dagrun_core::engine::{Engines, Exchange};
 use dagrun_core::plan::{Plan, S3Settings};
 use dagrun_core::storage::{Storage, Storages};
@@ -62,11 +63,12 @@ pub(crate) fn missing(what: &str, feature: &str) -> String {
 }
 
 /// Stops a run before anything happens if one of its tasks needs an engine this build lacks.
-pub(crate) fn check_engines(plan: &Plan) -> Result<(), Exit> {
+pub(crate) fn check_engines(plan: &Plan, decisions: &RunDecisions) -> Result<(), Exit> {
     for task in plan.tasks() {
-        if !has_engine(task.engine()) {
-            let what = format!("task `{}` runs on `{}`, which", task.id(), task.engine());
-            return Err(Exit::config(format!("error: {}", missing(&what, feature_of(task.engine())))));
+        let engine = decisions.engine(task.index());
+        if !has_engine(engine) {
+            let what = format!("task `{}` runs on `{engine}`, which", task.id());
+            return Err(Exit::config(format!("error: {}", missing(&what, feature_of(engine)))));
         }
     }
     Ok(())
@@ -152,17 +154,28 @@ pub(crate) struct EmrOptions {
     pub refresh_prices: bool,
 }
 
+/// How this run's local engine behaves beyond the pipeline (the run's flags).
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(not(feature = "polars"), allow(dead_code))]
+pub(crate) struct LocalFlags {
+    /// `--spill-above`: `Some(None)` never spills.
+    pub spill_above: Option<Option<u64>>,
+    pub allow_breaking_schema: bool,
+    /// Not `--no-cache`.
+    pub extract_cache: bool,
+}
+
 /// The engines of a run that this build carries, sharing its storages and one table exchange
 /// (a table made on EMR is read locally from where it was published, and the other way round).
 pub(crate) async fn engines(
     storages: &Storages,
     plan: &Plan,
-    spill_above: Option<Option<u64>>,
-    allow_breaking_schema: bool,
-    extract_cache: bool,
+    decisions: &RunDecisions,
     kept: &Kept,
+    local_flags: LocalFlags,
     emr_options: EmrOptions,
 ) -> Result<Engines, Exit> {
+    let LocalFlags { spill_above, allow_breaking_schema, extract_cache } = local_flags;
     let exchange = Arc::new(Exchange::default());
     let engines = Engines::new();
     #[cfg(feature = "polars")]
@@ -199,15 +212,17 @@ pub(crate) async fn engines(
                 missing("the local engine, which EMR runs need", "polars")
             )));
             let refresh = emr_options.refresh_prices;
-            let emr = dagrun_aws::emr::EmrEngine::connect(settings.clone(), s3, exporter, exchange, plan, refresh)
-                .await
-                .keep_staging(emr_options.keep_staging);
+            let budget = decisions.budget();
+            let emr =
+                dagrun_aws::emr::EmrEngine::connect(settings.clone(), s3, exporter, exchange, plan, budget, refresh)
+                    .await
+                    .keep_staging(emr_options.keep_staging);
             engines.with(Arc::new(emr))
         }
         None => engines,
     };
     #[cfg(not(feature = "aws"))]
-    let _ = (plan, exchange);
+    let _ = (plan, decisions, exchange);
     Ok(engines)
 }
 

@@ -9,6 +9,7 @@ use dagrun_core::Diagnostics;
 use dagrun_core::engine::Engines;
 
 use dagrun_core::compile::{self, LoadError, PlanError, PlanOptions};
+use dagrun_core::decisions::RunDecisions;
 use dagrun_core::executor::{self, ExecutorOptions};
 use dagrun_core::graph::{self, GraphFormat};
 use dagrun_core::lease::{self, Holder, Lease, LeaseError, LeaseOptions, LeasePlace};
@@ -149,14 +150,16 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     if !args.only.is_empty() {
         plan = plan.select(&args.only).map_err(|e| Exit::config(format!("error: {e}")))?;
     }
+    // What this run decides beside the plan, which never changes.
+    let mut decisions = RunDecisions::new(&plan);
     if let Some(request) = slice_request(args)? {
-        plan = plan.scoped(request).map_err(|e| Exit::config(format!("error: {e}")))?;
+        decisions.scope(&plan, request).map_err(|e| Exit::config(format!("error: {e}")))?;
     }
     if let Some(max) = args.max_cost {
-        plan.set_budget(max);
+        decisions.set_budget(max);
     }
-    let on_emr: Vec<&str> = plan.tasks().iter().filter(|t| t.engine() == "emr").map(|t| t.id()).collect();
-    if plan.budget() == Some(0.0) && !on_emr.is_empty() {
+    let on_emr: Vec<&str> = decisions.tasks_on("emr").map(|i| plan.tasks()[i].id()).collect();
+    if decisions.budget() == Some(0.0) && !on_emr.is_empty() {
         return Err(Exit::config(format!(
             "error: a budget of $0 forbids EMR (--max-cost 0 or budget.max_usd: 0), and {} run on emr: {}\n  = run them locally (engine: local, or --set engine=local for Sparkify), or allow a budget",
             dagrun_core::units::count(on_emr.len() as u64, "task"),
@@ -167,7 +170,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     let force = force_of(&args.force, &plan)?;
     let storages = build::storages(&plan).await;
     // `engine: auto`: decided now, from listings, before engines are built for the plan.
-    let choices = resolve(&mut plan, &storages).await?;
+    let choices = resolve(&plan, &mut decisions, &storages).await?;
     if !choices.is_empty() && !args.dry_run {
         print_stdout(&describe(&choices));
     }
@@ -176,16 +179,13 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         SpillAbove::Never => None,
     });
     let kept = build::Kept::for_report(&plan);
-    let engines = build::engines(
-        &storages,
-        &plan,
+    let local_flags = build::LocalFlags {
         spill_above,
-        args.allow_breaking_schema,
-        !args.no_cache,
-        &kept,
-        build::EmrOptions { keep_staging: args.keep_staging, refresh_prices: args.refresh_prices },
-    )
-    .await?;
+        allow_breaking_schema: args.allow_breaking_schema,
+        extract_cache: !args.no_cache,
+    };
+    let emr_options = build::EmrOptions { keep_staging: args.keep_staging, refresh_prices: args.refresh_prices };
+    let engines = build::engines(&storages, &plan, &decisions, &kept, local_flags, emr_options).await?;
     if args.dry_run {
         // What is already published from the same inputs (reads listings and manifests only),
         // then the real executor walked with engines that only describe.
@@ -195,7 +195,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
             _ => None,
         };
         let freshness = match &unreachable {
-            None => resume::assess(&plan, &storages, &force, false).await,
+            None => resume::assess(&plan, &decisions, &storages, &force, false).await,
             Some(why) => {
                 print_stdout(&format!(
                     "note: could not check what is up to date on S3, so every task is shown as running: {why}\n"
@@ -205,18 +205,20 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         };
         refuse(&freshness)?;
         if let Some(slice) = &freshness.slice {
-            plan.set_slice(slice.clone());
+            decisions.decide_slice(slice.clone());
         }
         let mut options = ExecutorOptions::new("dry-run");
         options.jobs = jobs;
         options.fail_fast = args.fail_fast;
-        options.fresh = freshness.fresh.clone();
+        decisions.fresh = freshness.fresh.clone();
         if unreachable.is_none() {
             options.expected = records::last_durations(&plan, &storages).await;
         }
-        let walk = dagrun_core::dry_run::walk(Arc::new(plan.clone()), build::KNOWN_ENGINES, &options);
+        let plan = Arc::new(plan);
+        let decided = Arc::new(decisions.clone());
+        let walk = dagrun_core::dry_run::walk(plan.clone(), decided, build::KNOWN_ENGINES, &options);
         print_stdout(&describe(&choices));
-        print_stdout(&render::dry_run(&plan, &engines, jobs, &freshness, &walk));
+        print_stdout(&render::dry_run(&plan, &decisions, &engines, jobs, &freshness, &walk));
         if let Some(price) = engines.get("emr").and_then(|e| e.price()) {
             let (history, none) = match &unreachable {
                 None => (records::latest(plan.runs_dir(), &storages).await, "the latest run record has no EMR cluster"),
@@ -231,7 +233,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     options.jobs = jobs;
     options.fail_fast = args.fail_fast;
 
-    build::check_engines(&plan)?;
+    build::check_engines(&plan, &decisions)?;
     if cancel.is_cancelled() {
         return Err(Exit::interrupted("interrupted before the run started: nothing was written"));
     }
@@ -278,9 +280,21 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         lease.took_over().iter().filter(|t| t.proven_dead).map(|t| t.holder.token.clone()).collect();
     let fence = lease.fence();
     options.fence = Some(fence.clone());
-    let outcome =
-        run_leased(&plan, args, terminal, &storages, &engines, &kept, options, force, cancel.clone(), &dead, &choices)
-            .await;
+    let outcome = run_leased(
+        &plan,
+        decisions,
+        args,
+        terminal,
+        &storages,
+        &engines,
+        &kept,
+        options,
+        force,
+        cancel.clone(),
+        &dead,
+        &choices,
+    )
+    .await;
     // This run's own failed attempts removed their files; staging folders of earlier runs that
     // did not finish go, only while this run still holds the lake.
     if !lease.lost().is_cancelled()
@@ -311,6 +325,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
 #[allow(clippy::too_many_arguments)]
 async fn run_leased(
     plan: &Plan,
+    mut decisions: RunDecisions,
     args: &RunArgs,
     terminal: &Terminal,
     storages: &Storages,
@@ -324,7 +339,7 @@ async fn run_leased(
 ) -> Result<u8, Exit> {
     build::remove_dead_spills();
     // What is already published from the same inputs (reads listings and manifests only).
-    let freshness = resume::assess(plan, storages, &force, true).await;
+    let freshness = resume::assess(plan, &decisions, storages, &force, true).await;
     let inputs_hashed = freshness.inputs_hashed;
     refuse(&freshness)?;
     // What killed runs left beside the tables this run loads (a 100,000-file table that is up
@@ -339,23 +354,23 @@ async fn run_leased(
     remove_leftovers(plan, storages, Some(&loading), dead, fence.as_ref())
         .await
         .map_err(|e| Exit::failed(format!("error: {e}")))?;
-    abort_stale_uploads(plan, storages).await;
-    let mut plan = plan.clone();
+    abort_stale_uploads(plan, &decisions, storages).await;
     if let Some(slice) = &freshness.slice {
-        plan.set_slice(slice.clone());
-        if let Some(line) = render::slice_line(&plan, slice, &freshness.fresh) {
+        decisions.decide_slice(slice.clone());
+        if let Some(line) = render::slice_line(plan, slice, &freshness.fresh) {
             print_stdout(&line);
         }
     }
-    options.fresh = freshness.fresh;
-    options.fingerprints = freshness.fingerprints;
-    options.expected = records::last_durations(&plan, storages).await;
-    let plan = Arc::new(plan);
+    decisions.fresh = freshness.fresh;
+    decisions.fingerprints = freshness.fingerprints;
+    options.expected = records::last_durations(plan, storages).await;
+    let plan = Arc::new(plan.clone());
+    let decisions = Arc::new(decisions);
     info!(pipeline = %plan.name(), run = %options.run_id, tasks = plan.tasks().len(), jobs = options.jobs, "run started");
 
     let id_width = plan.tasks().iter().map(|t| t.id().len() + 2).max().unwrap_or(8);
     let observer = Arc::new(ProgressObserver::new(terminal.clone(), id_width));
-    let report = executor::execute(plan.clone(), engines, &options, observer, cancel.clone()).await;
+    let report = executor::execute(plan.clone(), decisions, engines, &options, observer, cancel.clone()).await;
     terminal.multi.clear().ok();
     print_stdout(&render::summary(&report));
     let code = report.exit_code() as u8;
@@ -494,18 +509,15 @@ async fn vacuum(
 /// held, so no other run writes there; an EMR step of a killed run may still be going, so under
 /// what EMR writes only uploads older than the longest EMR task timeout (each step's bound on
 /// the cluster) are taken.
-async fn abort_stale_uploads(plan: &Plan, storages: &Storages) {
+async fn abort_stale_uploads(plan: &Plan, decisions: &RunDecisions, storages: &Storages) {
     let now = std::time::SystemTime::now();
-    let emr_bound = plan
-        .tasks()
-        .iter()
-        .filter(|t| t.engine() == "emr")
-        .map(|t| t.timeout() + std::time::Duration::from_secs(60))
-        .max();
+    let emr_bound =
+        decisions.tasks_on("emr").map(|i| plan.tasks()[i].timeout() + std::time::Duration::from_secs(60)).max();
     let mut places: Vec<(String, std::time::SystemTime)> = Vec::new();
     for task in plan.tasks() {
         if let Action::Load(load) = &task.action() {
-            let before = if task.engine() == "emr" { now - emr_bound.unwrap_or_default() } else { now };
+            let before =
+                if decisions.engine(task.index()) == "emr" { now - emr_bound.unwrap_or_default() } else { now };
             places.push((load.path.clone(), before));
         }
     }

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::build::{KNOWN_ENGINES, feature_of, has_engine, missing};
+use dagrun_core::decisions::RunDecisions;
 use dagrun_core::dry_run::Walk;
 use dagrun_core::engine::Engines;
 use dagrun_core::executor::{RunReport, TaskState};
@@ -13,7 +14,14 @@ use dagrun_core::spec::CheckSeverity;
 use dagrun_core::units::{self, format_duration, format_elapsed, thousands};
 
 /// The dry run: what a run would do, in the order it would do it. Reads and writes nothing.
-pub(crate) fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &Freshness, walk: &Walk) -> String {
+pub(crate) fn dry_run(
+    plan: &Plan,
+    decisions: &RunDecisions,
+    engines: &Engines,
+    jobs: usize,
+    freshness: &Freshness,
+    walk: &Walk,
+) -> String {
     let mut out = String::new();
     let waves = plan.waves();
     let _ = writeln!(
@@ -39,18 +47,18 @@ pub(crate) fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &F
         let _ = writeln!(out, "vars: {}", vars.join("  "));
     }
     let _ = writeln!(out, "run records: {}/<run-id>/", plan.runs_dir());
-    if let Some(line) = plan.slice().and_then(|s| slice_line(plan, s, &freshness.fresh)) {
+    if let Some(line) = decisions.slice().and_then(|s| slice_line(plan, s, &freshness.fresh)) {
         out.push_str(&line);
     }
     for name in KNOWN_ENGINES {
-        if !has_engine(name) && plan.tasks().iter().any(|t| t.engine() == *name) {
+        if !has_engine(name) && decisions.tasks_on(name).next().is_some() {
             let what = format!("the `{name}` engine, which a run of this plan needs,");
             let _ = writeln!(out, "note: {}", missing(&what, feature_of(name)));
         }
     }
-    let used = engines.iter().filter(|e| plan.tasks().iter().any(|t| t.engine() == e.name())).count();
+    let used = engines.iter().filter(|e| decisions.tasks_on(e.name()).next().is_some()).count();
     for engine in engines.iter() {
-        let here: Vec<&str> = plan.tasks().iter().filter(|t| t.engine() == engine.name()).map(|t| t.id()).collect();
+        let here: Vec<&str> = decisions.tasks_on(engine.name()).map(|i| plan.tasks()[i].id()).collect();
         if here.is_empty() {
             continue;
         }
@@ -81,7 +89,7 @@ pub(crate) fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &F
             let task = &plan.tasks()[i];
             let deps: Vec<&str> = task.deps().iter().map(|&d| plan.tasks()[d].id()).collect();
             let after = if deps.is_empty() { String::new() } else { format!("  after {}", deps.join(", ")) };
-            let _ = writeln!(out, "  {} ({} on {}){after}", task.id(), task.kind(), task.engine());
+            let _ = writeln!(out, "  {} ({} on {}){after}", task.id(), task.kind(), decisions.engine(i));
             if let Some(reason) = freshness.fresh.get(&i) {
                 let _ = writeln!(out, "      skipped, {reason}");
             } else if let Some(reason) = freshness.stale.get(&i) {
@@ -100,7 +108,7 @@ pub(crate) fn dry_run(plan: &Plan, engines: &Engines, jobs: usize, freshness: &F
                     let _ = writeln!(out, "      checks  {}{warn}", check.name);
                 }
             }
-            if let Some(engine) = engines.get(task.engine()) {
+            if let Some(engine) = engines.get(decisions.engine(i)) {
                 for line in engine.describe(task) {
                     let _ = writeln!(out, "      {line}");
                 }

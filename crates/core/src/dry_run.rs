@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use crate::decisions::RunDecisions;
 use crate::engine::{Engine, Engines, NoProgress, TaskContext, TaskError, TaskOutput, TaskProgress};
 use crate::executor::{self, ExecutorOptions, Observer, TaskRecord, TaskState};
 use crate::plan::{Plan, PlannedTask};
@@ -28,10 +29,15 @@ pub struct Walk {
 }
 
 /// Walks `plan` through the executor with engines that only describe, under `options` (jobs,
-/// fail-fast, what is up to date). `engines` names the engines to describe (all the file format
+/// fail-fast) and `decisions` (each task's engine, what is up to date). `engines` names the engines to describe (all the file format
 /// knows, so that a build without one still shows the order); a task on any other fails as it
 /// would in a run. Runs on its own thread and paused clock, so the walk is the same every time.
-pub fn walk(plan: Arc<Plan>, engines: &[&'static str], options: &ExecutorOptions) -> Walk {
+pub fn walk(
+    plan: Arc<Plan>,
+    decisions: Arc<RunDecisions>,
+    engines: &[&'static str],
+    options: &ExecutorOptions,
+) -> Walk {
     let mut describing = Engines::new();
     for &name in engines {
         describing = describing.with(Arc::new(Describing { name }));
@@ -51,7 +57,8 @@ pub fn walk(plan: Arc<Plan>, engines: &[&'static str], options: &ExecutorOptions
                     let observer = Arc::new(Starts::default());
                     let started = tokio::time::Instant::now();
                     *observer.origin.lock().expect("origin") = Some(started);
-                    executor::execute(plan, &describing, &options, observer.clone(), CancellationToken::new()).await;
+                    let cancel = CancellationToken::new();
+                    executor::execute(plan, decisions, &describing, &options, observer.clone(), cancel).await;
                     let starts = observer.starts.lock().expect("starts");
                     let mut steps: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
                     for &(tick, task) in starts.iter() {
@@ -130,11 +137,13 @@ mod tests {
         let engines = ["local"];
         let mut options = ExecutorOptions::new("dry");
         options.jobs = 2;
-        let walk = walk(plan(FAN), &engines, &options);
+        let fan = plan(FAN);
+        let decisions = Arc::new(RunDecisions::new(&fan));
+        let walk = walk(fan.clone(), decisions.clone(), &engines, &options);
         // a and b first; then c (a slot is free) and d (a is done), not a "wave" of a, b, c.
         assert_eq!(walk.steps, vec![vec![0, 1], vec![2, 3]]);
         options.jobs = 4;
-        assert_eq!(super::walk(plan(FAN), &engines, &options).steps, vec![vec![0, 1, 2], vec![3]]);
+        assert_eq!(super::walk(fan, decisions, &engines, &options).steps, vec![vec![0, 1, 2], vec![3]]);
     }
 
     #[test]
@@ -142,8 +151,10 @@ mod tests {
         let engines = ["local"];
         let mut options = ExecutorOptions::new("dry");
         options.jobs = 4;
-        options.fresh.insert(0, "up to date".into());
-        let walk = walk(plan(FAN), &engines, &options);
+        let fan = plan(FAN);
+        let mut decisions = RunDecisions::new(&fan);
+        decisions.fresh.insert(0, "up to date".into());
+        let walk = walk(fan, Arc::new(decisions), &engines, &options);
         assert_eq!(walk.up_to_date, vec![0]);
         assert_eq!(walk.steps, vec![vec![1, 2, 3]]);
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::cost::{ClusterCost, ClusterPrice};
+use crate::decisions::RunDecisions;
 use crate::plan::{Plan, PlannedTask};
 use crate::spec::CheckSeverity;
 use crate::storage::{Fence, StorageError, StorageErrorKind};
@@ -82,6 +83,8 @@ impl TaskProgress for NoProgress {
 pub struct TaskContext {
     /// The plan being run.
     pub plan: Arc<Plan>,
+    /// What the run decided beside it: each task's engine, the days it reads, what is fresh.
+    pub decisions: Arc<RunDecisions>,
     /// The run's id.
     pub run_id: String,
     /// Unique to this process: what it writes in passing (staging) carries it, so two processes

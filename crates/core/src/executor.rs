@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, error_span, info, warn};
 
 use crate::cost::ClusterCost;
+use crate::decisions::RunDecisions;
 use crate::engine::{CANCEL_GRACE, Engine, Engines, RunEnd, TaskContext, TaskError, TaskOutput, TaskProgress};
 use crate::plan::{DEFAULT_ENGINE, Plan, PlannedTask};
 use crate::spec::TaskKind;
@@ -43,10 +44,6 @@ pub struct ExecutorOptions {
     pub jitter_seed: Option<u64>,
     /// How long a cancelled attempt may take to clean up before it is abandoned.
     pub cancel_grace: Duration,
-    /// Tasks not to run because their outputs are up to date (resume), with the reason.
-    pub fresh: BTreeMap<usize, String>,
-    /// What each task's output is made from (resume), handed to its attempts.
-    pub fingerprints: BTreeMap<usize, String>,
     /// How long each task took in the last run, for the order in which ready tasks start.
     pub expected: BTreeMap<usize, Duration>,
     /// What every write that publishes to the lake checks first (see [`crate::storage::Fence`]);
@@ -64,8 +61,6 @@ impl ExecutorOptions {
             instance: new_instance(),
             jitter_seed: None,
             cancel_grace: CANCEL_GRACE,
-            fresh: BTreeMap::new(),
-            fingerprints: BTreeMap::new(),
             expected: BTreeMap::new(),
             fence: None,
         }
@@ -224,6 +219,7 @@ impl RunReport {
 /// Runs `plan` to completion (or cancellation) and reports what happened.
 pub async fn execute(
     plan: Arc<Plan>,
+    decisions: Arc<RunDecisions>,
     engines: &Engines,
     options: &ExecutorOptions,
     observer: Arc<dyn Observer>,
@@ -252,8 +248,8 @@ pub async fn execute(
 
     // Engines still needed by unfinished tasks; released when this drops to zero.
     let mut engine_users: BTreeMap<String, usize> = BTreeMap::new();
-    for task in &plan.tasks {
-        *engine_users.entry(task.engine.clone()).or_default() += 1;
+    for i in 0..n {
+        *engine_users.entry(decisions.engine(i).to_string()).or_default() += 1;
     }
     let reads = plan.producers_read();
     let readers_of = plan.readers();
@@ -264,21 +260,30 @@ pub async fn execute(
         while in_flight < jobs && !stop.is_cancelled() {
             let Some((_, _, i)) = ready.pop_first() else { break };
             let task = plan.tasks[i].clone();
-            if let Some(reason) = options.fresh.get(&i) {
-                let record =
-                    finished(&task, TaskState::UpToDate, Vec::new(), Duration::ZERO, Some(reason.clone()), None);
+            let engine_name = decisions.engine(i).to_string();
+            if let Some(reason) = decisions.fresh.get(&i) {
+                let record = finished(
+                    &task,
+                    &engine_name,
+                    TaskState::UpToDate,
+                    Vec::new(),
+                    Duration::ZERO,
+                    Some(reason.clone()),
+                    None,
+                );
                 running.spawn(async move { (i, record) });
                 in_flight += 1;
                 continue;
             }
-            let Some(engine) = engines.get(&task.engine).cloned() else {
+            let Some(engine) = engines.get(&engine_name).cloned() else {
                 // Validation checks engines against the same list, so this is a programming error.
                 let record = finished(
                     &task,
+                    &engine_name,
                     TaskState::Failed,
                     Vec::new(),
                     Duration::ZERO,
-                    Some(format!("engine `{}` is not available in this build", task.engine)),
+                    Some(format!("engine `{engine_name}` is not available in this build")),
                     None,
                 );
                 running.spawn(async move { (i, record) });
@@ -288,12 +293,14 @@ pub async fn execute(
             let grace = options.cancel_grace.min(engine.cancel_grace());
             let runner = AttemptRunner {
                 plan: plan.clone(),
+                decisions: decisions.clone(),
                 engine,
+                engine_name,
                 observer: observer.clone(),
                 cancel: stop.child_token(),
                 run_id: options.run_id.clone(),
                 instance: options.instance.clone(),
-                fingerprint: options.fingerprints.get(&i).cloned(),
+                fingerprint: decisions.fingerprints.get(&i).cloned(),
                 fence: options.fence.clone(),
                 grace,
                 rng: StdRng::seed_from_u64(rand::RngExt::random(&mut seed_rng)),
@@ -346,6 +353,7 @@ pub async fn execute(
                     if records[d].is_none() {
                         let record = finished(
                             &plan.tasks[d],
+                            decisions.engine(d),
                             TaskState::Skipped,
                             Vec::new(),
                             Duration::ZERO,
@@ -368,12 +376,12 @@ pub async fn execute(
         }
 
         for &d in &done_now {
-            release_engine_if_unused(&plan.tasks[d], engines, &mut engine_users).await;
+            release_engine_if_unused(decisions.engine(d), engines, &mut engine_users).await;
             for &producer in &plan.tasks[d].deps.iter().chain(reads[d].iter()).copied().collect::<BTreeSet<_>>() {
                 if readers_of[producer].contains(&d) {
                     readers_left[producer] -= 1;
                     if readers_left[producer] == 0
-                        && let Some(engine) = engines.get(&plan.tasks[producer].engine)
+                        && let Some(engine) = engines.get(decisions.engine(producer))
                     {
                         engine.forget(&plan.tasks[producer]);
                     }
@@ -390,7 +398,15 @@ pub async fn execute(
                 (Some(cause), _) => format!("not started: --fail-fast after `{cause}` failed"),
                 (None, false) => "not started".to_string(),
             };
-            let record = finished(&plan.tasks[i], TaskState::Skipped, Vec::new(), Duration::ZERO, Some(reason), None);
+            let record = finished(
+                &plan.tasks[i],
+                decisions.engine(i),
+                TaskState::Skipped,
+                Vec::new(),
+                Duration::ZERO,
+                Some(reason),
+                None,
+            );
             observer.task_finished(&plan.tasks[i], &record);
             *slot = Some(record);
         }
@@ -402,8 +418,9 @@ pub async fn execute(
             && records.iter().flatten().all(|r| matches!(r.state, TaskState::Succeeded | TaskState::UpToDate)),
     };
     let mut shutdown_errors = Vec::new();
+    let used = |engine: &Arc<dyn Engine>| decisions.tasks_on(engine.name()).next().is_some();
     for engine in engines.iter() {
-        if !plan.tasks.iter().any(|t| t.engine == engine.name()) {
+        if !used(engine) {
             continue;
         }
         match tokio::time::timeout(options.cancel_grace.max(Duration::from_secs(1)) * 4, engine.shutdown(&end)).await {
@@ -415,10 +432,8 @@ pub async fn execute(
     for e in &shutdown_errors {
         error!("{e}");
     }
-    let costs: Vec<ClusterCost> =
-        engines.iter().filter(|e| plan.tasks.iter().any(|t| t.engine == e.name())).flat_map(|e| e.costs()).collect();
-    let engine_notes: Vec<String> =
-        engines.iter().filter(|e| plan.tasks.iter().any(|t| t.engine == e.name())).flat_map(|e| e.notes()).collect();
+    let costs: Vec<ClusterCost> = engines.iter().filter(|e| used(e)).flat_map(|e| e.costs()).collect();
+    let engine_notes: Vec<String> = engines.iter().filter(|e| used(e)).flat_map(|e| e.notes()).collect();
 
     RunReport {
         run_id: options.run_id.clone(),
@@ -441,21 +456,22 @@ pub async fn execute(
     }
 }
 
-async fn release_engine_if_unused(task: &PlannedTask, engines: &Engines, users: &mut BTreeMap<String, usize>) {
-    let Some(count) = users.get_mut(&task.engine) else {
+async fn release_engine_if_unused(name: &str, engines: &Engines, users: &mut BTreeMap<String, usize>) {
+    let Some(count) = users.get_mut(name) else {
         return;
     };
     *count = count.saturating_sub(1);
     if *count == 0
-        && let Some(engine) = engines.get(&task.engine)
+        && let Some(engine) = engines.get(name)
         && let Err(e) = engine.release().await
     {
-        warn!(engine = %task.engine, error = %e, "engine release failed; it will be retried at shutdown");
+        warn!(engine = %name, error = %e, "engine release failed; it will be retried at shutdown");
     }
 }
 
 fn finished(
     task: &PlannedTask,
+    engine: &str,
     state: TaskState,
     attempts: Vec<AttemptRecord>,
     duration: Duration,
@@ -465,7 +481,7 @@ fn finished(
     TaskRecord {
         id: task.id.clone(),
         kind: task.kind,
-        engine: task.engine.clone(),
+        engine: engine.to_string(),
         deps: Vec::new(),
         state,
         attempts,
@@ -478,7 +494,10 @@ fn finished(
 /// Runs one task's attempts: timeout, retries with backoff, cancellation, panics.
 struct AttemptRunner {
     plan: Arc<Plan>,
+    decisions: Arc<RunDecisions>,
     engine: Arc<dyn Engine>,
+    /// The name of the engine the task runs on.
+    engine_name: String,
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
     run_id: String,
@@ -504,11 +523,12 @@ impl AttemptRunner {
         loop {
             // At ERROR level, so that the span (and the task it names) is there whatever the log
             // level: `-q` keeps warnings and errors, and they must still say which task.
-            let span = error_span!("task", task = %task.id, kind = %task.kind, engine = %task.engine, attempt);
+            let span = error_span!("task", task = %task.id, kind = %task.kind, engine = %self.engine_name, attempt);
             let progress = self.observer.attempt_started(&task, attempt);
             let attempt_cancel = self.cancel.child_token();
             let cx = TaskContext {
                 plan: self.plan.clone(),
+                decisions: self.decisions.clone(),
                 run_id: self.run_id.clone(),
                 instance: self.instance.clone(),
                 attempt,
@@ -535,7 +555,7 @@ impl AttemptRunner {
                 Outcome::Done(Ok(mut output)) => {
                     // What the attempt cost on this machine: the process's CPU time while it ran
                     // (shared with the tasks running beside it) and the process's peak memory.
-                    if task.engine == DEFAULT_ENGINE
+                    if self.engine_name == DEFAULT_ENGINE
                         && let (Some(before), Some(after)) = (cpu_before, process_usage())
                     {
                         output.details.insert("cpu_seconds".into(), format!("{:.2}", (after.0 - before.0).max(0.0)));
@@ -543,7 +563,15 @@ impl AttemptRunner {
                     }
                     attempts.push(record);
                     span.in_scope(|| info!(elapsed = %format_duration(duration), "succeeded"));
-                    return finished(&task, TaskState::Succeeded, attempts, clock.elapsed(), None, Some(output));
+                    return finished(
+                        &task,
+                        &self.engine_name,
+                        TaskState::Succeeded,
+                        attempts,
+                        clock.elapsed(),
+                        None,
+                        Some(output),
+                    );
                 }
                 Outcome::Cancelled => {
                     record.error = Some("cancelled".into());
@@ -551,6 +579,7 @@ impl AttemptRunner {
                     span.in_scope(|| warn!("cancelled"));
                     return finished(
                         &task,
+                        &self.engine_name,
                         TaskState::Cancelled,
                         attempts,
                         clock.elapsed(),
@@ -577,7 +606,7 @@ impl AttemptRunner {
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.cancel.cancelled() => {
-                            return finished(&task, TaskState::Cancelled, attempts, clock.elapsed(),
+                            return finished(&task, &self.engine_name, TaskState::Cancelled, attempts, clock.elapsed(),
                                 Some(format!("cancelled while waiting to retry after: {}", error.summary())), None);
                         }
                     }
@@ -592,7 +621,15 @@ impl AttemptRunner {
                         error.summary().to_string()
                     };
                     let partial = error.partial.map(|p| *p);
-                    return finished(&task, TaskState::Failed, attempts, clock.elapsed(), Some(reason), partial);
+                    return finished(
+                        &task,
+                        &self.engine_name,
+                        TaskState::Failed,
+                        attempts,
+                        clock.elapsed(),
+                        Some(reason),
+                        partial,
+                    );
                 }
             }
         }

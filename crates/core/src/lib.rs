@@ -13,6 +13,7 @@
 //! | [`path`] | local and S3 paths: normalizing, links resolved, which folder holds which |
 //! | [`compile`] | spec -> plan: every rule of the file format, every problem located |
 //! | [`plan`] | the validated, immutable plan and the questions later layers ask of it |
+//! | [`decisions`] | what a run decides beside the plan: engines after `auto`, budget, days, what is fresh |
 //! | [`sql`] | static SQL reading (syntax errors, referenced tables) |
 //! | [`retry`] | the retry policy |
 //! | [`resume`] | fingerprints and what is up to date |
@@ -32,6 +33,7 @@ pub mod auto;
 pub mod compile;
 pub mod content;
 pub mod cost;
+pub mod decisions;
 pub(crate) mod decode;
 pub mod diagnostic;
 pub mod dry_run;

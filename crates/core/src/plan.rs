@@ -1,7 +1,9 @@
 //! The validated plan: what [`crate::compile`] makes of a pipeline file, and what everything after
 //! it reads. Tasks have their variables resolved, defaults filled in and retry policies computed;
 //! dependencies are indices. A plan never changes once made: its fields are the crate's, and other
-//! crates read them through methods. It answers the questions every later layer asks (which tables
+//! crates read them through methods; `--only` makes another plan of the same file ([`Plan::select`]),
+//! and what a run decides (engines after `auto`, budget, days, what is up to date) travels beside
+//! it in [`crate::decisions::RunDecisions`]. It answers the questions every later layer asks (which tables
 //! a task reads, who reads a task's output, what depends on what, the waves, where quarantined
 //! records go) so that each has one answer.
 
@@ -17,7 +19,7 @@ use crate::lease::{LAKE_LEASE, runs_lease};
 pub use crate::path::join_path;
 use crate::path::{is_s3, normalize_path, resolve};
 use crate::retry::RetryPolicy;
-use crate::slice::{RunSlice, SliceRequest, SliceTemplate};
+use crate::slice::SliceTemplate;
 use crate::spec::{
     ChartKind, CheckSeverity, ColumnType, Compression, JsonFormat, NewFields, ServerSideEncryption, StorageClass,
     TableFormat, TaskKind,
@@ -57,9 +59,9 @@ pub struct Plan {
     pub(crate) emr_unavailable: std::collections::BTreeMap<String, String>,
     /// Problems worth knowing that do not stop a run.
     pub(crate) warnings: Vec<Diagnostic>,
-    /// The days of the sliced extracts this run reads, once decided (see [`crate::slice`]);
-    /// `None` when no extract declares `slice_path`.
-    pub(crate) slice: Option<RunSlice>,
+    /// Whether an extract declares `slice_path`, so that runs may read some days of the input
+    /// (see [`crate::slice`]; which days, a run decides: [`crate::decisions::RunDecisions`]).
+    pub(crate) sliced: bool,
     /// Every table the pipeline publishes (table -> path), whichever tasks `--only` kept: the
     /// report's answers read them all.
     pub(crate) lake_tables: std::collections::BTreeMap<String, String>,
@@ -542,22 +544,14 @@ impl Plan {
         self.budget
     }
 
-    /// Replaces the budget (`--max-cost`).
-    pub fn set_budget(&mut self, usd: f64) {
-        self.budget = Some(usd);
-    }
-
-    /// Why EMR cannot run task `id` if it were chosen for it (`engine: auto`), if it cannot.
+    /// Why EMR cannot run task `id` if it were chosen for it (`engine: auto`), if it cannot: the
+    /// pipeline's reasons (no `engines.emr` section, a path not on S3, a `budget.max_usd` of 0).
+    /// A run's `--max-cost` is the run's: [`crate::decisions::RunDecisions::emr_unavailable`].
     pub fn emr_unavailable(&self, id: &str) -> Option<String> {
         if self.budget == Some(0.0) {
             return Some("a budget of $0 forbids EMR (--max-cost 0 or budget.max_usd: 0)".into());
         }
         self.emr_unavailable.get("*").or_else(|| self.emr_unavailable.get(id)).cloned()
-    }
-
-    /// Runs task `index` on `engine` (the choice for an `engine: auto` task).
-    pub fn set_engine(&mut self, index: usize, engine: &str) {
-        self.tasks[index].engine = engine.to_string();
     }
 
     /// Problems worth knowing that do not stop a run.
@@ -653,17 +647,9 @@ impl Plan {
         &self.dependents[index]
     }
 
-    /// What the run does with the days of its sliced extracts (`None`: no extract declares
-    /// `slice_path`).
-    pub fn slice(&self) -> Option<&RunSlice> {
-        self.slice.as_ref()
-    }
-
-    /// Records what [`crate::resume::assess`] decided about the days (after any [`Plan::select`]).
-    pub fn set_slice(&mut self, slice: RunSlice) {
-        if self.slice.is_some() {
-            self.slice = Some(slice);
-        }
+    /// Whether an extract declares `slice_path`: runs may then read some days of the input.
+    pub fn is_sliced(&self) -> bool {
+        self.sliced
     }
 
     /// The extracts upstream of task `index` (itself included) that declare `slice_path`.
@@ -671,55 +657,6 @@ impl Plan {
         let mut up = self.ancestors(index);
         up.insert(index);
         up.into_iter().filter(|&i| matches!(&self.tasks[i].action, Action::Extract(e) if e.slice.is_some())).collect()
-    }
-
-    /// Scopes the run to some days (`--partition`, `--since/--until`). Refused when no extract
-    /// declares `slice_path`, when a sliced extract runs elsewhere than in this process, and when
-    /// a load downstream of one would replace its whole table from some days of its input.
-    pub fn scoped(mut self, request: SliceRequest) -> Result<Plan, String> {
-        let what = format!("this run is scoped to {}", request.describe());
-        let Some(slice) = self.slice.as_mut() else {
-            return Err(format!(
-                "{what}, but no extract of {} declares `slice_path` (where the files of one day are)",
-                self.name
-            ));
-        };
-        slice.requested = Some(request);
-        for task in &self.tasks {
-            let sliced = self.sliced_extracts_of(task.index);
-            let Some(&first) = sliced.first() else { continue };
-            let source = &self.tasks[first].id;
-            if let Action::Extract(_) = &task.action
-                && task.engine != DEFAULT_ENGINE
-            {
-                return Err(format!(
-                    "{what}, but extract `{}` runs on engine `{}`: only the local engine reads some days of an input yet",
-                    task.id, task.engine
-                ));
-            }
-            if let Action::Load(load) = &task.action
-                && !load.mode.is_overwrite()
-                && load.format != TableFormat::Delta
-            {
-                return Err(format!(
-                    "{what}, but load `{}` (`mode: {}`) publishes in dagrun's Parquet convention, which can only \
-                     replace a whole table: use `format: delta` for it, or run without a slice",
-                    task.id,
-                    load.mode.name()
-                ));
-            }
-            if let Action::Load(load) = &task.action
-                && load.mode.is_overwrite()
-            {
-                return Err(format!(
-                    "{what}, but load `{}` replaces its whole table (`mode: overwrite`) from `{source}`, which the \
-                     run reads only some days of: that would drop every other day. Declare `mode: partitions` (with \
-                     `slice_column`) or `mode: merge` (with `keys` and `order_by`) on it, or run without a slice",
-                    task.id
-                ));
-            }
-        }
-        Ok(self)
     }
 
     /// Every task `index` depends on, directly or not.

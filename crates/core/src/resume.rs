@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 
 use crate::content::ContentHashes;
+use crate::decisions::RunDecisions;
 
 use crate::path::{compile_glob, is_s3, join_path};
 use crate::plan::{Action, DEFAULT_ENGINE, Load, Plan, Replace};
@@ -61,19 +62,27 @@ fn hex(digest: &[u8]) -> String {
 
 /// Computes fingerprints and decides what is up to date. Reads listings and manifests, and the
 /// bytes of local input files whose content hash is not cached yet (see [`crate::content`]);
-/// `keep_hashes` keeps those hashes in the runs folder (a dry run writes nothing).
-pub async fn assess(plan: &Plan, storages: &Storages, force: &Force, keep_hashes: bool) -> Freshness {
-    let out = assess_listing(plan, storages, force, keep_hashes, false).await;
+/// `keep_hashes` keeps those hashes in the runs folder (a dry run writes nothing). `decisions`
+/// says which days were asked for and where each task runs.
+pub async fn assess(
+    plan: &Plan,
+    decisions: &RunDecisions,
+    storages: &Storages,
+    force: &Force,
+    keep_hashes: bool,
+) -> Freshness {
+    let out = assess_listing(plan, decisions, storages, force, keep_hashes, false).await;
     if !out.relist {
         return out;
     }
     // A run of some days that must rebuild a table from every day: every file is listed.
-    assess_listing(plan, storages, force, keep_hashes, true).await
+    assess_listing(plan, decisions, storages, force, keep_hashes, true).await
 }
 
 /// [`assess`], listing only the files the asked days need unless `every_file`.
 async fn assess_listing(
     plan: &Plan,
+    decisions: &RunDecisions,
     storages: &Storages,
     force: &Force,
     keep_hashes: bool,
@@ -114,9 +123,8 @@ async fn assess_listing(
             // The asked days' files, and those of twice `slice_tolerance` days around them: enough
             // to know every file of a day next to the asked ones.
             let tolerance = e.slice_tolerance.unwrap_or(0);
-            let days = plan
-                .slice
-                .as_ref()
+            let days = decisions
+                .slice()
                 .and_then(|s| s.requested)
                 .filter(|_| !every_file)
                 .map(|r| r.days().into_iter().flat_map(|d| window(d, 2 * tolerance)).collect::<BTreeSet<Day>>());
@@ -188,8 +196,9 @@ async fn assess_listing(
 
     // Loads fed by a sliced extract: up to date day by day.
     let mut fresh_loads: BTreeMap<usize, String> = BTreeMap::new();
-    if let Some(requested) = plan.slice.as_ref().map(|s| s.requested) {
-        let slice = assess_days(plan, storages, &forced, requested, &base, &day_files, every_file, &mut out).await;
+    if let Some(requested) = decisions.slice().map(|s| s.requested) {
+        let slice =
+            assess_days(plan, decisions, storages, &forced, requested, &base, &day_files, every_file, &mut out).await;
         for (&i, reason) in &slice.1 {
             match reason {
                 Ok(fresh) => {
@@ -314,6 +323,7 @@ fn listing_digest(listed: &Result<Vec<ObjectMeta>, StorageError>) -> String {
 #[allow(clippy::too_many_arguments)]
 async fn assess_days(
     plan: &Plan,
+    run: &RunDecisions,
     storages: &Storages,
     forced: &BTreeSet<usize>,
     requested: Option<SliceRequest>,
@@ -528,7 +538,7 @@ async fn assess_days(
     let elsewhere = plan
         .tasks
         .iter()
-        .any(|t| matches!(&t.action, Action::Extract(e) if e.slice.is_some()) && t.engine != DEFAULT_ENGINE);
+        .any(|t| matches!(&t.action, Action::Extract(e) if e.slice.is_some()) && run.engine(t.index) != DEFAULT_ENGINE);
     let must_rewrite_all =
         rewrite_all || unrecorded || elsewhere || fed.iter().any(|f| f.overwrite && !f.stale.is_empty());
     let mut days: BTreeSet<Day> = if rebuilt.is_some() {
@@ -703,7 +713,7 @@ tasks:
     async fn nothing_published_means_everything_runs() {
         let dir = setup();
         let p = plan(dir.path());
-        let f = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let f = assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Nothing, false).await;
         assert!(f.fresh.is_empty());
         assert_eq!(f.stale.values().next().unwrap(), "not published yet");
         assert_eq!(f.fingerprints.len(), p.tasks.len(), "every task has a fingerprint");
@@ -713,12 +723,12 @@ tasks:
     async fn a_load_published_from_the_same_inputs_is_skipped_with_what_only_feeds_it() {
         let dir = setup();
         let p = plan(dir.path());
-        let first = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let first = assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Nothing, false).await;
         let load_a = p.task("load_a").unwrap().index;
         publish(&dir.path().join("out/a"), &first.fingerprints[&load_a]).await;
 
         let p = plan(dir.path());
-        let again = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let again = assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Nothing, false).await;
         // `a` also feeds `both`, which records nothing and so always runs: `a` must run too.
         assert_eq!(ids(&p, &again.fresh), vec!["load_a"]);
         assert_eq!(again.fresh[&load_a], "up to date: published by run r0 from the same inputs");
@@ -728,25 +738,26 @@ tasks:
     async fn changed_inputs_forcing_and_missing_files_make_a_load_stale() {
         let dir = setup();
         let p = plan(dir.path());
-        let first = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let first = assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Nothing, false).await;
         let load_b = p.task("load_b").unwrap().index;
         publish(&dir.path().join("out/b"), &first.fingerprints[&load_b]).await;
 
         let p = plan(dir.path());
-        let unchanged = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let unchanged = assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Nothing, false).await;
         assert_eq!(ids(&p, &unchanged.fresh), vec!["load_b"]);
 
-        let forced = assess(&p, &Storages::default(), &Force::Tasks(vec!["b".into()]), false).await;
+        let forced =
+            assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Tasks(vec!["b".into()]), false).await;
         assert!(forced.fresh.is_empty());
         assert_eq!(forced.stale[&load_b], "forced");
 
         std::fs::write(dir.path().join("in_b/1.json"), "{\"x\": 2}\n").unwrap();
-        let changed = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let changed = assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Nothing, false).await;
         assert!(changed.fresh.is_empty());
         assert_eq!(changed.stale[&load_b], "inputs or configuration changed since it was published");
 
         std::fs::remove_file(dir.path().join("out/b/part-00000.parquet")).unwrap();
-        let broken = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let broken = assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Nothing, false).await;
         assert!(broken.stale[&load_b].starts_with("the published table is incomplete"), "{:?}", broken.stale);
     }
 
@@ -754,7 +765,7 @@ tasks:
     async fn a_touched_input_stays_up_to_date_and_other_bytes_behind_the_same_size_and_time_do_not() {
         let dir = setup();
         let p = plan(dir.path());
-        let first = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let first = assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Nothing, false).await;
         let load_b = p.task("load_b").unwrap().index;
         publish(&dir.path().join("out/b"), &first.fingerprints[&load_b]).await;
         let file = dir.path().join("in_b/1.json");
@@ -762,14 +773,14 @@ tasks:
 
         let touch = std::fs::File::options().write(true).open(&file).unwrap();
         touch.set_modified(before + std::time::Duration::from_secs(3600)).unwrap();
-        let touched = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let touched = assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Nothing, false).await;
         assert_eq!(ids(&p, &touched.fresh), vec!["load_b"], "{:?}", touched.stale);
 
         std::fs::write(&file, "{\"x\": 3}").unwrap();
         let copy = std::fs::File::options().write(true).open(&file).unwrap();
         copy.set_modified(before).unwrap();
         assert_eq!(std::fs::metadata(&file).unwrap().len(), "{\"x\": 1}".len() as u64);
-        let changed = assess(&p, &Storages::default(), &Force::Nothing, false).await;
+        let changed = assess(&p, &RunDecisions::new(&p), &Storages::default(), &Force::Nothing, false).await;
         assert!(changed.fresh.is_empty());
         assert_eq!(changed.stale[&load_b], "inputs or configuration changed since it was published");
     }

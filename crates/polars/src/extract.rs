@@ -82,7 +82,7 @@ pub(crate) async fn run(
     // A run scoped to some days reads only the files that may hold their rows: those of the days
     // and of `slice_tolerance` days around them.
     let tolerance = spec.slice_tolerance.unwrap_or(0);
-    if let (Some(template), Some(slice)) = (&spec.slice, cx.plan.slice()) {
+    if let (Some(template), Some(slice)) = (&spec.slice, cx.decisions.slice()) {
         files.retain(|f| slice.reads(template, &f.relative, tolerance));
         info!(days = slice.days.len(), files = files.len(), "reading the run's days only");
     }
@@ -92,7 +92,7 @@ pub(crate) async fn run(
                 column: index,
                 name: column.clone(),
                 tolerance,
-                keep: cx.plan.slice().and_then(|s| s.kept_days()).map(|d| Arc::new(d.clone())),
+                keep: cx.decisions.slice().and_then(|s| s.kept_days()).map(|d| Arc::new(d.clone())),
             })
         }),
         _ => None,

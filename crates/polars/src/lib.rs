@@ -466,7 +466,7 @@ impl LocalEngine {
                     .options
                     .kept
                     .as_ref()
-                    .filter(|k| k.wanted.contains(&spec.table) && load::replaces_whole(&cx.plan, task.index()))
+                    .filter(|k| k.wanted.contains(&spec.table) && load::replaces_whole(&cx.decisions, task.index()))
                     .map(|k| (k.clone(), df.clone()));
                 let out = load::run(cx.fingerprint.clone(), df, spec, &self.storages, cx, &self.options, task.index())
                     .await?;

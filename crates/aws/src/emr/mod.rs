@@ -160,6 +160,7 @@ impl EmrEngine {
         exporter: Arc<dyn TableExport>,
         exchange: Arc<Exchange>,
         plan: &Plan,
+        budget: Option<f64>,
         refresh_prices: bool,
     ) -> Self {
         let poll_max = settings.poll_interval;
@@ -176,7 +177,7 @@ impl EmrEngine {
         Self {
             client,
             price,
-            budget: plan.budget(),
+            budget,
             clock: Mutex::new(CostClock::default()),
             cost: Mutex::new(None),
             s3,

@@ -34,7 +34,7 @@ use crate::plan::{
     Replace, ReportQuery, S3Settings, Transform,
 };
 use crate::retry::RetryPolicy;
-use crate::slice::{RunSlice, SliceTemplate};
+use crate::slice::SliceTemplate;
 use crate::spec::{
     ChartKind, CheckKindSpec, CheckSeverity, ColumnType, Compression, DefaultsSpec, EnginesSpec, ExtractSpec, LoadMode,
     LoadSpec, NewFields, PipelineSpec, ReportQuerySpec, RetrySpec, S3Spec, ServerSideEncryption, StorageClass,
@@ -556,7 +556,7 @@ impl Builder<'_> {
                 }
                 b.max_usd.value.max(0.0)
             }),
-            slice: None,
+            sliced: false,
             lake_tables: Default::default(),
         }
         .indexed();
@@ -569,7 +569,7 @@ impl Builder<'_> {
             })
             .collect();
         if plan.tasks.iter().any(|t| matches!(&t.action, Action::Extract(e) if e.slice.is_some())) {
-            plan.slice = Some(RunSlice::default());
+            plan.sliced = true;
         }
         self.check_tables(&plan, &specs);
         self.check_report(&plan, &report_specs);

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::compile::{PlanOptions, compile};
+use crate::decisions::RunDecisions;
 use crate::diagnostic::SourceFile;
 use crate::engine::{EngineError, NoProgress, RunEnd};
 use crate::vars::VarInputs;
@@ -132,12 +133,11 @@ async fn run(
         instance: "i".into(),
         jitter_seed: Some(1),
         cancel_grace: Duration::from_secs(5),
-        fresh: BTreeMap::new(),
-        fingerprints: BTreeMap::new(),
         expected: BTreeMap::new(),
         fence: None,
     };
-    execute(plan, &engines, &options, Arc::new(Quiet), cancel).await
+    let decisions = Arc::new(RunDecisions::new(&plan));
+    execute(plan, decisions, &engines, &options, Arc::new(Quiet), cancel).await
 }
 
 fn script(steps: &[(&str, Vec<Step>)]) -> Arc<Script> {
@@ -343,7 +343,8 @@ async fn the_task_with_the_most_work_ahead_takes_a_free_slot_first() {
     // Two slots, three ready-soon tasks: after `a` and `b`, `short` (30 s ahead) starts before
     // `long1`, so the run ends at 1 + 30 s, not later.
     let start = Instant::now();
-    let report = execute(p, &engines, &options, Arc::new(Quiet), CancellationToken::new()).await;
+    let decisions = Arc::new(RunDecisions::new(&p));
+    let report = execute(p, decisions, &engines, &options, Arc::new(Quiet), CancellationToken::new()).await;
     assert_eq!(report.exit_code(), 0);
     assert_eq!(starts(&s.log.lock().unwrap())[..3], ["a", "b", "short"]);
     assert_eq!(start.elapsed(), secs(31));

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use dagrun_core::decisions::RunDecisions;
 use dagrun_core::engine::TaskContext;
 use dagrun_core::path::{compile_glob, is_s3};
 use dagrun_core::plan::{Load, Replace};
@@ -131,8 +132,8 @@ struct Scope {
 }
 
 impl Scope {
-    fn of(plan: &dagrun_core::Plan, task_index: usize) -> Option<Scope> {
-        let slice = plan.slice().filter(|s| s.decided)?;
+    fn of(decisions: &RunDecisions, task_index: usize) -> Option<Scope> {
+        let slice = decisions.slice().filter(|s| s.decided)?;
         let record = slice.records.get(&task_index)?.clone();
         Some(Scope {
             days: slice.days.clone(),
@@ -145,8 +146,8 @@ impl Scope {
 
 /// Whether the load of task `task_index` replaces its whole table in this run (not only some
 /// days' rows): then the table it loads is the table it publishes.
-pub(crate) fn replaces_whole(plan: &dagrun_core::Plan, task_index: usize) -> bool {
-    Scope::of(plan, task_index).is_none_or(|s| s.whole)
+pub(crate) fn replaces_whole(decisions: &RunDecisions, task_index: usize) -> bool {
+    Scope::of(decisions, task_index).is_none_or(|s| s.whole)
 }
 
 /// Writes `df`'s files and commits them as the table's new version.
@@ -164,7 +165,7 @@ pub(crate) async fn run(
     let storage = storages.for_path(&spec.path)?.clone();
     let Place { snapshot, parquet: previous } = place_check(&storage, &delta, &spec.path).await?;
     let base_version = snapshot.as_ref().map(|s| s.version);
-    let scope = Scope::of(&cx.plan, task_index);
+    let scope = Scope::of(&cx.decisions, task_index);
     // Only part of the table is replaced: rows of some days, or rows merged by key.
     let partial = scope.as_ref().filter(|s| !s.whole);
     if partial.is_some() && previous.is_some() {
