@@ -5,21 +5,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use dagrun_core::Diagnostics;
-use dagrun_core::engine::Engines;
 
 use dagrun_core::compile::{self, LoadError, PlanError, PlanOptions};
 use dagrun_core::decisions::RunDecisions;
-use dagrun_core::executor::{self, ExecutorOptions};
+use dagrun_core::executor::{ExecutorOptions, Observer, RunReport};
 use dagrun_core::graph::{self, GraphFormat};
-use dagrun_core::lease::{self, Holder, Lease, LeaseError, LeaseOptions, LeasePlace};
-use dagrun_core::plan::{Action, Plan, join_path};
-use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
+use dagrun_core::lease::{self, LeaseError, LeaseOptions};
+use dagrun_core::plan::{Plan, join_path};
+use dagrun_core::record::{self, Answers, LATEST, RUN_RECORD, RunRecord};
 use dagrun_core::resume::{self, Force};
-use dagrun_core::slice::SliceRequest;
-use dagrun_core::spec::TableFormat;
-use dagrun_core::storage::delta::Orphans;
-use dagrun_core::storage::{Fence, Storages};
+use dagrun_core::run::{RunError, RunHooks, RunRequest};
+use dagrun_core::slice::{RunSlice, SliceRequest};
+use dagrun_core::storage::Storages;
 use dagrun_core::vars::VarInputs;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -212,7 +211,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         options.fail_fast = args.fail_fast;
         decisions.fresh = freshness.fresh.clone();
         if unreachable.is_none() {
-            options.expected = records::last_durations(&plan, &storages).await;
+            options.expected = record::last_durations(&plan, &storages).await;
         }
         let plan = Arc::new(plan);
         let decided = Arc::new(decisions.clone());
@@ -221,7 +220,7 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
         print_stdout(&render::dry_run(&plan, &decisions, &engines, jobs, &freshness, &walk));
         if let Some(price) = engines.get("emr").and_then(|e| e.price()) {
             let (history, none) = match &unreachable {
-                None => (records::latest(plan.runs_dir(), &storages).await, "the latest run record has no EMR cluster"),
+                None => (record::latest(plan.runs_dir(), &storages).await, "the latest run record has no EMR cluster"),
                 Some(_) => (None, "the run records could not be read"),
             };
             print_stdout(&render::emr_estimate(&price, history.as_ref(), none));
@@ -232,357 +231,123 @@ pub(crate) async fn run(args: &RunArgs, terminal: &Terminal) -> Result<u8, Exit>
     let mut options = ExecutorOptions::new(args.run_id.clone().unwrap_or_else(run_id));
     options.jobs = jobs;
     options.fail_fast = args.fail_fast;
-
     build::check_engines(&plan, &decisions)?;
-    if cancel.is_cancelled() {
-        return Err(Exit::interrupted("interrupted before the run started: nothing was written"));
-    }
-    // One writing run per lake: nothing is written before the lease is ours.
-    let mut places = Vec::new();
-    for path in plan.lease_paths() {
-        let storage = storages.for_path(&path).map_err(|e| Exit::failed(format!("error: {e}")))?;
-        places.push(LeasePlace { path, storage: storage.clone() });
-    }
-    let me = Holder::this_process(&options.run_id, &options.instance, plan.name());
-    let lease_options = LeaseOptions {
-        ttl: args.lease_ttl.unwrap_or(lease::DEFAULT_TTL),
-        wait: args.wait_for_lock,
-        ..LeaseOptions::default()
-    };
-    let lease = match Lease::acquire(places, me, &lease_options, &cancel).await {
-        Ok(lease) => lease,
-        Err(LeaseError::Cancelled(_)) => {
-            return Err(Exit::interrupted("interrupted while waiting for the lake's lease"));
-        }
-        Err(e @ LeaseError::Held { .. }) => {
-            let advice = match &e {
-                LeaseError::Held { waited: Some(w), .. } => {
-                    format!("waited {} (--wait-for-lock); nothing was written", dagrun_core::units::format_duration(*w))
-                }
-                _ => "nothing was written; wait for it with --wait-for-lock DURATION, or, if that run is dead, run again once its lease expires".into(),
-            };
-            return Err(Exit::failed(format!("error: {e}\n  = {advice}")));
-        }
-        Err(e) => return Err(Exit::failed(format!("error: taking the lease on the lake: {e}"))),
-    };
-    // A lost lease stops the run like a signal, before anything more is published.
-    {
-        let lost = lease.lost();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            lost.cancelled().await;
-            cancel.cancel();
-        });
-    }
-    // Holders proven dead can never commit: what they left goes now. A holder whose lease only
-    // expired may be frozen, and its files go only once this run has committed their table.
-    let dead: Vec<String> =
-        lease.took_over().iter().filter(|t| t.proven_dead).map(|t| t.holder.token.clone()).collect();
-    let fence = lease.fence();
-    options.fence = Some(fence.clone());
-    let outcome = run_leased(
-        &plan,
-        decisions,
-        args,
-        terminal,
-        &storages,
-        &engines,
-        &kept,
+    build::remove_dead_spills();
+    decisions.auto = choices;
+    let request = RunRequest {
         options,
         force,
+        lease: LeaseOptions {
+            ttl: args.lease_ttl.unwrap_or(lease::DEFAULT_TTL),
+            wait: args.wait_for_lock,
+            ..LeaseOptions::default()
+        },
+    };
+    let plan = Arc::new(plan);
+    let hooks = CliHooks { terminal: terminal.clone(), storages: storages.clone(), kept };
+    let outcome = match dagrun_core::run::run(
+        plan.clone(),
+        decisions,
+        request,
+        &engines,
+        &storages,
+        &hooks,
         cancel.clone(),
-        &dead,
-        &choices,
     )
-    .await;
-    // This run's own failed attempts removed their files; staging folders of earlier runs that
-    // did not finish go, only while this run still holds the lake.
-    if !lease.lost().is_cancelled()
-        && let Err(e) = remove_leftovers(&plan, &storages, None, &[], fence.as_ref()).await
+    .await
     {
-        warn!("{e}");
-    }
-    let lost_to = lease.lost_to();
-    if let Err(e) = lease.release().await {
-        warn!("could not release the lease on the lake: {e}");
-    }
-    if let Some(holder) = lost_to {
-        return Err(Exit::failed(format!(
-            "error: the run lost its lease on the lake and was stopped; the lease is now held by {holder}"
-        )));
-    }
-    match outcome {
-        // A signal after the last task finished: everything is published and recorded, but the
-        // exit code still says the run was told to stop (and the vacuum was skipped).
-        Ok(0) if cancel.is_cancelled() => Err(Exit::interrupted(
-            "interrupted after every task had finished: the tables are published and the run recorded",
-        )),
-        other => other,
-    }
-}
-
-/// The part of a run that writes, while the lease is held.
-#[allow(clippy::too_many_arguments)]
-async fn run_leased(
-    plan: &Plan,
-    mut decisions: RunDecisions,
-    args: &RunArgs,
-    terminal: &Terminal,
-    storages: &Storages,
-    engines: &Engines,
-    kept: &build::Kept,
-    mut options: ExecutorOptions,
-    force: Force,
-    cancel: CancellationToken,
-    dead: &[String],
-    choices: &[dagrun_core::auto::AutoChoice],
-) -> Result<u8, Exit> {
-    build::remove_dead_spills();
-    // What is already published from the same inputs (reads listings and manifests only).
-    let freshness = resume::assess(plan, &decisions, storages, &force, true).await;
-    let inputs_hashed = freshness.inputs_hashed;
-    refuse(&freshness)?;
-    // What killed runs left beside the tables this run loads (a 100,000-file table that is up
-    // to date is not listed), and in every Delta table what holders proven dead wrote.
-    let loading: Vec<usize> = plan
-        .tasks()
-        .iter()
-        .filter(|t| matches!(t.action(), Action::Load(_)) && !freshness.fresh.contains_key(&t.index()))
-        .map(|t| t.index())
-        .collect();
-    let fence = options.fence.clone().expect("a writing run holds the lake");
-    remove_leftovers(plan, storages, Some(&loading), dead, fence.as_ref())
-        .await
-        .map_err(|e| Exit::failed(format!("error: {e}")))?;
-    abort_stale_uploads(plan, &decisions, storages).await;
-    if let Some(slice) = &freshness.slice {
-        decisions.decide_slice(slice.clone());
-        if let Some(line) = render::slice_line(plan, slice, &freshness.fresh) {
-            print_stdout(&line);
-        }
-    }
-    decisions.fresh = freshness.fresh;
-    decisions.fingerprints = freshness.fingerprints;
-    options.expected = records::last_durations(plan, storages).await;
-    let plan = Arc::new(plan.clone());
-    let decisions = Arc::new(decisions);
-    info!(pipeline = %plan.name(), run = %options.run_id, tasks = plan.tasks().len(), jobs = options.jobs, "run started");
-
-    let id_width = plan.tasks().iter().map(|t| t.id().len() + 2).max().unwrap_or(8);
-    let observer = Arc::new(ProgressObserver::new(terminal.clone(), id_width));
-    let report = executor::execute(plan.clone(), decisions, engines, &options, observer, cancel.clone()).await;
-    terminal.multi.clear().ok();
-    print_stdout(&render::summary(&report));
-    let code = report.exit_code() as u8;
-    let mut record = RunRecord::new(&plan, report, join_path(plan.runs_dir(), &options.run_id));
-    record.auto = choices.to_vec();
-    record.inputs_hashed = inputs_hashed;
-    record.versions = delta_versions(&plan, &record, storages).await;
-    if code == 0 && !cancel.is_cancelled() {
-        vacuum(&plan, storages, &record.versions, options.fence.as_deref()).await;
-    }
-    // The report's answers are part of the run: computed now, over the tables as this run left
-    // them, and kept in its record (a failed query is an answer with its error, not a failure).
-    if !plan.report().is_empty() {
-        record.answers = if code == 0 && !cancel.is_cancelled() {
-            let previous = records::latest(plan.runs_dir(), storages).await;
-            let answers = report::compute_answers(&record, storages, previous.as_ref(), kept).await;
-            if let Some(a) = &answers {
-                let failed = a.items.iter().filter(|i| i.error.is_some()).count();
-                match &a.carried_from {
-                    Some(run) => info!("report answers carried from run {run}: the tables they read are unchanged"),
-                    None => info!(seconds = a.seconds, "report answers computed"),
-                }
-                if failed > 0 {
-                    warn!(
-                        "{} could not be answered (see the report)",
-                        dagrun_core::units::count(failed as u64, "report query")
-                    );
-                }
-            }
-            kept.release();
-            answers
-        } else {
-            Some(dagrun_core::record::Answers {
-                not_computed: Some("the run did not succeed, so its tables may not all be as planned".into()),
-                items: Vec::new(),
-                ..Default::default()
-            })
-        };
-    }
-
-    match records::write(&record, storages, plan.runs_dir(), options.fence.as_ref()).await {
+        Ok(outcome) => outcome,
+        Err(e) => return Err(exit_of(e)),
+    };
+    match &outcome.written {
         Ok(path) => print_stdout(&format!("run record: {path}\n")),
         Err(e) => error!("could not write the run record: {e}"),
     }
+    let record = &outcome.record;
     if let Some(path) = &args.junit {
-        write_local(path, records::junit(&record).as_bytes())?;
+        write_local(path, records::junit(record).as_bytes())?;
     }
     if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY") {
         use std::io::Write as _;
         let appended =
             std::fs::OpenOptions::new().create(true).append(true).open(&summary).and_then(|mut f| {
-                f.write_all(&dagrun_core::redact::redact_bytes(records::markdown(&record).as_bytes()))
+                f.write_all(&dagrun_core::redact::redact_bytes(records::markdown(record).as_bytes()))
             });
         if let Err(e) = appended {
             error!("could not append to GITHUB_STEP_SUMMARY: {e}");
         }
     }
     if let Some(path) = &args.report {
-        write_local(path, report::render(&record, record.answers.as_ref(), None).as_bytes())?;
+        write_local(path, report::render(record, record.answers.as_ref(), None).as_bytes())?;
         print_stdout(&format!("report: {}\n", path.display()));
     }
-    Ok(code)
+    Exit::of_outcome(&outcome)
 }
 
-/// The version of each Delta table of the plan as the run left it: what its load committed, else
-/// (up to date, failed, skipped) the table's current version, read before the vacuum commits.
-async fn delta_versions(
-    plan: &Plan,
-    record: &RunRecord,
-    storages: &Storages,
-) -> std::collections::BTreeMap<String, u64> {
-    let mut out = std::collections::BTreeMap::new();
-    let Some(delta) = &storages.delta else { return out };
-    for task in plan.tasks() {
-        let Action::Load(load) = &task.action() else { continue };
-        if load.format != TableFormat::Delta {
-            continue;
+/// What the command line does at the points where a run meets the terminal, and the report's
+/// answers (computed by the local engine's Polars, in builds that carry it).
+struct CliHooks {
+    terminal: Terminal,
+    storages: Storages,
+    kept: build::Kept,
+}
+
+#[async_trait]
+impl RunHooks for CliHooks {
+    fn days_decided(&self, plan: &Plan, slice: &RunSlice, fresh: &std::collections::BTreeMap<usize, String>) {
+        if let Some(line) = render::slice_line(plan, slice, fresh) {
+            print_stdout(&line);
         }
-        let committed = record
-            .report
-            .tasks
-            .iter()
-            .find(|t| t.id == task.id())
-            .and_then(|t| t.output.as_ref())
-            .and_then(|o| o.details.get("delta_version").and_then(|v| v.parse::<u64>().ok()));
-        if let Some(version) = committed {
-            out.insert(load.table.clone(), version);
-            continue;
-        }
-        match delta.latest_version(&load.path).await {
-            Ok(Some(version)) => {
-                out.insert(load.table.clone(), version);
+    }
+
+    fn observer(&self, plan: &Plan) -> Arc<dyn Observer> {
+        let id_width = plan.tasks().iter().map(|t| t.id().len() + 2).max().unwrap_or(8);
+        Arc::new(ProgressObserver::new(self.terminal.clone(), id_width))
+    }
+
+    fn executed(&self, report: &RunReport) {
+        self.terminal.multi.clear().ok();
+        print_stdout(&render::summary(report));
+    }
+
+    async fn answers(&self, record: &RunRecord, previous: Option<&RunRecord>) -> Option<Answers> {
+        let answers = report::compute_answers(record, &self.storages, previous, &self.kept).await;
+        if let Some(a) = &answers {
+            let failed = a.items.iter().filter(|i| i.error.is_some()).count();
+            match &a.carried_from {
+                Some(run) => info!("report answers carried from run {run}: the tables they read are unchanged"),
+                None => info!(seconds = a.seconds, "report answers computed"),
             }
-            Ok(None) => {}
-            Err(e) => warn!("could not read the version of {}: {e}", load.path),
-        }
-    }
-    // The tables of loads a run of some tasks (`--only`) did not keep, as they are.
-    for (table, path) in plan.lake_tables() {
-        if out.contains_key(table)
-            || plan.tasks().iter().any(|t| matches!(t.action(), Action::Load(l) if &l.table == table))
-        {
-            continue;
-        }
-        if let Ok(Some(version)) = delta.latest_version(path).await {
-            out.insert(table.clone(), version);
-        }
-    }
-    out
-}
-
-/// After a successful run: deletes the files of Delta versions older than each table's retention.
-async fn vacuum(
-    plan: &Plan,
-    storages: &Storages,
-    versions: &std::collections::BTreeMap<String, u64>,
-    fence: Option<&dyn Fence>,
-) {
-    for task in plan.tasks() {
-        let Action::Load(load) = &task.action() else { continue };
-        // Version 0 has removed nothing yet.
-        if load.format != TableFormat::Delta || versions.get(&load.table).is_none_or(|v| *v == 0) {
-            continue;
-        }
-        let Some(delta) = &storages.delta else { continue };
-        match delta.vacuum(&load.path, load.retention, fence).await {
-            Ok(0) => {}
-            Ok(n) => info!(table = %load.table, files = n, "vacuumed the files of versions past retention"),
-            Err(e) => warn!("could not vacuum {}: {e}", load.path),
-        }
-    }
-}
-
-/// Aborts the multipart uploads that killed runs left under dagrun's S3 prefixes (the tables it
-/// loads, its runs folder, the EMR staging): their parts are billed until aborted. The lease is
-/// held, so no other run writes there; an EMR step of a killed run may still be going, so under
-/// what EMR writes only uploads older than the longest EMR task timeout (each step's bound on
-/// the cluster) are taken.
-async fn abort_stale_uploads(plan: &Plan, decisions: &RunDecisions, storages: &Storages) {
-    let now = std::time::SystemTime::now();
-    let emr_bound =
-        decisions.tasks_on("emr").map(|i| plan.tasks()[i].timeout() + std::time::Duration::from_secs(60)).max();
-    let mut places: Vec<(String, std::time::SystemTime)> = Vec::new();
-    for task in plan.tasks() {
-        if let Action::Load(load) = &task.action() {
-            let before =
-                if decisions.engine(task.index()) == "emr" { now - emr_bound.unwrap_or_default() } else { now };
-            places.push((load.path.clone(), before));
-        }
-    }
-    places.push((plan.runs_dir().to_string(), now));
-    if let (Some(emr), Some(bound)) = (plan.emr(), emr_bound) {
-        places.push((emr.staging.clone(), now - bound));
-    }
-    for (path, before) in places {
-        if !dagrun_core::path::is_s3(&path) {
-            continue;
-        }
-        let Ok(storage) = storages.for_path(&path) else { continue };
-        match storage.abort_stale_uploads(&path, before).await {
-            Ok(aborted) if aborted.is_empty() => {}
-            Ok(aborted) => info!(
-                "aborted {} a killed run left under {path} (their parts were billed), such as {}",
-                dagrun_core::units::count(aborted.len() as u64, "unfinished upload"),
-                aborted[0]
-            ),
-            Err(e) => warn!("could not look for unfinished uploads under {path}: {e}"),
-        }
-    }
-}
-
-/// Removes what earlier runs that did not finish left beside the tables of the loads `loading`
-/// (all loads: `None`; every load once holders were proven `dead`): staging folders, and the data
-/// files of the processes in `dead` (lease holders proven dead, which can never commit them) that
-/// no version or manifest names. Only while holding the lease: then no live run's files are taken.
-async fn remove_leftovers(
-    plan: &Plan,
-    storages: &Storages,
-    loading: Option<&[usize]>,
-    dead: &[String],
-    fence: &dyn Fence,
-) -> Result<(), String> {
-    for task in plan.tasks() {
-        let Action::Load(load) = &task.action() else { continue };
-        let mut removed = Vec::new();
-        // After holders proven dead, every table: they may have left files in any of them.
-        if !dead.is_empty() || loading.is_none_or(|l| l.contains(&task.index())) {
-            let storage = storages.for_path(&load.path).map_err(|e| e.to_string())?;
-            removed = storage
-                .remove_leftovers(&load.path, dead, Some(fence))
-                .await
-                .map_err(|e| format!("removing what unfinished runs left of {}: {e}", load.path))?;
-        }
-        if !dead.is_empty()
-            && load.format == TableFormat::Delta
-            && let Some(delta) = &storages.delta
-        {
-            // A table whose log cannot be read is left alone: its load says why.
-            match delta.remove_orphans(&load.path, Orphans::OfDead(dead), Some(fence)).await {
-                Ok(orphans) => removed.extend(orphans),
-                Err(e) => warn!("could not look for what unfinished runs left of {}: {e}", load.path),
+            if failed > 0 {
+                warn!(
+                    "{} could not be answered (see the report)",
+                    dagrun_core::units::count(failed as u64, "report query")
+                );
             }
         }
-        match removed.len() {
-            0 => {}
-            1 => info!(table = %load.table, "removed what an unfinished run left: {}", removed[0]),
-            n => {
-                info!(table = %load.table, "removed {n} files and folders unfinished runs left, such as {}", removed[0])
-            }
-        }
+        self.kept.release();
+        answers
     }
-    Ok(())
+}
+
+/// The exit of a run that did not start: its message, with what to do.
+fn exit_of(e: RunError) -> Exit {
+    match e {
+        RunError::Interrupted | RunError::InterruptedWaiting => Exit::interrupted(e.to_string()),
+        RunError::Held(held) => {
+            let advice = match &held {
+                LeaseError::Held { waited: Some(w), .. } => {
+                    format!("waited {} (--wait-for-lock); nothing was written", dagrun_core::units::format_duration(*w))
+                }
+                _ => "nothing was written; wait for it with --wait-for-lock DURATION, or, if that run is dead, run again once its lease expires".into(),
+            };
+            Exit::failed(format!("error: {held}\n  = {advice}"))
+        }
+        RunError::Refused(reasons) => {
+            Exit::failed(reasons.iter().map(|r| format!("error: {r}")).collect::<Vec<_>>().join("\n"))
+        }
+        RunError::Lease(_) | RunError::Leftovers(_) => Exit::failed(format!("error: {e}")),
+    }
 }
 
 /// Writes a file for people (JUnit, report, summary), secrets hidden.

@@ -2,6 +2,8 @@
 //! its message. Every command returns its code or an `Exit`; `main` prints the message (secrets
 //! hidden) and exits with the code.
 
+use dagrun_core::run::RunOutcome;
+
 /// The exit codes dagrun documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -42,5 +44,26 @@ impl Exit {
     /// An interruption (exit 130).
     pub(crate) fn interrupted(message: impl Into<String>) -> Self {
         Self { code: Code::Interrupted.into(), message: message.into() }
+    }
+}
+
+impl Exit {
+    /// The exit of a run that started: its tasks' code (0 every task succeeded or was up to date,
+    /// 1 one failed, 130 interrupted), 1 naming the holder when the lease was lost, and 130 for a
+    /// signal that came after every task had finished.
+    pub(crate) fn of_outcome(outcome: &RunOutcome) -> Result<u8, Exit> {
+        if let Some(holder) = &outcome.lost_to {
+            return Err(Exit::failed(format!(
+                "error: the run lost its lease on the lake and was stopped; the lease is now held by {holder}"
+            )));
+        }
+        match outcome.record.report.exit_code() as u8 {
+            // A signal after the last task finished: everything is published and recorded, but
+            // the exit code still says the run was told to stop (and the vacuum was skipped).
+            0 if outcome.cancelled => Err(Exit::interrupted(
+                "interrupted after every task had finished: the tables are published and the run recorded",
+            )),
+            code => Ok(code),
+        }
     }
 }

@@ -1,67 +1,15 @@
-//! Writing a run down: `run.json` beside the run's outputs (and `LATEST` naming it), a JUnit XML
-//! file of tasks and checks for CI systems, and a Markdown summary for GitHub's job summary.
+//! A run written down for people and CI: a JUnit XML file of tasks and checks, and a Markdown
+//! summary for GitHub's job summary (`run.json` itself and `LATEST` are core's:
+//! [`dagrun_core::record`]).
 
 use std::fmt::Write;
-use std::sync::Arc;
 
 use dagrun_core::executor::TaskState;
-use dagrun_core::plan::join_path;
-use dagrun_core::record::{LATEST, RUN_RECORD, RunRecord};
+use dagrun_core::record::RunRecord;
 use dagrun_core::spec::CheckSeverity;
-use dagrun_core::storage::Fence;
-use dagrun_core::storage::{StorageError, Storages};
 
 use crate::report::escape;
 use dagrun_core::units::{format_elapsed, thousands};
-
-/// Writes `run.json` into the run's folder and, while `fence` says the run still holds the lake,
-/// points `LATEST` at it. Returns the record's path.
-pub(crate) async fn write(
-    record: &RunRecord,
-    storages: &Storages,
-    runs_dir: &str,
-    fence: Option<&Arc<dyn Fence>>,
-) -> Result<String, StorageError> {
-    let path = join_path(&record.run_dir, RUN_RECORD);
-    let storage = storages.for_path(&path)?;
-    let json = serde_json::to_vec_pretty(record).expect("a run record serializes");
-    let json = dagrun_core::redact::redact_bytes(&json).into_owned();
-    storage.write(&path, json).await?;
-    // `LATEST` says which run describes the lake: only a run that still holds it may say so.
-    if let Some(fence) = fence {
-        fence.check().await?;
-    }
-    storage.write(&join_path(runs_dir, LATEST), format!("{}\n", record.report.run_id).into_bytes()).await?;
-    Ok(path)
-}
-
-/// The latest run record in `runs_dir` (the one `LATEST` names), if there is one and it reads.
-pub(crate) async fn latest(runs_dir: &str, storages: &Storages) -> Option<RunRecord> {
-    let storage = storages.for_path(runs_dir).ok()?;
-    let latest = storage.read(&join_path(runs_dir, LATEST)).await.ok()?;
-    let id = String::from_utf8_lossy(&latest).trim().to_string();
-    let bytes = storage.read(&join_path(runs_dir, &format!("{id}/{RUN_RECORD}"))).await.ok()?;
-    serde_json::from_slice::<RunRecord>(&bytes).ok()
-}
-
-/// How long each task of `plan` took when it last ran, from the latest run record in the
-/// plan's runs folder: the executor starts the task with the most work ahead first. Tasks that
-/// did not run there (up to date, skipped, failed) have no entry; no record gives none.
-pub(crate) async fn last_durations(
-    plan: &dagrun_core::plan::Plan,
-    storages: &Storages,
-) -> std::collections::BTreeMap<usize, std::time::Duration> {
-    let mut out = std::collections::BTreeMap::new();
-    let Some(record) = latest(plan.runs_dir(), storages).await else { return out };
-    for task in &record.report.tasks {
-        if let (TaskState::Succeeded, Some(planned), Some(last)) =
-            (task.state, plan.task(&task.id), task.attempts.last())
-        {
-            out.insert(planned.index(), last.duration);
-        }
-    }
-    out
-}
 
 /// JUnit XML: one suite of tasks, one of checks. Failed tasks and error checks are failures,
 /// skipped and up-to-date tasks are skipped, warning checks pass with their detail as output.

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::auto::AutoChoice;
 use crate::plan::{Action, DEFAULT_ENGINE, Plan};
 use crate::slice::{RunSlice, SliceRequest};
 use crate::spec::TableFormat;
@@ -24,6 +25,8 @@ pub struct RunDecisions {
     pub fresh: BTreeMap<usize, String>,
     /// What each task's output is made from, handed to its attempts.
     pub fingerprints: BTreeMap<usize, String>,
+    /// What `engine: auto` chose, and why, for the run record.
+    pub auto: Vec<AutoChoice>,
 }
 
 impl RunDecisions {
@@ -36,6 +39,7 @@ impl RunDecisions {
             slice: plan.is_sliced().then(RunSlice::default),
             fresh: BTreeMap::new(),
             fingerprints: BTreeMap::new(),
+            auto: Vec::new(),
         }
     }
 

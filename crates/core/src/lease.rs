@@ -579,7 +579,7 @@ impl Fence for LeaseFence {
     }
 }
 
-fn to_json(holder: &Holder) -> Vec<u8> {
+pub(crate) fn to_json(holder: &Holder) -> Vec<u8> {
     serde_json::to_vec_pretty(holder).expect("a lease serializes")
 }
 

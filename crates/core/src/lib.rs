@@ -17,6 +17,7 @@
 //! | [`sql`] | static SQL reading (syntax errors, referenced tables) |
 //! | [`retry`] | the retry policy |
 //! | [`resume`] | fingerprints and what is up to date |
+//! | [`run`] | a run's order: lease, resume, leftovers, execute, record, vacuum, release |
 //! | [`content`] | content fingerprints of local inputs, cached by file identity |
 //! | [`redact`] | secrets hidden by value in everything printed or written |
 //! | [`slice`] | slices of the input by day: incremental runs and backfills |
@@ -48,6 +49,7 @@ pub mod record;
 pub mod redact;
 pub mod resume;
 pub mod retry;
+pub mod run;
 pub mod slice;
 pub mod spec;
 pub mod sql;

@@ -2,6 +2,8 @@
 //! the run's outputs (`<runs>/<run-id>/run.json`, local or S3): the pipeline and its hash, the
 //! variables (secrets redacted), times, and per task its state, attempts with their errors,
 //! durations, rows, quarantine counts, check results and outputs. `dagrun report` renders it.
+//! [`write`] puts it there and points `LATEST` at it while the run holds the lake; [`latest`]
+//! reads the last one back.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +12,11 @@ use sha2::{Digest, Sha256};
 
 use crate::auto::AutoChoice;
 use crate::executor::{RunReport, TaskState};
+use crate::path::join_path;
 use crate::plan::{Plan, ReportQuery, S3Settings};
+use crate::redact::redact_bytes;
 use crate::spec::ChartKind;
+use crate::storage::{Fence, StorageError, Storages};
 
 /// How a run ended, as its record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,4 +211,54 @@ impl RunRecord {
     pub fn count(&self, state: TaskState) -> usize {
         self.report.tasks.iter().filter(|t| t.state == state).count()
     }
+}
+// --- the record on the lake's storage ---------------------------------------------------------
+
+/// Writes `run.json` into the run's folder and, while `fence` says the run still holds the lake,
+/// points `LATEST` at it. Returns the record's path.
+pub async fn write(
+    record: &RunRecord,
+    storages: &Storages,
+    runs_dir: &str,
+    fence: Option<&dyn Fence>,
+) -> Result<String, StorageError> {
+    let path = join_path(&record.run_dir, RUN_RECORD);
+    let storage = storages.for_path(&path)?;
+    let json = serde_json::to_vec_pretty(record).expect("a run record serializes");
+    let json = redact_bytes(&json).into_owned();
+    storage.write(&path, json).await?;
+    // `LATEST` says which run describes the lake: only a run that still holds it may say so.
+    if let Some(fence) = fence {
+        fence.check().await?;
+    }
+    storage.write(&join_path(runs_dir, LATEST), format!("{}\n", record.report.run_id).into_bytes()).await?;
+    Ok(path)
+}
+
+/// The latest run record in `runs_dir` (the one `LATEST` names), if there is one and it reads.
+pub async fn latest(runs_dir: &str, storages: &Storages) -> Option<RunRecord> {
+    let storage = storages.for_path(runs_dir).ok()?;
+    let latest = storage.read(&join_path(runs_dir, LATEST)).await.ok()?;
+    let id = String::from_utf8_lossy(&latest).trim().to_string();
+    let bytes = storage.read(&join_path(runs_dir, &format!("{id}/{RUN_RECORD}"))).await.ok()?;
+    serde_json::from_slice::<RunRecord>(&bytes).ok()
+}
+
+/// How long each task of `plan` took when it last ran, from the latest run record in the
+/// plan's runs folder: the executor starts the task with the most work ahead first. Tasks that
+/// did not run there (up to date, skipped, failed) have no entry; no record gives none.
+pub async fn last_durations(
+    plan: &Plan,
+    storages: &Storages,
+) -> std::collections::BTreeMap<usize, std::time::Duration> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(record) = latest(plan.runs_dir(), storages).await else { return out };
+    for task in &record.report.tasks {
+        if let (TaskState::Succeeded, Some(planned), Some(last)) =
+            (task.state, plan.task(&task.id), task.attempts.last())
+        {
+            out.insert(planned.index(), last.duration);
+        }
+    }
+    out
 }

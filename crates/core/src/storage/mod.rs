@@ -453,7 +453,7 @@ pub struct Storages {
     /// Delta Lake tables, when this build has them.
     pub delta: Option<Arc<dyn delta::DeltaTables>>,
     /// Listings made before the run (to fingerprint inputs), kept for the extract that reads them.
-    listings: Arc<Mutex<KeptListings>>,
+    pub(crate) listings: Arc<Mutex<KeptListings>>,
 }
 
 /// Listings by (path, glob).
