@@ -20,8 +20,8 @@
 //! - A task's timeout counts everything it waits for: the cluster's start-up, its step's wait in
 //!   the queue and its run. Each is recorded apart (`cluster_wait_seconds`, `queue_seconds`,
 //!   `step_seconds`); the cluster-side `timeout` counts the run only.
-//! - The run's staging folder is deleted at the end of a successful run (see [`staging`]).
-//! - Cost: the cluster's price per hour comes from [`dagrun_core::cost`]; a [`CostClock`] times
+//! - The run's staging folder is deleted at the end of a successful run (see `staging`).
+//! - Cost: the cluster's price per hour comes from [`dagrun_core::cost`]; a `CostClock` times
 //!   its start-up, steps and idle time. With a budget, every poll projects the spend (so far, plus
 //!   the idle timeout EMR would bill after the last step); past the budget the running step is
 //!   cancelled and the cluster terminated. The run record keeps a [`ClusterCost`].

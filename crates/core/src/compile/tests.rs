@@ -1,7 +1,9 @@
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::*;
 use crate::compile::compile;
+use crate::spec::TableFormat;
 
 const GOOD: &str = r#"name: demo
 description: A small pipeline.
