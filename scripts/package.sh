@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs a built dagrun into the release tarball of one target:
 #   dist/dagrun-<version>-<target>.tar.gz holding dagrun-<version>-<target>/ with the binary,
-#   README.md, LICENSE-MIT, LICENSE-APACHE, shell completions (bash, zsh, fish, PowerShell) and
+#   README.md, docs/, LICENSE-MIT, LICENSE-APACHE, shell completions (bash, zsh, fish, PowerShell) and
 #   the man page, and dist/dagrun-<version>-<target>.tar.gz.sha256 beside it.
 #
 # usage: scripts/package.sh TARGET BINARY [DIST]
@@ -32,6 +32,7 @@ root="$stage/$name"
 mkdir -p "$root/completions" "$root/man"
 cp "$binary" "$root/dagrun"
 cp README.md LICENSE-MIT LICENSE-APACHE "$root/"
+cp -R docs "$root/docs"
 "$binary" completions bash >"$root/completions/dagrun.bash"
 "$binary" completions zsh >"$root/completions/_dagrun"
 "$binary" completions fish >"$root/completions/dagrun.fish"

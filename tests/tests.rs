@@ -5,6 +5,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod delta;
+mod docs;
 mod emr;
 mod fencing;
 mod iam;

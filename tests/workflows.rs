@@ -1,5 +1,6 @@
 //! The GitHub workflows: valid for actionlint, and doing what the project promises.
 
+use std::fs;
 use std::process::Command;
 
 use crate::support::*;
@@ -125,7 +126,7 @@ fn packed() -> &'static (std::path::PathBuf, String) {
 }
 
 #[test]
-fn the_package_holds_the_binary_readme_licenses_completions_and_man_page_with_its_checksum() {
+fn the_package_holds_the_binary_readme_docs_licenses_completions_and_man_page_with_its_checksum() {
     let (dist, tarball) = packed();
     let listing = Command::new("tar").arg("-tzf").arg(dist.join(tarball)).output().unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
@@ -146,6 +147,12 @@ fn the_package_holds_the_binary_readme_licenses_completions_and_man_page_with_it
     .iter()
     .map(|n| format!("{root}/{n}"))
     .collect();
+    // The documentation's chapters beside the README, which links to them.
+    let mut expected = expected;
+    for entry in fs::read_dir(repo().join("docs")).unwrap().flatten() {
+        expected.push(format!("{root}/docs/{}", entry.file_name().to_string_lossy()));
+    }
+    expected.sort();
     assert_eq!(names, expected);
     // The checksum file is sha256sum's own format, and it holds.
     let check =

@@ -1,6 +1,6 @@
 //! `engine: auto`: where a task runs, decided per run from what is measured before any work (the
 //! listed size and file count of the inputs it depends on) against this machine's memory and
-//! cores. The model behind the decision, with the benchmark's figures (README "Running on EMR"):
+//! cores. The model behind the decision, with the benchmark's figures (`docs/emr.md`):
 //!
 //! - peak memory of the local engine: [`BASE_MIB`] plus [`MIB_PER_INPUT_GIB`] per GiB of input
 //!   (1 M events, 0.68 GB: 759 MiB; 10 M events, 4.98 GB: 3,535 MiB; tables over 1 GiB spill to

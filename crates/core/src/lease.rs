@@ -20,7 +20,7 @@
 //! still holds all of them with time to spare. A process frozen between that check and its commit
 //! is stopped by the Delta log itself: a commit lands only as the version right after the one its
 //! load read, so once the new holder has committed a table, no earlier holder can commit to it
-//! (the argument is in the README's guarantees).
+//! (the argument is in `docs/guarantees.md`).
 //!
 //! Clocks: expiry is wall-clock time written by the holder and read by the others, so hosts must
 //! agree on the time to well within the lease's length (a few seconds against minutes).

@@ -78,7 +78,7 @@ pub struct RunRecord {
     pub tables: BTreeMap<String, String>,
     /// The Delta version of each `format: delta` table as this run left it (committed, or found
     /// up to date): reading every table at its version sees the whole lake as of this run, even
-    /// after later runs (`dagrun report` does; see the README for Spark, DuckDB and Polars).
+    /// after later runs (`dagrun report` does; see `docs/delta.md` for Spark, DuckDB and Polars).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub versions: BTreeMap<String, u64>,
     /// The pipeline's `report:` queries, for `dagrun report`.

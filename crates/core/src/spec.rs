@@ -3,7 +3,7 @@
 //! and the `engines.emr` section. [`crate::compile`] turns a spec into a validated plan; nothing
 //! else should read specs.
 //!
-//! The YAML reference in the README documents these types; keep the two in step.
+//! The YAML reference in `docs/pipeline.md` documents these types; keep the two in step.
 
 use crate::decode::{ByteSize, Decode, Decoder, DurationValue, Entries, Located, MapReader, OneOrMany};
 
